@@ -1,0 +1,3 @@
+from seizurewatch.cli import main
+
+raise SystemExit(main())

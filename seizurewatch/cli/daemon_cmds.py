@@ -1,0 +1,147 @@
+"""run, replay, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from seizurewatch.errors import SeizurewatchError
+
+log = logging.getLogger("seizurewatch.cli")
+
+
+def speed_arg(value: str) -> float | str:
+    if value == "max":
+        return "max"
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'max', got {value!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("speed must be > 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the daemon from a YAML config",
+                       description="Run the daemon: every stream in the config, until SIGTERM. "
+                                   "SIGHUP reloads threshold, decision parameters and log level.")
+    p.add_argument("--config", "-c", required=True, help="daemon config YAML (see config/bedside.yaml)")
+    p.add_argument("--check", action="store_true", help="validate config, model and devices, then exit")
+    p.set_defaults(func=cmd_run, default_log_level="INFO")
+
+    p = sub.add_parser("replay", help="replay an EDF recording through the daemon's pipeline",
+                       description="Replay a recording through the same pipeline as 'run'. Without --mqtt-url "
+                                   "nothing is published; events are printed.")
+    p.add_argument("edf", help="EDF/EDF+ recording")
+    p.add_argument("--speed", type=speed_arg, default="max", help="1 = real time, 50 = 50x, max (default)")
+    p.add_argument("--model", help="model file (.pt / .pt2); default: the shipped dog1 model or the config's")
+    p.add_argument("--config", "-c", help="take decision, MQTT and model settings from this daemon config")
+    p.add_argument("--device", help="device profile YAML (default: as the EDF header describes)")
+    p.add_argument("--patient", default="replay", help="patient id used in topics (default: replay)")
+    p.add_argument("--mqtt-url", help="publish to this broker, e.g. mqtt://127.0.0.1:1883")
+    p.add_argument("--jsonl", action="store_true", help="print each event as one JSON line on stdout")
+    p.add_argument("--probabilities", metavar="CSV", help="also write t,probability per hop to this CSV")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="replay a bundled recording into a broker and print the alarms",
+                       description="Replays dog1_rec04.edf (never seen in training) at --speed through the "
+                                   "daemon into an MQTT broker, subscribes to the alarm topic and prints what "
+                                   "arrives, then a summary. Without --mqtt-url an in-process broker is used.")
+    p.add_argument("--speed", type=speed_arg, default=20.0, help="replay speed (default 20x; 'max' for fastest)")
+    p.add_argument("--mqtt-url", help="use this broker instead of the in-process one")
+    p.add_argument("--edf", help="replay this recording instead of the bundled one")
+    p.add_argument("--model", help="model file (default: the shipped dog1 model)")
+    p.set_defaults(func=cmd_demo, default_log_level="ERROR")
+
+
+def _install_signals(daemon: Any, reload: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from seizurewatch.config import load_config
+    from seizurewatch.service import run_service
+
+    cfg = load_config(args.config)
+    if args.check:
+        from seizurewatch.devices import load_device
+        from seizurewatch.modelfile import load_model
+
+        m = load_model(cfg.model.path, cfg.model.sha256)
+        for s in cfg.streams:
+            if s.device:
+                load_device(s.device)
+        print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {m.meta.name} {m.meta.sha256[:12]})")
+        return 0
+    return asyncio.run(run_service(cfg, args))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from seizurewatch.config import load_config
+    from seizurewatch.daemon import Daemon, DaemonOptions
+    from seizurewatch.replay import replay_config
+
+    base = load_config(args.config) if args.config else None
+    cfg = replay_config(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url,
+                        patient=args.patient, device=args.device, base=base)
+    publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
+    events: list[dict[str, Any]] = []
+
+    def sink(p: dict[str, Any]) -> None:
+        events.append(p)
+        if args.jsonl:
+            print(json.dumps(p, separators=(",", ":")), flush=True)
+        else:
+            from seizurewatch.alarms.subscriber import format_event
+
+            print(format_event(p), flush=True)
+
+    async def main() -> Daemon:
+        daemon = Daemon(cfg, DaemonOptions(mqtt_url=args.mqtt_url, publish=publish,
+                                           record_probabilities=bool(args.probabilities)))
+        daemon.payload_sinks.append(sink)
+        await daemon.prepare()
+        _install_signals(daemon)
+        await daemon.run()
+        return daemon
+
+    t0 = time.perf_counter()
+    daemon = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    pipe = daemon.pipelines[0]
+    duration = pipe.stats.samples / pipe.source.rate if pipe.source.rate else 0.0
+    if args.probabilities:
+        with open(args.probabilities, "w", encoding="utf-8") as f:
+            f.write("t,probability\n")
+            for t, p in pipe.stats.probabilities:
+                f.write(f"{t:.3f},{p:.6f}\n")
+    from seizurewatch.demo import DemoResult
+    from seizurewatch.research.labels import is_seizure
+
+    res = DemoResult([(a.onset, a.end) for a in pipe.source.annotations if is_seizure(a.description)],
+                     alarms=[e for e in events if e["kind"] == "alarm" and e["event"] == "start"])
+    line = (f"{res.summary()}; {pipe.stats.windows} windows, {duration:.1f} s of signal in {wall:.2f} s "
+            f"({duration / wall:.0f}x real time)")
+    print(line, file=sys.stderr if args.jsonl else sys.stdout)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from seizurewatch.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(edf=args.edf, speed=args.speed, mqtt_url=args.mqtt_url, model=args.model))
+    except SeizurewatchError:
+        raise
+    return 0

@@ -1,0 +1,204 @@
+"""The daemon's configuration: a frozen dataclass tree loaded from one YAML file.
+
+Relative paths in the file are resolved against the file's own folder, so a config can
+be moved together with its device profiles and models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from seizurewatch.errors import ConfigError
+from seizurewatch.typedyaml import load_typed, read_yaml
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where one stream's samples come from."""
+
+    kind: Literal["edf", "lsl"] = "edf"
+    path: str | None = None  # edf: the recording
+    speed: float | Literal["max"] = 1.0  # edf: 1 = real time, 50 = 50x, "max" = as fast as possible
+    chunk_s: float = 0.25  # edf: seconds per block pushed into the pipeline
+    loop: bool = False  # edf: start over at the end (soak tests)
+    # lsl: how to find the stream; at least one of name / type / source_id
+    name: str | None = None
+    type: str | None = "EEG"
+    source_id: str | None = None
+    resolve_timeout_s: float = 10.0
+    lost_after_s: float = 5.0  # no samples for this long -> stream_lost fault
+    max_gap_s: float = 0.5  # a timestamp gap longer than this resets the buffer (stream_gap)
+
+    def __post_init__(self) -> None:
+        if self.kind == "edf" and not self.path:
+            raise ValueError("path: required when kind is 'edf'")
+        if isinstance(self.speed, float) and self.speed <= 0:
+            raise ValueError("speed: must be > 0 or 'max'")
+        if self.chunk_s <= 0:
+            raise ValueError("chunk_s: must be > 0")
+        if self.kind == "lsl" and not (self.name or self.type or self.source_id):
+            raise ValueError("lsl: give at least one of name, type, source_id")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One monitored patient: a source, the device it comes from, the patient id used in topics."""
+
+    patient: str
+    source: SourceConfig
+    device: str | None = None  # device profile YAML; None: as the source describes itself (EDF header, LSL XML)
+
+    def __post_init__(self) -> None:
+        bad = set(self.patient) & set("/#+ ")
+        if not self.patient or bad:
+            raise ValueError(f"patient: must be non-empty and free of '/', '#', '+', spaces (got {self.patient!r})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str
+    sha256: str | None = None  # pin: refuse a model whose weights hash differs
+    threads: int = 1  # torch.set_num_threads
+    max_batch: int = 64  # windows per inference call when replaying faster than real time
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError("threads: must be >= 1")
+        if self.max_batch < 1:
+            raise ValueError("max_batch: must be >= 1")
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Turns one probability per hop into alarm start/update/end events."""
+
+    threshold: float | None = None  # None: use the threshold stored in the model
+    k: int = 3  # start when k of the last n probabilities are >= threshold
+    n: int = 4
+    hysteresis: float = 0.1  # end threshold = threshold - hysteresis
+    off_hops: int = 3  # end after this many consecutive hops below the end threshold
+    refractory_s: float = 30.0  # no new alarm start this long after an end
+    update_every_s: float = 5.0  # "update" events while an alarm is active
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError("threshold: must be between 0 and 1 (exclusive)")
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"k: must satisfy 1 <= k <= n (k={self.k}, n={self.n})")
+        if self.hysteresis < 0:
+            raise ValueError("hysteresis: must be >= 0")
+        if self.off_hops < 1:
+            raise ValueError("off_hops: must be >= 1")
+        if self.refractory_s < 0 or self.update_every_s <= 0:
+            raise ValueError("refractory_s must be >= 0 and update_every_s > 0")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"  # mqtt:// or mqtts://; "embedded" starts an in-process broker
+    topic_prefix: str = "seizurewatch"
+    client_id: str | None = None
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+    username: str | None = None
+    password_file: str | None = None
+    password_env: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    allow_plaintext_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.url == "embedded" or self.url.startswith(("mqtt://", "mqtts://"))):
+            raise ValueError(f"url: expected mqtt://host:port, mqtts://host:port or 'embedded', got {self.url!r}")
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: str = "outbox.sqlite3"  # durable journal; ":memory:" only for throwaway runs
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = None  # "127.0.0.1:9108"; None disables the endpoint
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    streams: tuple[StreamConfig, ...]
+    model: ModelConfig
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source_file: str = "(built in code)"
+
+    def __post_init__(self) -> None:
+        if not self.streams:
+            raise ValueError("streams: at least one stream is required")
+        patients = [s.patient for s in self.streams]
+        dupes = {p for p in patients if patients.count(p) > 1}
+        if dupes:
+            raise ValueError(f"streams: patient ids must be unique (repeated: {', '.join(sorted(dupes))})")
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or value in (":memory:", "embedded"):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    """Make every file path in ``cfg`` absolute, relative to ``base``."""
+    streams = tuple(
+        dataclasses.replace(
+            s,
+            device=_resolve(base, s.device),
+            source=dataclasses.replace(s.source, path=_resolve(base, s.source.path)),
+        )
+        for s in cfg.streams
+    )
+    mqtt = dataclasses.replace(
+        cfg.mqtt,
+        password_file=_resolve(base, cfg.mqtt.password_file),
+        ca_file=_resolve(base, cfg.mqtt.ca_file),
+        cert_file=_resolve(base, cfg.mqtt.cert_file),
+        key_file=_resolve(base, cfg.mqtt.key_file),
+    )
+    return dataclasses.replace(
+        cfg,
+        streams=streams,
+        model=dataclasses.replace(cfg.model, path=_resolve(base, cfg.model.path) or cfg.model.path),
+        mqtt=mqtt,
+        outbox=dataclasses.replace(cfg.outbox, path=_resolve(base, cfg.outbox.path) or cfg.outbox.path),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a config file; raises ConfigError naming file, key and expectation."""
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    data = {**data, "source_file": str(p)}
+    cfg = load_typed(Config, data, str(p))
+    cfg = resolve_paths(cfg, p.resolve().parent)
+    for i, s in enumerate(cfg.streams):
+        if s.device and not Path(s.device).is_file():
+            raise ConfigError(f"{p}: streams[{i}].device: device profile not found: {s.device}")
+        if s.source.kind == "edf" and s.source.path and not Path(s.source.path).is_file():
+            raise ConfigError(f"{p}: streams[{i}].source.path: recording not found: {s.source.path}")
+    if not Path(cfg.model.path).is_file():
+        raise ConfigError(f"{p}: model.path: model file not found: {cfg.model.path}")
+    return cfg

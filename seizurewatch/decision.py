@@ -1,0 +1,115 @@
+"""From one probability per hop to alarm start / update / end events.
+
+Smoothing: an alarm starts when at least ``k`` of the last ``n`` probabilities reach the
+threshold. Hysteresis: it ends only after ``off_hops`` consecutive hops below
+``threshold - hysteresis``. Refractory: no new start within ``refractory_s`` of an end.
+The same class scores replays offline, so evaluation sees what the nurse would have seen.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from seizurewatch.config import DecisionConfig
+from seizurewatch.events import Event, new_id
+
+
+class AlarmDecision:
+    def __init__(self, cfg: DecisionConfig, threshold: float) -> None:
+        self.cfg = cfg
+        self.threshold = threshold
+        self.history: deque[bool] = deque(maxlen=cfg.n)
+        self.alarm_id: str | None = None
+        self.started_t = 0.0
+        self.peak = 0.0
+        self.below = 0
+        self.last_update_t = 0.0
+        self.refractory_until = float("-inf")
+
+    @property
+    def active(self) -> bool:
+        return self.alarm_id is not None
+
+    @property
+    def off_threshold(self) -> float:
+        return max(self.threshold - self.cfg.hysteresis, 0.0)
+
+    def reconfigure(self, cfg: DecisionConfig, threshold: float) -> None:
+        """New parameters (SIGHUP); the current alarm, if any, carries on."""
+        self.cfg, self.threshold = cfg, threshold
+        self.history = deque(self.history, maxlen=cfg.n)
+
+    def reset_history(self) -> None:
+        """After a gap the recent hops say nothing about the next ones."""
+        self.history.clear()
+
+    def update(self, t: float, p: float) -> list[Event]:
+        self.history.append(p >= self.threshold)
+        if self.alarm_id is None:
+            if t >= self.refractory_until and sum(self.history) >= self.cfg.k:
+                self.alarm_id = new_id()
+                self.started_t = self.last_update_t = t
+                self.peak = p
+                self.below = 0
+                return [Event("alarm", "start", self.alarm_id, t, p, self.threshold, started_t=t, peak_probability=p)]
+            return []
+        self.peak = max(self.peak, p)
+        self.below = self.below + 1 if p < self.off_threshold else 0
+        if self.below >= self.cfg.off_hops:
+            return [self.end(t, p)]
+        if t - self.last_update_t >= self.cfg.update_every_s:
+            self.last_update_t = t
+            return [
+                Event("alarm", "update", self.alarm_id, t, p, self.threshold,
+                      started_t=self.started_t, peak_probability=self.peak)
+            ]
+        return []
+
+    def end(self, t: float, p: float | None, detail: str = "") -> Event:
+        assert self.alarm_id is not None
+        ev = Event("alarm", "end", self.alarm_id, t, p, self.threshold,
+                   started_t=self.started_t, peak_probability=self.peak, detail=detail)
+        self.alarm_id = None
+        self.history.clear()
+        self.refractory_until = t + self.cfg.refractory_s
+        return ev
+
+
+@dataclass
+class _ActiveFault:
+    alarm_id: str
+    started_t: float
+    channels: tuple[str, ...]
+
+
+class FaultTracker:
+    """Start/end events for conditions that mean 'cannot tell', distinct from 'no seizure'."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, _ActiveFault] = {}
+
+    def set(self, fault_type: str, on: bool, t: float, channels: tuple[str, ...] = (), detail: str = "") -> list[Event]:
+        cur = self.active.get(fault_type)
+        if on and cur is None:
+            fid = new_id()
+            self.active[fault_type] = _ActiveFault(fid, t, channels)
+            return [Event("fault", "start", fid, t, fault_type=fault_type, channels=channels, detail=detail,
+                          started_t=t)]
+        if on and cur is not None and channels != cur.channels:
+            cur.channels = channels
+            return [Event("fault", "update", cur.alarm_id, t, fault_type=fault_type, channels=channels,
+                          detail=detail, started_t=cur.started_t)]
+        if not on and cur is not None:
+            del self.active[fault_type]
+            return [Event("fault", "end", cur.alarm_id, t, fault_type=fault_type, channels=cur.channels,
+                          detail=detail, started_t=cur.started_t)]
+        return []
+
+    def instant(self, fault_type: str, t: float, detail: str, seconds: float = 0.0) -> list[Event]:
+        """A fault with no duration of its own (a gap): start and end at once."""
+        fid = new_id()
+        return [
+            Event("fault", "start", fid, t, fault_type=fault_type, detail=detail, started_t=t - seconds),
+            Event("fault", "end", fid, t, fault_type=fault_type, detail=detail, started_t=t - seconds),
+        ]

@@ -1,0 +1,55 @@
+"""Device profiles: what an amplifier sends (channel labels, rate, units, montage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seizurewatch.errors import ConfigError
+from seizurewatch.typedyaml import load_typed, read_yaml
+
+
+def canonical_label(label: str) -> str:
+    """Normalise a channel label for matching: case, spaces and common EDF prefixes."""
+    s = label.strip().upper().replace(" ", "")
+    for prefix in ("EEG", "POL"):
+        if s.startswith(prefix) and len(s) > len(prefix):
+            s = s[len(prefix):]
+    return s.lstrip("-_")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    channels: tuple[str, ...]
+    sampling_rate: float
+    units: str = "uV"
+    montage: str = "unspecified"  # e.g. "bipolar double banana", "referential", "intracranial grid"
+    line_freq: float = 50.0  # mains frequency at the site, for signal-quality checks
+    aliases: dict[str, str] = field(default_factory=dict)  # other label -> profile label
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("channels: at least one channel is required")
+        canon = [canonical_label(c) for c in self.channels]
+        if len(set(canon)) != len(canon):
+            raise ValueError("channels: labels must be unique")
+        if self.sampling_rate <= 0:
+            raise ValueError("sampling_rate: must be > 0")
+
+    def canonical(self, label: str) -> str:
+        """Map a label as a source spells it to the canonical form of a profile label."""
+        c = canonical_label(label)
+        for alias, target in self.aliases.items():
+            if canonical_label(alias) == c:
+                return canonical_label(target)
+        return c
+
+
+def load_device(path: str | Path) -> DeviceProfile:
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return load_typed(DeviceProfile, data, str(p))

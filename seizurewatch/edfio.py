@@ -1,0 +1,123 @@
+"""Chunked EDF/EDF+ reading with pyedflib, shared by replay and by the offline tools.
+
+Never reads a whole file at once: ``read(start, n)`` pulls ``n`` samples per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyedflib
+
+from seizurewatch.errors import DataError
+from seizurewatch.types import Annotation
+
+log = logging.getLogger(__name__)
+
+
+def dedupe_labels(labels: list[str]) -> list[str]:
+    """Repeated labels become LABEL-0, LABEL-1... in order (MNE's convention; CHB-MIT has T8-P8 twice)."""
+    counts = Counter(labels)
+    seen: Counter[str] = Counter()
+    out = []
+    for lab in labels:
+        if counts[lab] > 1:
+            out.append(f"{lab}-{seen[lab]}")
+            seen[lab] += 1
+        else:
+            out.append(lab)
+    return out
+
+
+@dataclass(frozen=True)
+class EdfHeader:
+    path: str
+    channels: tuple[str, ...]
+    rate: float
+    n_samples: int
+    units: tuple[str, ...]
+    annotations: tuple[Annotation, ...]
+    start_datetime: str
+    skipped_channels: tuple[str, ...]  # signals at another rate than the EEG (ECG, SpO2...)
+
+    @property
+    def duration(self) -> float:
+        return self.n_samples / self.rate
+
+
+class EdfRecording:
+    """An open EDF file; use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if not Path(self.path).is_file():
+            raise DataError(f"{self.path}: recording not found")
+        try:
+            self._reader = pyedflib.EdfReader(self.path)
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable EDF/EDF+ file ({exc})") from None
+        r = self._reader
+        labels = dedupe_labels([lab.strip() for lab in r.getSignalLabels()])
+        rates = [float(x) for x in r.getSampleFrequencies()]
+        if not labels:
+            raise DataError(f"{self.path}: no signals in file")
+        # The EEG is the largest group of signals sharing a rate; others are skipped.
+        rate = Counter(rates).most_common(1)[0][0]
+        self._idx = [i for i, fs in enumerate(rates) if fs == rate]
+        skipped = tuple(labels[i] for i in range(len(labels)) if i not in self._idx)
+        if skipped:
+            log.info("skipping signals at another rate", extra={"file": self.path, "skipped": skipped})
+        n = int(min(r.getNSamples()[i] for i in self._idx))
+        try:
+            onsets, durations, descs = r.readAnnotations()
+        except Exception:  # noqa: BLE001 - plain EDF without annotations on some versions
+            onsets, durations, descs = [], [], []
+        anns = tuple(
+            Annotation(float(o), max(float(d), 0.0), str(t).strip())
+            for o, d, t in zip(onsets, durations, descs)
+        )
+        try:
+            start = r.getStartdatetime().isoformat()
+        except Exception:  # noqa: BLE001 - malformed start date in some headers
+            start = ""
+        self.header = EdfHeader(
+            path=self.path,
+            channels=tuple(labels[i] for i in self._idx),
+            rate=rate,
+            n_samples=n,
+            units=tuple(r.getPhysicalDimension(i).strip() for i in self._idx),
+            annotations=anns,
+            start_datetime=start,
+            skipped_channels=skipped,
+        )
+
+    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
+        """Samples ``start .. start+n`` (clipped to the file) of the EEG signals: (channels, n) float32 µV."""
+        n = max(0, min(n, self.header.n_samples - start))
+        picks = self._idx if channels is None else [self._idx[c] for c in channels]
+        out = np.empty((len(picks), n), dtype=np.float32)
+        for row, sig in enumerate(picks):
+            if n:
+                out[row] = self._reader.readSignal(sig, start, n, digital=False)
+        return out
+
+    def chunks(self, chunk: int, start: int = 0):
+        """Yield ``(first_sample, block)`` over the file, ``chunk`` samples at a time."""
+        pos = start
+        while pos < self.header.n_samples:
+            block = self.read(pos, chunk)
+            yield pos, block
+            pos += block.shape[1]
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> EdfRecording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

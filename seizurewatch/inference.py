@@ -1,0 +1,46 @@
+"""Runs the model off the event loop: one executor thread, batches of windows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from seizurewatch.modelfile import LoadedModel
+
+
+def configure_torch(threads: int) -> None:
+    """Set torch's thread pools explicitly; a bedside box shares its cores with the streams."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process
+        pass
+
+
+class Predictor:
+    """Thread-safe enough for one pipeline per stream sharing a model: calls are serialised."""
+
+    def __init__(self, model: LoadedModel, executor: ThreadPoolExecutor | None = None) -> None:
+        self.model = model
+        self.meta = model.meta
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.last_seconds = 0.0
+
+    def predict_sync(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, T) float32 -> (B, outputs) probabilities."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        self.last_seconds = time.perf_counter() - t0
+        return out.detach().numpy().astype(np.float64)
+
+    async def predict(self, batch: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.predict_sync, batch)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,310 @@
+"""One patient's pipeline: source -> preprocess -> ring buffer -> model -> decision -> events.
+
+The source runs in its own task and hands items over a bounded queue, so a replay at
+``speed=max`` is paced by inference (backpressure) and a live source never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seizurewatch.config import DecisionConfig, StreamConfig
+from seizurewatch.decision import AlarmDecision, FaultTracker
+from seizurewatch.devices import DeviceProfile
+from seizurewatch.events import Context, Event
+from seizurewatch.inference import Predictor
+from seizurewatch.preprocess import Preprocessor
+from seizurewatch.quality import QualityChecker
+from seizurewatch.ringbuffer import RingBuffer
+from seizurewatch.sources import Source
+from seizurewatch.types import Block, Gap, StreamStatus, Window
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[Event, Context], Awaitable[None]]
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (for the benchmark's breakdown)."""
+
+    read: float = 0.0
+    preprocess: float = 0.0
+    buffer: float = 0.0
+    inference: float = 0.0
+    decision: float = 0.0
+    publish: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class StreamStats:
+    samples: int = 0
+    windows: int = 0
+    last_probability: float | None = None
+    last_t: float = 0.0
+    first_sample_at: float | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+    probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        stream: StreamConfig,
+        device: DeviceProfile | None,
+        source: Source,
+        predictor: Predictor,
+        decision: DecisionConfig,
+        sink: EventSink,
+        max_batch: int = 64,
+        line_freq: float | None = None,
+        record_probabilities: bool = False,
+        metrics: Any = None,
+    ) -> None:
+        self.stream = stream
+        self.patient = stream.patient
+        self.device = device
+        self.source = source
+        self.predictor = predictor
+        self.meta = predictor.meta
+        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
+        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
+        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
+        self.decision = AlarmDecision(decision, threshold)
+        self.faults = FaultTracker()
+        self.sink = sink
+        self.max_batch = max_batch
+        self.line_freq = line_freq if line_freq is not None else (device.line_freq if device else 50.0)
+        self.record = record_probabilities
+        self.metrics = metrics
+        self.stats = StreamStats()
+        self.times = StageTimes()
+        self.pre: Preprocessor | None = None
+        self.ring: RingBuffer | None = None
+        self.quality: QualityChecker | None = None
+        self.first_samples = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.state = "unknown"
+        self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # ----- control ---------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the current block, close open alarms, return from run()."""
+        self._stop.set()
+
+    def reconfigure(self, decision: DecisionConfig) -> None:
+        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
+        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
+        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
+        self.decision.reconfigure(decision, threshold)
+
+    # ----- running ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the source and check its channels against the model; DataError on mismatch."""
+        await self.source.open()
+        if self.device is None:
+            self.device = DeviceProfile(name="as-described-by-source", channels=tuple(self.source.channels),
+                                        sampling_rate=self.source.rate)
+        spec = self.meta.preprocess
+        where = f"{self.source.description} (patient {self.patient}, device {self.device.name})"
+        if abs(self.source.rate - self.device.sampling_rate) > 0.01 * self.device.sampling_rate:
+            log.warning("source rate differs from device profile; resampling",
+                        extra={"patient": self.patient, "source_rate": self.source.rate,
+                               "device_rate": self.device.sampling_rate})
+        self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
+        self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
+        self.quality = QualityChecker(spec.channels, spec.rate, self.line_freq)
+
+    async def run(self) -> None:
+        if self.pre is None:
+            await self.open()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+        done = object()
+
+        async def produce() -> None:
+            try:
+                async for item in self.source.items():
+                    await queue.put(item)
+                    if self._stop.is_set():
+                        break
+            finally:
+                await queue.put(done)
+
+        producer = asyncio.create_task(produce(), name=f"source-{self.patient}")
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(self._stop.wait())
+                finished, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    break
+                stopper.cancel()
+                item = getter.result()
+                if item is done:
+                    break
+                await self._handle(item)
+        finally:
+            producer.cancel()
+            try:
+                await producer
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
+                if not isinstance(exc, asyncio.CancelledError):
+                    raise
+            await self._finish()
+            await self.source.close()
+
+    async def _finish(self) -> None:
+        t = self.stats.last_t
+        if self.decision.active:
+            await self._emit([self.decision.end(t, self.stats.last_probability, detail="stream ended")])
+        for ftype in list(self.faults.active):
+            await self._emit(self.faults.set(ftype, False, t, detail="stream ended"))
+
+    async def _handle(self, item: Block | Gap | StreamStatus) -> None:
+        if isinstance(item, Block):
+            await self._on_block(item)
+        elif isinstance(item, Gap):
+            await self._on_gap(item)
+        elif isinstance(item, StreamStatus):
+            await self._on_status(item)
+
+    async def _on_block(self, block: Block) -> None:
+        assert self.pre and self.ring
+        self.stats.samples += block.n_samples
+        self.stats.last_progress = time.monotonic()
+        if self.stats.first_sample_at is None:
+            self.stats.first_sample_at = time.monotonic()
+            self.ring.reset(block.t0)
+            self.first_samples.set()
+        if self.metrics:
+            self.metrics.samples(self.patient, block.n_samples)
+        t0 = time.perf_counter()
+        x = self.pre.process(block.data)
+        t1 = time.perf_counter()
+        windows = self.ring.push(x, block.wall_received)
+        t2 = time.perf_counter()
+        self.times.preprocess += t1 - t0
+        self.times.buffer += t2 - t1
+        if self.metrics:
+            self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
+        for i in range(0, len(windows), self.max_batch):
+            await self._classify(windows[i : i + self.max_batch])
+
+    async def _classify(self, windows: list[Window]) -> None:
+        assert self.quality is not None
+        usable: list[Window] = []
+        for w in windows:
+            verdict = self.quality.check(w.data)
+            await self._emit(self._quality_events(verdict, w.t_end))
+            if verdict.usable:
+                usable.append(w)
+        if not usable:
+            return
+        t0 = time.perf_counter()
+        try:
+            probs = await self.predictor.predict(np.stack([w.data for w in usable]))
+        except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
+            log.exception("inference failed", extra={"patient": self.patient})
+            await self._emit(self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200]))
+            return
+        dt = time.perf_counter() - t0
+        self.times.inference += dt
+        await self._emit(self.faults.set("model_error", False, usable[-1].t_end))
+        if self.metrics:
+            self.metrics.inference(self.patient, dt, len(usable))
+        t1 = time.perf_counter()
+        events: list[Event] = []
+        for w, row in zip(usable, probs):
+            p = float(row[0])
+            self.stats.windows += 1
+            self.stats.last_probability = p
+            self.stats.last_t = w.t_end
+            if self.record:
+                self.stats.probabilities.append((w.t_end, p))
+            events.extend(self.decision.update(w.t_end, p))
+            if self.metrics:
+                self.metrics.window(self.patient, p, w.wall_received)
+        self.times.decision += time.perf_counter() - t1
+        self.stats.last_progress = time.monotonic()
+        await self._emit(events)
+        self._update_state(usable[-1].t_end)
+
+    def _quality_events(self, verdict: Any, t: float) -> list[Event]:
+        events: list[Event] = []
+        for ftype, channels in verdict.faults.items():
+            events += self.faults.set(ftype, bool(channels), t, tuple(channels),
+                                      detail=f"{ftype} on {', '.join(channels)}" if channels else "")
+        return events
+
+    async def _on_gap(self, gap: Gap) -> None:
+        assert self.pre and self.ring
+        self.ring.reset(gap.t)
+        self.pre.reset()
+        self.decision.reset_history()
+        if gap.reason != "replay_loop":
+            log.warning("stream gap; window buffer reset", extra={"patient": self.patient, "gap_s": gap.seconds})
+            await self._emit(self.faults.instant("stream_gap", gap.t, f"{gap.seconds:.3f} s without samples",
+                                                 gap.seconds))
+
+    async def _on_status(self, st: StreamStatus) -> None:
+        assert self.pre and self.ring
+        if not st.up:
+            log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
+            self.ring.reset(st.t)
+            self.pre.reset()
+            self.decision.reset_history()
+        else:
+            log.info("stream back", extra={"patient": self.patient, "detail": st.detail})
+            self.ring.reset(st.t)
+        await self._emit(self.faults.set("stream_lost", not st.up, st.t, detail=st.detail))
+        self._update_state(st.t)
+
+    async def _emit(self, events: list[Event]) -> None:
+        if not events:
+            return
+        t0 = time.perf_counter()
+        for ev in events:
+            if ev.kind == "fault" and ev.event == "start":
+                log.warning("fault start", extra={"patient": self.patient, "fault": ev.fault_type, "t": ev.t,
+                                                  "channels": list(ev.channels)})
+            elif ev.kind == "alarm" and ev.event in ("start", "end"):
+                log.warning("alarm %s", ev.event, extra={"patient": self.patient, "t": round(ev.t, 2),
+                                                         "probability": ev.probability, "alarm_id": ev.alarm_id})
+            if self.metrics:
+                self.metrics.event(self.patient, ev)
+            await self.sink(ev, self.context)
+        self.times.publish += time.perf_counter() - t0
+        self._update_state(events[-1].t)
+
+    def _update_state(self, t: float) -> None:
+        if self.faults.active:
+            state = "fault"
+        elif self.decision.active:
+            state = "alarm"
+        elif self.stats.windows:
+            state = "ok"
+        else:
+            state = "unknown"
+        if state != self.state:
+            self.state = state
+            info = {
+                "state": state,
+                "t": round(t, 3),
+                "wall_time": round(time.time(), 3),
+                "probability": self.stats.last_probability,
+                "faults": sorted(self.faults.active),
+                "alarm_id": self.decision.alarm_id,
+            }
+            for cb in self.on_state:
+                cb(state, info)

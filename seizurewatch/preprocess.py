@@ -1,0 +1,149 @@
+"""Preprocessing shared by the daemon and the offline tools, so a window is shaped the same
+way in training and in production: channel map -> resample -> causal filters.
+
+Every stage is stateful across blocks: feeding a recording in chunks of any size gives the
+same output as feeding it whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal
+
+from seizurewatch.devices import canonical_label
+from seizurewatch.errors import DataError
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the model expects; stored in the model's metadata."""
+
+    channels: tuple[str, ...]
+    rate: float
+    bandpass: tuple[float, float] | None = None
+    notch: float | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "channels": list(self.channels),
+            "rate": self.rate,
+            "bandpass": list(self.bandpass) if self.bandpass else None,
+            "notch": self.notch,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> PreprocessSpec:
+        bp = d.get("bandpass")
+        return cls(
+            channels=tuple(d["channels"]),
+            rate=float(d["rate"]),
+            bandpass=(float(bp[0]), float(bp[1])) if bp else None,
+            notch=float(d["notch"]) if d.get("notch") else None,
+        )
+
+
+def channel_indices(
+    source_labels: tuple[str, ...] | list[str],
+    wanted: tuple[str, ...] | list[str],
+    where: str,
+    canon=canonical_label,
+) -> list[int]:
+    """Indices into ``source_labels`` for each wanted label, matched by label, not position."""
+    index = {canon(lab): i for i, lab in enumerate(source_labels)}
+    missing = [w for w in wanted if canonical_label(w) not in index]
+    if missing:
+        raise DataError(
+            f"{where}: channel(s) {', '.join(missing)} missing; "
+            f"the source has: {', '.join(source_labels)}; the model needs: {', '.join(wanted)}"
+        )
+    return [index[canonical_label(w)] for w in wanted]
+
+
+class StreamingResampler:
+    """Rational-rate polyphase resampler with filter state carried across blocks."""
+
+    def __init__(self, n_channels: int, rate_in: float, rate_out: float) -> None:
+        self.rate_in, self.rate_out = rate_in, rate_out
+        frac = Fraction(rate_out / rate_in).limit_denominator(1000)
+        self.up, self.down = frac.numerator, frac.denominator
+        self.identity = self.up == self.down
+        if self.identity:
+            return
+        max_rate = max(self.up, self.down)
+        half_len = 10 * max_rate
+        self.h = (signal.firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up).astype(
+            np.float64
+        )
+        self.zi = np.zeros((n_channels, len(self.h) - 1))
+        self.phase = 0  # index into the upsampled stream of the next output sample
+        self.delay = half_len  # group delay in upsampled samples (outputs are shifted by it)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return x
+        n = x.shape[1]
+        if n == 0:
+            return x[:, :0]
+        up = np.zeros((x.shape[0], n * self.up))
+        up[:, :: self.up] = x
+        y, self.zi = signal.lfilter(self.h, 1.0, up, axis=1, zi=self.zi)
+        idx = np.arange(self.phase, y.shape[1], self.down)
+        self.phase = int(idx[-1] + self.down - y.shape[1]) if len(idx) else self.phase - y.shape[1]
+        return y[:, idx].astype(np.float32)
+
+
+class StreamingFilter:
+    """Causal band-pass and/or notch (second-order sections), state kept across blocks."""
+
+    def __init__(self, n_channels: int, rate: float, bandpass: tuple[float, float] | None, notch: float | None):
+        sos = []
+        nyq = rate / 2
+        if bandpass:
+            lo, hi = bandpass
+            if not 0 < lo < hi:
+                raise DataError(f"band-pass {bandpass}: need 0 < low < high")
+            hi = min(hi, 0.95 * nyq)
+            sos.append(signal.butter(4, [lo, hi], btype="bandpass", fs=rate, output="sos"))
+        if notch and notch < nyq:
+            b, a = signal.iirnotch(notch, 30.0, fs=rate)
+            sos.append(signal.tf2sos(b, a))
+        self.sos = np.vstack(sos) if sos else None
+        self.zi = None if self.sos is None else np.zeros((self.sos.shape[0], n_channels, 2))
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        if self.sos is None or x.shape[1] == 0:
+            return x
+        y, self.zi = signal.sosfilt(self.sos, x, axis=1, zi=self.zi)
+        return y.astype(np.float32)
+
+
+class Preprocessor:
+    """Channel map + resample + filter for one stream, from the source's layout to the model's."""
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        source_channels: tuple[str, ...] | list[str],
+        source_rate: float,
+        where: str,
+        canon=canonical_label,
+    ) -> None:
+        self.spec = spec
+        self.indices = channel_indices(source_channels, spec.channels, where, canon)
+        self.in_order = self.indices == list(range(len(source_channels)))
+        self.resampler = StreamingResampler(len(spec.channels), source_rate, spec.rate)
+        self.filter = StreamingFilter(len(spec.channels), spec.rate, spec.bandpass, spec.notch)
+
+    def reset(self) -> None:
+        """Forget filter state (after a gap: the signal on each side is unrelated)."""
+        self.resampler = StreamingResampler(len(self.spec.channels), self.resampler.rate_in, self.spec.rate)
+        self.filter = StreamingFilter(len(self.spec.channels), self.spec.rate, self.spec.bandpass, self.spec.notch)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        x = block if self.in_order else block[self.indices]
+        x = self.resampler.process(x)
+        x = self.filter.process(x)
+        return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,48 @@
+"""Replay a recording through the daemon's own pipeline (same code path as ``run``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from seizurewatch.config import (
+    Config,
+    DecisionConfig,
+    ModelConfig,
+    MqttConfig,
+    OutboxConfig,
+    SourceConfig,
+    StreamConfig,
+)
+from seizurewatch.resources import default_model_path
+
+
+def replay_config(
+    edf: str,
+    model: str | None = None,
+    speed: float | str = "max",
+    mqtt_url: str | None = None,
+    patient: str = "replay",
+    device: str | None = None,
+    base: Config | None = None,
+    outbox: str = ":memory:",
+) -> Config:
+    """A one-stream Config replaying ``edf``; ``base`` supplies decision/mqtt settings if given."""
+    stream = StreamConfig(
+        patient=patient,
+        device=str(Path(device).resolve()) if device else None,
+        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),
+    )
+    model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
+    if base is not None:
+        return dataclasses.replace(
+            base, streams=(stream,), model=dataclasses.replace(base.model, path=model_path),
+            mqtt=dataclasses.replace(base.mqtt, url=mqtt_url or base.mqtt.url), outbox=OutboxConfig(outbox),
+        )
+    return Config(
+        streams=(stream,),
+        model=ModelConfig(path=model_path),
+        decision=DecisionConfig(),
+        mqtt=MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"),
+        outbox=OutboxConfig(outbox),
+    )

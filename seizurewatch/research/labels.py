@@ -1,0 +1,122 @@
+"""Window labelling arithmetic: which windows are ictal, preictal, interictal, or dropped.
+
+A recording may be stitched from pieces ("join" annotations mark the seams, as in the
+dog1 EDFs). Continuity matters: a window that straddles a seam is dropped, and the
+exclusion margin around a seizure does not extend across a seam (the signal on the other
+side was recorded hours away).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seizurewatch.errors import DataError
+from seizurewatch.types import Annotation
+
+SEIZURE_WORDS = ("seiz", "ictal", "sz")
+JOIN_WORDS = ("join", "discontinuity", "gap")
+
+
+def is_seizure(desc: str) -> bool:
+    d = desc.strip().lower()
+    return any(w in d for w in SEIZURE_WORDS) and "interictal" not in d and "preictal" not in d
+
+
+def is_join(desc: str) -> bool:
+    return desc.strip().lower() in JOIN_WORDS
+
+
+@dataclass(frozen=True)
+class Seizure:
+    onset: float
+    end: float
+
+
+def seizures_of(anns: tuple[Annotation, ...] | list[Annotation], duration: float, where: str) -> list[Seizure]:
+    """Seizure spans, checked: inside the recording, not overlapping each other."""
+    out = sorted((Seizure(a.onset, a.end) for a in anns if is_seizure(a.description)), key=lambda s: s.onset)
+    for s in out:
+        if s.onset < 0 or s.onset >= duration or s.end > duration + 1.0:
+            raise DataError(f"{where}: seizure annotation {s.onset:g}-{s.end:g} s lies outside the recording "
+                            f"(0-{duration:g} s)")
+        if s.end <= s.onset:
+            raise DataError(f"{where}: seizure annotation at {s.onset:g} s has no duration")
+    for a, b in zip(out, out[1:]):
+        if b.onset < a.end:
+            raise DataError(f"{where}: overlapping seizure annotations {a.onset:g}-{a.end:g} s and "
+                            f"{b.onset:g}-{b.end:g} s")
+    return out
+
+
+def joins_of(anns: tuple[Annotation, ...] | list[Annotation]) -> list[float]:
+    return sorted({a.onset for a in anns if is_join(a.description)})
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    task: str = "detection"  # "detection" | "prediction"
+    exclusion_s: float = 300.0  # detection: interictal windows at least this far from a seizure
+    horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
+    interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
+    postictal_s: float = 600.0  # prediction: dropped after a seizure
+
+
+def _continuous(a: float, b: float, joins: list[float]) -> bool:
+    """True if no seam lies in [a, b]: the signal at a and at b belong to one piece."""
+    return not any(a <= j <= b for j in joins)
+
+
+def label_window(
+    start: float, end: float, seizures: list[Seizure], joins: list[float], rules: LabelRules
+) -> tuple[int, ...] | None:
+    """Labels for window [start, end): detection -> (ictal,), prediction -> one flag per horizon.
+    None means the window is dropped (straddles a seam, partly ictal, too near a seizure...)."""
+    if any(start < j < end for j in joins):
+        return None
+    if rules.task == "detection":
+        for s in seizures:
+            if s.onset <= start and end <= s.end:
+                return (1,)
+        for s in seizures:
+            if start < s.end and s.onset < end:
+                return None  # partly ictal
+            if end <= s.onset and s.onset - end < rules.exclusion_s and _continuous(end, s.onset, joins):
+                return None
+            if s.end <= start and start - s.end < rules.exclusion_s and _continuous(s.end, start, joins):
+                return None
+        return (0,)
+    flags = tuple(
+        int(any(end <= s.onset and s.onset - start <= h and _continuous(end, s.onset, joins) for s in seizures))
+        for h in rules.horizons_s
+    )
+    if any(flags):
+        return flags
+    for s in seizures:
+        if start < s.end and s.onset < end:
+            return None
+        if s.end <= start and start - s.end < rules.postictal_s and _continuous(s.end, start, joins):
+            return None
+        if end <= s.onset and s.onset - end < rules.interictal_min_s and _continuous(end, s.onset, joins):
+            return None
+        if s.end <= start and start - s.end < rules.interictal_min_s and _continuous(s.end, start, joins):
+            return None
+    return tuple(0 for _ in rules.horizons_s)
+
+
+def window_starts(
+    duration: float, window_s: float, stride_s: float, stride_ictal_s: float, seizures: list[Seizure]
+) -> list[float]:
+    """Window start times: ``stride_s`` apart, and ``stride_ictal_s`` apart inside seizures (oversampling)."""
+    if window_s > duration:
+        return []
+    starts = set()
+    t = 0.0
+    while t + window_s <= duration + 1e-9:
+        starts.add(round(t, 6))
+        t += stride_s
+    for s in seizures:
+        t = s.onset
+        while t + window_s <= min(s.end, duration) + 1e-9:
+            starts.add(round(t, 6))
+            t += stride_ictal_s
+    return sorted(starts)

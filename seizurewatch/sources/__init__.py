@@ -1,0 +1,22 @@
+"""Sources of EEG samples: EDF replay and LSL inlet. Each yields Block / Gap / StreamStatus."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from seizurewatch.types import Annotation, Block, Gap, StreamStatus
+
+SourceItem = Block | Gap | StreamStatus
+
+
+class Source(Protocol):
+    channels: tuple[str, ...]
+    rate: float
+    annotations: tuple[Annotation, ...]
+    description: str
+
+    async def open(self) -> None: ...
+
+    def items(self): ...  # AsyncIterator[SourceItem]
+
+    async def close(self) -> None: ...
