@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["LSLAPICFG"] = str(ROOT / "config" / "lsl_loopback.cfg")  # before any pylsl import
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("SEIZUREWATCH_DATA", ROOT.parent / "shared" / "data"))
 DOG1 = DATA / "dog1"
 SCALP8 = DATA / "scalp8"
 MODEL = ROOT / "models" / "dog1-convnet.pt"
