@@ -28,6 +28,7 @@ class SourceConfig:
     name: str | None = None
     type: str | None = "EEG"
     source_id: str | None = None
+    predicate: str | None = None  # lsl: extra XPath 1.0 condition, e.g. "starts-with(name,'Amp') and hostname='bed1'"
     resolve_timeout_s: float = 10.0
     lost_after_s: float = 5.0  # no samples for this long -> stream_lost fault
     max_gap_s: float = 0.5  # a timestamp gap longer than this resets the buffer (stream_gap)
@@ -39,8 +40,10 @@ class SourceConfig:
             raise ValueError("speed: must be > 0 or 'max'")
         if self.chunk_s <= 0:
             raise ValueError("chunk_s: must be > 0")
-        if self.kind == "lsl" and not (self.name or self.type or self.source_id):
-            raise ValueError("lsl: give at least one of name, type, source_id")
+        if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
+            raise ValueError("lsl: give at least one of name, type, source_id, predicate")
+        if self.lost_after_s <= 0 or self.max_gap_s <= 0 or self.resolve_timeout_s <= 0:
+            raise ValueError("lost_after_s, max_gap_s and resolve_timeout_s: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,34 @@ class MqttConfig:
     cert_file: str | None = None
     key_file: str | None = None
     allow_plaintext_remote: bool = False
+    protocol: Literal["auto", "v5", "v311"] = "auto"  # auto: MQTT v5, falling back to 3.1.1 if refused
+    publish_timeout_s: float = 10.0  # no PUBACK within this: reconnect and resend
+    max_inflight: int = 20  # QoS 1 publishes awaiting PUBACK at once while draining a backlog
+    drain_timeout_s: float = 30.0  # at shutdown, keep trying this long to deliver the outbox
+    homeassistant_discovery: bool = False  # publish retained Home Assistant MQTT discovery configs
+    homeassistant_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
         if not (self.url == "embedded" or self.url.startswith(("mqtt://", "mqtts://"))):
-            raise ValueError(f"url: expected mqtt://host:port, mqtts://host:port or 'embedded', got {self.url!r}")
+            raise ValueError("url: expected mqtt://host:port, mqtts://host:port or 'embedded'")
+        if self.password_file and self.password_env:
+            raise ValueError("password_file: give password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("username: required when a password is configured")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file: requires cert_file")
+        if self.publish_timeout_s <= 0 or self.drain_timeout_s < 0 or self.max_inflight < 1:
+            raise ValueError("publish_timeout_s must be > 0, drain_timeout_s >= 0 and max_inflight >= 1")
 
 
 @dataclass(frozen=True)
 class OutboxConfig:
     path: str = "outbox.sqlite3"  # durable journal; ":memory:" only for throwaway runs
+    keep_delivered_days: float = 7.0  # delivered events older than this are pruned from the journal
+
+    def __post_init__(self) -> None:
+        if self.keep_delivered_days < 0:
+            raise ValueError("keep_delivered_days: must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class Daemon:
             {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
              "policy": meta.threshold_policy, "path": model.path}
         )
-        self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path)
+        self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
+                                              cfg.outbox.keep_delivered_days * 86400.0)
         for stream in cfg.streams:
             device = load_device(stream.device) if stream.device else None
             pipe = StreamPipeline(stream, device, make_source(stream), predictor, cfg.decision, self._sink,

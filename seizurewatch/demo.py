@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -61,10 +62,13 @@ async def run_demo(
 ) -> DemoResult:
     path = edf or str(demo_recording_path())
     async with contextlib.AsyncExitStack() as stack:
+        embedded = mqtt_url is None
         if mqtt_url is None:
             mqtt_url = await stack.enter_async_context(embedded_broker())
             print(f"demo: started an in-process MQTT broker (amqtt) at {mqtt_url}", file=out)
         cfg = replay_config(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo")
+        if embedded:  # amqtt speaks MQTT 3.1.1 only
+            cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, protocol="v311"))
         daemon = Daemon(cfg, DaemonOptions(mqtt_url=mqtt_url))
         await daemon.prepare()
         pipe = daemon.pipelines[0]

@@ -38,6 +38,7 @@ class StageTimes:
     read: float = 0.0
     preprocess: float = 0.0
     buffer: float = 0.0
+    quality: float = 0.0
     inference: float = 0.0
     decision: float = 0.0
     publish: float = 0.0
@@ -91,6 +92,7 @@ class StreamPipeline:
         self.times = StageTimes()
         self.pre: Preprocessor | None = None
         self.ring: RingBuffer | None = None
+        self.raw_ring: RingBuffer | None = None
         self.quality: QualityChecker | None = None
         self.first_samples = asyncio.Event()
         self._stop = asyncio.Event()
@@ -123,6 +125,9 @@ class StreamPipeline:
                                "device_rate": self.device.sampling_rate})
         self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
+        # The same windows before filtering: quality checks need the signal as the amplifier sent it
+        # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
+        self.raw_ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
         self.quality = QualityChecker(spec.channels, spec.rate, self.line_freq)
 
     async def run(self) -> None:
@@ -172,6 +177,7 @@ class StreamPipeline:
             await self._emit(self.faults.set(ftype, False, t, detail="stream ended"))
 
     async def _handle(self, item: Block | Gap | StreamStatus) -> None:
+        self.stats.last_progress = time.monotonic()  # the systemd watchdog pings only while this moves
         if isinstance(item, Block):
             await self._on_block(item)
         elif isinstance(item, Gap):
@@ -185,35 +191,46 @@ class StreamPipeline:
         self.stats.last_progress = time.monotonic()
         if self.stats.first_sample_at is None:
             self.stats.first_sample_at = time.monotonic()
-            self.ring.reset(block.t0)
+            self._reset_rings(block.t0)
             self.first_samples.set()
         if self.metrics:
             self.metrics.samples(self.patient, block.n_samples)
         t0 = time.perf_counter()
-        x = self.pre.process(block.data)
+        raw, x = self.pre.process_with_raw(block.data)
         t1 = time.perf_counter()
         windows = self.ring.push(x, block.wall_received)
+        raw_windows = self.raw_ring.push(raw) if self.raw_ring is not None else None
         t2 = time.perf_counter()
         self.times.preprocess += t1 - t0
         self.times.buffer += t2 - t1
         if self.metrics:
             self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
         for i in range(0, len(windows), self.max_batch):
-            await self._classify(windows[i : i + self.max_batch])
+            await self._classify(windows[i : i + self.max_batch],
+                                 raw_windows[i : i + self.max_batch] if raw_windows else None)
 
-    async def _classify(self, windows: list[Window]) -> None:
+    def _reset_rings(self, t_next: float) -> None:
+        assert self.ring and self.raw_ring
+        self.ring.reset(t_next)
+        self.raw_ring.reset(t_next)
+
+    async def _classify(self, windows: list[Window], raw_windows: list[Window] | None = None) -> None:
         assert self.quality is not None
-        usable: list[Window] = []
-        for w in windows:
-            verdict = self.quality.check(w.data)
+        tq = time.perf_counter()
+        batch = np.stack([w.data for w in windows])  # one copy, checked and classified as a whole
+        verdicts = self.quality.check_batch(np.stack([w.data for w in raw_windows]) if raw_windows else batch)
+        self.times.quality += time.perf_counter() - tq
+        keep: list[int] = []
+        for i, (w, verdict) in enumerate(zip(windows, verdicts)):
             await self._emit(self._quality_events(verdict, w.t_end))
             if verdict.usable:
-                usable.append(w)
-        if not usable:
+                keep.append(i)
+        if not keep:
             return
+        usable = [windows[i] for i in keep]
         t0 = time.perf_counter()
         try:
-            probs = await self.predictor.predict(np.stack([w.data for w in usable]))
+            probs = await self.predictor.predict(batch if len(keep) == len(windows) else batch[keep])
         except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
             log.exception("inference failed", extra={"patient": self.patient})
             await self._emit(self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200]))
@@ -249,7 +266,7 @@ class StreamPipeline:
 
     async def _on_gap(self, gap: Gap) -> None:
         assert self.pre and self.ring
-        self.ring.reset(gap.t)
+        self._reset_rings(gap.t)
         self.pre.reset()
         self.decision.reset_history()
         if gap.reason != "replay_loop":
@@ -261,12 +278,12 @@ class StreamPipeline:
         assert self.pre and self.ring
         if not st.up:
             log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
-            self.ring.reset(st.t)
+            self._reset_rings(st.t)
             self.pre.reset()
             self.decision.reset_history()
         else:
             log.info("stream back", extra={"patient": self.patient, "detail": st.detail})
-            self.ring.reset(st.t)
+            self._reset_rings(st.t)
         await self._emit(self.faults.set("stream_lost", not st.up, st.t, detail=st.detail))
         self._update_state(st.t)
 

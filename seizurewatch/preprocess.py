@@ -63,23 +63,32 @@ def channel_indices(
 
 
 class StreamingResampler:
-    """Rational-rate polyphase resampler with filter state carried across blocks."""
+    """Rational-rate polyphase resampler, state carried across blocks.
+
+    Computes only the output samples (never the zero-stuffed upsampled signal), so cost and
+    memory stay proportional to the output whatever the ratio. Rates within 0.1 % of each
+    other (a device clock at 399.61 Hz for a nominal 400 Hz) are passed through unchanged.
+    """
+
+    SAME_RATE_TOLERANCE = 1e-3
 
     def __init__(self, n_channels: int, rate_in: float, rate_out: float) -> None:
         self.rate_in, self.rate_out = rate_in, rate_out
         frac = Fraction(rate_out / rate_in).limit_denominator(1000)
         self.up, self.down = frac.numerator, frac.denominator
-        self.identity = self.up == self.down
+        self.identity = abs(rate_out / rate_in - 1.0) <= self.SAME_RATE_TOLERANCE or self.up == self.down
         if self.identity:
             return
         max_rate = max(self.up, self.down)
         half_len = 10 * max_rate
-        self.h = (signal.firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up).astype(
-            np.float64
-        )
-        self.zi = np.zeros((n_channels, len(self.h) - 1))
-        self.phase = 0  # index into the upsampled stream of the next output sample
-        self.delay = half_len  # group delay in upsampled samples (outputs are shifted by it)
+        h = signal.firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
+        self.taps = -(-len(h) // self.up)  # input samples under the filter for one output
+        padded = np.zeros(self.taps * self.up)
+        padded[: len(h)] = h
+        self.poly = padded.reshape(self.taps, self.up).T.copy()  # poly[p, j] = h[p + j*up]
+        self.hist = np.zeros((n_channels, self.taps - 1))
+        self.n_in = 0  # input samples consumed so far
+        self.next_u = 0  # upsampled-domain index of the next output sample
 
     def process(self, x: np.ndarray) -> np.ndarray:
         if self.identity:
@@ -87,12 +96,20 @@ class StreamingResampler:
         n = x.shape[1]
         if n == 0:
             return x[:, :0]
-        up = np.zeros((x.shape[0], n * self.up))
-        up[:, :: self.up] = x
-        y, self.zi = signal.lfilter(self.h, 1.0, up, axis=1, zi=self.zi)
-        idx = np.arange(self.phase, y.shape[1], self.down)
-        self.phase = int(idx[-1] + self.down - y.shape[1]) if len(idx) else self.phase - y.shape[1]
-        return y[:, idx].astype(np.float32)
+        xcat = np.concatenate((self.hist, x), axis=1)
+        end_u = (self.n_in + n) * self.up  # outputs whose newest input sample has arrived
+        u = np.arange(self.next_u, end_u, self.down)
+        start = self.n_in - (self.taps - 1)  # global index of xcat[:, 0]
+        if len(u):
+            base = u // self.up - start  # position in xcat of each output's newest input
+            gathered = xcat[:, base[:, None] - np.arange(self.taps)[None, :]]  # (C, outputs, taps)
+            y = np.einsum("ckj,kj->ck", gathered, self.poly[u % self.up])
+            self.next_u = int(u[-1]) + self.down
+        else:
+            y = np.zeros((x.shape[0], 0))
+        self.n_in += n
+        self.hist = xcat[:, xcat.shape[1] - (self.taps - 1):] if self.taps > 1 else xcat[:, :0]
+        return y.astype(np.float32)
 
 
 class StreamingFilter:
@@ -147,3 +164,19 @@ class Preprocessor:
         x = self.resampler.process(x)
         x = self.filter.process(x)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def process_with_raw(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mapped + resampled but unfiltered, fully processed): the first for signal-quality checks.
+
+        NaN/inf never reach the filter state (it would stay NaN for good): they are zeroed for the
+        filters, and the unfiltered copy marks the whole block NaN on the affected channels."""
+        x = block if self.in_order else block[self.indices]
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
+        raw = np.ascontiguousarray(self.resampler.process(x), dtype=np.float32)
+        y = np.ascontiguousarray(self.filter.process(raw), dtype=np.float32)
+        if bad.any():
+            raw = raw.copy()
+            raw[bad] = np.nan
+        return raw, y

@@ -1,11 +1,21 @@
 """``seizurewatch run``: the daemon as a service — signals, config reload, systemd notify.
 
-SIGTERM/SIGINT drain (finish the current block, end open alarms, flush the outbox,
-publish ``offline``) and exit 0. SIGHUP reloads the config: threshold, decision parameters
-and log level change without dropping the stream; an invalid new config is rejected and
-the old one keeps running. With ``NOTIFY_SOCKET`` set (systemd ``Type=notify``) it sends
-``READY=1`` once the model is loaded, the broker connected and the first samples arrived,
-and ``WATCHDOG=1`` only while every pipeline makes progress.
+SIGTERM/SIGINT drain: every pipeline finishes the block (and so the window) it is on,
+open alarms and faults end, the outbox is flushed to the broker, ``offline`` is published,
+and the process exits 0 — within ``DRAIN_TIMEOUT_S`` even when the broker hangs (what is
+not delivered by then stays journaled and goes out on the next start). A second signal
+stops at once.
+
+SIGHUP (``systemctl reload``) re-reads the config file: threshold, decision parameters and
+log level change without dropping the stream; an invalid new file is rejected with one
+error line and the running config is kept.
+
+With ``NOTIFY_SOCKET`` set (systemd ``Type=notify``) it sends ``READY=1`` once the model is
+loaded, the broker connected and every stream delivered its first samples; ``STATUS=``
+lines on every state change; and — with ``WATCHDOG_USEC`` — ``WATCHDOG=1`` only while every
+pipeline is making progress of its own (handling samples, or reporting its device as lost).
+A source that hangs, an inference call that never returns or a blocked event loop stop
+the pings, and systemd restarts the unit.
 """
 
 from __future__ import annotations
@@ -14,24 +24,33 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from seizurewatch.config import Config, load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import SeizurewatchError
+from seizurewatch.pipeline import StreamPipeline
 
 log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0  # SIGTERM -> exit; the unit's TimeoutStopSec= is larger
+STATUS_EVERY_S = 5.0
 
 
 class Notifier:
     """sd_notify through the ``sdnotify`` package; silent when not under systemd."""
 
-    def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
         self._n = None
+        self.last_status = ""
         if self.enabled:
             import sdnotify
 
@@ -41,81 +60,282 @@ class Notifier:
         if self._n is not None:
             self._n.notify(msg)
 
+    def status(self, text: str) -> None:
+        """One ``STATUS=`` line (ASCII, one line), sent only when it changed."""
+        text = text.replace("\n", " ").encode("ascii", "replace").decode()[:400]
+        if text != self.last_status:
+            self.last_status = text
+            self.send(f"STATUS={text}")
 
-def watchdog_interval() -> float | None:
-    usec = os.environ.get("WATCHDOG_USEC")
-    if not usec:
-        return None
+
+def watchdog_usec(env: Mapping[str, str] | None = None) -> int | None:
+    """WATCHDOG_USEC if the watchdog is meant for this process (sd_watchdog_enabled semantics)."""
+    env = os.environ if env is None else env
     try:
-        return max(int(usec) / 1e6 / 2.0, 0.05)
+        usec = int(env.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
+    pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (pid and pid != str(os.getpid())):
+        return None
+    return usec
 
 
-async def _watchdog(daemon: Daemon, notifier: Notifier, interval: float) -> None:
-    """Ping only when each pipeline moved since the last ping: a stuck pipeline gets us restarted."""
-    await daemon.ready.wait()
-    while True:
-        await asyncio.sleep(interval)
-        now = time.monotonic()
-        stale = [p.patient for p in daemon.pipelines if now - p.stats.last_progress > max(2 * interval, 1.0)]
-        if not stale:
-            notifier.send("WATCHDOG=1")
-        else:
-            log.error("pipeline stalled; withholding watchdog ping", extra={"patients": stale})
+def is_stalled(pipe: StreamPipeline, now: float, stale_after: float) -> bool:
+    """No item handled for ``stale_after`` seconds, and not knowingly waiting for a lost device.
 
-
-async def _status(daemon: Daemon, notifier: Notifier) -> None:
-    while True:
-        await asyncio.sleep(5.0)
-        parts = [f"{p.patient}:{p.state} p={p.stats.last_probability or 0:.2f}" for p in daemon.pipelines]
-        notifier.send("STATUS=" + "; ".join(parts))
-
-
-def reload_config(daemon: Daemon, path: str) -> bool:
-    """Apply what can change without dropping streams; False (and the old config kept) if invalid."""
-    try:
-        new = load_config(path)
-    except SeizurewatchError as exc:
-        log.error("reload rejected; keeping the running config", extra={"error": str(exc)})
+    A device reported lost (``stream_lost`` fault, already published) is the pipeline doing
+    its job; restarting would only turn "cannot tell" into "offline". Anything else that
+    stops the flow — a hung read, a stuck model call — is what the watchdog is for.
+    """
+    if "stream_lost" in pipe.faults.active:
         return False
-    old = daemon.cfg
-    if [s.patient for s in new.streams] != [s.patient for s in old.streams] or new.model.path != old.model.path:
-        log.warning("reload: streams and model need a restart; applying decision and logging only")
-    for pipe in daemon.pipelines:
-        pipe.reconfigure(new.decision)
-    logging.getLogger().setLevel(new.logging.level)
-    daemon.cfg = dataclasses.replace(old, decision=new.decision, logging=new.logging)
-    log.info("config reloaded", extra={"threshold": new.decision.threshold, "k": new.decision.k,
-                                       "n": new.decision.n, "level": new.logging.level})
-    return True
+    return now - pipe.stats.last_progress > stale_after
+
+
+def describe(daemon: Daemon) -> str:
+    """What the daemon is doing, for ``STATUS=`` (patient ids only, no other PHI)."""
+    parts = []
+    for p in daemon.pipelines:
+        prob = p.stats.last_probability
+        link = daemon.links.get(p.patient)
+        broker = "" if link is None else ("" if link.connected.is_set() else ", broker down (journaling)")
+        faults = f" {'+'.join(sorted(p.faults.active))}" if p.faults.active else ""
+        parts.append(f"{p.patient}: {p.state}{faults} p={0.0 if prob is None else prob:.2f} "
+                     f"{p.stats.windows} windows{broker}")
+    return "running; " + "; ".join(parts)
+
+
+class Service:
+    """Owns the signal handlers, the reload path and the systemd conversation around one Daemon."""
+
+    def __init__(self, cfg: Config, args: argparse.Namespace | None = None,
+                 notifier: Notifier | None = None, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        self.cfg = cfg
+        self.level_from_cli = args is not None and getattr(args, "log_level", None) is not None
+        self.format_from_cli = args is not None and getattr(args, "log_format", None) is not None
+        self.notifier = notifier or Notifier()
+        self.drain_timeout_s = drain_timeout_s
+        self.daemon = Daemon(cfg, DaemonOptions(publish=True))
+        self.stopping = False
+        self.forced = False
+        self.prepared = False
+        self.reload_pending = False
+        self._reload_lock = asyncio.Lock()
+        self._main: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ----- signals ---------------------------------------------------------------------
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def request_stop(self, why: str = "stop") -> None:
+        if self.stopping:
+            log.warning("second stop request; stopping now", extra={"signal": why})
+            self._force()
+            return
+        self.stopping = True
+        log.info("draining", extra={"signal": why, "timeout_s": self.drain_timeout_s})
+        self.notifier.send("STOPPING=1")
+        self.notifier.status("draining: finishing the current window, ending open alarms, flushing the outbox")
+        if self.prepared:
+            self.daemon.stop()
+            asyncio.get_running_loop().call_later(self.drain_timeout_s, self._force)
+        elif self._main is not None:
+            self._main.cancel()  # still starting: nothing to drain
+
+    def _force(self) -> None:
+        if self._main is not None and not self._main.done():
+            if self.prepared:
+                log.error("drain did not finish in time; exiting with undelivered events kept in the outbox",
+                          extra={"timeout_s": self.drain_timeout_s})
+            self.forced = True
+            self._main.cancel()
+
+    def request_reload(self) -> None:
+        if self.stopping:
+            log.info("reload ignored while draining")
+            return
+        if not self.prepared:
+            self.reload_pending = True
+            log.info("reload requested during start-up; applied once started")
+            return
+        self._spawn(self.reload())
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ----- reload ----------------------------------------------------------------------
+    async def reload(self) -> bool:
+        async with self._reload_lock:
+            self.notifier.send(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            ok = False
+            try:
+                new = await asyncio.to_thread(load_config, self.cfg.source_file)
+                self.apply(new)
+                ok = True
+            except SeizurewatchError as exc:
+                log.error("reload rejected; keeping the running config", extra={"error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+                log.exception("reload failed; keeping the running config", extra={"error": str(exc)})
+            self.daemon.metrics.reloads_total.labels("ok" if ok else "rejected").inc()
+            self.notifier.send("READY=1")
+            self.notifier.status(("config reloaded; " if ok else "reload REJECTED (see log); ")
+                                 + describe(self.daemon))
+            return ok
+
+    def apply(self, new: Config) -> None:
+        """Apply what can change without dropping streams; say what needs a restart."""
+        old = self.cfg
+        live = ("decision", "logging", "source_file")
+        restart = [f.name for f in dataclasses.fields(Config)
+                   if f.name not in live and getattr(new, f.name) != getattr(old, f.name)]
+        if new.logging.format != old.logging.format and not self.format_from_cli:
+            restart.append("logging.format")
+        if restart:
+            log.warning("reload: these settings take effect only after a restart",
+                        extra={"sections": restart})
+        for pipe in self.daemon.pipelines:
+            pipe.reconfigure(new.decision)
+        if not self.level_from_cli:
+            logging.getLogger().setLevel(new.logging.level)
+        self.cfg = dataclasses.replace(old, decision=new.decision, logging=new.logging)
+        self.daemon.cfg = self.cfg
+        self._publish_thresholds()
+        threshold = self.daemon.pipelines[0].decision.threshold if self.daemon.pipelines else None
+        log.info("config reloaded", extra={"threshold": threshold, "k": new.decision.k, "n": new.decision.n,
+                                           "hysteresis": new.decision.hysteresis, "level": new.logging.level})
+
+    def _publish_thresholds(self) -> None:
+        m = self.daemon.metrics
+        for pipe in self.daemon.pipelines:
+            m.threshold.labels(pipe.patient).set(pipe.decision.threshold)
+        if self.daemon.pipelines:
+            meta, pipe = self.daemon.pipelines[0].meta, self.daemon.pipelines[0]
+            m.set_model(meta.name, meta.sha256, pipe.decision.threshold, pipe.context.threshold_policy)
+
+    # ----- background: status and watchdog --------------------------------------------
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            if not self.stopping:
+                self.notifier.status(describe(self.daemon))
+
+    async def _watchdog_loop(self, usec: int) -> None:
+        """Ping at half the period, and only when every pipeline moved on its own since."""
+        interval = max(usec / 2e6, 0.05)
+        stale_after = max(interval, 1.0)
+        await self.daemon.ready.wait()
+        withheld = False
+        while True:
+            await asyncio.sleep(interval)
+            if self.stopping:  # pipelines end on purpose; systemd does not watch a stopping unit
+                return
+            now = time.monotonic()
+            stalled = [p.patient for p in self.daemon.pipelines if is_stalled(p, now, stale_after)]
+            if not stalled:
+                self.notifier.send("WATCHDOG=1")
+                self.daemon.metrics.watchdog_total.labels("sent").inc()
+                if withheld:
+                    log.warning("pipelines moving again; watchdog pings resumed")
+                    withheld = False
+                continue
+            self.daemon.metrics.watchdog_total.labels("withheld").inc()
+            if not withheld:
+                log.error("pipeline stalled; withholding watchdog pings so systemd restarts us",
+                          extra={"patients": stalled, "stale_after_s": stale_after})
+                withheld = True
+            ages = ", ".join(f"{p.patient} {now - p.stats.last_progress:.0f} s" for p in self.daemon.pipelines
+                             if p.patient in stalled)
+            self.notifier.status(f"STALLED: no progress ({ages}); watchdog withheld")
+
+    def _on_ready(self) -> None:
+        startup = time.monotonic() - self.daemon.started_at
+        self.daemon.metrics.startup_seconds.set(startup)
+        self.notifier.send("READY=1")
+        self.notifier.status(describe(self.daemon))
+
+    def _on_state(self, patient: str, state: str, info: dict[str, Any]) -> None:
+        log.info("state %s", state, extra={"patient": patient, "state": state})
+        if self.daemon.ready.is_set() and not self.stopping:
+            self.notifier.status(describe(self.daemon))
+
+    # ----- main ------------------------------------------------------------------------
+    async def _prepare_and_run(self) -> None:
+        d = self.daemon
+        self.notifier.status(f"starting: loading model {os.path.basename(self.cfg.model.path)}, "
+                             f"opening {len(self.cfg.streams)} stream(s), checking the broker")
+        await d.prepare()
+        self.prepared = True
+        import torch
+
+        meta = d.pipelines[0].meta if d.pipelines else None
+        log.info("started", extra={"streams": [p.patient for p in d.pipelines],
+                                   "model": meta.name if meta else None,
+                                   "sha256": meta.sha256[:12] if meta else None,
+                                   "torch_threads": torch.get_num_threads(),
+                                   "torch_interop_threads": torch.get_num_interop_threads()})
+        for pipe in d.pipelines:
+            d.metrics.add_patient(pipe.patient)
+            pipe.on_state.append(functools.partial(self._on_state, pipe.patient))
+        self._publish_thresholds()
+        d.on_ready.append(self._on_ready)
+        self.notifier.status("started: waiting for the broker connection and the first samples")
+        if self.reload_pending:
+            self._spawn(self.reload())
+        if self.notifier.enabled:
+            self._spawn(self._status_loop())
+            usec = watchdog_usec()
+            if usec:
+                self._spawn(self._watchdog_loop(usec))
+        await d.run()
+
+    async def run(self) -> int:
+        self.install_signals()
+        self._main = asyncio.create_task(self._prepare_and_run(), name="service")
+        try:
+            await self._main
+        except SeizurewatchError as exc:
+            self.notifier.status(f"failed: {exc}")
+            raise
+        except asyncio.CancelledError:
+            if not (self.stopping or self.forced):
+                raise
+            if not self.prepared:
+                log.info("stopped during start-up")
+        finally:
+            self.remove_signals()
+            for t in list(self._tasks):
+                t.cancel()
+            for t in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            self.daemon.metrics.shutdown()
+        if self.forced and self.daemon.outbox is not None:
+            with contextlib.suppress(Exception):
+                left = self.daemon.outbox.depth_sync()
+                log.warning("undelivered events left in the outbox; they go out on the next start",
+                            extra={"events": left})
+        log.info("stopped", extra={"events": self.daemon.events_emitted})
+        return 0
 
 
 async def run_service(cfg: Config, args: argparse.Namespace | None = None) -> int:
-    if args is None or args.log_level is None:
-        logging.getLogger().setLevel(cfg.logging.level)
-    notifier = Notifier()
-    notifier.send("STATUS=loading model and opening streams")
-    daemon = Daemon(cfg, DaemonOptions(publish=True))
-    await daemon.prepare()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, daemon.stop)
-    loop.add_signal_handler(signal.SIGINT, daemon.stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(daemon, cfg.source_file))
-    daemon.on_ready.append(lambda: notifier.send("READY=1\nSTATUS=running"))
-    extra: list[asyncio.Task[None]] = []
-    if notifier.enabled:
-        extra.append(asyncio.create_task(_status(daemon, notifier)))
-        interval = watchdog_interval()
-        if interval:
-            extra.append(asyncio.create_task(_watchdog(daemon, notifier, interval)))
-    try:
-        await daemon.run()
-    finally:
-        notifier.send("STOPPING=1")
-        for t in extra:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-    log.info("stopped")
-    return 0
+    """The ``run`` command: the config's log level/format unless the command line set them."""
+    from seizurewatch.logsetup import setup_logging
+
+    level = args.log_level if args is not None and getattr(args, "log_level", None) else cfg.logging.level
+    fmt = args.log_format if args is not None and getattr(args, "log_format", None) else cfg.logging.format
+    setup_logging(level, fmt)
+    return await Service(cfg, args).run()
+

@@ -155,3 +155,18 @@ def _convert_dataclass(cls: type, value: Any, source: str, path: str) -> Any:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{_where(source, path)}: {exc}") from None
+
+
+def load_typed_file(cls: type[T], path: str | Path) -> tuple[T, Path]:
+    """A YAML file holding one mapping -> dataclass ``cls``, and the folder its relative paths start from."""
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return load_typed(cls, data, str(p)), p.resolve().parent
+
+
+def resolve_path(base: Path, s: str) -> str:
+    """``s`` as an absolute path, relative ones taken from ``base``; ``~`` expanded."""
+    q = Path(s).expanduser()
+    return str(q if q.is_absolute() else (base / q).resolve())

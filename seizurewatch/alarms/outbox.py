@@ -1,27 +1,37 @@
 """Durable outbox: every event is journaled to SQLite (WAL, fsync on commit) *before* it is
 published, and marked delivered only when the broker acknowledged it (QoS 1 PUBACK).
 
-Sequence numbers are per patient, strictly increasing, and survive restarts, so
-subscribers can de-duplicate on ``(patient, seq)``: delivery is at-least-once.
+Sequence numbers are per patient, strictly increasing, and survive restarts (they live in
+their own table, so pruning delivered rows never rewinds them), so subscribers can
+de-duplicate on ``(patient, seq)``: delivery is at-least-once.
+
+A corrupt journal is moved aside (``<path>.corrupt-<time>``), its undelivered events are
+salvaged when they can still be read, and a fresh journal continues with sequence numbers
+above anything the old one can have issued (see ``_quarantine``).
 All SQLite work runs on one dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from seizurewatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -35,7 +45,15 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (patient, seq)
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (patient, id) WHERE delivered IS NULL;
+CREATE INDEX IF NOT EXISTS events_delivered ON events (delivered) WHERE delivered IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sequences (patient TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+MIN_FREE_BYTES = 1 << 20  # refuse to start with less than 1 MiB free next to the journal
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 5000
+SPILL_ID_BASE = 1 << 62  # ids of events held in memory while the journal cannot be written
 
 
 @dataclass(frozen=True)
@@ -48,102 +66,267 @@ class OutboxRow:
 
 
 class Outbox:
-    """Open with ``Outbox.open(path)``; ``":memory:"`` keeps it in RAM (throwaway runs only)."""
+    """Open with ``Outbox.open_sync(path)``; ``":memory:"`` keeps it in RAM (throwaway runs only)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, keep_delivered_s: float = 7 * 86400.0) -> None:
         self.path = path
+        self.keep_delivered_s = keep_delivered_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._seq: dict[str, int] = {}
+        self._seq_floor = 0
+        self._last_prune = 0.0
         self.quarantined: str | None = None
+        self.salvaged = 0
+        # Events that could not be journaled (disk filled up while running): kept in memory, delivered
+        # all the same, and written to the journal as soon as it accepts writes again.
+        self._spill: dict[int, tuple[str, int, str, str, float, float | None]] = {}  # ..., created, delivered
+        self._spill_next = SPILL_ID_BASE
+        self._seq_dirty = False  # sequences advanced in memory only (spilled events)
 
     # ----- lifecycle -------------------------------------------------------------------
     @classmethod
-    def open_sync(cls, path: str) -> Outbox:
-        box = cls(path)
-        box._executor.submit(box._open).result()
+    def open_sync(cls, path: str, keep_delivered_s: float = 7 * 86400.0) -> Outbox:
+        box = cls(path, keep_delivered_s)
+        try:
+            box._executor.submit(box._open).result()
+        except BaseException:
+            box._executor.shutdown(wait=False)
+            raise
         return box
 
     def _open(self) -> None:
         if self.path != ":memory:":
-            folder = Path(self.path).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"outbox.path: cannot create {folder} ({exc.strerror})") from None
-            if not os.access(folder, os.W_OK):
-                raise ConfigError(f"outbox.path: folder {folder} is not writable")
+            self._check_folder()
         try:
             self._db = self._connect()
             self._check_integrity()
-        except sqlite3.DatabaseError as exc:
-            self._quarantine(exc)
-            self._db = self._connect()
-        assert self._db is not None
-        self._db.executescript(SCHEMA)
-        for patient, seq in self._db.execute("SELECT patient, MAX(seq) FROM events GROUP BY patient"):
-            self._seq[patient] = int(seq)
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            # Probe a write now: a full disk or read-only folder must fail at start, not at the first alarm.
-            db.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
-            db.execute("DROP TABLE probe")
+            self._db.executescript(SCHEMA)
+            self._load_sequences()
         except sqlite3.OperationalError as exc:
             raise ConfigError(f"outbox.path: cannot write journal {self.path} ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            self._quarantine(exc)
+
+    def _check_folder(self) -> None:
+        folder = Path(self.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"outbox.path: cannot create {folder} ({exc.strerror})") from None
+        # os.access() says yes to root even on a read-only mount: try a real file.
+        probe = folder / f".{Path(self.path).name}.probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise ConfigError(f"outbox.path: cannot write in {folder} ({exc.strerror})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        free = shutil.disk_usage(folder).free
+        if free < MIN_FREE_BYTES:
+            raise ConfigError(f"outbox.path: only {free // 1024} KiB free in {folder}; the journal needs at least "
+                              f"{MIN_FREE_BYTES // 1024} KiB")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            # Probe a write now: a full disk or read-only file must fail at start, not at the first alarm.
+            db.execute("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
+            db.execute("DROP TABLE probe")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _check_integrity(self) -> None:
         assert self._db is not None
         row = self._db.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {row}")
+            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+
+    def _load_sequences(self) -> None:
+        assert self._db is not None
+        self._seq.clear()
+        floor = self._db.execute("SELECT value FROM meta WHERE key = 'seq_floor'").fetchone()
+        self._seq_floor = int(floor[0]) if floor else 0
+        for patient, seq in self._db.execute("SELECT patient, last_seq FROM sequences"):
+            self._seq[patient] = int(seq)
+        # Journals written before the sequences table existed.
+        for patient, seq in self._db.execute("SELECT patient, MAX(seq) FROM events GROUP BY patient"):
+            self._seq[patient] = max(self._seq.get(patient, 0), int(seq))
 
     def _quarantine(self, exc: Exception) -> None:
-        """A corrupt journal is moved aside (kept for forensics) and a fresh one started."""
+        """Move a corrupt journal aside (kept for forensics), salvage what is readable, start afresh.
+
+        Sequence numbers continue from ``seq_floor`` = the current Unix time in milliseconds:
+        above anything the old journal can have issued (it would need > 1000 events per
+        second over its whole life to get there), so subscribers never mistake a new event
+        for a duplicate of an old one.
+        """
         if self._db is not None:
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None
         dest = f"{self.path}.corrupt-{int(time.time())}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, dest + suffix)
+        if self.path != ":memory:":
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, dest + suffix)
         self.quarantined = dest
-        log.error("outbox journal corrupt; quarantined", extra={"path": self.path, "moved_to": dest, "error": str(exc)})
+        rows, highest = self._salvage(dest)
+        try:
+            self._db = self._connect()
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise ConfigError(f"outbox.path: cannot write journal {self.path} ({err})") from None
+        floor = max(int(time.time() * 1000), highest)
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', ?)", (str(floor),))
+        if rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR IGNORE INTO events (patient, seq, topic, payload, created) "
+                                     "VALUES (?, ?, ?, ?, ?)", rows)
+        self._load_sequences()
+        self.salvaged = len(rows)
+        log.error("outbox journal corrupt; quarantined and started a fresh one",
+                  extra={"path": self.path, "moved_to": dest, "error": str(exc), "salvaged_undelivered": len(rows),
+                         "seq_floor": floor})
+
+    @staticmethod
+    def _salvage(path: str) -> tuple[list[tuple[str, int, str, str, float]], int]:
+        """Undelivered rows (and the highest seq) still readable in a corrupt journal; best effort."""
+        rows: list[tuple[str, int, str, str, float]] = []
+        highest = 0
+        if not os.path.exists(path):
+            return rows, highest
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                cur = db.execute("SELECT patient, seq, topic, payload, created FROM events "
+                                 "WHERE delivered IS NULL ORDER BY id")
+                for r in cur:
+                    rows.append((str(r[0]), int(r[1]), str(r[2]), str(r[3]), float(r[4])))
+                highest = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+            finally:
+                db.close()
+        except (sqlite3.Error, ValueError, TypeError):
+            pass  # keep whatever was read before the damage
+        return rows, highest
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 
+    def close_sync(self) -> None:
+        self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
     def _close(self) -> None:
+        if self._db is not None and self._seq_dirty:
+            try:
+                self._flush_spill()
+            except sqlite3.Error as exc:
+                log.error("closing with events that could not be journaled",
+                          extra={"path": self.path, "error": str(exc), "events": len(self._spill)})
         if self._db is not None:
             self._db.close()
             self._db = None
 
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
     # ----- writing ---------------------------------------------------------------------
     def _append(self, patient: str, topic: str, payload: dict[str, Any]) -> tuple[int, str]:
-        assert self._db is not None
-        seq = self._seq.get(patient, 0) + 1
+        try:
+            if self._seq_dirty:
+                self._flush_spill()
+            return self._insert(patient, topic, payload)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: detection must go on
+            return self._spill_one(patient, topic, payload, exc)
+        except sqlite3.DatabaseError as exc:  # corruption found while running: quarantine, continue
+            self._quarantine(exc)
+            return self._insert(patient, topic, payload)
+
+    def _spill_one(self, patient: str, topic: str, payload: dict[str, Any], exc: Exception) -> tuple[int, str]:
+        seq = max(self._seq.get(patient, 0), self._seq_floor) + 1
         body = json.dumps({**payload, "seq": seq}, separators=(",", ":"))
-        self._db.execute(
-            "INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
-            (patient, seq, topic, body, time.time()),
-        )
+        self._spill[self._spill_next] = (patient, seq, topic, body, time.time(), None)
+        self._spill_next += 1
+        self._seq[patient] = seq
+        self._seq_dirty = True
+        log.error("cannot write the outbox journal; keeping the event in memory and delivering it anyway",
+                  extra={"path": self.path, "error": str(exc), "in_memory": len(self._spill)})
+        return seq, body
+
+    def _flush_spill(self) -> None:
+        """Journal the events held in memory (delivered or not, with their delivery time) and the
+        sequence numbers they used, so a seq is never issued twice; OperationalError if the disk still refuses."""
+        assert self._db is not None
+        rows = sorted(self._spill.items())
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO events (patient, seq, topic, payload, created, delivered) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", [r for _, r in rows])
+            self._db.executemany("INSERT INTO sequences (patient, last_seq) VALUES (?, ?) ON CONFLICT (patient) "
+                                 "DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)", list(self._seq.items()))
+        self._spill.clear()
+        self._seq_dirty = False
+        log.warning("outbox journal writable again; events held in memory journaled",
+                    extra={"path": self.path, "events": len(rows)})
+
+    def _insert(self, patient: str, topic: str, payload: dict[str, Any]) -> tuple[int, str]:
+        assert self._db is not None
+        seq = max(self._seq.get(patient, 0), self._seq_floor) + 1
+        body = json.dumps({**payload, "seq": seq}, separators=(",", ":"))
+        with self._db:  # one transaction: the event and the sequence it used, fsync'd together
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
+                (patient, seq, topic, body, time.time()),
+            )
+            self._db.execute("INSERT INTO sequences (patient, last_seq) VALUES (?, ?) "
+                             "ON CONFLICT (patient) DO UPDATE SET last_seq = excluded.last_seq", (patient, seq))
         self._seq[patient] = seq
         return seq, body
 
     async def append(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
         """Journal one event (fsync'd); returns its sequence number."""
-        loop = asyncio.get_running_loop()
-        seq, _ = await loop.run_in_executor(self._executor, self._append, patient, topic, payload)
+        seq, _ = await self._run(self._append, patient, topic, payload)
         return seq
 
     def append_sync(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
         return self._executor.submit(self._append, patient, topic, payload).result()[0]
+
+    def _append_many(self, patient: str, topic: str, payloads: list[dict[str, Any]]) -> list[int]:
+        """Bulk journaling in one transaction (tests and benchmarks build big backlogs with it)."""
+        assert self._db is not None
+        seqs: list[int] = []
+        seq = max(self._seq.get(patient, 0), self._seq_floor)
+        now = time.time()
+        rows = []
+        for p in payloads:
+            seq += 1
+            seqs.append(seq)
+            rows.append((patient, seq, topic, json.dumps({**p, "seq": seq}, separators=(",", ":")), now))
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
+                                 rows)
+            self._db.execute("INSERT INTO sequences (patient, last_seq) VALUES (?, ?) "
+                             "ON CONFLICT (patient) DO UPDATE SET last_seq = excluded.last_seq", (patient, seq))
+        self._seq[patient] = seq
+        return seqs
+
+    def append_many_sync(self, patient: str, topic: str, payloads: list[dict[str, Any]]) -> list[int]:
+        return self._executor.submit(self._append_many, patient, topic, payloads).result()
 
     # ----- delivery --------------------------------------------------------------------
     def _pending(self, patient: str, after_id: int, limit: int) -> list[OutboxRow]:
@@ -153,22 +336,66 @@ class Outbox:
             "WHERE delivered IS NULL AND patient = ? AND id > ? ORDER BY id LIMIT ?",
             (patient, after_id, limit),
         ).fetchall()
-        return [OutboxRow(*r) for r in rows]
+        out = [OutboxRow(*r) for r in rows]
+        if len(out) < limit and self._spill:  # newer than anything on disk
+            out += [OutboxRow(i, p, seq, t, body) for i, (p, seq, t, body, _, done) in sorted(self._spill.items())
+                    if p == patient and i > after_id and done is None][: limit - len(out)]
+        return out
 
     async def pending(self, patient: str, after_id: int = 0, limit: int = 100) -> list[OutboxRow]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._pending, patient, after_id, limit)
+        """One page of undelivered events, oldest first (never the whole backlog at once)."""
+        return await self._run(self._pending, patient, after_id, limit)
 
     def _mark(self, ids: list[int]) -> None:
         assert self._db is not None
         now = time.time()
-        self._db.executemany("UPDATE events SET delivered = ? WHERE id = ?", [(now, i) for i in ids])
+        for i in [i for i in ids if i in self._spill]:
+            self._spill[i] = (*self._spill[i][:5], now)  # journaled with its delivery time once possible
+        ids = [i for i in ids if i < SPILL_ID_BASE]
+        if not ids:
+            return
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE events SET delivered = ? WHERE id = ?", [(now, i) for i in ids])
+            if now - self._last_prune > PRUNE_EVERY_S:
+                self._prune(now)
+        except sqlite3.OperationalError as exc:  # disk full: they stay pending and are sent again (at-least-once)
+            log.error("cannot mark events delivered in the outbox journal",
+                      extra={"path": self.path, "error": str(exc), "events": len(ids)})
 
     async def mark_delivered(self, ids: list[int]) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._mark, ids)
+        if ids:
+            await self._run(self._mark, ids)
+
+    def _prune(self, now: float | None = None) -> int:
+        """Delete delivered events older than ``keep_delivered_s``, in batches; never undelivered ones."""
+        assert self._db is not None
+        now = time.time() if now is None else now
+        self._last_prune = now
+        cutoff = now - self.keep_delivered_s
+        total = 0
+        while True:
+            cur = self._db.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE delivered IS NOT NULL "
+                "AND delivered <= ? LIMIT ?)", (cutoff, PRUNE_BATCH))
+            total += cur.rowcount
+            if cur.rowcount < PRUNE_BATCH:
+                break
+        if total:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            log.info("outbox pruned", extra={"path": self.path, "deleted": total})
+        return total
+
+    def prune_sync(self) -> int:
+        return self._executor.submit(self._prune).result()
 
     def _count(self, patient: str | None) -> int:
+        assert self._db is not None
+        spilled = sum(1 for r in self._spill.values() if (patient is None or r[0] == patient) and r[5] is None)
+        return spilled + self._count_journal(patient)
+
+    def _count_journal(self, patient: str | None) -> int:
         assert self._db is not None
         if patient is None:
             return int(self._db.execute("SELECT COUNT(*) FROM events WHERE delivered IS NULL").fetchone()[0])
@@ -179,11 +406,13 @@ class Outbox:
         )
 
     async def depth(self, patient: str | None = None) -> int:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._count, patient)
+        return await self._run(self._count, patient)
 
     def depth_sync(self, patient: str | None = None) -> int:
         return self._executor.submit(self._count, patient).result()
+
+    def last_seq(self, patient: str) -> int:
+        return self._seq.get(patient, 0)
 
     def all_rows_sync(self, patient: str) -> list[tuple[int, str, float | None]]:
         """(seq, payload, delivered) for every journaled event of a patient, in order (tests, audits)."""

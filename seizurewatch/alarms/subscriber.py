@@ -1,18 +1,34 @@
 """The caregiver side: subscribe to a patient's (or every patient's) alarms and faults,
-de-duplicate on (patient, seq) — delivery is at-least-once — and hand each event on."""
+de-duplicate on (patient, seq) — delivery is at-least-once — and hand each event on.
+
+With a ``client_id`` the broker keeps the session (QoS 1 subscription) while the
+subscriber is away, so events published meanwhile are delivered when it comes back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
+import os
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
-from seizurewatch.alarms.mqtt import client_kwargs
+from seizurewatch.alarms.mqtt import make_client
+from seizurewatch.alarms.security import (
+    client_kwargs,
+    connect_error_message,
+    describe_broker,
+    protocol_attempts,
+)
 from seizurewatch.config import MqttConfig
+from seizurewatch.errors import BrokerError
+
+log = logging.getLogger(__name__)
 
 
 def format_event(p: dict[str, Any]) -> str:
@@ -29,20 +45,34 @@ def format_event(p: dict[str, Any]) -> str:
 
 
 class Deduper:
-    def __init__(self) -> None:
-        self.last_seq: dict[str, int] = {}
+    """Remembers the last ``window`` sequence numbers per patient (bounded memory on week-long runs)."""
+
+    def __init__(self, window: int = 50_000) -> None:
+        self.window = window
         self.seen: dict[str, set[int]] = {}
+        self.order: dict[str, deque[int]] = {}
+        self.duplicates = 0
 
     def fresh(self, payload: dict[str, Any]) -> bool:
-        patient, seq = str(payload.get("patient")), int(payload.get("seq", -1))
+        patient = str(payload.get("patient"))
+        try:
+            seq = int(payload.get("seq", -1))
+        except (TypeError, ValueError):
+            return True  # not ours to judge; pass it on
         seen = self.seen.setdefault(patient, set())
         if seq in seen:
+            self.duplicates += 1
             return False
         seen.add(seq)
-        if len(seen) > 100_000:  # bounded memory on week-long subscriptions
-            cutoff = max(seen) - 50_000
-            self.seen[patient] = {s for s in seen if s > cutoff}
+        order = self.order.setdefault(patient, deque())
+        order.append(seq)
+        if len(order) > self.window:
+            seen.discard(order.popleft())
         return True
+
+
+def _identifier(client_id: str | None) -> str:
+    return client_id or f"seizurewatch-sub-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 async def subscribe(
@@ -53,16 +83,25 @@ async def subscribe(
     on_other: Callable[[str, bytes], Any] | None = None,
     ready: asyncio.Event | None = None,
     retries: int = 5,
+    client_id: str | None = None,
 ) -> None:
-    """Run until cancelled. Raises aiomqtt.MqttError if the broker stays unreachable after retries."""
+    """Run until cancelled. Raises BrokerError (one line naming the broker) if the broker stays
+    unreachable for ``retries`` consecutive attempts, or refuses the login."""
     kw = client_kwargs(cfg, url)
+    broker = describe_broker(kw)
+    protocols = protocol_attempts(cfg.protocol)
     dedupe = Deduper()
     prefix = cfg.topic_prefix
     failures = 0
+    ident = _identifier(client_id)
+    connected_once = False
     while True:
         try:
-            async with aiomqtt.Client(**kw, identifier=f"seizurewatch-sub-{int(time.time() * 1000) % 10**9}") as c:
+            async with make_client(kw, protocols[0], persistent=client_id is not None, identifier=ident) as c:
+                if failures:
+                    log.info("subscriber reconnected", extra={"broker": broker})
                 failures = 0
+                connected_once = True
                 for leaf in ("alarm", "fault", "state", "status"):
                     await c.subscribe(f"{prefix}/{patient}/{leaf}", qos=1)
                 if ready is not None:
@@ -74,15 +113,29 @@ async def subscribe(
                         try:
                             payload = json.loads(raw)
                         except json.JSONDecodeError:
+                            log.warning("ignoring a message that is not JSON", extra={"topic": topic})
                             continue
-                        if dedupe.fresh(payload):
+                        if isinstance(payload, dict) and dedupe.fresh(payload):
                             res = on_event(payload)
                             if asyncio.iscoroutine(res):
                                 await res
                     elif on_other is not None:
-                        on_other(topic, raw)
-        except aiomqtt.MqttError:
+                        res = on_other(topic, raw)
+                        if asyncio.iscoroutine(res):
+                            await res
+        except aiomqtt.MqttError as exc:
+            value = getattr(getattr(exc, "rc", None), "value", None)
+            if len(protocols) > 1 and not connected_once and (
+                    value in (1, 132) or "timed out" in str(exc).lower()):  # v3-only brokers may stay mute on v5
+                protocols = protocols[1:]
+                continue
+            if isinstance(exc, MqttConnectError):
+                if value in (4, 5, 134, 135):  # bad login: retrying will not help
+                    raise BrokerError(connect_error_message(exc, kw, broker)) from None
             failures += 1
             if failures > retries:
-                raise
+                raise BrokerError(f"{connect_error_message(exc, kw, broker)} (gave up after {retries} retries)") \
+                    from None
+            log.warning("subscriber lost the broker; retrying",
+                        extra={"broker": broker, "attempt": failures, "error": connect_error_message(exc, kw, broker)})
             await asyncio.sleep(min(0.5 * 2**failures, 10.0))

@@ -36,6 +36,7 @@ DESCRIPTION = textwrap.dedent(
       threshold  pick the operating point from the ROC trade-off
       export     write TorchScript (.pt) or torch.export (.pt2) with metadata
       predict    per-window probabilities over a recording (CSV + timeline PNG)
+      compare    leave-one-recording-out comparison of model configs
       bench      benchmarks (JSON)
     """
 )

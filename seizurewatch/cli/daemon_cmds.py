@@ -82,6 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for s in cfg.streams:
             if s.device:
                 load_device(s.device)
+        if cfg.mqtt.url != "embedded":
+            from seizurewatch.alarms.security import client_kwargs
+
+            client_kwargs(cfg.mqtt)  # TLS files, password file/env, plaintext rule: without connecting
         print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {m.meta.name} {m.meta.sha256[:12]})")
         return 0
     return asyncio.run(run_service(cfg, args))

@@ -1,4 +1,5 @@
-"""Research commands: train (and, as they land, inspect / dataset / evaluate / threshold / export / predict)."""
+"""Research commands: train, evaluate, threshold, export, predict, compare
+(inspect and dataset live in data_cmds)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,222 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
+from typing import Any
+
+from seizurewatch.errors import ConfigError
+
+
+def _command_line() -> str | None:
+    return "seizurewatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+
+
+def _decision_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("alarm decision (as the daemon's 'decision:' config; defaults are the daemon's)")
+    g.add_argument("--config", help="daemon config YAML whose decision settings to use")
+    g.add_argument("--k", type=int, help="alarm when k of the last n probabilities reach the threshold")
+    g.add_argument("--n", type=int, help="see --k")
+    g.add_argument("--refractory", type=float, dest="refractory_s", help="seconds without a new alarm after one")
+
+
+def _decision(args: argparse.Namespace, threshold: float | None = None) -> Any:
+    import dataclasses
+
+    from seizurewatch.config import DecisionConfig, load_config
+
+    base = load_config(args.config).decision if getattr(args, "config", None) else DecisionConfig()
+    changes = {k: getattr(args, k) for k in ("k", "n", "refractory_s") if getattr(args, k, None) is not None}
+    if threshold is not None:
+        changes["threshold"] = threshold
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"decision options: {exc}") from None
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a recipe YAML and export it",
-                       description="Windows -> train -> threshold on the validation recordings -> export. "
-                                   "Deterministic for a given seed.")
-    p.add_argument("recipe", help="training recipe YAML (see config/train-dog1-convnet.yaml)")
+    p = sub.add_parser("train", help="train a model (from a recipe YAML, or a built dataset + a model YAML)",
+                       description="Either RECIPE (windows -> train -> threshold -> export in one go), or "
+                                   "--dataset DIR --model config/models/X.yaml (train split; early stopping on "
+                                   "the val split; first threshold by Youden's J on val). Deterministic for a "
+                                   "given seed; a checkpoint is written every epoch (OUTPUT.ckpt) and --resume "
+                                   "continues from it.")
+    p.add_argument("recipe", nargs="?", help="training recipe YAML (see config/train-dog1-convnet.yaml)")
+    p.add_argument("--dataset", help="dataset folder written by 'seizurewatch dataset build'")
+    p.add_argument("--model", help="model YAML (config/models/*.yaml): arch, arch_kwargs, training settings")
     p.add_argument("--output", "-o", help="model file to write (.pt TorchScript or .pt2 torch.export); "
-                                          "default: the recipe's output")
+                                          "with --per-subject it must contain {subject}")
+    p.add_argument("--per-subject", action="store_true", help="one model per subject of the dataset")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUTPUT.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("evaluate", help="held-out ROC/PR, confusion matrix, event sensitivity, FA/24 h, latency",
+                       description="Window-level ROC AUC, PR AUC, confusion matrix at the model's threshold and "
+                                   "accuracy against a logistic-regression baseline; event-level SzCORE scoring "
+                                   "(timescoring: any overlap, 30 s / 60 s tolerances) of each recording replayed "
+                                   "through the daemon's pipeline and alarm decision. Writes metrics.json, PNGs "
+                                   "and report.html.")
+    p.add_argument("model", help="model file (.pt / .pt2)")
+    p.add_argument("--dataset", help="dataset folder: windows of --split, and its recordings for events")
+    p.add_argument("--split", default="test", help="dataset split to evaluate (default test)")
+    p.add_argument("--recordings", nargs="+", default=[], metavar="EDF", help="held-out recordings (EDF/EDF+)")
+    p.add_argument("--baseline", help="baseline model file; 'auto' (default with --dataset) trains the band-power "
+                                      "logistic regression on the dataset's train split; 'none' skips it")
+    p.add_argument("--threshold", type=float, help="override the model's threshold")
+    p.add_argument("--out", default=None, help="output folder (default: eval-<model stem>)")
+    _decision_args(p)
+    p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
+
+    p = sub.add_parser("threshold", help="pick the operating point from the ROC trade-off and store it in the model",
+                       description="Policies: youden (max sensitivity+specificity-1), sensitivity (--target 0..1, "
+                                   "window level), fa_budget (--target false alarms per 24 h, after the daemon's "
+                                   "smoothing/hysteresis on the continuous validation recordings). The value, "
+                                   "policy and curve point are written into the model's metadata.")
+    p.add_argument("model", help="model file (.pt / .pt2); re-saved in place unless --output")
+    p.add_argument("--policy", choices=["youden", "sensitivity", "fa_budget"], default="youden")
+    p.add_argument("--target", type=float, help="sensitivity (0..1) or false alarms per 24 h")
+    p.add_argument("--dataset", help="dataset folder (its --split windows and recordings)")
+    p.add_argument("--split", default="val", help="dataset split to choose on (default val)")
+    p.add_argument("--recordings", nargs="+", default=[], metavar="EDF", help="validation recordings")
+    p.add_argument("--output", "-o", help="write the model here instead of in place")
+    _decision_args(p)
+    p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
+
+    p = sub.add_parser("export", help="write TorchScript (.pt) or torch.export (.pt2) with metadata and SHA-256",
+                       description="Re-export a model file in either format; the exported file is reloaded and "
+                                   "must give the same outputs as the trained module (max abs diff <= 1e-5).")
+    p.add_argument("model", help="model file (.pt / .pt2) written by train")
+    p.add_argument("--output", "-o", required=True, help="file to write: .pt or .pt2")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="per-window probabilities over a recording (CSV + timeline PNG)",
+                       description="Replays the recording through the daemon's own pipeline (preprocessing, ring "
+                                   "buffer, model, alarm decision) and writes STEM-probabilities.csv and "
+                                   "STEM-timeline.png with annotated seizures and alarms.")
+    p.add_argument("edf", help="EDF/EDF+ recording")
+    p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
+    p.add_argument("--out", default=None, help="output folder (default: predict-<recording stem>)")
+    p.add_argument("--threshold", type=float, help="override the model's threshold")
+    _decision_args(p)
+    p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
+
+    p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
+                       description="For each recording of the dataset: train every model on the others (the "
+                                   "next recording validates: early stopping + Youden threshold), evaluate on the "
+                                   "held-out one. Writes compare.json, compare.md and report.html.")
+    p.add_argument("--dataset", required=True, help="dataset folder (splits are ignored: folds by recording)")
+    p.add_argument("--models", nargs="+", required=True, metavar="YAML", help="model YAMLs")
+    p.add_argument("--out", default="compare", help="output folder (default compare)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seizurewatch.research.recipe import run_recipe
+    command = _command_line()
+    if args.recipe:
+        if args.dataset or args.model:
+            raise ConfigError("train: give a RECIPE or --dataset with --model, not both")
+        from seizurewatch.research.recipe import run_recipe
 
-    command = "seizurewatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command)
-    summary = {
-        "model": meta["name"],
-        "output": args.output or "(recipe output)",
-        "sha256": meta["weights_sha256"],
-        "threshold": meta["threshold"],
-        "validation": meta["metrics"]["validation"],
-        "train_seconds": meta["training"]["seconds"],
-    }
-    print(json.dumps(summary, indent=2))
+        meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command)
+        _print({"model": meta["name"], "output": args.output or "(recipe output)", "sha256": meta["weights_sha256"],
+                "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
+                "train_seconds": meta["training"]["seconds"]})
+        return 0
+    if not (args.dataset and args.model and args.output):
+        raise ConfigError("train: give a RECIPE, or --dataset DIR --model MODEL.yaml --output FILE")
+    from seizurewatch.research.training_run import train_from_dataset, train_per_subject
+
+    kw = {"resume": args.resume, "progress": not args.no_progress, "command": command}
+    if args.per_subject:
+        metas = train_per_subject(args.dataset, args.model, args.output, **kw)
+        _print({s: {"output": m["path"], "threshold": m["threshold"]["value"], "validation": m["metrics"]["validation"]}
+                for s, m in metas.items()})
+        return 0
+    meta = train_from_dataset(args.dataset, args.model, args.output, **kw)
+    _print({"model": meta["name"], "output": args.output, "sha256": meta["weights_sha256"],
+            "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
+            "best_epoch": meta["training"]["best_epoch"], "train_seconds": meta["training"]["seconds"]})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seizurewatch.research.evaluate import evaluate
+
+    out = Path(args.out or f"eval-{Path(args.model).stem}")
+    recordings, windows, baseline = list(args.recordings), None, args.baseline
+    if args.dataset:
+        from seizurewatch.research.datadir import open_dataset
+
+        ds = open_dataset(args.dataset)
+        rows = ds.rows(args.split)
+        if not len(rows):
+            raise ConfigError(f"{args.dataset}: split {args.split!r} has no windows")
+        windows = (ds.x[rows], ds.y[rows])
+        recordings = recordings or [r for r in ds.recordings(args.split) if Path(r).is_file()]
+        if baseline in (None, "auto"):
+            from seizurewatch.research.train import TrainConfig
+            from seizurewatch.research.training_run import ModelSpec, train_from_dataset
+
+            spec = ModelSpec(name="bandpower-lr", description="band-power logistic regression baseline",
+                             train=TrainConfig(arch="bandpower_lr", epochs=60, lr=0.01, weight_decay=1e-3,
+                                               patience=10))
+            baseline = str(out / "baseline-lr.pt")
+            train_from_dataset(ds, spec, baseline, progress=False)
+    elif baseline == "auto":
+        raise ConfigError("evaluate: --baseline auto needs --dataset (it trains on the train split)")
+    if baseline == "none":
+        baseline = None
+    if not recordings and windows is None:
+        raise ConfigError("evaluate: give --dataset DIR and/or --recordings EDF...")
+    m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
+                 windows=windows)
+    summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
+               "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
+    if "baseline" in m:
+        summary["baseline"] = {k: m["baseline"]["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")}
+    if "events" in m:
+        ev = m["events"]
+        summary["events"] = {k: ev[k] for k in ("seizures", "detected", "sensitivity", "precision", "false_alarms",
+                                                "fa_per_24h", "hours")} | {"latency_s": ev["latency_s"]["mean"]}
+    _print(summary)
+    return 0
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from seizurewatch.research.threshold import choose_threshold
+
+    th = choose_threshold(args.model, args.policy, args.target, recordings=args.recordings, dataset=args.dataset,
+                          split=args.split, output=args.output, decision=_decision(args))
+    _print({"model": args.output or args.model, "threshold": th})
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from seizurewatch.research.export import export
+
+    meta = export(args.model, args.output)
+    _print({"output": args.output, "name": meta["name"], "sha256": meta["weights_sha256"],
+            "max_abs_diff": meta["max_abs_diff"], "threshold": meta["threshold"]["value"]})
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from seizurewatch.research.predict import predict_recording
+
+    out = args.out or f"predict-{Path(args.edf).stem}"
+    _print(predict_recording(args.edf, args.model, out, decision=_decision(args, args.threshold)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from seizurewatch.research.crossval import compare
+
+    res = compare(args.dataset, args.models, args.out, progress=not args.no_progress)
+    print(res["markdown"])
     return 0

@@ -120,3 +120,33 @@ def window_starts(
             starts.add(round(t, 6))
             t += stride_ictal_s
     return sorted(starts)
+
+
+def drop_reason(start: float, end: float, seizures: list[Seizure], joins: list[float], rules: LabelRules) -> str:
+    """Why ``label_window`` dropped the window [start, end) (for the dataset manifest)."""
+    if any(start < j < end for j in joins):
+        return "seam"
+    if any(start < s.end and s.onset < end for s in seizures):
+        return "partly_ictal" if rules.task == "detection" else "ictal"
+    if rules.task == "detection":
+        return "exclusion"
+    if any(s.end <= start and start - s.end < rules.postictal_s and _continuous(s.end, start, joins)
+           for s in seizures):
+        return "postictal"
+    return "near_seizure"  # prediction: beyond every horizon but closer than interictal_min_s
+
+
+def seizure_index(start: float, end: float, seizures: list[Seizure], joins: list[float], rules: LabelRules,
+                  positive: bool) -> int | None:
+    """Which seizure a window belongs to: the one it lies in (detection) or leads to (prediction),
+    for positive windows; the nearest seizure in time for negative ones (None without seizures)."""
+    if not seizures:
+        return None
+    if positive:
+        for k, s in enumerate(seizures):
+            if rules.task == "detection" and s.onset <= start and end <= s.end:
+                return k
+            if rules.task == "prediction" and end <= s.onset and _continuous(end, s.onset, joins):
+                return k
+    dist = [max(s.onset - end, start - s.end, 0.0) for s in seizures]
+    return int(min(range(len(seizures)), key=lambda k: dist[k]))

@@ -130,7 +130,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         if len(y) == 0 or y[:, 0].all() or not y[:, 0].any():
             raise DataError(f"{path}: the {name} set needs windows of both classes (got {len(y)} windows, "
                             f"{int(y[:, 0].sum()) if len(y) else 0} positive)")
-    result = train(x_tr, y_tr, x_va, y_va, recipe.model, progress=progress)
+    result = train(x_tr, y_tr, x_va, y_va, recipe.model, progress=progress, rate=spec.rate)
     p_va = predict(result.model, x_va)[:, 0]
     curve = roc(y_va[:, 0], p_va)
     th = recipe.threshold

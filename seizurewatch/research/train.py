@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seizurewatch.research.architectures import Deployable, build
+from seizurewatch.research.roc import roc
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,34 @@ class TrainResult:
     config: dict[str, Any]
 
 
-def channel_stats(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over all training windows (the model's input standardisation)."""
-    mean = x.mean(axis=(0, 2), dtype=np.float64)
-    std = x.std(axis=(0, 2), dtype=np.float64)
+def channel_stats(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over all training windows (the model's input standardisation),
+    accumulated in chunks so a memory-mapped dataset is never loaded whole."""
+    if rows is None and not isinstance(x, np.memmap):  # in memory: the exact formula the shipped model used
+        mean64, std64 = x.mean(axis=(0, 2), dtype=np.float64), x.std(axis=(0, 2), dtype=np.float64)
+        return torch.from_numpy(mean64).float(), torch.from_numpy(std64).float()
+    rows = np.arange(len(x)) if rows is None else rows
+    s1 = np.zeros(x.shape[1]) if len(rows) else np.zeros(0)
+    s2 = np.zeros_like(s1)
+    n = 0
+    for i in range(0, len(rows), chunk):
+        xb = np.asarray(x[np.sort(rows[i : i + chunk])], dtype=np.float64)
+        s1 += xb.sum(axis=(0, 2))
+        s2 += (xb**2).sum(axis=(0, 2))
+        n += xb.shape[0] * xb.shape[2]
+    mean = s1 / max(n, 1)
+    std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
     idx = rng.permutation(n) if rng is not None else np.arange(n)
     return [idx[i : i + size] for i in range(0, n, size)]
+
+
+def _take(x: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Rows of a (possibly memory-mapped) array as a float32 tensor (sorted reads are faster on disk)."""
+    return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32))
 
 
 def _loss_fn(y: np.ndarray, use_weights: bool) -> nn.Module:
@@ -71,47 +90,65 @@ def train(
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    resume: bool = True,
+    rate: float | None = None,
+    train_rows: np.ndarray | None = None,
+    val_rows: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit ``cfg.arch`` on (N, C, T) windows with (N, outputs) 0/1 labels."""
+    """Fit ``cfg.arch`` on (N, C, T) windows with (N, outputs) 0/1 labels.
+
+    ``x_*`` may be memory-mapped; ``*_rows`` select the windows to use (default: all), and
+    ``y_*`` hold the labels of all of ``x_*``. With a ``checkpoint`` the state (weights,
+    optimiser, RNGs) is saved every epoch; ``resume`` continues from it, giving the same
+    model as an uninterrupted run.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    n, c, t = x_train.shape
+    tr = np.arange(len(x_train)) if train_rows is None else np.asarray(train_rows)
+    va = None if x_val is None else (np.arange(len(x_val)) if val_rows is None else np.asarray(val_rows))
+    _, c, t = x_train.shape
+    n = len(tr)
     n_out = y_train.shape[1]
-    net = build(cfg.arch, c, t, n_out, **cfg.arch_kwargs)
-    mean, std = channel_stats(x_train)
+    net = build(cfg.arch, c, t, n_out, rate=rate, **cfg.arch_kwargs)
+    mean, std = channel_stats(x_train, None if train_rows is None else tr)
     model = Deployable(net, mean, std)
     opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = _loss_fn(y_train, cfg.class_weights)
+    loss_fn = _loss_fn(y_train[tr], cfg.class_weights)
     history: list[dict[str, float]] = []
     start_epoch, best, best_epoch, best_state = 0, float("inf"), -1, None
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt and ckpt.is_file():
+    if ckpt and ckpt.is_file() and resume:
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
-        rng = np.random.default_rng(cfg.seed + start_epoch)
+        if "rng" in state:
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            rng = np.random.default_rng(cfg.seed + start_epoch)
         log.info("resuming from checkpoint", extra={"checkpoint": str(ckpt), "epoch": start_epoch})
     t0 = time.perf_counter()
-    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
     yt = torch.from_numpy(y_train.astype(np.float32))
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.arch}", disable=not progress, unit="epoch")
+    stopped = bool(history) and cfg.patience > 0 and history[-1]["epoch"] - best_epoch >= cfg.patience
+    bar = tqdm(range(start_epoch, 0 if stopped else cfg.epochs), desc=f"train {cfg.arch}", disable=not progress,
+               unit="epoch")
     for epoch in bar:
         model.train()
         total = 0.0
         for idx in _batches(n, cfg.batch_size, rng):
-            ti = torch.from_numpy(idx)
-            z = (xt[ti] - model.mean) / model.std
-            loss = loss_fn(model.net(z), yt[ti])
+            rows = tr[idx]  # (unsorted: the batch order of the shipped model's training)
+            z = (_take(x_train, rows) - model.mean) / model.std
+            loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / n}
-        if x_val is not None and y_val is not None and len(x_val):
-            row.update(_validate(model, x_val, y_val, loss_fn))
+        row = {"epoch": epoch, "train_loss": total / max(n, 1)}
+        if x_val is not None and y_val is not None and va is not None and len(va):
+            row.update(_validate(model, x_val, y_val, va, loss_fn))
         history.append(row)
         monitor = row.get("val_loss", row["train_loss"])
         if monitor < best - 1e-4:
@@ -121,8 +158,8 @@ def train(
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "best_epoch": best_epoch, "best_state": best_state},
-                       ckpt)
+                        "history": history, "best": best, "best_epoch": best_epoch, "best_state": best_state,
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             log.info("early stopping", extra={"epoch": epoch, "best_epoch": best_epoch})
             break
@@ -133,21 +170,27 @@ def train(
 
 
 @torch.no_grad()
-def _validate(model: Deployable, x: np.ndarray, y: np.ndarray, loss_fn: nn.Module) -> dict[str, float]:
+def _validate(model: Deployable, x: np.ndarray, y: np.ndarray, rows: np.ndarray, loss_fn: nn.Module,
+              chunk: int = 256) -> dict[str, float]:
     model.eval()
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    logits = model.net((xt - model.mean) / model.std)
-    loss = float(loss_fn(logits, torch.from_numpy(y.astype(np.float32))))
-    p = torch.sigmoid(logits).numpy()[:, 0]
-    acc = float(((p >= 0.5) == (y[:, 0] == 1)).mean())
-    return {"val_loss": loss, "val_acc": acc}
+    logits = torch.cat([model.net((_take(x, rows[i : i + chunk]) - model.mean) / model.std)
+                        for i in range(0, len(rows), chunk)])
+    yv = y[rows]
+    loss = float(loss_fn(logits, torch.from_numpy(yv.astype(np.float32))))
+    p = torch.sigmoid(logits).numpy()
+    acc = float(((p >= 0.5) == (yv == 1)).mean())
+    out = {"val_loss": loss, "val_acc": acc}
+    if 0 < yv[:, 0].sum() < len(yv):
+        out["val_auc"] = roc(yv[:, 0], p[:, 0]).auc
+    return out
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(N, C, T) -> (N, outputs) probabilities, with a deployed (or loaded) model."""
-    model.eval()
-    out = []
-    for i in range(0, len(x), batch):
-        out.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32))).numpy())
+def predict(model: nn.Module, x: np.ndarray, batch: int = 256, rows: np.ndarray | None = None) -> np.ndarray:
+    """(N, C, T) -> (N, outputs) probabilities, with a deployed (or loaded) model; ``rows``
+    picks windows of a memory-mapped array."""
+    if isinstance(model, (Deployable, torch.jit.ScriptModule)):
+        model.eval()  # (a torch.export module is already in eval mode and refuses .eval())
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    out = [model(_take(x, rows[i : i + batch])).numpy() for i in range(0, len(rows), batch)]
     return np.concatenate(out) if out else np.zeros((0, 1))

@@ -1,0 +1,59 @@
+"""The research loop's speed target: ``dataset build`` + ``train`` of the seed ConvNet on
+Dog_1 (4 recordings, 10 s windows, 1 s stride) in under 5 minutes on 2 cores.
+
+Runs the same functions as ``seizurewatch dataset build --spec config/dataset-dog1.yaml``
+and ``seizurewatch train --dataset ... --model config/models/seed-convnet.yaml``; the
+dataset and the model go to the bench work folder, never the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from bench.common import ROOT, figure, log, workdir
+
+TARGET_S = 300.0
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import dataclasses
+
+    from seizurewatch.research.dataset import build_dataset, load_spec
+    from seizurewatch.research.training_run import load_model_config, train_from_dataset
+
+    threads = min(2, os.cpu_count() or 1)
+    out = workdir() / "research"
+    spec = load_spec(ROOT / "config" / "dataset-dog1.yaml")
+    model = load_model_config(ROOT / "config" / "models" / "seed-convnet.yaml")
+    if quick:  # a smoke run: same data, a few epochs
+        model = dataclasses.replace(model, train=dataclasses.replace(model.train, epochs=3))
+    model = dataclasses.replace(model, train=dataclasses.replace(model.train, threads=threads))
+    log(f"research: dataset build dog1 ({len(spec.recordings)} recordings)")
+    t0 = time.perf_counter()
+    manifest = build_dataset(spec, out / "dog1-dataset")
+    t1 = time.perf_counter()
+    log(f"research: train {model.train.arch}, up to {model.train.epochs} epochs, {threads} threads")
+    meta = train_from_dataset(out / "dog1-dataset", model, out / "dog1-seed.pt", progress=False,
+                              checkpoint=out / "dog1-seed.ckpt")
+    t2 = time.perf_counter()
+    total = t2 - t0
+    setup = (f"config/dataset-dog1.yaml ({manifest['n']} windows of 16 ch x 4000 samples) then "
+             f"config/models/seed-convnet.yaml ({meta['training']['epochs_run']} epochs run, early stopping), "
+             f"torch threads {threads}" + (" [quick: 3 epochs]" if quick else ""))
+    figures = {
+        "dog1.dataset_build_s": figure(t1 - t0, "s", "dataset build of the 4 Dog_1 recordings"),
+        "dog1.train_seed_convnet_s": figure(t2 - t1, "s", setup),
+        "dog1.build_plus_train_s": figure(total, "s", setup, target=TARGET_S, meets_target=total < TARGET_S),
+        "dog1.validation_roc_auc": figure(meta["metrics"]["validation"].get("roc_auc", float("nan")), "",
+                                          "window ROC AUC on the dataset's val split (dog1_rec03)"),
+    }
+    return {"figures": figures}
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv[1:]
+    print(json.dumps(run(quick), indent=2))

@@ -1,0 +1,134 @@
+"""Broker address, TLS and credentials from ``MqttConfig``, and one-line connection errors.
+
+Rules: plaintext MQTT only to a loopback broker unless ``allow_plaintext_remote``; the
+password comes from a file or an environment variable and never appears in a log line,
+an exception or ``repr`` of anything this module returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from seizurewatch.config import MqttConfig
+from seizurewatch.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    if cfg.password_file:
+        try:
+            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({exc.strerror})") from None
+    if cfg.password_env:
+        value = os.environ.get(cfg.password_env)
+        if value is None:
+            raise ConfigError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
+        return value
+    return None
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """Verify the broker against ``ca_file`` (system CAs if unset); present cert/key if configured."""
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"mqtt.{key}: file not found: {path}")
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt.ca_file: not a usable CA certificate: {cfg.ca_file} ({exc})") from None
+    if cfg.cert_file:
+        try:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt.cert_file: cannot load client certificate {cfg.cert_file} / key "
+                              f"{cfg.key_file} ({exc})") from None
+    return ctx
+
+
+def client_kwargs(cfg: MqttConfig, url: str | None = None) -> dict[str, Any]:
+    """aiomqtt.Client arguments from the config (URL, TLS, credentials); validates the security rules."""
+    raw = url or cfg.url
+    u = urlparse(raw)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        safe = f"{u.scheme}://{u.hostname or ''}" if u.scheme else "(not a URL)"
+        raise ConfigError(f"mqtt.url: expected mqtt://host:port or mqtts://host:port, got {safe}")
+    try:
+        port = u.port
+    except ValueError:
+        raise ConfigError(f"mqtt.url: invalid port in {u.scheme}://{u.hostname}") from None
+    if u.password:
+        raise ConfigError("mqtt.url: a password in the URL is refused; use mqtt.password_file or "
+                          "mqtt.password_env")
+    tls = u.scheme == "mqtts" or cfg.ca_file is not None
+    if not tls and not is_loopback(u.hostname) and not cfg.allow_plaintext_remote:
+        raise ConfigError(
+            f"mqtt.url: refusing plaintext MQTT to non-loopback host {u.hostname}; "
+            "use mqtts:// with ca_file, or set mqtt.allow_plaintext_remote: true"
+        )
+    kw: dict[str, Any] = {
+        "hostname": u.hostname,
+        "port": port or (8883 if tls else 1883),
+        "keepalive": cfg.keepalive_s,
+        "timeout": cfg.connect_timeout_s,
+        "username": cfg.username or u.username,
+        "password": read_password(cfg),
+    }
+    if tls:
+        kw["tls_context"] = tls_context(cfg)
+    return kw
+
+
+def describe_broker(kw: dict[str, Any]) -> str:
+    scheme = "mqtts" if kw.get("tls_context") is not None else "mqtt"
+    return f"{scheme}://{kw['hostname']}:{kw['port']}"
+
+
+def protocol_attempts(setting: str) -> list[aiomqtt.ProtocolVersion]:
+    if setting == "v5":
+        return [aiomqtt.ProtocolVersion.V5]
+    if setting == "v311":
+        return [aiomqtt.ProtocolVersion.V311]
+    return [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
+
+
+def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:
+    """One line: which broker, what went wrong, what to check. Never contains the password."""
+    where = f"MQTT broker {broker or describe_broker(kw)}"
+    text = str(exc) or type(exc).__name__
+    lower = text.lower()
+    user = kw.get("username")
+    if isinstance(exc, MqttConnectError):
+        value = getattr(getattr(exc, "rc", None), "value", getattr(exc, "rc", None))
+        if value in (4, 5, 134, 135) or "not authori" in lower or "username or password" in lower:
+            who = f"user {user!r}" if user else "anonymous login"
+            msg = f"{where} refused the login ({who}): {text}; check mqtt.username and the password"
+        else:
+            msg = f"{where} refused the connection: {text}"
+    elif "certificate" in lower or isinstance(exc, ssl.SSLError):
+        msg = f"{where}: TLS handshake failed ({text}); check mqtt.ca_file and the broker's certificate"
+    elif "timed out" in lower:
+        msg = f"{where} unreachable: no answer within {kw.get('timeout')} s"
+    else:
+        msg = f"{where} unreachable: {text}"
+    password = kw.get("password")
+    if password:
+        msg = msg.replace(str(password), "***")
+    return msg

@@ -1,0 +1,215 @@
+"""Held-out evaluation of a model file.
+
+Window level: ROC AUC, PR AUC (average precision), confusion matrix and accuracy at the
+model's threshold, the share of interictal windows flagged at 99 % sensitivity, and the
+same for a logistic-regression baseline. Event level: each recording is replayed through
+the daemon's own pipeline (``predict.stream_probabilities``), the daemon's AlarmDecision
+turns probabilities into alarms, and ``timescoring`` scores them the SzCORE way (any
+overlap, 30 s before / 60 s after tolerances): event sensitivity, precision, false alarms
+per 24 h, latency from onset to the first alarm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from timescoring.annotations import Annotation as TsAnnotation
+from timescoring.scoring import EventScoring
+
+from seizurewatch.config import DecisionConfig
+from seizurewatch.errors import DataError
+from seizurewatch.modelfile import ModelMeta, load_model
+from seizurewatch.research import plots
+from seizurewatch.research.labels import LabelRules
+from seizurewatch.research.predict import Trace, alarm_spans, plot_timeline, stream_probabilities
+from seizurewatch.research.report import Section, write_report
+from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
+from seizurewatch.research.train import predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """SzCORE event scoring (timescoring defaults)."""
+
+    tolerance_start_s: float = 30.0
+    tolerance_end_s: float = 60.0
+    min_overlap: float = 0.0
+    max_event_s: float = 300.0
+    merge_within_s: float = 90.0
+
+    def params(self) -> EventScoring.Parameters:
+        return EventScoring.Parameters(self.tolerance_start_s, self.tolerance_end_s, self.min_overlap,
+                                       self.max_event_s, self.merge_within_s)
+
+
+SZCORE = EventRules()
+
+
+# ----- window level -------------------------------------------------------------------------
+
+
+def window_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    y = np.asarray(y).astype(bool).ravel()
+    p = np.asarray(p, dtype=np.float64).ravel()
+    flag = p >= threshold
+    cm = {"tp": int((flag & y).sum()), "fp": int((flag & ~y).sum()), "tn": int((~flag & ~y).sum()),
+          "fn": int((~flag & y).sum())}
+    out: dict[str, Any] = {"windows": int(len(y)), "positive": int(y.sum()), "threshold": float(threshold),
+                           "confusion": cm, "accuracy": float((flag == y).mean()) if len(y) else float("nan"),
+                           "sensitivity": cm["tp"] / max(cm["tp"] + cm["fn"], 1),
+                           "specificity": cm["tn"] / max(cm["tn"] + cm["fp"], 1)}
+    if 0 < y.sum() < len(y):
+        curve = roc(y, p)
+        out["roc_auc"] = curve.auc
+        out["pr_auc"] = pr_curve(y, p)[3]
+        out["fraction_interictal_flagged_at_99_sensitivity"] = fraction_flagged_at_sensitivity(curve, 0.99)
+    return out
+
+
+def windows_for(meta: ModelMeta, recordings: list[str], stride_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled windows of held-out recordings, cut with the model's own preprocessing."""
+    from seizurewatch.research.annotations import find_annotations
+    from seizurewatch.research.windows import windows_from_recording
+
+    xs, ys = [], []
+    for r in recordings:
+        found = find_annotations(r, required=False)
+        rw = windows_from_recording(r, meta.preprocess, meta.window_s, stride_s, stride_s,
+                                    LabelRules(task="detection"), annotations=found.annotations if found else None)
+        xs.append(rw.x)
+        ys.append(rw.y)
+    if not xs:
+        raise DataError("no recordings to evaluate")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# ----- event level --------------------------------------------------------------------------
+
+
+def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig,
+                 rules: EventRules = SZCORE) -> dict[str, Any]:
+    """SzCORE event scores summed over recordings, after the daemon's decision logic."""
+    tp = fp = ref = 0
+    hours = 0.0
+    latencies: list[float] = []
+    per_rec = []
+    for tr in traces:
+        spans = alarm_spans(tr.t, tr.p, threshold, decision, tr.duration)
+        n = max(1, int(round(tr.duration * 10)))
+        clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
+        refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]
+        s = EventScoring(TsAnnotation(refs, 10, n), TsAnnotation(clip, 10, n), rules.params())
+        lat = []
+        for onset, end in tr.seizures:
+            hits = [a for a, b in spans if b >= onset - rules.tolerance_start_s and a <= end + rules.tolerance_end_s]
+            if hits:
+                lat.append(min(hits) - onset)
+        tp, fp, ref, hours = tp + s.tp, fp + s.fp, ref + s.refTrue, hours + tr.duration / 3600
+        latencies += lat
+        per_rec.append({"recording": Path(tr.recording).name, "seizures": int(s.refTrue), "detected": int(s.tp),
+                        "false_alarms": int(s.fp), "alarms": [[round(a, 2), round(b, 2)] for a, b in spans],
+                        "latency_s": [round(v, 2) for v in lat], "hours": round(tr.duration / 3600, 4)})
+    return {
+        "threshold": float(threshold),
+        "seizures": int(ref), "detected": int(tp), "false_alarms": int(fp), "hours": round(hours, 4),
+        "sensitivity": tp / ref if ref else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "fa_per_24h": fp / hours * 24 if hours else float("nan"),
+        "latency_s": {"mean": float(np.mean(latencies)) if latencies else None,
+                      "median": float(np.median(latencies)) if latencies else None,
+                      "values": [round(v, 2) for v in latencies]},
+        "recordings": per_rec,
+        "rules": {"any_overlap": rules.min_overlap == 0, "tolerance_start_s": rules.tolerance_start_s,
+                  "tolerance_end_s": rules.tolerance_end_s, "max_event_s": rules.max_event_s,
+                  "merge_within_s": rules.merge_within_s},
+    }
+
+
+# ----- the whole evaluation -----------------------------------------------------------------
+
+
+def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, baseline: str | Path | None = None,
+             decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
+             windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
+    writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    decision = decision or DecisionConfig()
+    loaded = load_model(model)
+    meta = loaded.meta
+    threshold = decision.threshold if decision.threshold is not None else meta.threshold
+    x, y = windows if windows is not None else windows_for(meta, recordings)
+    p = predict(loaded.module, x)
+    wm = window_metrics(y[:, 0], p[:, 0], threshold)
+    curves = {}
+    if "roc_auc" in wm:
+        curves[meta.name] = (roc(y[:, 0], p[:, 0]), pr_curve(y[:, 0], p[:, 0])[:2] + (wm["pr_auc"],))
+    metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "sha256": meta.sha256,
+                               "threshold": {"value": threshold, "policy": meta.threshold_policy
+                                             if decision.threshold is None else "override"},
+                               "held_out": [Path(r).name for r in recordings], "windows": wm}
+    if baseline:
+        bl = load_model(baseline)
+        pb = predict(bl.module, x)
+        bwm = window_metrics(y[:, 0], pb[:, 0], bl.meta.threshold)
+        metrics["baseline"] = {"model": bl.meta.name, "windows": bwm}
+        if "roc_auc" in bwm:
+            curves[f"{bl.meta.name} (baseline)"] = (roc(y[:, 0], pb[:, 0]),
+                                                    pr_curve(y[:, 0], pb[:, 0])[:2] + (bwm["pr_auc"],))
+    pngs = []
+    if curves:
+        pt = (1 - wm["specificity"], wm["sensitivity"])
+        pngs.append(plots.roc_pr(curves, out / "roc_pr.png", point=pt))
+    pngs.append(plots.confusion(wm["confusion"], threshold, out / "confusion.png"))
+    traces = [stream_probabilities(r, model, decision) for r in recordings]
+    for tr in traces:
+        pngs.append(plot_timeline(tr, out / f"{Path(tr.recording).stem}-timeline.png"))
+    if traces:
+        metrics["events"] = score_events(traces, threshold, decision, rules)
+    metrics["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
+                           "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+    write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
+    return metrics
+
+
+def _f(v: Any, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+
+def section(m: dict[str, Any], images: list[Path]) -> Section:
+    """The report section of one evaluation (usable inside a larger report)."""
+    w = m["windows"]
+    rows = [["model", m["model"], m.get("baseline", {}).get("model", "-")]]
+    b = m.get("baseline", {}).get("windows", {})
+    for key in ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity",
+                "fraction_interictal_flagged_at_99_sensitivity"):
+        rows.append([key.replace("_", " "), _f(w.get(key)), _f(b.get(key))])
+    s = Section(f"Held-out evaluation: {m['model']}", tables=[(["window level", "model", "baseline"], rows)],
+                images=list(images))
+    s.paragraphs.append(f"Held out: {', '.join(m['held_out']) or '(given windows)'}; threshold "
+                        f"{m['threshold']['value']:.4f} ({m['threshold']['policy']}). "
+                        f"Confusion at the threshold: {w['confusion']}.")
+    ev = m.get("events")
+    if ev:
+        s.tables.append((["event level (after smoothing/hysteresis)", "value"], [
+            ["seizures / detected", f"{ev['seizures']} / {ev['detected']}"],
+            ["event sensitivity", _f(ev["sensitivity"])], ["precision", _f(ev["precision"])],
+            ["false alarms", ev["false_alarms"]], ["hours scored", _f(ev["hours"])],
+            ["false alarms / 24 h", _f(ev["fa_per_24h"])],
+            ["latency onset -> first alarm, mean (s)", _f(ev["latency_s"]["mean"])],
+        ]))
+        if ev["hours"] < 1:
+            s.warnings.append(f"Only {ev['hours'] * 60:.1f} min of signal were scored: one false alarm is "
+                              f"{24 / ev['hours']:.0f} per 24 h. Treat FA/24 h as indicative only.")
+    return s

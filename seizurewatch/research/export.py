@@ -1,0 +1,87 @@
+"""Export a trained model as TorchScript (``.pt``) or ``torch.export`` (``.pt2``) with its
+metadata and SHA-256, and check the exported file computes what the trained module computes.
+
+A model file can be re-exported in the other format: the eager module is rebuilt from the
+architecture recorded in the metadata and the file's weights are loaded into it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seizurewatch.errors import ModelError
+from seizurewatch.modelfile import LoadedModel, load_model, save_model
+from seizurewatch.research.architectures import Deployable, build
+
+log = logging.getLogger(__name__)
+
+ATOL = 1e-5
+
+
+def architecture_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """The metadata's ``architecture`` block, or (older files) the training config's arch."""
+    if "architecture" in raw:
+        return dict(raw["architecture"])
+    cfg = raw.get("training", {}).get("config", {})
+    if "arch" not in cfg:
+        raise ModelError(f"model {raw.get('name')!r}: metadata records no architecture; cannot rebuild it")
+    pre = raw["preprocess"]
+    return {"arch": cfg["arch"], "kwargs": cfg.get("arch_kwargs", {}), "n_channels": len(pre["channels"]),
+            "n_samples": int(round(float(raw["window_s"]) * float(pre["rate"]))), "n_outputs": len(raw["outputs"]),
+            "rate": float(pre["rate"])}
+
+
+def rebuild_eager(loaded: LoadedModel) -> Deployable:
+    """The eager ``Deployable`` with the weights of a loaded model file."""
+    a = architecture_of(loaded.meta.raw)
+    net = build(a["arch"], a["n_channels"], a["n_samples"], a["n_outputs"], rate=a.get("rate"), **a["kwargs"])
+    model = Deployable(net, torch.zeros(a["n_channels"]), torch.ones(a["n_channels"]))
+    state = {k: v for k, v in loaded.module.state_dict().items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{loaded.path}: weights do not fit architecture {a['arch']!r} ({str(exc)[:200]})") from None
+    return model.eval()
+
+
+def example_input(meta_raw: dict[str, Any], n: int = 4, seed: int = 0) -> torch.Tensor:
+    a = architecture_of(meta_raw)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, a["n_channels"], a["n_samples"], generator=g) * 50.0
+
+
+@torch.no_grad()
+def max_difference(reference: nn.Module, path: str | Path, x: torch.Tensor) -> float:
+    """Largest absolute difference between ``reference`` and the model file at ``path`` on ``x``."""
+    reference.eval()
+    got = load_model(path).module(x)
+    return float((got - reference(x)).abs().max())
+
+
+def save_checked(model: Deployable, meta: dict[str, Any], path: str | Path, x: torch.Tensor) -> dict[str, Any]:
+    """save_model, then reload and compare outputs; ModelError if the file computes otherwise."""
+    out = save_model(model, {k: v for k, v in meta.items() if k not in ("format", "weights_sha256")}, path, x[:2])
+    diff = max_difference(model, path, x)
+    if diff > ATOL:
+        raise ModelError(f"{path}: exported model differs from the trained one by {diff:.3g} (> {ATOL})")
+    log.info("exported", extra={"path": str(path), "sha256": out["weights_sha256"][:12], "max_abs_diff": diff})
+    return {**out, "max_abs_diff": diff}
+
+
+def export(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Re-export model file ``src`` to ``dst`` (.pt TorchScript or .pt2 torch.export), checked."""
+    if Path(dst).suffix not in (".pt", ".pt2"):
+        raise ModelError(f"{dst}: export to a .pt (TorchScript) or .pt2 (torch.export) file")
+    loaded = load_model(src)
+    eager = rebuild_eager(loaded)
+    x = example_input(loaded.meta.raw)
+    with torch.no_grad():
+        diff_src = float((loaded.module(x) - eager(x)).abs().max())
+    if diff_src > ATOL:
+        raise ModelError(f"{src}: rebuilt module differs from the file by {diff_src:.3g}; not exporting")
+    return save_checked(eager, loaded.meta.raw, dst, x)

@@ -1,0 +1,165 @@
+"""Train a model described by a model YAML (``config/models/*.yaml``) on a built dataset
+directory, choose a first threshold on its validation split, and save it with metadata.
+
+A model YAML holds ``name``, ``description``, ``hop_s`` and the training settings
+(``arch``, ``arch_kwargs``, ``epochs``, ``lr``, ``batch_size``, ``seed``, ``patience``...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import seizurewatch
+from seizurewatch.errors import ConfigError, DataError
+from seizurewatch.modelfile import save_model
+from seizurewatch.research.datadir import DatasetDir, open_dataset
+from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, youden
+from seizurewatch.research.train import TrainConfig, TrainResult, predict, train
+from seizurewatch.typedyaml import load_typed, read_yaml
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str = ""
+    hop_s: float = 1.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = ""
+
+
+def load_model_config(path: str | Path) -> ModelSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: model config not found")
+    data = read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    head = {k: data.pop(k) for k in ("name", "description", "hop_s") if k in data}
+    cfg = load_typed(TrainConfig, data, str(p))
+    return ModelSpec(name=str(head.get("name") or p.stem), description=str(head.get("description", "")),
+                     hop_s=float(head.get("hop_s", 1.0)), train=cfg, source=str(p))
+
+
+def _device_name(manifest: dict[str, Any]) -> str:
+    d = manifest.get("device")
+    if isinstance(d, dict):
+        return str(d.get("name", "unknown"))
+    return Path(str(d)).stem if d else "unknown"
+
+
+def first_threshold(y: np.ndarray, p: np.ndarray, where: str) -> dict[str, Any]:
+    """Youden's J on the validation windows; 0.5 (said so) if they lack a class."""
+    if len(y) and 0 < y.sum() < len(y):
+        th = youden(roc(y, p))
+        th["chosen_on"] = where
+        return th
+    log.warning("validation split lacks a class; threshold left at 0.5", extra={"where": where})
+    return {"value": 0.5, "policy": "default", "target": None, "point": None, "auc": None, "chosen_on": where}
+
+
+def architecture_meta(cfg: TrainConfig, x_shape: tuple[int, ...], n_outputs: int, rate: float) -> dict[str, Any]:
+    """Enough to rebuild the eager module (export, threshold re-save)."""
+    return {"arch": cfg.arch, "kwargs": dict(cfg.arch_kwargs), "n_channels": int(x_shape[1]),
+            "n_samples": int(x_shape[2]), "n_outputs": int(n_outputs), "rate": float(rate)}
+
+
+def training_meta(result: TrainResult, command: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command": command, **extra, "config": result.config, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history), "seconds": round(result.seconds, 2), "seed": result.config["seed"],
+        "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.machine(),
+        "seizurewatch": seizurewatch.__version__, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
+                       subject: str | None = None, resume: bool = False, progress: bool = True,
+                       command: str | None = None, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Train on the ``train`` split (early stopping on ``val``), save to ``output``; returns the metadata."""
+    ds = dataset if isinstance(dataset, DatasetDir) else open_dataset(dataset)
+    spec = model_config if isinstance(model_config, ModelSpec) else load_model_config(model_config)
+    tr, va = ds.rows("train", subject), ds.rows("val", subject)
+    who = f"{ds.root}" + (f" (subject {subject})" if subject else "")
+    if len(tr) == 0:
+        raise DataError(f"{who}: no training windows (split 'train')")
+    if not ds.y[tr].any(axis=0).all() or ds.y[tr].all(axis=0).any():
+        raise DataError(f"{who}: the training split needs windows of both classes for every output "
+                        f"({len(tr)} windows, positives per output {ds.y[tr].sum(axis=0).tolist()})")
+    out = Path(output)
+    ckpt = Path(checkpoint) if checkpoint else out.with_name(out.name + ".ckpt")
+    try:
+        result = train(ds.x, ds.y, ds.x if len(va) else None, ds.y if len(va) else None, spec.train,
+                       checkpoint=ckpt, progress=progress, resume=resume, rate=ds.spec.rate,
+                       train_rows=tr, val_rows=va if len(va) else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ConfigError(f"{spec.source or spec.name}: cannot build {spec.train.arch!r}: {why}") from None
+    p_va = predict(result.model, ds.x, rows=va) if len(va) else np.zeros((0, ds.y.shape[1]))
+    y_va = ds.y[va]
+    threshold = first_threshold(y_va[:, 0], p_va[:, 0], f"{ds.root.name}:val")
+    if ds.y.shape[1] > 1:
+        threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
+                                   for k, name in enumerate(ds.outputs)}
+    val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
+    if threshold["auc"] is not None:
+        curve = roc(y_va[:, 0], p_va[:, 0])
+        flagged = round(fraction_flagged_at_sensitivity(curve), 4)
+        val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
+                           sensitivity_at_threshold=threshold["point"]["tpr"],
+                           specificity_at_threshold=threshold["point"]["specificity"])
+    name = spec.name + (f"-{subject}" if subject else "")
+    meta = {
+        "name": name,
+        "description": spec.description,
+        "task": ds.task,
+        "outputs": ds.outputs,
+        "device": _device_name(ds.manifest),
+        "preprocess": ds.manifest["preprocess"],
+        "window_s": ds.window_s,
+        "hop_s": spec.hop_s,
+        "threshold": threshold,
+        "architecture": architecture_meta(spec.train, ds.x.shape, ds.y.shape[1], ds.spec.rate),
+        "training": training_meta(result, command or f"seizurewatch train --dataset {ds.root} --model {spec.source}", {
+            "dataset": str(ds.root), "model_config": spec.source, "subject": subject,
+            "train_recordings": [Path(r).name for r in ds.recordings("train", subject)],
+            "validation_recordings": [Path(r).name for r in ds.recordings("val", subject)],
+            "test_recordings": [Path(r).name for r in ds.recordings("test", subject)],
+            "train_windows": int(len(tr)), "train_positive": ds.y[tr].sum(axis=0).tolist(),
+        }),
+        "metrics": {"validation": val_metrics},
+        "history": result.history,
+    }
+    example = torch.from_numpy(np.ascontiguousarray(ds.x[tr[:2]], dtype=np.float32))
+    return save_model(result.model, meta, out, example)
+
+
+def train_per_subject(dataset: str | Path, model_config: str | Path, output_pattern: str, **kwargs: Any
+                      ) -> dict[str, dict[str, Any]]:
+    """One model per subject from one config; ``output_pattern`` contains ``{subject}``."""
+    if "{subject}" not in output_pattern:
+        raise ConfigError(f"--output {output_pattern!r}: per-subject training needs '{{subject}}' in the path")
+    ds = open_dataset(dataset)
+    spec = load_model_config(model_config)
+    out = {}
+    for subject in ds.subjects:
+        if not len(ds.rows("train", subject)):
+            log.warning("subject has no training windows; skipped", extra={"subject": subject})
+            continue
+        path = output_pattern.format(subject=subject)
+        out[subject] = train_from_dataset(ds, spec, path, subject=subject, **kwargs)
+        out[subject]["path"] = path
+    if not out:
+        raise DataError(f"{dataset}: no subject has training windows")
+    return out
+

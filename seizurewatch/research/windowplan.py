@@ -1,0 +1,429 @@
+"""What goes into a dataset, planned before any sample is read: the dataset spec, the recordings
+and clips it names, and for each one the window starts with their labels, seizure ids and the
+count of windows dropped and why (seams, exclusion margins, partial seizures...).
+
+Planning reads headers and annotations only; ``load_signal`` preprocesses one recording at a time
+through the daemon's own preprocessing when the windows are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from seizurewatch.devices import DeviceProfile, canonical_label, load_device
+from seizurewatch.edfio import EdfRecording
+from seizurewatch.errors import ConfigError, DataError
+from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
+from seizurewatch.research.annotations import (
+    Clip,
+    find_annotations,
+    find_clips,
+    read_chbmit_summary,
+    read_clip,
+    read_csv_annotations,
+    read_tuh_csv_bi,
+)
+from seizurewatch.research.labels import (
+    LabelRules,
+    Seizure,
+    drop_reason,
+    joins_of,
+    label_window,
+    seizure_index,
+    seizures_of,
+    window_starts,
+)
+from seizurewatch.typedyaml import load_typed_file, resolve_path
+from seizurewatch.types import Annotation
+
+log = logging.getLogger(__name__)
+
+NOMINAL_RATE_TOLERANCE = 0.005  # 399.61 Hz (Kaggle's nominal rate) is taken as 400 Hz, not resampled
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    by: Literal["recording", "seizure", "subject"] = "recording"
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test (by window count)
+    assign: dict[str, Literal["train", "val", "test"]] = field(default_factory=dict)  # name or glob -> split
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    recordings: tuple[str, ...]  # EDF files, globs, clip folders (Kaggle, Delhi), single clips
+    task: Literal["detection", "prediction"] = "detection"
+    device: str | None = None  # device profile: channels and rate (else `channels`/`rate`, else the first file)
+    channels: tuple[str, ...] | None = None
+    rate: float | None = None
+    bandpass: tuple[float, float] | None = None
+    notch: float | None = None
+    window_s: float = 10.0
+    stride_s: float = 1.0  # between interictal (negative) windows
+    stride_ictal_s: float = 1.0  # inside the positive class: seizures (detection), preictal spans (prediction)
+    exclusion_s: float = 300.0  # detection: interictal windows at least this far from a seizure
+    horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
+    interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
+    postictal_s: float = 600.0
+    balance: Literal["none", "subject"] = "none"  # subject: undersample the majority class per subject
+    balance_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    subjects: dict[str, str] = field(default_factory=dict)  # recording name or glob -> subject
+    annotations: dict[str, str] = field(default_factory=dict)  # recording name -> annotation file
+    seed: int = 0
+    name: str = ""
+
+    def rules(self) -> LabelRules:
+        return LabelRules(task=self.task, exclusion_s=self.exclusion_s, horizons_s=tuple(self.horizons_s),
+                          interictal_min_s=self.interictal_min_s, postictal_s=self.postictal_s)
+
+    def outputs(self) -> list[str]:
+        return ["seizure"] if self.task == "detection" else [f"preictal_{h:g}s" for h in self.horizons_s]
+
+    def check(self, where: str) -> None:
+        if self.window_s <= 0 or self.stride_s <= 0 or self.stride_ictal_s <= 0:
+            raise ConfigError(f"{where}: window_s, stride_s and stride_ictal_s must be > 0")
+        if self.exclusion_s < 0:
+            raise ConfigError(f"{where}: exclusion_s must be >= 0")
+        if self.task == "prediction" and (not self.horizons_s or min(self.horizons_s) <= 0):
+            raise ConfigError(f"{where}: horizons_s: prediction needs at least one horizon > 0")
+        fr = self.split.fractions
+        if min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
+            raise ConfigError(f"{where}: split.fractions must be >= 0 and sum to 1, got {list(fr)}")
+        if not self.recordings:
+            raise ConfigError(f"{where}: recordings: at least one recording or clip folder is needed")
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """A dataset spec YAML; relative paths are relative to the file."""
+    spec, base = load_typed_file(DatasetSpec, path)
+
+    def res(s: str) -> str:
+        return resolve_path(base, s)
+
+    spec = dataclasses.replace(
+        spec, recordings=tuple(res(r) for r in spec.recordings),
+        device=res(spec.device) if spec.device else None,
+        annotations={k: res(v) for k, v in spec.annotations.items()},
+    )
+    spec.check(str(path))
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+@dataclass
+class Piece:
+    """One unit read at a time: an EDF recording or one clip."""
+
+    name: str  # file name, as in index.csv
+    path: str
+    subject: str
+    group: str  # the 'recording' unit for splits (EDF: the file; clips: their seizure / hour / block)
+    annotations_from: str = ""
+    clip: Clip | None = None
+    starts: list[float] = field(default_factory=list)
+    labels: list[tuple[int, ...]] = field(default_factory=list)
+    seizure_ids: list[str] = field(default_factory=list)  # positives: their seizure; negatives: ""
+    near: list[str] = field(default_factory=list)  # the seizure group of each window (split by seizure)
+    dropped: Counter = field(default_factory=Counter)
+
+
+def _expand(recordings: tuple[str, ...]) -> list[Path]:
+    out: list[Path] = []
+    for r in recordings:
+        if any(ch in r for ch in "*?["):
+            hits = sorted(Path(p) for p in _glob(r))
+            if not hits:
+                raise DataError(f"{r}: no file matches")
+            out += hits
+        else:
+            p = Path(r)
+            if not p.exists():
+                raise DataError(f"{p}: recording not found")
+            if p.is_dir():
+                edfs = sorted(p.glob("*.edf"))
+                out += edfs if edfs else [p]
+            else:
+                out.append(p)
+    return out
+
+
+def _glob(pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(pattern, recursive=True)
+
+
+def match_name(name: str, table: dict[str, Any]) -> Any:
+    stem = Path(name).stem if "." in name else name
+    for key, value in table.items():
+        if fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(stem, key):
+            return value
+    return None
+
+
+def default_subject(stem: str) -> str:
+    """chb01_03 -> chb01, dog1_rec01 -> dog1 (the part before the last '_'), TUH aaaaaaac_s001_t000 ->
+    aaaaaaac, else the stem."""
+    tuh = re.match(r"^([a-z]{8})_s\d+_t\d+$", stem, re.I)
+    if tuh:
+        return tuh.group(1)
+    m = re.match(r"^(.+?)_(?:rec)?\d+[a-z+]*$", stem, re.I)
+    return m.group(1) if m else stem
+
+
+def _nominal(rate_in: float, rate_out: float) -> float:
+    return rate_out if abs(rate_in - rate_out) / rate_out < NOMINAL_RATE_TOLERANCE else rate_in
+
+
+def _out_len(n: int, rate_in: float, rate_out: float) -> int:
+    """Samples the streaming resampler yields for ``n`` input samples."""
+    r = StreamingResampler(1, _nominal(rate_in, rate_out), rate_out)
+    return n if r.identity else math.ceil(n * r.up / r.down)
+
+
+def _clip_channels(labels: tuple[str, ...], wanted: tuple[str, ...], where: str, canon) -> tuple[str, ...]:
+    """Kaggle names channels 'NVC0905_22_002_Ecog_c001'; accept the suffix when it is what the spec wants."""
+    try:
+        channel_indices(labels, wanted, where, canon)
+        return labels
+    except DataError:
+        short = tuple(lab.rsplit("_", 1)[-1] for lab in labels)
+        if len(set(short)) == len(short):
+            try:
+                channel_indices(short, wanted, where, canon)
+                return short
+            except DataError:
+                pass
+        raise
+
+
+class Planner:
+    def __init__(self, spec: DatasetSpec, pre: PreprocessSpec, device: DeviceProfile | None) -> None:
+        self.spec, self.pre, self.rules = spec, pre, spec.rules()
+        self.canon = device.canonical if device else canonical_label
+        self.n_win = int(round(spec.window_s * pre.rate))
+
+    def subject_of(self, path: Path, fallback: str) -> str:
+        return match_name(path.name, self.spec.subjects) or fallback
+
+    # -- continuous recordings
+    def edf(self, path: Path) -> Piece:
+        spec = self.spec
+        with EdfRecording(path) as rec:
+            h = rec.header
+        channel_indices(h.channels, self.pre.channels, str(path), self.canon)
+        n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
+        duration = n_out / self.pre.rate
+        explicit = match_name(path.name, spec.annotations)
+        if explicit:
+            anns = read_annotation_file(explicit, path.name)
+            inside = [a for a in h.annotations if a.description.strip().lower() == "join"]
+            anns = sorted(anns + inside, key=lambda a: a.onset)
+            source = explicit
+        else:
+            found = find_annotations(path, required=True)
+            assert found is not None
+            anns, source = found.annotations, found.source
+        if spec.window_s > duration:
+            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s)")
+        seizures = seizures_of(anns, duration, f"{path} (annotations from {source})")
+        joins = joins_of(anns)
+        piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source)
+        if spec.task == "detection":
+            dense = seizures
+        else:  # prediction: the dense stride applies to the preictal span, the positive class
+            dense = [Seizure(max(0.0, s.onset - max(spec.horizons_s)), s.onset) for s in seizures]
+        for t in window_starts(duration, spec.window_s, spec.stride_s, spec.stride_ictal_s, dense):
+            lab = label_window(t, t + spec.window_s, seizures, joins, self.rules)
+            if lab is None:
+                piece.dropped[drop_reason(t, t + spec.window_s, seizures, joins, self.rules)] += 1
+                continue
+            if int(round(t * self.pre.rate)) + self.n_win > n_out:
+                piece.dropped["tail"] += 1
+                continue
+            pos = any(lab)
+            k = seizure_index(t, t + spec.window_s, seizures, joins, self.rules, pos)
+            sid = f"{path.stem}#{k + 1}" if k is not None else ""
+            piece.starts.append(t)
+            piece.labels.append(lab)
+            piece.seizure_ids.append(sid if pos else "")
+            piece.near.append(sid or path.name)
+        if not piece.starts:
+            log.warning("recording gives no windows", extra={"recording": str(path), "dropped": dict(piece.dropped)})
+        return piece
+
+    # -- clips
+    def clips(self, clips: list[Clip]) -> list[Piece]:
+        groups = _clip_groups(clips, self.spec.task)
+        pieces = []
+        for clip in clips:
+            pieces.append(self.clip(clip, groups[clip.path]))
+        return pieces
+
+    def clip(self, clip: Clip, group: tuple[str, str]) -> Piece:
+        spec = self.spec
+        path = Path(clip.path)
+        _clip_channels(clip.channels, self.pre.channels, clip.path, self.canon)
+        n_out = _out_len(int(round(clip.duration_s * clip.rate)), clip.rate, self.pre.rate)
+        duration = n_out / self.pre.rate
+        if spec.window_s > duration + 1e-9:
+            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the clip ({duration:g} s); "
+                            f"clips are never stitched together (their seams are unknown)")
+        seizure_id, unit = group
+        piece = Piece(path.name, clip.path, self.subject_of(path, clip.subject), unit, "clip label", clip)
+        stride = spec.stride_ictal_s if clip.label == "ictal" else spec.stride_s
+        t = 0.0
+        while t + spec.window_s <= duration + 1e-9:
+            lab = _clip_label(clip, t, spec)
+            if lab is None:
+                piece.dropped["beyond_horizons" if clip.label == "preictal" else f"{clip.label}_clip"] += 1
+            elif int(round(t * self.pre.rate)) + self.n_win > n_out:
+                piece.dropped["tail"] += 1
+            else:
+                piece.starts.append(round(t, 6))
+                piece.labels.append(lab)
+                piece.seizure_ids.append(seizure_id if any(lab) else "")
+                piece.near.append(unit)
+            t += stride
+        return piece
+
+
+def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | None:
+    k = len(spec.horizons_s)
+    if spec.task == "detection":
+        if clip.sequence is not None:
+            raise DataError(f"{clip.path}: a prediction-challenge clip cannot make a detection dataset")
+        return {"ictal": (1,), "interictal": (0,)}.get(clip.label)  # Delhi preictal: dropped
+    if clip.label == "interictal":
+        return (0,) * k
+    if clip.label == "ictal":
+        if clip.latency is not None:
+            raise DataError(f"{clip.path}: a detection-challenge clip cannot make a prediction dataset")
+        return None
+    if clip.sequence is None:  # Delhi preictal: time to onset unknown, positive for every horizon
+        return (1,) * k
+    # Kaggle prediction: the preictal hour ends 5 min before onset, six 10-min clips (sequence 1..6).
+    to_onset = 3900.0 - (clip.sequence - 1) * clip.duration_s - t
+    flags = tuple(int(to_onset <= h) for h in spec.horizons_s)
+    return flags if any(flags) else None
+
+
+def _is_delhi(c: Clip) -> bool:
+    return "_segment_" not in Path(c.path).stem
+
+
+def _clip_groups(clips: list[Clip], task: str) -> dict[str, tuple[str, str]]:
+    """clip path -> (seizure id, split unit). Ictal clips of one seizure (latency resets to 0 at each
+    onset) and preictal clips of one hour (sequence 1..6) share an id; Kaggle interictal clips are
+    cut into contiguous blocks by segment number (prediction: hours), Delhi clips stand alone."""
+    out: dict[str, tuple[str, str]] = {}
+    by_key: dict[tuple[str, str], list[Clip]] = defaultdict(list)
+    for c in clips:
+        by_key[(c.subject, c.label)].append(c)
+    n_seizures: Counter = Counter()
+    for (subject, label), cs in sorted(by_key.items()):
+        cs.sort(key=lambda c: c.segment)
+        k, prev = 0, None
+        for c in cs:
+            stem = Path(c.path).stem
+            if _is_delhi(c):
+                out[c.path] = (f"{subject}#{stem}", stem)
+                continue
+            marker = c.latency if c.latency is not None else c.sequence
+            if prev is None or marker is None or marker <= prev:
+                k += 1
+            prev = marker
+            kind = "sz" if label == "ictal" else ("hour" if c.sequence is not None else "")
+            if kind:
+                gid = f"{subject}#{label}-{kind}{k}"
+                out[c.path] = (gid if label != "interictal" else "", gid)
+        if label in ("ictal", "preictal"):
+            n_seizures[subject] = max(n_seizures[subject], k)
+    for (subject, label), cs in by_key.items():
+        todo = [c for c in cs if c.path not in out]
+        if not todo:
+            continue
+        blocks = max(3, n_seizures[subject])
+        per = math.ceil(len(todo) / blocks)
+        for i, c in enumerate(todo):
+            out[c.path] = ("", f"{subject}#{label}-block{i // per + 1}")
+    return out
+
+
+def read_annotation_file(path: str, recording: str) -> list[Annotation]:
+    p = Path(path)
+    if p.name.endswith("-summary.txt"):
+        table = read_chbmit_summary(p)
+        if recording not in table:
+            raise DataError(f"{p}: does not list {recording}")
+        return table[recording]
+    if p.suffix == ".csv_bi":
+        return read_tuh_csv_bi(p)
+    if p.suffix.lower() == ".edf":
+        with EdfRecording(p) as rec:
+            return list(rec.header.annotations)
+    return read_csv_annotations(p)
+
+
+
+def preprocess_spec(spec: DatasetSpec, device: DeviceProfile | None, first: Path) -> PreprocessSpec:
+    if device:
+        channels, rate = spec.channels or device.channels, spec.rate or device.sampling_rate
+    elif spec.channels and spec.rate:
+        channels, rate = spec.channels, spec.rate
+    else:
+        if first.suffix.lower() == ".edf":
+            with EdfRecording(first) as rec:
+                channels0, rate0 = rec.header.channels, rec.header.rate
+        else:
+            clip = (read_clip(first, with_data=False)[0] if first.is_file() else find_clips(first)[0])
+            channels0, rate0 = clip.channels, clip.rate
+        channels, rate = spec.channels or channels0, spec.rate or rate0
+    return PreprocessSpec(channels=tuple(channels), rate=float(rate), bandpass=spec.bandpass, notch=spec.notch)
+
+
+def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile | None]:
+    device = load_device(spec.device) if spec.device else None
+    paths = _expand(spec.recordings)
+    pre = preprocess_spec(spec, device, paths[0])
+    planner = Planner(spec, pre, device)
+    pieces: list[Piece] = []
+    clips: list[Clip] = []
+    for p in paths:
+        if p.is_dir():
+            clips += find_clips(p)
+        elif p.suffix.lower() == ".mat":
+            clips.append(read_clip(p, with_data=False)[0])
+        elif p.suffix.lower() == ".edf":
+            pieces.append(planner.edf(p))
+        else:
+            raise DataError(f"{p}: not a recording (.edf), a clip (.mat) or a clip folder")
+    if clips:
+        pieces += planner.clips(clips)
+    return pieces, pre, device
+
+
+def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None) -> np.ndarray:
+    canon = device.canonical if device else canonical_label
+    if piece.clip is None:
+        with EdfRecording(piece.path) as rec:
+            h = rec.header
+            proc = Preprocessor(pre, h.channels, _nominal(h.rate, pre.rate), where=piece.path, canon=canon)
+            parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]
+        return np.concatenate(parts, axis=1)
+    clip, data = read_clip(piece.path)
+    assert data is not None
+    labels = _clip_channels(clip.channels, pre.channels, piece.path, canon)
+    proc = Preprocessor(pre, labels, _nominal(clip.rate, pre.rate), where=piece.path, canon=canon)
+    return proc.process(data)

@@ -1,0 +1,146 @@
+"""Helpers for the alarm-delivery tests: a killable, persistent Mosquitto, daemon configs with a
+file outbox, a `seizurewatch subscribe` process, the payload schema, the journal's rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from conftest import DOG1, MODEL, ROOT, Mosquitto
+
+SCHEMA = json.loads((ROOT / "docs" / "alarm.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def validate(payload: dict[str, Any]) -> None:
+    """Raise with every schema violation of one payload."""
+    errors = sorted(VALIDATOR.iter_errors(payload), key=lambda e: list(e.path))
+    if errors:
+        raise AssertionError(f"payload violates docs/alarm.schema.json: {[e.message for e in errors]}: {payload}")
+
+
+class PersistentMosquitto(Mosquitto):
+    """Mosquitto that saves sessions every second (so a SIGKILL keeps the subscriber's
+    persistent session) and can be killed outright."""
+
+    def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None) -> None:
+        store = workdir / "mosquitto-store"
+        store.mkdir(exist_ok=True)
+        super().__init__(workdir, extra_conf=extra_conf, port=port)
+        text = self.conf.read_text().replace("persistence false\n", "")
+        # "user root": a broker started by root keeps root, so it can write the store under pytest's 0700 tmp dirs
+        self.conf.write_text(text + f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
+                             "user root\n")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
+def daemon_config(path: Path, broker_url: str, outbox: Path, speed: str | float = 10, patient: str = "bed1",
+                  edf: Path = DOG1 / "dog1_rec04.edf", mqtt_extra: str = "") -> Path:
+    path.write_text(
+        f"streams:\n  - patient: {patient}\n    source: {{kind: edf, path: {edf}, speed: {speed}}}\n"
+        f"model: {{path: {MODEL}}}\n"
+        f"mqtt:\n  url: {broker_url}\n  drain_timeout_s: 60\n{mqtt_extra}"
+        f"outbox: {{path: {outbox}}}\n"
+    )
+    return path
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "seizurewatch", "--log-level", "INFO", "run", "--config",
+                             str(config)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
+
+
+def start_subscriber(url: str, out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", "--mqtt-url", url, "--jsonl",
+                             "--retries", "30", *extra], cwd=ROOT, stdout=out.open("wb"),
+                            stderr=subprocess.DEVNULL, env=env)
+
+
+def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 30, settle: float = 2.0) -> None:
+    """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed),
+    then give Mosquitto's autosave (1 s) time to store its persistent session."""
+    import asyncio
+
+    import aiomqtt
+
+    async def probe() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker_port, identifier="probe") as c:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                await c.publish(f"seizurewatch/{patient}/status", b"probe", qos=1)
+                if "probe" in out.read_text():
+                    return
+                await asyncio.sleep(0.2)
+            raise AssertionError("the subscriber never subscribed")
+
+    asyncio.run(probe())
+    time.sleep(settle)
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [x for x in lines(path) if x.get("kind") in ("alarm", "fault")]
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def journal_rows(path: Path, patient: str = "bed1") -> list[tuple[int, str, float, float | None]]:
+    """(seq, payload, created, delivered) straight from the SQLite journal, read-only."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT seq, payload, created, delivered FROM events WHERE patient = ? ORDER BY id",
+                          (patient,)).fetchall()
+    finally:
+        db.close()
+
+
+def undelivered(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM events WHERE delivered IS NULL").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

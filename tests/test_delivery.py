@@ -1,0 +1,225 @@
+"""Alarms are never lost: broker outages, daemon crashes and big backlogs, against a real Mosquitto.
+
+Each test counts what the caregiver's `seizurewatch subscribe` printed (after its de-duplication
+on (patient, seq)) against the rows of the daemon's SQLite journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+import tracemalloc
+
+import pytest
+from alarm_support import (
+    PersistentMosquitto,
+    daemon_config,
+    events,
+    journal_rows,
+    lines,
+    start_daemon,
+    start_subscriber,
+    stop,
+    undelivered,
+    validate,
+    wait_for,
+    wait_subscribed,
+)
+
+from seizurewatch.alarms.mqtt import PatientLink, topics
+from seizurewatch.alarms.outbox import Outbox
+from seizurewatch.config import MqttConfig
+
+pytestmark = pytest.mark.slow
+
+
+def assert_exactly_once_in_order(received: list[dict], journal: list[tuple]) -> None:
+    assert journal, "the daemon journaled nothing"
+    assert all(row[3] is not None for row in journal), "journal rows left undelivered"
+    assert [e["seq"] for e in received] == [row[0] for row in journal], "received != journal (order or count)"
+    assert [e for e in received] == [json.loads(row[1]) for row in journal], "payloads differ from the journal"
+    for e in received:
+        validate(e)
+
+
+def test_broker_killed_during_seizure_and_back_10s_later(tmp_path):
+    broker = PersistentMosquitto(tmp_path)
+    broker.start()
+    journal = tmp_path / "journal" / "outbox.sqlite3"
+    cfg = daemon_config(tmp_path / "bed1.yaml", broker.url, journal, speed=10)
+    out = tmp_path / "sub.jsonl"
+    sub = start_subscriber(broker.url, out, "--patient", "bed1", "--client-id", "nurse-station-1")
+    daemon = None
+    try:
+        wait_subscribed(broker.port, out, "bed1")
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
+        wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
+        time.sleep(2.0)  # stream time ~20-30 s at 10x: well before the seizure (60-101 s)
+        broker.kill()
+        killed_at = time.time()
+        time.sleep(10.0)
+        broker.start()
+        back_at = time.time()
+        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        rows = journal_rows(journal)
+        wait_for(lambda: len(events(out)) >= len(rows), 30, "the subscriber to catch up")
+        time.sleep(1.0)  # any duplicate or extra event would arrive now
+    finally:
+        stop(sub)
+        if daemon is not None:
+            stop(daemon)
+        broker.stop()
+    during = [json.loads(r[1]) for r in rows if killed_at < r[2] < back_at]
+    assert any(e["kind"] == "alarm" and e["event"] == "start" for e in during), \
+        "the seizure's alarm start was not produced during the outage; the test did not test anything"
+    received = events(out)
+    assert_exactly_once_in_order(received, rows)
+    alarms = [e for e in received if e["kind"] == "alarm"]
+    assert alarms[0]["event"] == "start" and alarms[-1]["event"] == "end"
+    log = (tmp_path / "daemon.log").read_text()
+    assert "connection lost" in log.lower()
+
+
+def test_daemon_sigkilled_with_backlog_resends_it_after_restart(tmp_path):
+    broker = PersistentMosquitto(tmp_path)
+    broker.start()
+    journal = tmp_path / "outbox.sqlite3"
+    cfg = daemon_config(tmp_path / "bed1.yaml", broker.url, journal, speed=10)
+    out = tmp_path / "sub.jsonl"
+    sub = start_subscriber(broker.url, out, "--patient", "bed1", "--client-id", "nurse-station-2")
+    first = second = None
+    try:
+        wait_subscribed(broker.port, out, "bed1")
+        first = start_daemon(cfg, tmp_path / "first.log")
+        wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
+        broker.kill()
+        wait_for(lambda: undelivered(journal) >= 4, 60, "a backlog of 4 events in the journal")
+        first.kill()  # SIGKILL: no drain, no goodbye
+        first.wait()
+        backlog = [r for r in journal_rows(journal) if r[3] is None]
+        assert len(backlog) >= 4
+        broker.start()
+        cfg2 = daemon_config(tmp_path / "bed1-fast.yaml", broker.url, journal, speed="max")
+        second = start_daemon(cfg2, tmp_path / "second.log")
+        assert second.wait(120) == 0, (tmp_path / "second.log").read_text()[-2000:]
+        rows = journal_rows(journal)
+        wait_for(lambda: len(events(out)) >= len(rows), 30, "the subscriber to catch up")
+        time.sleep(1.0)
+    finally:
+        stop(sub)
+        for p in (first, second):
+            if p is not None:
+                stop(p)
+        broker.stop()
+    received = events(out)
+    assert_exactly_once_in_order(received, rows)
+    # the backlog of the killed run came first, then the second run's own events, seq continuing
+    assert [e["seq"] for e in received[: len(backlog)]] == [r[0] for r in backlog]
+    first_ids = {e["alarm_id"] for e in received[: len(backlog)]}
+    later = [e for e in received if e["alarm_id"] not in first_ids]
+    assert later and later[0]["seq"] > backlog[-1][0]
+    assert any(e["kind"] == "alarm" and e["event"] == "start" for e in later)
+
+
+def test_10000_event_backlog_drains_in_order_without_unbounded_memory(tmp_path):
+    n = 10_000
+    broker = PersistentMosquitto(tmp_path, extra_conf=f"max_queued_messages {2 * n}\n")
+    broker.start()
+    out = tmp_path / "sub.jsonl"
+    sub = start_subscriber(broker.url, out, "--patient", "bed9", "--client-id", "count10k", "--count", str(n))
+    wait_subscribed(broker.port, out, "bed9")  # the broker keeps what arrives while the nurse station is away
+
+    async def main() -> tuple[int, int, int]:
+        cfg = MqttConfig(url=broker.url, drain_timeout_s=120)
+        box = Outbox.open_sync(str(tmp_path / "big.sqlite3"))
+        link = PatientLink(cfg, box, "bed9")
+        topic = topics(cfg.topic_prefix, "bed9")["alarm"]
+        base = {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update", "alarm_id": "0123456789abcdef",
+                "patient": "bed9", "t": 1.0, "wall_time": time.time(), "probability": 0.9, "threshold": 0.44,
+                "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
+                "duration_s": 1.0, "peak_probability": 0.95, "extra": {"pad": "x" * 300}}
+        broker.kill()  # the outage: 10,000 events are journaled while the broker is away
+        runner = asyncio.create_task(link.run())
+        for i in range(0, n, 1000):
+            await asyncio.to_thread(box.append_many_sync, "bed9", topic,
+                                    [dict(base, t=float(j)) for j in range(i, i + 1000)])
+        assert await box.depth("bed9") == n
+        gc.collect()
+        tracemalloc.start()
+        base_mem = tracemalloc.get_traced_memory()[0]
+        broker.start()
+        link.wake()
+        async with asyncio.timeout(180):
+            while await box.depth("bed9"):
+                await asyncio.sleep(0.2)
+        peak = tracemalloc.get_traced_memory()[1] - base_mem
+        tracemalloc.stop()
+        link.close()
+        await asyncio.wait_for(runner, 60)
+        size = sum(len(r[1]) for r in box.all_rows_sync("bed9"))
+        left = await box.depth("bed9")
+        await box.close()
+        return peak, left, size
+
+    try:
+        peak, left, journal_bytes = asyncio.run(main())
+        assert sub.wait(120) == 0
+    finally:
+        stop(sub)
+        broker.stop()
+    assert left == 0
+    got = events(out)
+    assert [e["seq"] for e in got] == list(range(1, n + 1)), "backlog not delivered exactly once in order"
+    validate(got[0])
+    # the journal holds ~6 MB of payload; paging through it keeps the daemon far below that
+    assert journal_bytes > 5_000_000
+    assert peak < 3_000_000, f"memory grew by {peak / 1e6:.1f} MB while draining"
+
+
+def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
+    """The connection drops while publishes wait for their PUBACK: they are abandoned at once and
+    resent after the reconnect; after de-duplication the subscriber sees every event once, in order."""
+    n = 3000
+    broker = PersistentMosquitto(tmp_path, extra_conf=f"max_queued_messages {2 * n}\n")
+    broker.start()
+    out = tmp_path / "sub.jsonl"
+    sub = start_subscriber(broker.url, out, "--patient", "bed5", "--client-id", "mid-drain", "--count", str(n))
+    wait_subscribed(broker.port, out, "bed5")
+
+    async def main() -> tuple[int, int]:
+        cfg = MqttConfig(url=broker.url, drain_timeout_s=60, max_inflight=50)
+        box = Outbox.open_sync(str(tmp_path / "mid.sqlite3"))
+        link = PatientLink(cfg, box, "bed5")
+        topic = topics(cfg.topic_prefix, "bed5")["alarm"]
+        await asyncio.to_thread(box.append_many_sync, "bed5", topic, [
+            {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update", "alarm_id": "00000000000000b5",
+             "patient": "bed5", "t": float(i), "wall_time": 1.7e9, "probability": 0.9, "threshold": 0.44,
+             "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
+             "duration_s": float(i), "peak_probability": 0.9} for i in range(n)])
+        runner = asyncio.create_task(link.run())
+        async with asyncio.timeout(120):
+            while await box.depth("bed5") > n - 500:
+                await asyncio.sleep(0.005)
+        await asyncio.to_thread(broker.stop)  # mid-drain: publishes are on the wire
+        stopped_with = await box.depth("bed5")
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(broker.start)
+        async with asyncio.timeout(120):
+            while await box.depth("bed5"):
+                await asyncio.sleep(0.1)
+        link.close()
+        await asyncio.wait_for(runner, 60)
+        await box.close()
+        return stopped_with, link.reconnects
+
+    try:
+        stopped_with, reconnects = asyncio.run(main())
+        assert sub.wait(120) == 0
+    finally:
+        stop(sub)
+        broker.stop()
+    assert 0 < stopped_with < n, "the broker was not stopped mid-drain"
+    assert reconnects >= 1
+    assert [e["seq"] for e in events(out)] == list(range(1, n + 1))

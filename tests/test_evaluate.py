@@ -1,0 +1,93 @@
+"""Evaluation: window metrics by hand, SzCORE event scoring after the daemon's decision,
+and the whole evaluate/predict path on a real Dog_1 recording through the daemon."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import DOG1, MODEL, run_cli
+
+from seizurewatch.config import DecisionConfig
+from seizurewatch.research.evaluate import evaluate, score_events, window_metrics
+from seizurewatch.research.predict import Trace, alarm_spans, predict_recording, stream_probabilities
+
+REC04 = str(DOG1 / "dog1_rec04.edf")
+
+
+def test_window_metrics_by_hand():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    m = window_metrics(y, p, 0.5)
+    assert m["confusion"] == {"tp": 3, "fp": 1, "tn": 3, "fn": 1}
+    assert m["accuracy"] == 0.75 and m["sensitivity"] == 0.75 and m["specificity"] == 0.75
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    # average precision: recall steps .25 .5 .75 (precision 1) and 1.0 at precision 4/5
+    assert m["pr_auc"] == pytest.approx(0.25 * 3 + 0.25 * 0.8)
+    assert m["fraction_interictal_flagged_at_99_sensitivity"] == 0.25
+
+
+def _trace(seizure=(600.0, 660.0), bump=(1500.0, 1510.0)) -> Trace:
+    t = np.arange(1.0, 1801.0)  # half an hour, one hop per second
+    p = np.full_like(t, 0.05)
+    p[(t >= seizure[0] + 4) & (t < seizure[1])] = 0.95  # the model catches up 4 s into the seizure
+    p[(t >= bump[0]) & (t < bump[1])] = 0.8
+    return Trace("x.edf", "m", t, p, 1800.0, 0.5, DecisionConfig(), seizures=[seizure])
+
+
+def test_event_scoring_after_the_daemon_decision():
+    dec = DecisionConfig(k=3, n=4, hysteresis=0.1, off_hops=3, refractory_s=30.0)
+    tr = _trace()
+    spans = alarm_spans(tr.t, tr.p, 0.5, dec, tr.duration)
+    assert spans == [(606.0, 662.0), (1502.0, 1512.0)]  # 3rd hop over .5 starts; 3 hops below .4 end
+    ev = score_events([tr, _trace(seizure=(100.0, 130.0), bump=(1000.0, 1001.0))], 0.5, dec)
+    assert ev["seizures"] == 2 and ev["detected"] == 2
+    assert ev["false_alarms"] == 1  # the 1 s bump is filtered by k-of-n
+    assert ev["fa_per_24h"] == pytest.approx(1 / 1.0 * 24)  # one hour scored in all
+    assert ev["precision"] == pytest.approx(2 / 3)
+    assert ev["latency_s"]["values"] == [6.0, 6.0]
+    assert ev["rules"]["tolerance_start_s"] == 30.0 and ev["rules"]["any_overlap"]
+
+
+def test_offline_decision_replays_the_daemon_exactly():
+    tr = stream_probabilities(REC04, MODEL)
+    assert len(tr.t) == 109 and tr.t[0] == 10.0  # 118 s, 10 s windows, 1 s hop
+    assert tr.alarms, "the shipped model alarms in rec04's seizure"
+    assert alarm_spans(tr.t, tr.p, tr.threshold, tr.decision, tr.duration) == tr.alarms
+    assert tr.seizures == [(60.0, 101.0)]
+
+
+def test_predict_writes_csv_and_timeline(tmp_path):
+    out = predict_recording(REC04, MODEL, tmp_path)
+    with open(out["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == out["windows"] == 109
+    assert {r["seizure"] for r in rows if 60 <= float(r["t_end"]) <= 101} == {"1"}
+    assert any(r["alarm"] == "1" for r in rows) and all(r["alarm"] == "0" for r in rows if float(r["t_end"]) < 50)
+    assert (tmp_path / "dog1_rec04-timeline.png").stat().st_size > 10_000
+
+
+def test_evaluate_writes_metrics_plots_and_report(tmp_path):
+    m = evaluate(MODEL, [REC04], tmp_path, baseline=MODEL)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["windows"]["roc_auc"] == pytest.approx(m["windows"]["roc_auc"])
+    w = m["windows"]
+    assert w["windows"] == sum(w["confusion"].values()) and 0.5 < w["roc_auc"] <= 1
+    assert m["baseline"]["windows"]["accuracy"] == pytest.approx(w["accuracy"])  # same model as baseline
+    ev = m["events"]
+    assert ev["seizures"] == 1 and ev["detected"] == 1 and 0 <= ev["latency_s"]["mean"] <= 41
+    for f in ("roc_pr.png", "confusion.png", "dog1_rec04-timeline.png", "report.html"):
+        assert (tmp_path / f).stat().st_size > 2000, f
+    html = (tmp_path / "report.html").read_text()
+    assert "event sensitivity" in html and "data:image/png;base64," in html
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = run_cli("evaluate", str(MODEL), "--dataset", str(tmp_path))
+    assert r.returncode == 2 and "not a dataset directory" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("threshold", str(MODEL), "--policy", "fa_budget", "--recordings", REC04)
+    assert r.returncode == 2 and "fa_budget needs --target" in r.stderr
+    r = run_cli("train", "--dataset", str(tmp_path))
+    assert r.returncode == 2 and "--model MODEL.yaml" in r.stderr

@@ -1,0 +1,254 @@
+"""The SQLite journal: sequence numbers, paging, pruning, corruption, full or read-only disks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from alarm_support import daemon_config
+from conftest import run_cli
+
+from seizurewatch.alarms.outbox import Outbox
+from seizurewatch.errors import ConfigError
+
+TOPIC = "seizurewatch/bed1/alarm"
+
+
+def ev(i: int) -> dict:
+    return {"kind": "alarm", "event": "update", "t": float(i)}
+
+
+def test_seq_per_patient_strictly_increasing_and_survives_restart(tmp_path):
+    path = str(tmp_path / "j.sqlite3")
+    box = Outbox.open_sync(path)
+    assert [box.append_sync("bed1", TOPIC, ev(i)) for i in range(3)] == [1, 2, 3]
+    assert box.append_sync("bed2", "seizurewatch/bed2/alarm", ev(0)) == 1
+    box.close_sync()
+    box = Outbox.open_sync(path)
+    assert box.append_sync("bed1", TOPIC, ev(3)) == 4
+    rows = box.all_rows_sync("bed1")
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert json.loads(rows[-1][1]) == {**ev(3), "seq": 4}
+    box.close_sync()
+
+
+def test_journal_is_wal_with_full_sync(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    Outbox.open_sync(str(path)).close_sync()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_pending_pages_oldest_first_and_mark_delivered(tmp_path):
+    box = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+    box.append_many_sync("bed1", TOPIC, [ev(i) for i in range(250)])
+    box.append_sync("bed2", "seizurewatch/bed2/alarm", ev(0))
+
+    import asyncio
+
+    async def walk() -> list[int]:
+        seqs, last = [], 0
+        while rows := await box.pending("bed1", after_id=last, limit=100):
+            assert len(rows) <= 100
+            seqs += [r.seq for r in rows]
+            last = rows[-1].id
+        first = await box.pending("bed1", limit=10)
+        await box.mark_delivered([r.id for r in first])
+        return seqs
+
+    assert asyncio.run(walk()) == list(range(1, 251))
+    assert box.depth_sync("bed1") == 240
+    assert box.depth_sync() == 241
+    box.close_sync()
+
+
+def test_prune_drops_only_old_delivered_rows_and_seq_never_rewinds(tmp_path):
+    import asyncio
+
+    box = Outbox.open_sync(str(tmp_path / "j.sqlite3"), keep_delivered_s=0.0)
+    box.append_many_sync("bed1", TOPIC, [ev(i) for i in range(5)])
+
+    async def deliver_three() -> None:
+        rows = await box.pending("bed1", limit=3)
+        await box.mark_delivered([r.id for r in rows])
+
+    time.sleep(0.01)
+    asyncio.run(deliver_three())  # the first delivery of a run also prunes
+    assert [r[0] for r in box.all_rows_sync("bed1")] == [4, 5]  # undelivered kept
+    asyncio.run(box.mark_delivered([r.id for r in asyncio.run(box.pending("bed1"))]))
+    time.sleep(0.01)
+    assert box.prune_sync() == 2
+    assert box.all_rows_sync("bed1") == []
+    box.close_sync()
+    box = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+    assert box.append_sync("bed1", TOPIC, ev(9)) == 6  # not 1: the sequence outlives its rows
+    box.close_sync()
+
+
+def test_keep_delivered_days_keeps_recent_rows(tmp_path):
+    import asyncio
+
+    box = Outbox.open_sync(str(tmp_path / "j.sqlite3"), keep_delivered_s=3600.0)
+    box.append_many_sync("bed1", TOPIC, [ev(i) for i in range(3)])
+    asyncio.run(box.mark_delivered([r.id for r in asyncio.run(box.pending("bed1"))]))
+    assert box.prune_sync() == 0
+    assert len(box.all_rows_sync("bed1")) == 3
+    box.close_sync()
+
+
+def test_corrupt_journal_is_quarantined_salvaged_and_seq_jumps_ahead(tmp_path, caplog):
+    path = tmp_path / "j.sqlite3"
+    box = Outbox.open_sync(str(path))
+    box.append_many_sync("bed1", TOPIC, [ev(i) for i in range(400)])
+    box.close_sync()
+    raw = bytearray(path.read_bytes())
+    # wreck pages in the middle of the file (leave the header: the damage is found by quick_check)
+    for off in range(8192, min(len(raw), 8192 + 8192)):
+        raw[off] = 0xA5
+    path.write_bytes(bytes(raw))
+    with caplog.at_level("ERROR"):
+        box = Outbox.open_sync(str(path))
+    assert box.quarantined and Path(box.quarantined).exists()
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+    seq = box.append_sync("bed1", TOPIC, ev(999))
+    assert seq > 400 and seq >= int(time.time() * 1000) - 60_000  # never collides with an old seq
+    # salvaged rows (if any were readable) keep their seq and come out first
+    salvaged = [r[0] for r in box.all_rows_sync("bed1")][:-1]
+    assert salvaged == sorted(salvaged) and all(s <= 400 for s in salvaged)
+    assert box.salvaged == len(salvaged)
+    box.close_sync()
+
+
+def test_garbage_file_is_quarantined_and_a_fresh_journal_works(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    path.write_bytes(b"this is not a database at all" * 100)
+    box = Outbox.open_sync(str(path))
+    assert box.quarantined is not None
+    assert Path(box.quarantined).read_bytes().startswith(b"this is not")
+    assert box.append_sync("bed1", TOPIC, ev(0)) > 1_000_000_000
+    box.close_sync()
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A tiny tmpfs (needs root); skipped where mounting is not allowed."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_a_clear_error_at_start(small_mount):
+    fd = os.open(small_mount / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(ConfigError, match=r"outbox.path: .*(full|No space|free)"):
+        Outbox.open_sync(str(small_mount / "j.sqlite3"))
+
+
+def test_almost_full_disk_is_refused_at_start(small_mount):
+    with pytest.raises(ConfigError, match=r"outbox.path: only \d+ KiB free"):
+        Outbox.open_sync(str(small_mount / "j.sqlite3"))
+
+
+def test_read_only_journal_folder_is_a_clear_error_at_start(small_mount):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    with pytest.raises(ConfigError, match=r"outbox.path: cannot write in .*Read-only"):
+        Outbox.open_sync(str(small_mount / "j.sqlite3"))
+
+
+def test_daemon_exits_2_with_one_line_on_read_only_journal(small_mount, tmp_path):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    cfg = daemon_config(tmp_path / "bed1.yaml", "mqtt://127.0.0.1:1", small_mount / "j.sqlite3")
+    r = run_cli("run", "--config", str(cfg), timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("seizurewatch: error: outbox.path:") and "Read-only" in lines[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_daemon_continues_after_quarantining_a_corrupt_journal(tmp_path):
+    """`replay --config` style: a corrupt journal at start is logged, moved aside, and the run goes on."""
+    journal = tmp_path / "j.sqlite3"
+    journal.write_bytes(os.urandom(64 * 1024))
+    cfg = daemon_config(tmp_path / "bed1.yaml", "mqtt://127.0.0.1:1", journal, speed="max")
+
+    import asyncio
+
+    from seizurewatch.config import load_config
+    from seizurewatch.daemon import Daemon, DaemonOptions
+
+    async def main() -> Daemon:
+        d = Daemon(load_config(cfg), DaemonOptions(publish=False))
+        await d.prepare()
+        await d.run()
+        return d
+
+    d = asyncio.run(main())
+    assert d.outbox is not None and d.outbox.quarantined
+    assert d.events_emitted > 0
+    assert list(tmp_path.glob("j.sqlite3.corrupt-*"))
+    box = Outbox.open_sync(str(journal))
+    assert len(box.all_rows_sync("bed1")) == d.events_emitted
+    box.close_sync()
+
+
+def test_disk_filling_up_while_running_keeps_events_in_memory_then_journals_them(tmp_path, caplog):
+    """No exception reaches the pipeline: the event gets its seq, is deliverable, and is journaled
+    once space is back; sequence numbers are never issued twice."""
+    import asyncio
+
+    mnt = tmp_path / "mnt2"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        box = Outbox.open_sync(str(mnt / "j.sqlite3"))
+        assert box.append_sync("bed1", TOPIC, ev(0)) == 1
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with caplog.at_level("ERROR"):
+            seqs = [box.append_sync("bed1", TOPIC, {**ev(i), "pad": "x" * 2000}) for i in range(1, 40)]
+        assert seqs == list(range(2, 41))
+        assert any("keeping the event in memory" in r.getMessage() for r in caplog.records)
+        assert box.depth_sync("bed1") == 40
+
+        async def deliver_first_two() -> list[int]:
+            rows = await box.pending("bed1", limit=2)
+            await box.mark_delivered([r.id for r in rows])  # may fail to write: then they stay pending
+            return [r.seq for r in await box.pending("bed1", limit=1000)]
+
+        pending = asyncio.run(deliver_first_two())
+        assert pending[-1] == 40 and pending == sorted(pending)
+        (mnt / "filler").unlink()
+        assert box.append_sync("bed1", TOPIC, ev(99)) == 41  # space is back: everything journaled
+        on_disk = box.all_rows_sync("bed1")
+        assert [r[0] for r in on_disk] == list(range(1, 42))
+        assert on_disk[1][2] is not None  # seq 2 was delivered from memory; the journal says so
+        box.close_sync()
+        box = Outbox.open_sync(str(mnt / "j.sqlite3"))
+        assert box.append_sync("bed1", TOPIC, ev(100)) == 42
+        box.close_sync()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,0 +1,170 @@
+"""`seizurewatch subscribe`: prints alarms and faults once each, runs --exec hooks, fails clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from alarm_support import lines, validate, wait_subscribed
+from conftest import ROOT, free_port, run_cli
+
+from seizurewatch.alarms.subscriber import Deduper, format_event
+from seizurewatch.decision import FaultTracker
+from seizurewatch.events import Context, Event, to_payload
+
+CTX = Context("bed3", "dog1-convnet", "b" * 64, "youden")
+
+
+def lifecycle() -> list[dict]:
+    evs = [Event("alarm", "start", "00000000000000a1", 66.0, 0.59, 0.443, started_t=66.0, peak_probability=0.59),
+           Event("alarm", "update", "00000000000000a1", 71.0, 0.64, 0.443, started_t=66.0, peak_probability=0.64)]
+    evs += FaultTracker().set("flatline", True, 72.0, ("c003",), "flatline on c003")
+    evs.append(Event("alarm", "end", "00000000000000a1", 118.0, 0.2, 0.443, started_t=66.0, peak_probability=0.97))
+    return [to_payload(e, CTX, seq=i + 1, wall_time=1.7e9 + i) for i, e in enumerate(evs)]
+
+
+async def publish(port: int, payloads: list[dict], resend: bool = True) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="fake-daemon") as c:
+        await c.publish("seizurewatch/bed3/status", b"online", qos=1, retain=True)
+        for p in payloads:
+            body = json.dumps(p).encode()
+            await c.publish(f"seizurewatch/bed3/{p['kind']}", body, qos=1)
+            if resend:  # what a reconnecting daemon does: the same (patient, seq) again
+                await c.publish(f"seizurewatch/bed3/{p['kind']}", body, qos=1)
+
+
+def start(port: int, out: Path, *args: str) -> subprocess.Popen:
+    """The subscriber, its stdout in ``out``; returns once it is subscribed."""
+    proc = subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", *args], cwd=ROOT,
+                            stdout=out.open("w"), stderr=subprocess.PIPE, text=True)
+    wait_subscribed(port, out, "bed3", settle=0.0)
+    return proc
+
+
+def finish(proc: subprocess.Popen, out: Path) -> str:
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out.read_text()
+
+
+@pytest.mark.slow
+def test_jsonl_prints_each_event_once_in_order(mosquitto, tmp_path):
+    payloads = lifecycle()
+    for p in payloads:
+        validate(p)
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--patient", "bed3", "--jsonl",
+                 "--count", str(len(payloads)))
+    asyncio.run(publish(mosquitto.port, payloads))
+    out = finish(proc, tmp_path / "out")
+    got = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    events = [g for g in got if g.get("kind") in ("alarm", "fault")]
+    assert events == payloads  # duplicates dropped, order kept
+    assert {"kind": "status", "patient": "bed3", "status": "online"} in got
+
+
+@pytest.mark.slow
+def test_human_readable_output(mosquitto, tmp_path):
+    payloads = lifecycle()
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--count", str(len(payloads)))
+    asyncio.run(publish(mosquitto.port, payloads, resend=False))
+    out = finish(proc, tmp_path / "out")
+    assert "[bed3] daemon online" in out
+    assert "ALARM start  p=0.59" in out and "FAULT start  flatline [c003]" in out
+    assert "ALARM end    p=0.20 (threshold 0.443) after 52s" in out
+
+
+@pytest.mark.slow
+def test_exec_runs_on_alarm_start_with_payload_on_stdin_and_env_without_a_shell(mosquitto, tmp_path):
+    hook = tmp_path / "pager.py"
+    record = tmp_path / "paged.jsonl"
+    hook.write_text(textwrap.dedent(f"""\
+        import json, os, sys
+        payload = json.load(sys.stdin)
+        env = {{k: v for k, v in os.environ.items() if k.startswith("SEIZUREWATCH_")}}
+        with open({str(record)!r}, "a") as f:
+            f.write(json.dumps({{"stdin": payload, "env": env, "argv": sys.argv[1:]}}) + "\\n")
+        """))
+    payloads = lifecycle()
+    marker = tmp_path / "shell-ran"
+    cmd = f"{sys.executable} {hook} 'ward 3; touch {marker}'"
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--patient", "bed3", "--jsonl",
+                 "--exec", cmd, "--count", str(len(payloads)))
+    asyncio.run(publish(mosquitto.port, payloads))
+    finish(proc, tmp_path / "out")
+    calls = lines(record)
+    assert len(calls) == 1, "exactly one alarm start, paged once (its duplicate was dropped)"
+    call = calls[0]
+    assert call["stdin"] == payloads[0]
+    assert json.loads(call["env"]["SEIZUREWATCH_PAYLOAD"]) == payloads[0]
+    assert call["env"]["SEIZUREWATCH_PATIENT"] == "bed3" and call["env"]["SEIZUREWATCH_SEQ"] == "1"
+    assert call["env"]["SEIZUREWATCH_ALARM_ID"] == "00000000000000a1"
+    assert call["argv"] == [f"ward 3; touch {marker}"]  # one argument, no shell
+    assert not marker.exists()
+
+
+def test_unreachable_broker_exits_3_with_one_line():
+    port = free_port()
+    r = run_cli("subscribe", "--mqtt-url", f"mqtt://127.0.0.1:{port}", "--retries", "1", timeout=120)
+    assert r.returncode == 3, r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("seizurewatch:")]
+    assert len(err) == 1 and f"mqtt://127.0.0.1:{port}" in err[0] and "unreachable" in err[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_plaintext_to_remote_broker_refused_before_any_traffic():
+    r = run_cli("subscribe", "--mqtt-url", "mqtt://192.0.2.10:1883", timeout=60)
+    assert r.returncode == 2
+    assert "refusing plaintext MQTT to non-loopback host 192.0.2.10" in r.stderr
+
+
+def test_deduper_drops_repeats_and_stays_bounded():
+    d = Deduper(window=1000)
+    assert d.fresh({"patient": "a", "seq": 1}) and not d.fresh({"patient": "a", "seq": 1})
+    assert d.fresh({"patient": "b", "seq": 1})  # per patient
+    for s in range(2, 5000):
+        assert d.fresh({"patient": "a", "seq": s})
+    assert not d.fresh({"patient": "a", "seq": 4999})
+    assert len(d.seen["a"]) == 1000 and d.duplicates == 2
+
+
+def test_format_event_lines():
+    start_, *_ = lifecycle()
+    assert format_event(start_) == "[bed3] t=    66.0s ALARM start  p=0.59 (threshold 0.443)"
+
+
+@pytest.mark.slow
+def test_home_assistant_discovery_configs_are_retained(mosquitto):
+    from seizurewatch.alarms.mqtt import PatientLink
+    from seizurewatch.alarms.outbox import Outbox
+    from seizurewatch.config import MqttConfig
+
+    async def main() -> dict[str, dict]:
+        cfg = MqttConfig(url=mosquitto.url, homeassistant_discovery=True)
+        link = PatientLink(cfg, Outbox.open_sync(":memory:"), "bed4")
+        runner = asyncio.create_task(link.run())
+        await asyncio.wait_for(link.connected.wait(), 30)
+        link.close()
+        await asyncio.wait_for(runner, 30)
+        got: dict[str, dict] = {}
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ha") as c:
+            await c.subscribe("homeassistant/#", qos=1)
+            async with asyncio.timeout(10):
+                async for m in c.messages:
+                    assert m.retain
+                    got[str(m.topic)] = json.loads(m.payload)
+                    if len(got) == 2:
+                        break
+        return got
+
+    got = asyncio.run(main())
+    alarm = got["homeassistant/binary_sensor/seizurewatch_bed4/alarm/config"]
+    assert alarm["state_topic"] == "seizurewatch/bed4/state"
+    assert alarm["availability_topic"] == "seizurewatch/bed4/status" and alarm["unique_id"] == "seizurewatch_bed4_alarm"
+    assert "value_json.state == 'alarm'" in alarm["value_template"]
+    assert got["homeassistant/sensor/seizurewatch_bed4/state/config"]["value_template"] == "{{ value_json.state }}"
