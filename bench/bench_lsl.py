@@ -283,13 +283,13 @@ def run(quick: bool) -> dict[str, Any]:
     log(f"lsl: latency, 1 real-time stream, {hops} decisions")
     timing_model(1.0), timing_model(hop), signal_block(60.0)  # build inputs before timing anything
     latency = run_trial(1, hop, LATENCY_HOP_SAMPLES, hops * hop, warm_s=1.0)
-    steps = [30] if quick else [50, 100, 150]
+    steps = [30] if quick else [100, 150]
     capacity: list[dict[str, Any]] = []
     best = 0
 
     def trial(n: int) -> bool:
         log(f"lsl: capacity, {n} real-time streams")
-        capacity.append(run_trial(n, 1.0, int(CAPACITY_CHUNK_S * SYNTH_RATE), 4.0 if quick else 10.0,
+        capacity.append(run_trial(n, 1.0, int(CAPACITY_CHUNK_S * SYNTH_RATE), 4.0 if quick else 8.0,
                                   warm_s=2.5 if quick else 5.0))
         return bool(capacity[-1]["ok"])
 

@@ -155,7 +155,7 @@ def run(quick: bool) -> dict[str, Any]:
     log("replay: dog1_rec04 with the shipped model")
     figures |= compare("dog1_rec04", rec04, shipped,
                        "dog1_rec04.edf (16 ch x 400 Hz, 118 s) with the shipped dog1-convnet (10 s window, 1 s hop)",
-                       repeats=1 if quick else 3)
+                       repeats=1 if quick else 2)
     seconds = 120.0 if quick else 3600.0
     log(f"replay: synthesised 23 ch x 256 Hz, {seconds:.0f} s, timing-only seed ConvNet")
     edf = synth_recording(seconds)
