@@ -180,7 +180,7 @@ def run_trial(n: int, warm_s: float, measure_s: float, seconds: float, in_proces
 
 def search(quick: bool) -> tuple[list[dict[str, Any]], int]:
     """Doubling from ``start`` until a trial falls behind, then bisection, within the budget."""
-    start, budget_s, warm_s, measure_s = (2, 1.0, 0.5, 3.0) if quick else (64, 45.0, 2.0, 5.0)
+    start, budget_s, warm_s, measure_s = (2, 1.0, 0.5, 3.0) if quick else (64, 35.0, 2.0, 5.0)
     max_n = 2 if quick else 2048
     seconds = 120.0 if quick else 3600.0
     synth_recording(seconds)

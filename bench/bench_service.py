@@ -191,7 +191,7 @@ def run(quick: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-service-"))
     broker = Broker(folder)
     try:
-        n_ready = 1 if quick else 3
+        n_ready = 1 if quick else 2
         steady = 6.0 if quick else 10.0  # the runner allows 300 s per module (120 s quick)
         log(f"service: 1 stream, {n_ready} start(s), {steady:.0f} s steady each")
         one = [run_daemon(folder, broker, 1, steady) for _ in range(n_ready)]
