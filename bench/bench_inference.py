@@ -54,7 +54,7 @@ def time_variant(module: Any, shape: tuple[int, int], n_single: int, n_batched: 
         out["single"] = percentiles([t * 1000.0 for t in lat])
         for b in BATCHES:
             xb = torch.from_numpy((rng.standard_normal((b, *shape)) * 50).astype(np.float32))
-            ts = repeat_timing(lambda xb=xb: module(xb), n_batched, warmup=2)
+            ts = repeat_timing(lambda xb=xb: module(xb), n_batched, warmup=2)  # type: ignore[misc]
             out[f"batch{b}"] = b / float(np.median(ts))
     return out
 

@@ -205,12 +205,12 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
                     arrived[w.t_end] = w.wall_received
                 return windows
 
-            pipe.ring.push = ring_push  # type: ignore[method-assign]
+            pipe.ring.push = ring_push  # type: ignore[method-assign,assignment]
 
             def update(t: float, p: float):  # the decision for the window that ended at stream time t
                 now = time.monotonic()
-                assert src.tracker is not None and src.tracker.origin is not None
-                last_sample = src.tracker.origin + t - 1.0 / rate - clock_offset
+                assert src.tracker is not None and src.tracker.origin is not None  # type: ignore[attr-defined]
+                last_sample = src.tracker.origin + t - 1.0 / rate - clock_offset  # type: ignore[attr-defined]
                 lat[i].append((now, t, now - last_sample, now - arrived.pop(t, now)))
                 return orig(t, p)
 

@@ -38,7 +38,7 @@ def replay_max(edf: Path, model: Path, max_batch: int = 64) -> dict[str, Any]:
     daemon, prepare_s, run_s = asyncio.run(main())
     pipe = daemon.pipelines[0]
     stages = pipe.times.as_dict()
-    stages["read"] = round(pipe.source.read_seconds, 6)  # in a worker thread, overlapping the rest
+    stages["read"] = round(pipe.source.read_seconds, 6)  # type: ignore[attr-defined]  # in a worker thread, overlapping the rest
     signal_s = pipe.stats.samples / pipe.source.rate
     return {
         "signal_s": signal_s,

@@ -212,7 +212,7 @@ def synth_recording(seconds: float = SYNTH_HOUR_S) -> Path:
                           "dimension": "uV", "sample_frequency": rate, "physical_min": lo,
                           "physical_max": hi, "digital_min": -32768, "digital_max": 32767,
                           "transducer": "", "prefilter": ""})
-        w.setSignalHeaders(heads)
+        w.setSignalHeaders(heads)  # type: ignore[arg-type]
         w.setPatientCode("synthetic")
         for start in range(0, n - n % rate, rate * 60):  # data records of 1 s, written a minute at a time
             stop = min(start + rate * 60, n - n % rate)

@@ -85,15 +85,26 @@ class Daemon:
             self.pipelines.append(pipe)
             if self.opts.publish:
                 link = PatientLink(cfg.mqtt, self.outbox, stream.patient, url=self.opts.mqtt_url)
-                link.on_change.append(
-                    lambda up, p=stream.patient: self.metrics.broker_connected.labels(p).set(1 if up else 0)
-                )
+                link.on_change.append(self._broker_gauge(stream.patient))
                 self.links[stream.patient] = link
-                pipe.on_state.append(lambda state, info, lk=link: lk.set_state(info))
+                pipe.on_state.append(self._state_to(link))
         for link in self.links.values():
             await link.check()
         if cfg.metrics.listen:
             self.metrics.serve(cfg.metrics.listen)
+
+    @staticmethod
+    def _state_to(link: PatientLink) -> Callable[[str, dict[str, Any]], None]:
+        def update(state: str, info: dict[str, Any]) -> None:
+            link.set_state(info)
+
+        return update
+
+    def _broker_gauge(self, patient: str) -> Callable[[bool], None]:
+        def update(up: bool) -> None:
+            self.metrics.broker_connected.labels(patient).set(1 if up else 0)
+
+        return update
 
     async def _sink(self, ev: Event, ctx: Context) -> None:
         assert self.outbox is not None

@@ -75,7 +75,7 @@ class EdfRecording:
         try:
             onsets, durations, descs = r.readAnnotations()
         except Exception:  # noqa: BLE001 - plain EDF without annotations on some versions
-            onsets, durations, descs = [], [], []
+            onsets, durations, descs = [], [], []  # type: ignore[assignment]
         anns = tuple(
             Annotation(float(o), max(float(d), 0.0), str(t).strip())
             for o, d, t in zip(onsets, durations, descs)

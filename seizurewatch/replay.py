@@ -31,7 +31,7 @@ def replay_config(
     stream = StreamConfig(
         patient=patient,
         device=str(Path(device).resolve()) if device else None,
-        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),
+        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
     )
     model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
     if base is not None:

@@ -66,7 +66,7 @@ def _describe(tp: Any) -> str:
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
-        return f"a mapping ({tp.__name__})"
+        return f"a mapping ({getattr(tp, '__name__', tp)})"
     return str(tp)
 
 

@@ -140,7 +140,7 @@ def train(
         total = 0.0
         for idx in _batches(n, cfg.batch_size, rng):
             rows = tr[idx]  # (unsorted: the batch order of the shipped model's training)
-            z = (_take(x_train, rows) - model.mean) / model.std
+            z = (_take(x_train, rows) - model.mean) / model.std  # type: ignore[operator]
             loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
             opt.zero_grad()
             loss.backward()
@@ -173,7 +173,7 @@ def train(
 def _validate(model: Deployable, x: np.ndarray, y: np.ndarray, rows: np.ndarray, loss_fn: nn.Module,
               chunk: int = 256) -> dict[str, float]:
     model.eval()
-    logits = torch.cat([model.net((_take(x, rows[i : i + chunk]) - model.mean) / model.std)
+    logits = torch.cat([model.net((_take(x, rows[i : i + chunk]) - model.mean) / model.std)  # type: ignore[operator]
                         for i in range(0, len(rows), chunk)])
     yv = y[rows]
     loss = float(loss_fn(logits, torch.from_numpy(yv.astype(np.float32))))
