@@ -41,13 +41,13 @@ if __package__ in (None, ""):  # python bench/bench_lsl.py
 from bench.common import (  # noqa: E402
     ROOT,
     SYNTH_RATE,
-    TIMING_BANDPASS,
     TIMING_WINDOW_S,
     figure,
     log,
     machine_info,
     percentiles,
     synth_recording,
+    timing_convnet,
     workdir,
 )
 
@@ -62,32 +62,7 @@ TARGET_STREAMS = 100
 # ----- inputs ------------------------------------------------------------------------------
 def timing_model(hop_s: float) -> Path:
     """The untrained seed ConvNet (23 ch x 256 Hz x 30 s) with the given hop. Timing only."""
-    import torch
-
-    from bench.common import chbmit_channels
-    from seizurewatch.modelfile import save_model
-    from seizurewatch.preprocess import PreprocessSpec
-    from seizurewatch.research.architectures import Deployable, build
-
-    final = workdir() / f"timing-seed-convnet-23ch-hop{hop_s:g}.pt"
-    if final.is_file():
-        return final
-    labels = chbmit_channels()
-    n = int(TIMING_WINDOW_S * SYNTH_RATE)
-    torch.manual_seed(0)
-    net = build("seed_convnet", n_channels=len(labels), n_samples=n, n_outputs=1)
-    model = Deployable(net, torch.zeros(len(labels)), torch.full((len(labels),), 50.0))
-    spec = PreprocessSpec(channels=labels, rate=SYNTH_RATE, bandpass=TIMING_BANDPASS, notch=None)
-    meta = {
-        "name": "timing-seed-convnet-23ch",
-        "description": "UNTRAINED seed ConvNet (random weights) for benchmark timing only; never ship",
-        "outputs": ["seizure"], "preprocess": spec.to_json(), "window_s": TIMING_WINDOW_S, "hop_s": hop_s,
-        "threshold": {"value": 0.5, "policy": "none (untrained, timing only)"},
-    }
-    tmp = final.with_name(f"tmp{os.getpid()}-{final.name}")
-    save_model(model, meta, tmp, torch.zeros(2, len(labels), n))
-    os.replace(tmp, final)
-    return final
+    return timing_convnet(hop_s=hop_s)
 
 
 def signal_block(seconds: float) -> tuple[tuple[str, ...], np.ndarray]:

@@ -84,7 +84,7 @@ class Deployable(nn.Module):
         self.register_buffer("std", std.reshape(1, -1, 1).float().clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean) / self.std  # type: ignore[operator]  # (buffers; TorchScript needs no cast)
+        z = (x - self.mean) / self.std
         z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.sigmoid(self.net(z))
 
@@ -104,7 +104,7 @@ class LogSpectrogram(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t = x.shape
-        s = torch.stft(x.reshape(b * c, t), self.n_fft, self.hop, window=self.window, center=False,  # type: ignore[arg-type]
+        s = torch.stft(x.reshape(b * c, t), self.n_fft, self.hop, window=self.window, center=False,
                        return_complex=True)
         power = s.real**2 + s.imag**2
         power = power[:, : self.n_freq]
