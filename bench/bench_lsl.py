@@ -134,15 +134,14 @@ async def _mqtt_path(delivered: list[tuple[float, float]]) -> tuple[Any, Any, An
 
     import aiomqtt
 
-    from bench.bench_outbox import _Broker
+    from bench.common import Mosquitto
     from seizurewatch.alarms.mqtt import PatientLink, topics
     from seizurewatch.alarms.outbox import Outbox
     from seizurewatch.config import DecisionConfig, MqttConfig
     from seizurewatch.events import to_payload
 
     folder = Path(tempfile.mkdtemp(prefix="bench-lsl-mqtt-"))
-    broker = _Broker(folder)
-    broker.start()
+    broker = Mosquitto(folder).start()
     url = f"mqtt://127.0.0.1:{broker.port}"
     outbox = await asyncio.to_thread(Outbox.open_sync, str(folder / "outbox.sqlite3"))
     link = PatientLink(MqttConfig(url=url), outbox, "p0")

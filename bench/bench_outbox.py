@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +16,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import figure, log, percentiles, rss_mb, workdir  # noqa: E402
+from bench.common import Mosquitto, figure, log, percentiles, rss_mb, workdir  # noqa: E402
 from seizurewatch.alarms.mqtt import PatientLink, topics  # noqa: E402
 from seizurewatch.alarms.outbox import Outbox  # noqa: E402
 from seizurewatch.config import MqttConfig  # noqa: E402
@@ -28,39 +25,6 @@ PAYLOAD = {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update",
            "patient": "bench", "t": 0.0, "wall_time": 0.0, "probability": 0.91234, "threshold": 0.44312,
            "threshold_policy": "youden", "model": {"name": "dog1-convnet", "sha256": "0" * 64}, "started_t": 0.0,
            "duration_s": 5.0, "peak_probability": 0.97}
-
-
-class _Broker:
-    """A throwaway Mosquitto on 127.0.0.1 that can be stopped and started on the same port (an outage)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(self.exe).exists():
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.conf = folder / "mosquitto-outbox.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "log_dest stderr\nlog_type error\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 async def _write_cost(path: Path, n: int) -> list[float]:
@@ -78,7 +42,7 @@ async def _write_cost(path: Path, n: int) -> list[float]:
     return out
 
 
-async def _drain(folder: Path, broker: _Broker, n: int, inflight: int) -> dict[str, float]:
+async def _drain(folder: Path, broker: Mosquitto, n: int, inflight: int) -> dict[str, float]:
     """Queue ``n`` events while the broker is down, bring it back, time the drain to an empty outbox."""
     path = folder / f"drain-{inflight}.sqlite3"
     for suffix in ("", "-wal", "-shm"):
@@ -122,7 +86,7 @@ def run(quick: bool) -> dict[str, Any]:
             f"one fsync per event) into a fresh journal in {folder}", p50=round(pct["p50"], 1),
             p99=round(pct["p99"], 1)),
     }
-    broker = _Broker(folder)
+    broker = Mosquitto(folder)
     try:
         for inflight in (1, 20, 100):
             log(f"outbox: draining a {n_drain}-event backlog, max_inflight={inflight}")

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import DOG1, ROOT, SHIPPED_MODELS, figure, log
+from bench.common import DOG1, ROOT, SHIPPED_MODELS, Mosquitto, figure, log
 
 REC04 = DOG1 / "dog1_rec04.edf"
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
@@ -34,37 +34,6 @@ RSS_TARGET_MB = 300.0
 SETTLE_S = 12.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A throwaway Mosquitto on 127.0.0.1."""
-
-    def __init__(self, folder: Path) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-        self.port = _free_port()
-        conf = folder / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "log_dest stderr\nlog_type error\n")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 class Notify:
@@ -142,7 +111,7 @@ def _proc_sample(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
-def run_daemon(folder: Path, broker: Broker, streams: int, steady_s: float) -> dict[str, float]:
+def run_daemon(folder: Path, broker: Mosquitto, streams: int, steady_s: float) -> dict[str, float]:
     """Start, wait for READY=1, watch RSS/CPU for ``steady_s`` seconds, SIGTERM, time the exit."""
     notify = Notify()
     env = dict(os.environ, NOTIFY_SOCKET=notify.address, PYTHONUNBUFFERED="1")
@@ -189,7 +158,7 @@ def run_daemon(folder: Path, broker: Broker, streams: int, steady_s: float) -> d
 
 def run(quick: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    broker = Broker(folder)
+    broker = Mosquitto(folder).start()
     try:
         n_ready = 1 if quick else 2
         steady = 6.0 if quick else 10.0  # the runner allows 300 s per module (120 s quick)

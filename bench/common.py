@@ -18,6 +18,8 @@ import datetime as dt
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -264,3 +266,37 @@ def shipped_models() -> list[Path]:
 def log(msg: str) -> None:
     """Progress goes to stderr; stdout carries only the JSON."""
     print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Mosquitto:
+    """A throwaway Mosquitto on 127.0.0.1 (anonymous, no persistence). ``start()`` again after
+    ``stop()`` reuses the same port, which is how the outbox benchmark makes an outage."""
+
+    def __init__(self, folder: Path) -> None:
+        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.exe).exists():
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.conf = folder / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                             "log_dest stderr\nlog_type error\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None

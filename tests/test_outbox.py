@@ -135,6 +135,18 @@ def test_garbage_file_is_quarantined_and_a_fresh_journal_works(tmp_path):
     box.close_sync()
 
 
+def fill_disk(folder: Path) -> None:
+    """Write zeros into ``folder`` until the file system refuses (ENOSPC)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def small_mount(tmp_path):
     """A tiny tmpfs (needs root); skipped where mounting is not allowed."""
@@ -148,14 +160,7 @@ def small_mount(tmp_path):
 
 
 def test_full_disk_is_a_clear_error_at_start(small_mount):
-    fd = os.open(small_mount / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill_disk(small_mount)
     with pytest.raises(ConfigError, match=r"outbox.path: .*(full|No space|free)"):
         Outbox.open_sync(str(small_mount / "j.sqlite3"))
 
@@ -220,14 +225,7 @@ def test_disk_filling_up_while_running_keeps_events_in_memory_then_journals_them
     try:
         box = Outbox.open_sync(str(mnt / "j.sqlite3"))
         assert box.append_sync("bed1", TOPIC, ev(0)) == 1
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill_disk(mnt)
         with caplog.at_level("ERROR"):
             seqs = [box.append_sync("bed1", TOPIC, {**ev(i), "pad": "x" * 2000}) for i in range(1, 40)]
         assert seqs == list(range(2, 41))
