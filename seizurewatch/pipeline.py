@@ -2,6 +2,9 @@
 
 The source runs in its own task and hands items over a bounded queue, so a replay at
 ``speed=max`` is paced by inference (backpressure) and a live source never waits on it.
+The model runs in its own thread: while it classifies one block's windows the event loop
+already prepares the next block, and the decision on a batch is taken as soon as nothing
+else is waiting (at once on a live stream, so overlap never adds latency).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +25,10 @@ from seizurewatch.devices import DeviceProfile
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
 from seizurewatch.preprocess import Preprocessor
-from seizurewatch.quality import QualityChecker
-from seizurewatch.ringbuffer import RingBuffer
+from seizurewatch.quality import QualityChecker, QualityVerdict
+from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
+from seizurewatch.streamquality import StreamingQuality
 from seizurewatch.types import Block, Gap, StreamStatus, Window
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,16 @@ class StreamStats:
     first_sample_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+
+
+@dataclass
+class _Batch:
+    """Windows handed to the model and not yet decided on, with their quality verdicts."""
+
+    windows: list[Window]
+    verdicts: list[QualityVerdict]
+    usable: list[Window]
+    result: asyncio.Future[tuple[np.ndarray, float]] | None
 
 
 class StreamPipeline:
@@ -92,8 +107,8 @@ class StreamPipeline:
         self.times = StageTimes()
         self.pre: Preprocessor | None = None
         self.ring: RingBuffer | None = None
-        self.raw_ring: RingBuffer | None = None
-        self.quality: QualityChecker | None = None
+        self.quality: StreamingQuality | None = None
+        self._in_flight: deque[_Batch] = deque()
         self.first_samples = asyncio.Event()
         self._stop = asyncio.Event()
         self.state = "unknown"
@@ -125,10 +140,10 @@ class StreamPipeline:
                                "device_rate": self.device.sampling_rate})
         self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
-        # The same windows before filtering: quality checks need the signal as the amplifier sent it
+        # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
-        self.raw_ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
-        self.quality = QualityChecker(spec.channels, spec.rate, self.line_freq)
+        self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq),
+                                        self.meta.window_samples, self.meta.hop_samples)
 
     async def run(self) -> None:
         if self.pre is None:
@@ -148,6 +163,8 @@ class StreamPipeline:
         producer = asyncio.create_task(produce(), name=f"source-{self.patient}")
         try:
             while True:
+                if self._in_flight and queue.empty():
+                    await self._settle()  # nothing else to do: decide now, never later than needed
                 getter = asyncio.ensure_future(queue.get())
                 stopper = asyncio.ensure_future(self._stop.wait())
                 finished, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -170,6 +187,7 @@ class StreamPipeline:
             await self.source.close()
 
     async def _finish(self) -> None:
+        await self._settle()
         t = self.stats.last_t
         if self.decision.active:
             await self._emit([self.decision.end(t, self.stats.last_probability, detail="stream ended")])
@@ -178,6 +196,8 @@ class StreamPipeline:
 
     async def _handle(self, item: Block | Gap | StreamStatus) -> None:
         self.stats.last_progress = time.monotonic()  # the systemd watchdog pings only while this moves
+        if not isinstance(item, Block):
+            await self._settle()  # windows before a gap or a status change are decided before it
         if isinstance(item, Block):
             await self._on_block(item)
         elif isinstance(item, Gap):
@@ -186,7 +206,7 @@ class StreamPipeline:
             await self._on_status(item)
 
     async def _on_block(self, block: Block) -> None:
-        assert self.pre and self.ring
+        assert self.pre and self.ring and self.quality
         self.stats.samples += block.n_samples
         self.stats.last_progress = time.monotonic()
         if self.stats.first_sample_at is None:
@@ -199,43 +219,49 @@ class StreamPipeline:
         raw, x = self.pre.process_with_raw(block.data)
         t1 = time.perf_counter()
         windows = self.ring.push(x, block.wall_received)
-        raw_windows = self.raw_ring.push(raw) if self.raw_ring is not None else None
         t2 = time.perf_counter()
+        verdicts = self.quality.push(raw)
+        t3 = time.perf_counter()
         self.times.preprocess += t1 - t0
         self.times.buffer += t2 - t1
+        self.times.quality += t3 - t2
+        if len(verdicts) != len(windows):
+            raise RuntimeError(f"quality verdicts ({len(verdicts)}) out of step with windows ({len(windows)})")
         if self.metrics:
             self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
+        await self._settle()  # the previous block's windows are decided before this block's
         for i in range(0, len(windows), self.max_batch):
-            await self._classify(windows[i : i + self.max_batch],
-                                 raw_windows[i : i + self.max_batch] if raw_windows else None)
+            self._submit(windows[i : i + self.max_batch], verdicts[i : i + self.max_batch])
 
     def _reset_rings(self, t_next: float) -> None:
-        assert self.ring and self.raw_ring
+        assert self.ring and self.quality
         self.ring.reset(t_next)
-        self.raw_ring.reset(t_next)
+        self.quality.reset()
 
-    async def _classify(self, windows: list[Window], raw_windows: list[Window] | None = None) -> None:
-        assert self.quality is not None
-        tq = time.perf_counter()
-        batch = np.stack([w.data for w in windows])  # one copy, checked and classified as a whole
-        verdicts = self.quality.check_batch(np.stack([w.data for w in raw_windows]) if raw_windows else batch)
-        self.times.quality += time.perf_counter() - tq
-        keep: list[int] = []
-        for i, (w, verdict) in enumerate(zip(windows, verdicts)):
-            await self._emit(self._quality_events(verdict, w.t_end))
-            if verdict.usable:
-                keep.append(i)
-        if not keep:
-            return
-        usable = [windows[i] for i in keep]
+    def _submit(self, windows: list[Window], verdicts: list[QualityVerdict]) -> None:
+        """Hand the usable windows to the model's thread; decided on in ``_settle``."""
+        usable = [w for w, v in zip(windows, verdicts) if v.usable]
         t0 = time.perf_counter()
+        result = self.predictor.submit(as_batch(usable)) if usable else None
+        self.times.buffer += time.perf_counter() - t0
+        self._in_flight.append(_Batch(windows, verdicts, usable, result))
+
+    async def _settle(self) -> None:
+        """Quality events, probabilities and decisions of every batch in flight, in order."""
+        while self._in_flight:
+            b = self._in_flight.popleft()
+            for w, verdict in zip(b.windows, b.verdicts):
+                await self._emit(self._quality_events(verdict, w.t_end))
+            if b.result is not None:
+                await self._decide(b.usable, b.result)
+
+    async def _decide(self, usable: list[Window], result: asyncio.Future[tuple[np.ndarray, float]]) -> None:
         try:
-            probs = await self.predictor.predict(batch if len(keep) == len(windows) else batch[keep])
+            probs, dt = await result
         except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
             log.exception("inference failed", extra={"patient": self.patient})
             await self._emit(self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200]))
             return
-        dt = time.perf_counter() - t0
         self.times.inference += dt
         await self._emit(self.faults.set("model_error", False, usable[-1].t_end))
         if self.metrics:
@@ -265,7 +291,7 @@ class StreamPipeline:
         return events
 
     async def _on_gap(self, gap: Gap) -> None:
-        assert self.pre and self.ring
+        assert self.pre
         self._reset_rings(gap.t)
         self.pre.reset()
         self.decision.reset_history()
@@ -275,7 +301,7 @@ class StreamPipeline:
                                                  gap.seconds))
 
     async def _on_status(self, st: StreamStatus) -> None:
-        assert self.pre and self.ring
+        assert self.pre
         if not st.up:
             log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
             self._reset_rings(st.t)

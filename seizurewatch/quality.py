@@ -38,34 +38,52 @@ class QualityChecker:
     def check_batch(self, x: np.ndarray) -> list[QualityVerdict]:
         """(windows, channels, samples) at once: the same verdicts as ``check`` per window, without
         a Python round per window (replaying at speed max hands over dozens of windows per block)."""
-        ch = self.channels
         x = np.asarray(x)
-        finite_rows = np.isfinite(x).all(axis=2)  # (B, C)
-        ok = finite_rows.all(axis=1)  # windows without any NaN/inf
-        out: list[QualityVerdict | None] = [None] * x.shape[0]
-        for b in np.flatnonzero(~ok):
-            # Nothing else is meaningful on a window with NaNs; never classify it.
-            nonfinite = [ch[i] for i in np.flatnonzero(~finite_rows[b])]
-            out[b] = QualityVerdict({"nonfinite": nonfinite, "flatline": [], "clipping": [], "line_noise": []},
-                                    usable=False)
-        good = np.flatnonzero(ok)
+        nonfinite = ~np.isfinite(x).all(axis=2)  # (B, C)
+        shape = nonfinite.shape
+        flat, clip, line = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
+        good = np.flatnonzero(~nonfinite.any(axis=1))  # nothing else is meaningful on a window with NaNs
         if len(good):
             xs = x if len(good) == x.shape[0] else x[good]
-            std = xs.std(axis=2)
-            n = xs.shape[2]
             hi = (xs == xs.max(axis=2, keepdims=True)).sum(axis=2)
             lo = (xs == xs.min(axis=2, keepdims=True)).sum(axis=2)
-            flat_mask = std < self.FLAT_STD
-            clip_mask = ((np.maximum(hi, lo) > self.CLIP_FRACTION * n) | self._stuck(xs)) & ~flat_mask
-            line_mask = self._line_noise(xs) if self.line_freq else np.zeros_like(flat_mask)
-            for j, b in enumerate(good):
-                flat = [ch[i] for i in np.flatnonzero(flat_mask[j])]
-                clipped = [ch[i] for i in np.flatnonzero(clip_mask[j])]
-                line = [ch[i] for i in np.flatnonzero(line_mask[j])]
-                usable = int((flat_mask[j] | clip_mask[j]).sum()) <= len(ch) // 2
-                out[b] = QualityVerdict({"nonfinite": [], "flatline": flat, "clipping": clipped, "line_noise": line},
-                                        usable)
-        return [v for v in out if v is not None]
+            flat[good] = xs.std(axis=2) < self.FLAT_STD
+            clip[good] = self.clip_mask(np.maximum(hi, lo), xs.shape[2], self._stuck(xs), flat[good])
+            if self.line_freq:
+                line[good] = self._line_noise(xs)
+        return self.verdicts(nonfinite, flat, clip, line)
+
+    def clip_mask(self, pinned: np.ndarray, n: int, stuck: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """Clipping: many samples pinned at the window's extreme, or one value held (not on a dead channel)."""
+        return ((pinned > self.CLIP_FRACTION * n) | stuck) & ~flat
+
+    @property
+    def run_diffs(self) -> int:
+        """Equal consecutive differences that make a channel 'stuck' (CLIP_RUN_S held, at least CLIP_RUN_MIN)."""
+        return max(self.CLIP_RUN_MIN, int(round(self.CLIP_RUN_S * self.rate))) - 1
+
+    @staticmethod
+    def repeats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``b`` repeats ``a``: equal up to float rounding (a resampled rail is not bit-exact), relative to
+        the value itself so the test needs nothing but the two samples (the streaming checks see no window)."""
+        return np.abs(b - a) <= 1e-6 * np.maximum(np.abs(a), np.abs(b))
+
+    def verdicts(self, nonfinite: np.ndarray, flat: np.ndarray, clip: np.ndarray,
+                 line: np.ndarray) -> list[QualityVerdict]:
+        """One verdict per row of the (windows, channels) fault masks."""
+        ch = self.channels
+        out: list[QualityVerdict] = []
+        for b in range(nonfinite.shape[0]):
+            if nonfinite[b].any():  # never classify a window with NaN/inf; its other statistics mean nothing
+                out.append(QualityVerdict({"nonfinite": [ch[i] for i in np.flatnonzero(nonfinite[b])],
+                                           "flatline": [], "clipping": [], "line_noise": []}, usable=False))
+                continue
+            usable = int((flat[b] | clip[b]).sum()) <= len(ch) // 2
+            out.append(QualityVerdict({"nonfinite": [],
+                                       "flatline": [ch[i] for i in np.flatnonzero(flat[b])],
+                                       "clipping": [ch[i] for i in np.flatnonzero(clip[b])],
+                                       "line_noise": [ch[i] for i in np.flatnonzero(line[b])]}, usable))
+        return out
 
     def _stuck(self, x: np.ndarray) -> np.ndarray:
         """(B, C) mask of channels holding one value for at least CLIP_RUN_S somewhere in the window.
@@ -74,11 +92,10 @@ class QualityChecker:
         Dog_1 rec04's c014 sticks at 1032.8 µV for 0.2 s while the window peaks at 1349 µV). Real EEG
         at >= 100 Hz never repeats a value exactly for 50 ms (longest run in the Dog_1 interictal
         recordings: 6 samples = 15 ms)."""
-        k = max(self.CLIP_RUN_MIN, int(round(self.CLIP_RUN_S * self.rate))) - 1  # equal consecutive diffs
+        k = self.run_diffs
         if x.shape[-1] <= k:
             return np.zeros(x.shape[:-1], dtype=bool)
-        tol = 1e-6 * (x.max(axis=-1, keepdims=True) - x.min(axis=-1, keepdims=True))
-        run = np.abs(np.diff(x, axis=-1)) <= tol  # run[i]: sample i+1 repeats sample i
+        run = self.repeats(x[..., :-1], x[..., 1:])  # run[i]: sample i+1 repeats sample i
         covered = 1  # invariant: run[i] == all repeats in [i, i + covered); doubling ANDs beat a cumsum 2x
         while covered < k:
             step = min(covered, k - covered)

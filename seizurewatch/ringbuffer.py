@@ -1,8 +1,12 @@
-"""Fixed-size ring buffer that emits a window of ``window`` samples every ``hop`` samples.
+"""Sliding-window buffer that emits a window of ``window`` samples every ``hop`` samples.
 
-Memory is one (channels, window) float32 array per stream, whatever the block sizes:
-a block larger than the buffer is consumed piece by piece, emitting each window as its
-last sample arrives, so no history is ever copied beyond the window handed out.
+Windows are read-only views into the buffer, never copies: a 30 s window every 1 s would
+otherwise copy each sample 30 times. Samples are appended after the newest one; when the
+buffer is full its last ``window`` samples move to a freshly allocated buffer, so memory
+already handed out in a window is never written again and a window stays valid as long as
+it is referenced. Memory is one (channels, window + slack) float32 array per stream, whatever
+the block sizes (a larger block is consumed piece by piece). ``as_batch`` turns consecutive
+windows into the (windows, channels, samples) batch the model takes, still without a copy.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ import numpy as np
 
 from seizurewatch.types import Window
 
+MAX_SLACK_HOPS = 8  # room for this many hops after a full window before the buffer is renewed
+
 
 class RingBuffer:
     def __init__(self, n_channels: int, window: int, hop: int, rate: float) -> None:
         if window < 1 or hop < 1:
             raise ValueError("window and hop must be >= 1 sample")
         self.n_channels, self.window, self.hop, self.rate = n_channels, window, hop, rate
-        self.buf = np.zeros((n_channels, window), dtype=np.float32)
-        self.write_pos = 0  # next column to write
-        self.filled = 0  # valid samples in the buffer (<= window)
+        # Slack: several hops (a replay hands over 8 s blocks), never more than a window's worth.
+        self.capacity = window + max(1, min(MAX_SLACK_HOPS * hop, window))
+        self.buf = np.zeros((n_channels, self.capacity), dtype=np.float32)
+        self.end = 0  # columns in use; the newest sample is at end - 1
+        self.filled = 0  # valid samples since the reset, up to ``window``
         self.since_emit = 0  # samples since the last window (or since reset)
         self.total = 0  # samples seen since the stream time origin t0
         self.t0 = 0.0  # stream time of sample 0 of ``total``
@@ -29,7 +37,7 @@ class RingBuffer:
         """Drop the history (after a gap); the next sample is at stream time ``t_next``."""
         self.filled = 0
         self.since_emit = 0
-        self.write_pos = 0
+        self.end = 0
         self.total = 0
         self.t0 = t_next
 
@@ -44,28 +52,31 @@ class RingBuffer:
         out: list[Window] = []
         pos, n = 0, block.shape[1]
         while pos < n:
+            if self.end == self.capacity:
+                self._renew()
             # Samples until the next window is due (first window: once the buffer is full).
             due = self.window - self.filled if self.filled < self.window else self.hop - self.since_emit
-            take = min(due, n - pos, self.window)
-            self._write(block[:, pos : pos + take])
+            take = min(due, n - pos, self.capacity - self.end)
+            self.buf[:, self.end : self.end + take] = block[:, pos : pos + take]
+            self.end += take
+            self.filled = min(self.window, self.filled + take)
+            self.since_emit += take
+            self.total += take
             pos += take
             if take == due:
                 out.append(self._emit(wall_received))
         return out
 
-    def _write(self, x: np.ndarray) -> None:
-        m = x.shape[1]
-        first = min(m, self.window - self.write_pos)
-        self.buf[:, self.write_pos : self.write_pos + first] = x[:, :first]
-        if m > first:
-            self.buf[:, : m - first] = x[:, first:]
-        self.write_pos = (self.write_pos + m) % self.window
-        self.filled = min(self.window, self.filled + m)
-        self.since_emit += m
-        self.total += m
+    def _renew(self) -> None:
+        """Carry the newest ``filled`` samples into a new buffer; the old one lives on in its windows."""
+        keep = self.filled
+        fresh = np.empty_like(self.buf)
+        fresh[:, :keep] = self.buf[:, self.end - keep : self.end]
+        self.buf, self.end = fresh, keep
 
     def _emit(self, wall_received: float) -> Window:
-        data = np.concatenate((self.buf[:, self.write_pos :], self.buf[:, : self.write_pos]), axis=1)
+        data = self.buf[:, self.end - self.window : self.end]
+        data.flags.writeable = False  # neighbouring windows share these samples
         self.since_emit = 0
         t_end = self.t0 + self.total / self.rate
         w = Window(
@@ -78,3 +89,27 @@ class RingBuffer:
         )
         self.emitted += 1
         return w
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def as_batch(windows: list[Window]) -> np.ndarray:
+    """(windows, channels, samples) from windows of one stream, without copying a sample.
+
+    Windows emitted together lie in one buffer at a constant stride, and the buffer never
+    rewrites what it handed out: the batch is a read-only strided view of it (the model's thread
+    makes it contiguous, off the event loop). Anything else (windows from two buffers) is stacked."""
+    first = windows[0].data
+    if len(windows) == 1:
+        return first[None]
+    item = first.itemsize
+    step_bytes = _address(windows[1].data) - _address(first)
+    uniform = first.base is not None and step_bytes > 0 and step_bytes % item == 0 and all(
+        w.data.base is first.base and w.data.strides == first.strides
+        and _address(w.data) - _address(first) == i * step_bytes for i, w in enumerate(windows))
+    if not uniform:
+        return np.stack([w.data for w in windows])
+    return np.lib.stride_tricks.as_strided(first, (len(windows), *first.shape), (step_bytes, *first.strides),
+                                           writeable=False)

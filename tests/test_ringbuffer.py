@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seizurewatch.ringbuffer import RingBuffer
+from seizurewatch.ringbuffer import RingBuffer, as_batch
 
 
 def feed(signal: np.ndarray, sizes: list[int], window: int, hop: int, rate: float = 100.0):
@@ -50,7 +50,47 @@ def test_reset_starts_over_at_new_time():
     assert w.t_end == 101.0 and w.t_start == 100.0
 
 
-def test_memory_is_one_window():
+def test_memory_is_one_window_and_a_few_hops_whatever_the_block():
     rb = RingBuffer(23, 7680, 256, 256.0)
-    rb.push(np.zeros((23, 100_000), np.float32))
-    assert rb.buf.nbytes == 23 * 7680 * 4
+    wins = rb.push(np.zeros((23, 100_000), np.float32))
+    assert len(wins) == (100_000 - 7680) // 256 + 1
+    assert rb.buf.nbytes == 23 * (7680 + 8 * 256) * 4
+
+
+def test_windows_are_read_only_views_that_later_pushes_never_overwrite():
+    sig = np.random.default_rng(1).standard_normal((2, 500)).astype(np.float32)
+    rb = RingBuffer(2, 50, 10, 100.0)
+    first = rb.push(sig[:, :60])
+    assert all(not w.data.flags.writeable and w.data.base is not None for w in first)
+    for i in range(60, 500, 7):  # many renewals of the buffer later
+        rb.push(sig[:, i : i + 7])
+    np.testing.assert_array_equal(first[0].data, sig[:, 0:50])
+    np.testing.assert_array_equal(first[1].data, sig[:, 10:60])
+
+
+@settings(max_examples=100, deadline=None)
+@given(window=st.integers(1, 40), hop=st.integers(1, 50), sizes=st.lists(st.integers(1, 300), min_size=1, max_size=5))
+def test_as_batch_equals_stacking_the_windows(window, hop, sizes):
+    sig = np.arange(3 * 600, dtype=np.float32).reshape(3, 600)
+    rb = RingBuffer(3, window, hop, 100.0)
+    pos, i = 0, 0
+    while pos < 600:
+        wins = rb.push(sig[:, pos : pos + sizes[i % len(sizes)]])
+        pos, i = pos + sizes[i % len(sizes)], i + 1
+        if wins:
+            batch = as_batch(wins)
+            np.testing.assert_array_equal(batch, np.stack([w.data for w in wins]))
+            assert batch.shape == (len(wins), 3, window)
+
+
+def test_as_batch_is_a_view_of_the_windows_span():
+    sig = np.random.default_rng(2).standard_normal((4, 2000)).astype(np.float32)
+    rb = RingBuffer(4, 1000, 100, 100.0)
+    rb.push(sig[:, :1000])
+    wins = rb.push(sig[:, 1000:1800])  # 8 windows at once
+    batch = as_batch(wins)
+    assert len(wins) == 8 and np.shares_memory(batch, wins[0].data) and not batch.flags.writeable
+    lo, hi = np.lib.array_utils.byte_bounds(batch)
+    assert hi - lo == ((4 - 1) * rb.capacity + 1700) * 4  # the 17 s span in the buffer, not 8 copies
+    rb.push(sig[:, 1800:])  # later samples go elsewhere: the batch still holds what it held
+    np.testing.assert_array_equal(batch[7], sig[:, 800:1800])
