@@ -182,7 +182,7 @@ async def _mqtt_path(delivered: list[tuple[float, float]]) -> tuple[Any, Any, An
 async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float,
                  mqtt: bool = False) -> dict[str, Any]:
     from seizurewatch.config import DecisionConfig, SourceConfig, StreamConfig
-    from seizurewatch.inference import Predictor, configure_torch
+    from seizurewatch.inference import Predictor, configure_threads
     from seizurewatch.lslconfig import import_pylsl
     from seizurewatch.modelfile import load_model
     from seizurewatch.pipeline import StreamPipeline
@@ -190,7 +190,7 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
 
     pylsl = import_pylsl()
     clock_offset = float(np.median([pylsl.local_clock() - time.monotonic() for _ in range(50)]))
-    configure_torch(1)
+    configure_threads(1)
     model = load_model(timing_model(hop_s))
     predictor = Predictor(model)
     prefix = f"bench-lsl-{os.getpid()}-"

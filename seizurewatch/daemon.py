@@ -18,7 +18,7 @@ from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import load_device
 from seizurewatch.events import Context, Event, to_payload
-from seizurewatch.inference import Predictor, configure_torch
+from seizurewatch.inference import Predictor, configure_threads
 from seizurewatch.metrics import Metrics
 from seizurewatch.modelfile import load_model
 from seizurewatch.pipeline import StreamPipeline
@@ -66,7 +66,7 @@ class Daemon:
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
         cfg = self.cfg
-        configure_torch(cfg.model.threads)
+        configure_threads(cfg.model.threads)
         model = await asyncio.to_thread(load_model, cfg.model.path, cfg.model.sha256)
         predictor = Predictor(model)
         meta = model.meta

@@ -8,26 +8,29 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from seizurewatch.modelfile import LoadedModel
 
 
-def configure_torch(threads: int) -> None:
-    """Set torch's thread pools explicitly; a bedside box shares its cores with the streams."""
+def configure_threads(threads: int) -> None:
+    """Size every compute thread pool explicitly: torch's, and numpy's BLAS (OpenBLAS would otherwise
+    start one spinning thread per core for any matrix product and fight the model's thread for the cores)."""
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set once in this process
         pass
+    threadpool_limits(1, user_api="blas")
 
 
 class Predictor:
     """Thread-safe enough for one pipeline per stream sharing a model: calls are serialised."""
 
-    def __init__(self, model: LoadedModel, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.meta = model.meta
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.last_seconds = 0.0
 
     def predict_sync(self, batch: np.ndarray) -> np.ndarray:

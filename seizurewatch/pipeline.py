@@ -161,22 +161,28 @@ class StreamPipeline:
                 await queue.put(done)
 
         producer = asyncio.create_task(produce(), name=f"source-{self.patient}")
+        stopper = asyncio.ensure_future(self._stop.wait())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
-                if self._in_flight and queue.empty():
-                    await self._settle()  # nothing else to do: decide now, never later than needed
-                getter = asyncio.ensure_future(queue.get())
-                stopper = asyncio.ensure_future(self._stop.wait())
-                finished, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in finished:
-                    getter.cancel()
+                await self._settle(only_ready=True)
+                if getter is None:
+                    getter = asyncio.ensure_future(queue.get())
+                # Wake for the next item, a stop, or the model finishing the oldest batch (decided at once,
+                # so a live stream's alarm never waits for its next block).
+                waiting = {getter, stopper} | {b.result for b in list(self._in_flight)[:1] if b.result is not None}
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    item, getter = getter.result(), None
+                    if item is done:
+                        break
+                    await self._handle(item)
+                elif stopper in finished:
                     break
-                stopper.cancel()
-                item = getter.result()
-                if item is done:
-                    break
-                await self._handle(item)
         finally:
+            stopper.cancel()
+            if getter is not None:
+                getter.cancel()
             producer.cancel()
             try:
                 await producer
@@ -246,9 +252,12 @@ class StreamPipeline:
         self.times.buffer += time.perf_counter() - t0
         self._in_flight.append(_Batch(windows, verdicts, usable, result))
 
-    async def _settle(self) -> None:
-        """Quality events, probabilities and decisions of every batch in flight, in order."""
+    async def _settle(self, only_ready: bool = False) -> None:
+        """Quality events, probabilities and decisions of the batches in flight, in order: all of them,
+        or (``only_ready``) those the model has finished, without waiting."""
         while self._in_flight:
+            if only_ready and self._in_flight[0].result is not None and not self._in_flight[0].result.done():
+                return
             b = self._in_flight.popleft()
             for w, verdict in zip(b.windows, b.verdicts):
                 await self._emit(self._quality_events(verdict, w.t_end))

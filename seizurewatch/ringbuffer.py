@@ -51,6 +51,8 @@ class RingBuffer:
             raise ValueError(f"block has {block.shape[0]} channels, buffer has {self.n_channels}")
         out: list[Window] = []
         pos, n = 0, block.shape[1]
+        if self.end + n > self.capacity and self.filled + n <= self.capacity:
+            self._renew()  # now rather than halfway: the block's windows then share one buffer (one batch view)
         while pos < n:
             if self.end == self.capacity:
                 self._renew()
