@@ -31,28 +31,20 @@ class Predictor:
         self.model = model
         self.meta = model.meta
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.last_seconds = 0.0
-
-    def predict_sync(self, batch: np.ndarray) -> np.ndarray:
-        """(B, C, T) float32 -> (B, outputs) probabilities."""
-        return self._timed(batch)[0]
 
     def _timed(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        # The batch may be a strided view of overlapping windows: made contiguous here, in the model's
-        # thread, not on the event loop.
+        """(B, C, T) float32 -> ((B, outputs) probabilities, seconds in the model).
+
+        The batch may be a strided view of overlapping windows: made contiguous here, in the model's
+        thread, not on the event loop."""
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        probs = out.detach().numpy().astype(np.float64)
-        self.last_seconds = time.perf_counter() - t0
-        return probs, self.last_seconds
+        return out.detach().numpy().astype(np.float64), time.perf_counter() - t0
 
     def submit(self, batch: np.ndarray) -> asyncio.Future[tuple[np.ndarray, float]]:
         """Queue a batch on the model's thread now; the future gives (probabilities, seconds in the model)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
-
-    async def predict(self, batch: np.ndarray) -> np.ndarray:
-        return (await self.submit(batch))[0]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

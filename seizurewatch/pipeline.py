@@ -3,8 +3,8 @@
 The source runs in its own task and hands items over a bounded queue, so a replay at
 ``speed=max`` is paced by inference (backpressure) and a live source never waits on it.
 The model runs in its own thread: while it classifies one block's windows the event loop
-already prepares the next block, and the decision on a batch is taken as soon as nothing
-else is waiting (at once on a live stream, so overlap never adds latency).
+already prepares the next block, and each batch is decided on as soon as the model finishes
+it (on a live stream the overlap never delays an alarm).
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ class StreamPipeline:
                     getter = asyncio.ensure_future(queue.get())
                 # Wake for the next item, a stop, or the model finishing the oldest batch (decided at once,
                 # so a live stream's alarm never waits for its next block).
-                waiting = {getter, stopper} | {b.result for b in list(self._in_flight)[:1] if b.result is not None}
+                oldest = self._in_flight[0].result if self._in_flight else None
+                waiting = {getter, stopper} | ({oldest} if oldest is not None else set())
                 finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if getter in finished:
                     item, getter = getter.result(), None
@@ -202,11 +203,11 @@ class StreamPipeline:
 
     async def _handle(self, item: Block | Gap | StreamStatus) -> None:
         self.stats.last_progress = time.monotonic()  # the systemd watchdog pings only while this moves
-        if not isinstance(item, Block):
-            await self._settle()  # windows before a gap or a status change are decided before it
         if isinstance(item, Block):
             await self._on_block(item)
-        elif isinstance(item, Gap):
+            return
+        await self._settle()  # windows before a gap or a status change are decided before it
+        if isinstance(item, Gap):
             await self._on_gap(item)
         elif isinstance(item, StreamStatus):
             await self._on_status(item)
