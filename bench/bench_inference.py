@@ -89,9 +89,9 @@ def bench_model(path: Path, label: str, quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from seizurewatch.inference import configure_threads
+    from seizurewatch.inference import configure_compute
 
-    configure_threads(1)  # the daemon's default (model.threads: 1)
+    configure_compute(1)  # the daemon's default (model.threads: 1)
     figures: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for path in shipped_models():

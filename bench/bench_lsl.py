@@ -160,12 +160,11 @@ async def _mqtt_path(delivered: list[tuple[float, float]]) -> tuple[Any, Any, An
     await asyncio.wait_for(link.connected.wait(), 10)
     topic = topics("seizurewatch", "p0")["alarm"]
 
-    async def sink(ev: Any, ctx: Any) -> None:
-        if ev.kind != "alarm":
-            return
-        payload = to_payload(ev, ctx, seq=0, wall_time=time.time())
-        await outbox.append("p0", topic, payload)
-        link.wake()
+    async def sink(events: list[Any], ctx: Any) -> None:
+        alarms = [(topic, to_payload(ev, ctx, seq=0, wall_time=time.time())) for ev in events if ev.kind == "alarm"]
+        if alarms:
+            await outbox.append_all("p0", alarms)
+            link.wake()
 
     async def cleanup() -> None:
         link.close()
@@ -182,7 +181,7 @@ async def _mqtt_path(delivered: list[tuple[float, float]]) -> tuple[Any, Any, An
 async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float,
                  mqtt: bool = False) -> dict[str, Any]:
     from seizurewatch.config import DecisionConfig, SourceConfig, StreamConfig
-    from seizurewatch.inference import Predictor, configure_threads
+    from seizurewatch.inference import Predictor, configure_compute
     from seizurewatch.lslconfig import import_pylsl
     from seizurewatch.modelfile import load_model
     from seizurewatch.pipeline import StreamPipeline
@@ -190,7 +189,7 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
 
     pylsl = import_pylsl()
     clock_offset = float(np.median([pylsl.local_clock() - time.monotonic() for _ in range(50)]))
-    configure_threads(1)
+    configure_compute(1)
     model = load_model(timing_model(hop_s))
     predictor = Predictor(model)
     prefix = f"bench-lsl-{os.getpid()}-"
@@ -203,7 +202,7 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
         assert sender.stdout is not None
         await asyncio.to_thread(sender.stdout.readline)  # outlets exist
 
-        async def sink(ev: Any, ctx: Any) -> None:
+        async def sink(events: list[Any], ctx: Any) -> None:
             return None
 
         delivered: list[tuple[float, float]] = []  # (received at the subscriber, stream time t)

@@ -252,9 +252,9 @@ def main() -> None:
     import logging
 
     logging.getLogger("seizurewatch").setLevel(logging.ERROR)
-    from seizurewatch.inference import configure_threads
+    from seizurewatch.inference import configure_compute
 
-    configure_threads(1)
+    configure_compute(1)
     result = asyncio.run(_trial(args.trial, synth_recording(args.seconds), timing_convnet(), args.warm, args.measure))
     print(json.dumps(result))
 

@@ -65,7 +65,7 @@ class ModelConfig:
     path: str
     sha256: str | None = None  # pin: refuse a model whose weights hash differs
     threads: int = 1  # torch.set_num_threads
-    max_batch: int = 64  # windows per inference call when replaying faster than real time
+    max_batch: int = 64  # at most this many windows per model call (calls also stay within 1.5 MiB of input)
 
     def __post_init__(self) -> None:
         if self.threads < 1:

@@ -18,7 +18,7 @@ from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import load_device
 from seizurewatch.events import Context, Event, to_payload
-from seizurewatch.inference import Predictor, configure_threads
+from seizurewatch.inference import Predictor, configure_compute
 from seizurewatch.metrics import Metrics
 from seizurewatch.modelfile import load_model
 from seizurewatch.pipeline import StreamPipeline
@@ -66,9 +66,9 @@ class Daemon:
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
         cfg = self.cfg
-        configure_threads(cfg.model.threads)
+        configure_compute(cfg.model.threads)
         model = await asyncio.to_thread(load_model, cfg.model.path, cfg.model.sha256)
-        predictor = Predictor(model)
+        predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
         self.metrics.model_info.info(
             {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
@@ -79,7 +79,7 @@ class Daemon:
         for stream in cfg.streams:
             device = load_device(stream.device) if stream.device else None
             pipe = StreamPipeline(stream, device, make_source(stream), predictor, cfg.decision, self._sink,
-                                  max_batch=cfg.model.max_batch, record_probabilities=self.opts.record_probabilities,
+                                  record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
             await pipe.open()
             self.pipelines.append(pipe)
@@ -106,17 +106,22 @@ class Daemon:
 
         return update
 
-    async def _sink(self, ev: Event, ctx: Context) -> None:
+    async def _sink(self, events: list[Event], ctx: Context) -> None:
+        """Journal a batch of events (one fsync'd transaction), then wake the patient's MQTT link."""
         assert self.outbox is not None
-        payload = to_payload(ev, ctx, seq=0, wall_time=time.time())
-        topic = topics(self.cfg.mqtt.topic_prefix, ctx.patient)["alarm" if ev.kind == "alarm" else "fault"]
-        payload["seq"] = await self.outbox.append(ctx.patient, topic, payload)
-        self.events_emitted += 1
+        names = topics(self.cfg.mqtt.topic_prefix, ctx.patient)
+        now = time.time()
+        items = [(names["alarm" if ev.kind == "alarm" else "fault"], to_payload(ev, ctx, seq=0, wall_time=now))
+                 for ev in events]
+        seqs = await self.outbox.append_all(ctx.patient, items)
+        self.events_emitted += len(events)
         link = self.links.get(ctx.patient)
         if link:
             link.wake()
-        for sink in self.payload_sinks:
-            sink(payload)
+        for (_, payload), seq in zip(items, seqs):
+            payload["seq"] = seq
+            for sink in self.payload_sinks:
+                sink(payload)
 
     # ----- running ---------------------------------------------------------------------
     async def run(self) -> None:

@@ -33,7 +33,7 @@ from seizurewatch.types import Block, Gap, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[Event, Context], Awaitable[None]]
+EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
 
 
 @dataclass
@@ -82,7 +82,6 @@ class StreamPipeline:
         predictor: Predictor,
         decision: DecisionConfig,
         sink: EventSink,
-        max_batch: int = 64,
         line_freq: float | None = None,
         record_probabilities: bool = False,
         metrics: Any = None,
@@ -99,7 +98,6 @@ class StreamPipeline:
         self.decision = AlarmDecision(decision, threshold)
         self.faults = FaultTracker()
         self.sink = sink
-        self.max_batch = max_batch
         self.line_freq = line_freq if line_freq is not None else (device.line_freq if device else 50.0)
         self.record = record_probabilities
         self.metrics = metrics
@@ -237,8 +235,8 @@ class StreamPipeline:
         if self.metrics:
             self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
         await self._settle()  # the previous block's windows are decided before this block's
-        for i in range(0, len(windows), self.max_batch):
-            self._submit(windows[i : i + self.max_batch], verdicts[i : i + self.max_batch])
+        if windows:
+            self._submit(windows, verdicts)  # one hand-over; the model's thread runs it in cache-sized chunks
 
     def _reset_rings(self, t_next: float) -> None:
         assert self.ring and self.quality
@@ -255,29 +253,34 @@ class StreamPipeline:
 
     async def _settle(self, only_ready: bool = False) -> None:
         """Quality events, probabilities and decisions of the batches in flight, in order: all of them,
-        or (``only_ready``) those the model has finished, without waiting."""
+        or (``only_ready``) those the model has finished, without waiting. Their events go out together
+        (one journal transaction), in order."""
+        events: list[Event] = []
+        decided_to: float | None = None
         while self._in_flight:
             if only_ready and self._in_flight[0].result is not None and not self._in_flight[0].result.done():
-                return
+                break
             b = self._in_flight.popleft()
             for w, verdict in zip(b.windows, b.verdicts):
-                await self._emit(self._quality_events(verdict, w.t_end))
+                events += self._quality_events(verdict, w.t_end)
             if b.result is not None:
-                await self._decide(b.usable, b.result)
+                events += await self._decide(b.usable, b.result)
+                decided_to = b.usable[-1].t_end
+        await self._emit(events)
+        if decided_to is not None:
+            self._update_state(decided_to)
 
-    async def _decide(self, usable: list[Window], result: asyncio.Future[tuple[np.ndarray, float]]) -> None:
+    async def _decide(self, usable: list[Window], result: asyncio.Future[tuple[np.ndarray, float]]) -> list[Event]:
         try:
             probs, dt = await result
         except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
             log.exception("inference failed", extra={"patient": self.patient})
-            await self._emit(self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200]))
-            return
+            return self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200])
         self.times.inference += dt
-        await self._emit(self.faults.set("model_error", False, usable[-1].t_end))
+        events = self.faults.set("model_error", False, usable[-1].t_end)
         if self.metrics:
             self.metrics.inference(self.patient, dt, len(usable))
         t1 = time.perf_counter()
-        events: list[Event] = []
         for w, row in zip(usable, probs):
             p = float(row[0])
             self.stats.windows += 1
@@ -290,8 +293,7 @@ class StreamPipeline:
                 self.metrics.window(self.patient, p, w.wall_received)
         self.times.decision += time.perf_counter() - t1
         self.stats.last_progress = time.monotonic()
-        await self._emit(events)
-        self._update_state(usable[-1].t_end)
+        return events
 
     def _quality_events(self, verdict: Any, t: float) -> list[Event]:
         events: list[Event] = []
@@ -336,7 +338,7 @@ class StreamPipeline:
                                                          "probability": ev.probability, "alarm_id": ev.alarm_id})
             if self.metrics:
                 self.metrics.event(self.patient, ev)
-            await self.sink(ev, self.context)
+        await self.sink(events, self.context)
         self.times.publish += time.perf_counter() - t0
         self._update_state(events[-1].t)
 

@@ -73,7 +73,11 @@ class QualityChecker:
         """One verdict per row of the (windows, channels) fault masks."""
         ch = self.channels
         out: list[QualityVerdict] = []
+        faulty = (nonfinite | flat | clip | line).any(axis=1)
         for b in range(nonfinite.shape[0]):
+            if not faulty[b]:  # the usual case, without a scan per fault type
+                out.append(QualityVerdict({"nonfinite": [], "flatline": [], "clipping": [], "line_noise": []}))
+                continue
             if nonfinite[b].any():  # never classify a window with NaN/inf; its other statistics mean nothing
                 out.append(QualityVerdict({"nonfinite": [ch[i] for i in np.flatnonzero(nonfinite[b])],
                                            "flatline": [], "clipping": [], "line_noise": []}, usable=False))

@@ -20,6 +20,8 @@ import numpy as np
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer
 
+_SUMMED = ("coef", "nyq")  # statistics kept as running sums (read as differences of two rows)
+_DOUBLE = {"c": np.complex128, "f": np.float64}
 _MAX_SEGMENTS = 4096  # beyond this many segments per window (a hop sharing few samples with the window) check windows
 
 
@@ -123,9 +125,14 @@ class StreamingQuality:
             proj = proj.reshape(c, n_full, -1).transpose(1, 0, 2)  # (segments, channels, columns)
             nb = self.n_low + self.n_band
             q = (self.count + np.arange(n_full)) % self.n_win
-            st["coef"] = (proj[..., :nb] + 1j * proj[..., nb : 2 * nb]) * self.phase[q][:, None, :]
+            bad = ~st["finite"]  # windows holding them are judged non-finite; keep them out of the running sums
+            coef = (proj[..., :nb] + 1j * proj[..., nb : 2 * nb]) * self.phase[q][:, None, :]
+            coef[bad] = 0
+            st["coef"] = coef
             if self.even:
-                st["nyq"] = proj[..., 2 * nb] * self.nyq_sign[q][:, None]
+                nyq = proj[..., 2 * nb] * self.nyq_sign[q][:, None]
+                nyq[bad] = 0
+                st["nyq"] = nyq
         return st
 
     def _runs(self, x: np.ndarray, n_full: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,27 +153,50 @@ class StreamingQuality:
         return np.asarray(long.any(axis=2).T), np.asarray(inside.any(axis=2).T)
 
     def _append(self, st: dict[str, np.ndarray]) -> None:
+        """Append segments; the DFT coefficients are kept as running sums in double precision (row i:
+        the sum over the kept segments before i; one more row than the other statistics)."""
+        for key in _SUMMED:
+            if key in st:
+                run: np.ndarray = np.cumsum(st[key], axis=0, dtype=_DOUBLE[st[key].dtype.kind])
+                if self.stats:
+                    st[key] = run + self.stats[key][-1]
+                else:
+                    st[key] = np.concatenate((np.zeros_like(run[:1]), run))
         self.stats = {k: np.concatenate((self.stats[k], v)) for k, v in st.items()} if self.stats else st
         self.count += len(st["mean"])
 
     def _verdicts(self, ends: np.ndarray) -> list[QualityVerdict]:
-        ck, n, seg = self.checker, self.window, self.seg
-        rows = ends[:, None] - self.n_win + np.arange(self.n_win)[None, :] - self.first  # (windows, segments)
-        g = {k: v[rows] for k, v in self.stats.items()}  # (windows, segments, channels[, ...])
-        nonfinite = np.asarray(~g["finite"].all(axis=1))
-        mean = g["mean"].mean(axis=1)
-        m2 = g["m2"].sum(axis=1) + seg * ((g["mean"] - mean[:, None, :]) ** 2).sum(axis=1)
+        """Verdicts of the windows ending at segments ``ends`` (every ``n_hop``-th): reductions over
+        strided views of the kept segments (no copies), and running sums for the DFT coefficients."""
+        ck, n, seg, w = self.checker, self.window, self.seg, self.n_win
+        first = int(ends[0]) - w - self.first  # kept-row index of the first window's first segment
+        rows = slice(first, first + len(ends) * self.n_hop, self.n_hop)
+
+        def win(key: str) -> np.ndarray:  # (windows, channels[, ...], segments): a view
+            return np.lib.stride_tricks.sliding_window_view(self.stats[key], w, axis=0)[rows]
+
+        nonfinite = np.asarray(~win("finite").all(axis=-1))
+        means = win("mean")
+        mean = means.mean(axis=-1)
+        m2 = win("m2").sum(axis=-1) + seg * ((means - mean[..., None]) ** 2).sum(axis=-1)
         flat = np.sqrt(np.maximum(m2, 0.0) / n) < ck.FLAT_STD
-        mx, mn = g["max"].max(axis=1), g["min"].min(axis=1)
-        hi = (g["n_max"] * (g["max"] == mx[:, None, :])).sum(axis=1)
-        lo = (g["n_min"] * (g["min"] == mn[:, None, :])).sum(axis=1)
-        stuck = g["run_inside"][:, 0] | g["run_any"][:, 1:].any(axis=1)
+        maxes, mins = win("max"), win("min")
+        mx, mn = maxes.max(axis=-1), mins.min(axis=-1)
+        hi = (win("n_max") * (maxes == mx[..., None])).sum(axis=-1)
+        lo = (win("n_min") * (mins == mn[..., None])).sum(axis=-1)
+        stuck = self.stats["run_inside"][rows] | win("run_any")[..., 1:].any(axis=-1)
         clip = ck.clip_mask(np.maximum(hi, lo), n, stuck, flat)
         line = np.zeros_like(flat)
         if self.basis is not None and self.n_band:
-            power = np.abs(g["coef"].sum(axis=1, dtype=np.complex128)) ** 2  # (windows, channels, bins)
-            nyq2 = g["nyq"].sum(axis=1, dtype=np.float64) ** 2 if self.even else 0.0
+            power = self._window_sums("coef", rows)
+            power = power.real**2 + power.imag**2  # (windows, channels, bins)
+            nyq2 = self._window_sums("nyq", rows) ** 2 if self.even else 0.0
             # Parseval over the one-sided spectrum of the mean-removed window, minus the bins below 0.5 Hz.
             total = (n * m2 + nyq2) / 2 - power[..., : self.n_low].sum(axis=-1) + 1e-12
             line = power[..., self.n_low :].sum(axis=-1) / total > ck.LINE_FRACTION
         return ck.verdicts(nonfinite, flat, clip, np.asarray(line))
+
+    def _window_sums(self, key: str, rows: slice) -> np.ndarray:
+        """Sum of a running-summed statistic over each window's segments: a difference of two rows."""
+        run = self.stats[key]
+        return run[rows.start + self.n_win : rows.stop + self.n_win : rows.step] - run[rows]

@@ -244,16 +244,17 @@ class Outbox:
         return await loop.run_in_executor(self._executor, fn, *args)
 
     # ----- writing ---------------------------------------------------------------------
-    def _append(self, patient: str, topic: str, payload: dict[str, Any]) -> tuple[int, str]:
+    def _append(self, patient: str, items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str]]:
+        """Journal (topic, payload) events of one patient in one transaction; (seq, body) of each."""
         try:
             if self._seq_dirty:
                 self._flush_spill()
-            return self._insert(patient, topic, payload)
+            return self._insert(patient, items)
         except sqlite3.OperationalError as exc:  # disk full, I/O error: detection must go on
-            return self._spill_one(patient, topic, payload, exc)
+            return [self._spill_one(patient, topic, payload, exc) for topic, payload in items]
         except sqlite3.DatabaseError as exc:  # corruption found while running: quarantine, continue
             self._quarantine(exc)
-            return self._insert(patient, topic, payload)
+            return self._insert(patient, items)
 
     def _spill_one(self, patient: str, topic: str, payload: dict[str, Any], exc: Exception) -> tuple[int, str]:
         seq = max(self._seq.get(patient, 0), self._seq_floor) + 1
@@ -282,51 +283,39 @@ class Outbox:
         log.warning("outbox journal writable again; events held in memory journaled",
                     extra={"path": self.path, "events": len(rows)})
 
-    def _insert(self, patient: str, topic: str, payload: dict[str, Any]) -> tuple[int, str]:
+    def _insert(self, patient: str, items: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, str]]:
         assert self._db is not None
-        seq = max(self._seq.get(patient, 0), self._seq_floor) + 1
-        body = json.dumps({**payload, "seq": seq}, separators=(",", ":"))
-        with self._db:  # one transaction: the event and the sequence it used, fsync'd together
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
-                (patient, seq, topic, body, time.time()),
-            )
-            self._db.execute("INSERT INTO sequences (patient, last_seq) VALUES (?, ?) "
-                             "ON CONFLICT (patient) DO UPDATE SET last_seq = excluded.last_seq", (patient, seq))
-        self._seq[patient] = seq
-        return seq, body
-
-    async def append(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
-        """Journal one event (fsync'd); returns its sequence number."""
-        seq, _ = await self._run(self._append, patient, topic, payload)
-        return seq
-
-    def append_sync(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
-        return self._executor.submit(self._append, patient, topic, payload).result()[0]
-
-    def _append_many(self, patient: str, topic: str, payloads: list[dict[str, Any]]) -> list[int]:
-        """Bulk journaling in one transaction (tests and benchmarks build big backlogs with it)."""
-        assert self._db is not None
-        seqs: list[int] = []
         seq = max(self._seq.get(patient, 0), self._seq_floor)
         now = time.time()
         rows = []
-        for p in payloads:
+        for topic, payload in items:
             seq += 1
-            seqs.append(seq)
-            rows.append((patient, seq, topic, json.dumps({**p, "seq": seq}, separators=(",", ":")), now))
-        with self._db:
+            rows.append((patient, seq, topic, json.dumps({**payload, "seq": seq}, separators=(",", ":")), now))
+        with self._db:  # one transaction: the events and the sequence they used, fsync'd together
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",
                                  rows)
             self._db.execute("INSERT INTO sequences (patient, last_seq) VALUES (?, ?) "
                              "ON CONFLICT (patient) DO UPDATE SET last_seq = excluded.last_seq", (patient, seq))
         self._seq[patient] = seq
-        return seqs
+        return [(r[1], r[3]) for r in rows]
+
+    async def append(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
+        """Journal one event (fsync'd); returns its sequence number."""
+        return (await self.append_all(patient, [(topic, payload)]))[0]
+
+    async def append_all(self, patient: str, items: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Journal several (topic, payload) events at once, in order, in one fsync'd transaction;
+        returns their sequence numbers."""
+        return [seq for seq, _ in await self._run(self._append, patient, items)]
+
+    def append_sync(self, patient: str, topic: str, payload: dict[str, Any]) -> int:
+        return self._executor.submit(self._append, patient, [(topic, payload)]).result()[0][0]
 
     def append_many_sync(self, patient: str, topic: str, payloads: list[dict[str, Any]]) -> list[int]:
-        return self._executor.submit(self._append_many, patient, topic, payloads).result()
+        """Many events on one topic in one transaction (tests and benchmarks build big backlogs with it)."""
+        items = [(topic, p) for p in payloads]
+        return [seq for seq, _ in self._executor.submit(self._append, patient, items).result()]
 
     # ----- delivery --------------------------------------------------------------------
     def _pending(self, patient: str, after_id: int, limit: int) -> list[OutboxRow]:

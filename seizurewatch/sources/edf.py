@@ -48,7 +48,10 @@ class EdfReplaySource:
             start_wall = time.monotonic()
             pos = 0
             while pos < rec.header.n_samples:
-                data = await asyncio.to_thread(self._timed_read, rec, pos, chunk)
+                if fast:  # the pipeline waits for every block anyway; a reader thread would only contend
+                    data = self._timed_read(rec, pos, chunk)  # with the event loop for the GIL pyedflib holds
+                else:
+                    data = await asyncio.to_thread(self._timed_read, rec, pos, chunk)
                 n = data.shape[1]
                 if not fast:
                     # A device delivers a block when its last sample exists.
