@@ -33,6 +33,8 @@ from seizurewatch.types import Block, Gap, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
+MAX_BLOCKS_IN_FLIGHT = 2
+
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
 
 
@@ -234,9 +236,11 @@ class StreamPipeline:
             raise RuntimeError(f"quality verdicts ({len(verdicts)}) out of step with windows ({len(windows)})")
         if self.metrics:
             self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
-        await self._settle()  # the previous block's windows are decided before this block's
         if windows:
             self._submit(windows, verdicts)  # one hand-over; the model's thread runs it in cache-sized chunks
+        # Two blocks may be in the model's hands at once (it never waits for the loop, nor the loop for it,
+        # when their per-block times jitter); beyond that the loop waits, so memory and lag stay bounded.
+        await self._settle(keep=MAX_BLOCKS_IN_FLIGHT)
 
     def _reset_rings(self, t_next: float) -> None:
         assert self.ring and self.quality
@@ -251,13 +255,13 @@ class StreamPipeline:
         self.times.buffer += time.perf_counter() - t0
         self._in_flight.append(_Batch(windows, verdicts, usable, result))
 
-    async def _settle(self, only_ready: bool = False) -> None:
-        """Quality events, probabilities and decisions of the batches in flight, in order: all of them,
-        or (``only_ready``) those the model has finished, without waiting. Their events go out together
+    async def _settle(self, only_ready: bool = False, keep: int = 0) -> None:
+        """Quality events, probabilities and decisions of the batches in flight, oldest first, until ``keep``
+        remain, or (``only_ready``) until one the model has not finished. Their events go out together
         (one journal transaction), in order."""
         events: list[Event] = []
         decided_to: float | None = None
-        while self._in_flight:
+        while len(self._in_flight) > keep:
             if only_ready and self._in_flight[0].result is not None and not self._in_flight[0].result.done():
                 break
             b = self._in_flight.popleft()

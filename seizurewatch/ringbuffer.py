@@ -4,9 +4,10 @@ Windows are read-only views into the buffer, never copies: a 30 s window every 1
 otherwise copy each sample 30 times. Samples are appended after the newest one; when the
 buffer is full its last ``window`` samples move to a freshly allocated buffer, so memory
 already handed out in a window is never written again and a window stays valid as long as
-it is referenced. Memory is one (channels, window + slack) float32 array per stream, whatever
-the block sizes (a larger block is consumed piece by piece). ``as_batch`` turns consecutive
-windows into the (windows, channels, samples) batch the model takes, still without a copy.
+it is referenced. Memory is one (channels, window + slack) float32 array per stream: the slack is
+8 hops, and grows to fit the largest block seen, up to two windows (a larger block is consumed
+piece by piece). ``as_batch`` turns consecutive windows into the (windows, channels, samples)
+batch the model takes, still without a copy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from seizurewatch.types import Window
 
-MAX_SLACK_HOPS = 8  # room for this many hops after a full window before the buffer is renewed
+SLACK_HOPS = 8  # room for this many hops after a full window before the buffer is renewed
+MAX_SLACK_WINDOWS = 2  # the room grows to fit the largest block seen (a replay at speed max), up to this
 
 
 class RingBuffer:
@@ -23,8 +25,9 @@ class RingBuffer:
         if window < 1 or hop < 1:
             raise ValueError("window and hop must be >= 1 sample")
         self.n_channels, self.window, self.hop, self.rate = n_channels, window, hop, rate
-        # Slack: several hops (a replay hands over 8 s blocks), never more than a window's worth.
-        self.capacity = window + max(1, min(MAX_SLACK_HOPS * hop, window))
+        # Slack: several hops (a live stream's blocks are far smaller), never more than a window's worth.
+        self.capacity = window + max(1, min(SLACK_HOPS * hop, window))
+        self.max_capacity = window + max(self.capacity - window, MAX_SLACK_WINDOWS * window)
         self.buf = np.zeros((n_channels, self.capacity), dtype=np.float32)
         self.end = 0  # columns in use; the newest sample is at end - 1
         self.filled = 0  # valid samples since the reset, up to ``window``
@@ -51,7 +54,10 @@ class RingBuffer:
             raise ValueError(f"block has {block.shape[0]} channels, buffer has {self.n_channels}")
         out: list[Window] = []
         pos, n = 0, block.shape[1]
-        if self.end + n > self.capacity and self.filled + n <= self.capacity:
+        if self.filled + n > self.capacity and self.capacity < self.max_capacity:
+            self.capacity = min(self.window + n, self.max_capacity)  # grow to fit blocks this size from now on
+            self._renew()
+        elif self.end + n > self.capacity and self.filled + n <= self.capacity:
             self._renew()  # now rather than halfway: the block's windows then share one buffer (one batch view)
         while pos < n:
             if self.end == self.capacity:
@@ -72,7 +78,7 @@ class RingBuffer:
     def _renew(self) -> None:
         """Carry the newest ``filled`` samples into a new buffer; the old one lives on in its windows."""
         keep = self.filled
-        fresh = np.empty_like(self.buf)
+        fresh = np.empty((self.n_channels, self.capacity), dtype=np.float32)
         fresh[:, :keep] = self.buf[:, self.end - keep : self.end]
         self.buf, self.end = fresh, keep
 

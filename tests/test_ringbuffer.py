@@ -50,11 +50,19 @@ def test_reset_starts_over_at_new_time():
     assert w.t_end == 101.0 and w.t_start == 100.0
 
 
-def test_memory_is_one_window_and_a_few_hops_whatever_the_block():
-    rb = RingBuffer(23, 7680, 256, 256.0)
-    wins = rb.push(np.zeros((23, 100_000), np.float32))
-    assert len(wins) == (100_000 - 7680) // 256 + 1
-    assert rb.buf.nbytes == 23 * (7680 + 8 * 256) * 4
+def test_memory_is_a_window_plus_room_for_the_largest_block_at_most_two_windows_more():
+    live = RingBuffer(23, 7680, 256, 256.0)
+    for _ in range(200):  # a live stream's small blocks: one window and 8 hops
+        live.push(np.zeros((23, 64), np.float32))
+    assert live.buf.nbytes == 23 * (7680 + 8 * 256) * 4
+    replay = RingBuffer(23, 7680, 256, 256.0)
+    replay.push(np.zeros((23, 7680), np.float32))
+    wins = replay.push(np.arange(23 * 7680, dtype=np.float32).reshape(23, 7680))  # 30 s blocks at speed max
+    assert replay.buf.shape[1] == 2 * 7680  # grown to fit the block: its 30 windows lie in one buffer
+    assert len(wins) == 30 and np.shares_memory(as_batch(wins), wins[0].data)
+    wins = replay.push(np.zeros((23, 100_000), np.float32))
+    assert len(wins) == 100_000 // 256
+    assert replay.buf.shape[1] == 3 * 7680  # never more than two windows of room, whatever the block
 
 
 def test_windows_are_read_only_views_that_later_pushes_never_overwrite():

@@ -12,6 +12,9 @@ import numpy as np
 from seizurewatch.edfio import EdfRecording
 from seizurewatch.types import Annotation, Block, Gap, StreamStatus
 
+# At speed max: a window's worth of windows per hand-over to the model (fewer, longer turns for its thread).
+FAST_CHUNK_S = 30.0
+
 
 class EdfReplaySource:
     def __init__(self, path: str, speed: float | str = 1.0, chunk_s: float = 0.25, loop: bool = False) -> None:
@@ -41,7 +44,7 @@ class EdfReplaySource:
         assert self._rec is not None, "open() first"
         rec = self._rec
         fast = self.speed == "max"
-        chunk_s = max(self.chunk_s, 8.0) if fast else self.chunk_s
+        chunk_s = max(self.chunk_s, FAST_CHUNK_S) if fast else self.chunk_s
         chunk = max(1, int(round(chunk_s * self.rate)))
         offset_t = 0.0
         while True:
