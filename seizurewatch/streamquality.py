@@ -78,7 +78,7 @@ class StreamingQuality:
         self.next_end = self.n_win  # segment index just past the next window
         self.stats: dict[str, np.ndarray] = {}
         self.last: np.ndarray | None = None  # the previous sample, for repeat runs across pushes
-        self.run = np.zeros(self.n_channels, np.int64)  # repeats ending at that sample
+        self.tail = np.zeros((self.n_channels, self.checker.run_diffs - 1), bool)  # the last repeat flags
 
     def push(self, raw: np.ndarray) -> list[QualityVerdict]:
         """(channels, n) unfiltered samples; the verdicts of the windows they complete, oldest first."""
@@ -140,16 +140,18 @@ class StreamingQuality:
         one lie wholly inside it (what a window starting at this segment sees)."""
         k, seg = self.checker.run_diffs, self.seg
         prev = x[:, :1] if self.last is None else self.last[:, None]
-        eq = QualityChecker.repeats(np.concatenate((prev, x[:, :-1]), axis=1), x)
+        eq = QualityChecker.repeats(np.concatenate((prev, x[:, :-1]), axis=1), x)  # eq[p]: x[p] repeats x[p-1]
         if self.last is None:
             eq[:, 0] = False  # no sample before the first one since the reset
-        idx = np.arange(x.shape[1])
-        # Run length at p = p - (last position <= p that broke the run); the carried run extends into x.
-        broke = np.maximum.accumulate(np.where(eq, -1 - self.run[:, None], idx[None, :]), axis=1)
-        length = (idx[None, :] - broke).reshape(self.n_channels, n_full, seg)
-        self.last, self.run = x[:, -1].copy(), length[:, -1, -1].copy()
-        long = length >= k
-        inside = long & (np.arange(seg) >= k)  # the run's samples all lie within this segment
+        ext = np.concatenate((self.tail, eq), axis=1)  # with the flags of the previous push's last samples
+        self.last, self.tail = x[:, -1].copy(), ext[:, ext.shape[1] - (k - 1):]
+        run, covered = ext, 1  # invariant: run[i] == all of ext[i : i + covered]; doubling ANDs
+        while covered < k:
+            step = min(covered, k - covered)
+            run = run[:, :-step] & run[:, step:]
+            covered += step
+        long = run.reshape(self.n_channels, n_full, seg)  # long[p]: the k repeats up to sample p all hold
+        inside = long[:, :, k:]  # the run's samples all lie within this segment
         return np.asarray(long.any(axis=2).T), np.asarray(inside.any(axis=2).T)
 
     def _append(self, st: dict[str, np.ndarray]) -> None:
@@ -173,7 +175,10 @@ class StreamingQuality:
         rows = slice(first, first + len(ends) * self.n_hop, self.n_hop)
 
         def win(key: str) -> np.ndarray:  # (windows, channels[, ...], segments): a view
-            return np.lib.stride_tricks.sliding_window_view(self.stats[key], w, axis=0)[rows]
+            v = self.stats[key][first:]
+            return np.lib.stride_tricks.as_strided(
+                v, (len(ends), *v.shape[1:], w), (self.n_hop * v.strides[0], *v.strides[1:], v.strides[0]),
+                writeable=False)
 
         nonfinite = np.asarray(~win("finite").all(axis=-1))
         means = win("mean")
