@@ -75,7 +75,7 @@ def run(quick: bool) -> dict[str, Any]:
     folder = workdir() / "outbox"
     folder.mkdir(parents=True, exist_ok=True)
     n_write = 200 if quick else 2000
-    n_drain = 2000 if quick else 10_000
+    n_drain = 2000 if quick else 6000
     log(f"outbox: journal write cost over {n_write} appends")
     costs = asyncio.run(_write_cost(folder / "write.sqlite3", n_write))
     pct = percentiles([c * 1e6 for c in costs])

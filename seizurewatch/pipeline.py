@@ -2,9 +2,10 @@
 
 The source runs in its own task and hands items over a bounded queue, so a replay at
 ``speed=max`` is paced by inference (backpressure) and a live source never waits on it.
-The model runs in its own thread: while it classifies one block's windows the event loop
-already prepares the next block, and each batch is decided on as soon as the model finishes
-it (on a live stream the overlap never delays an alarm).
+The model runs in its own thread: a block's windows go to it in one hand-over, and while it
+classifies them the event loop already prepares the next block (up to two blocks in its hands).
+Each batch is decided on as soon as the model finishes it, so on a live stream the overlap never
+delays an alarm; the events of what is decided together are journaled together, in order.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from seizurewatch.types import Block, Gap, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
-MAX_BLOCKS_IN_FLIGHT = 2
+MAX_BLOCKS_IN_FLIGHT = 2  # blocks handed to the model and not yet decided on, beyond which the loop waits
 
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
 

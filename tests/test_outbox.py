@@ -37,6 +37,28 @@ def test_seq_per_patient_strictly_increasing_and_survives_restart(tmp_path):
     box.close_sync()
 
 
+def test_a_batch_of_events_is_journaled_in_order_with_its_topics_in_one_transaction(tmp_path):
+    import asyncio
+
+    box = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+    box.append_sync("bed1", TOPIC, ev(0))
+    fault = "seizurewatch/bed1/fault"
+    batch = [(fault, ev(1)), (TOPIC, ev(2)), (fault, ev(3))]
+
+    async def journal() -> tuple[list[int], list]:
+        seqs = await box.append_all("bed1", batch)
+        return seqs, await box.pending("bed1")
+
+    statements: list[str] = []
+    box._db.set_trace_callback(statements.append)  # type: ignore[union-attr]  # what the journal runs
+    seqs, pending = asyncio.run(journal())
+    assert seqs == [2, 3, 4]
+    assert [(r.seq, r.topic, json.loads(r.payload)["t"]) for r in pending] == [
+        (1, TOPIC, 0.0), (2, fault, 1.0), (3, TOPIC, 2.0), (4, fault, 3.0)]
+    assert sum(st.strip().upper() == "COMMIT" for st in statements) == 1  # one fsync'd commit for the three
+    box.close_sync()
+
+
 def test_journal_is_wal_with_full_sync(tmp_path):
     path = tmp_path / "j.sqlite3"
     Outbox.open_sync(str(path)).close_sync()
