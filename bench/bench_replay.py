@@ -118,7 +118,8 @@ def compare(name: str, edf: Path, model: Path, what: str, repeats: int,
     all_runs = ", ".join(f"{r['signal_s'] / r['run_s']:.0f}x" for r in runs)
     setup = (f"{what}; replay --speed max through Daemon(publish=False), the model run {best['chunk']} windows "
              f"at a time (max_batch 64, 1.5 MiB input per call), events {best['events']}, torch threads "
-             f"{best['threads']}; best of {len(runs)} (all runs: {all_runs}); excludes start-up (model load, file open)")
+             f"{best['threads']}; best of {len(runs)} (all runs: {all_runs}); "
+             "excludes start-up (model load, file open)")
     figs = {
         f"{name}.pipeline_x_realtime": figure(best["signal_s"] / best["run_s"], "x real time", setup,
                                              signal_s=round(best["signal_s"], 1), run_s=round(best["run_s"], 3),
