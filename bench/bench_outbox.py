@@ -93,7 +93,8 @@ def run(quick: bool) -> dict[str, Any]:
             d = asyncio.run(_drain(folder, broker, n_drain, inflight))
             figures[f"backlog_drain_inflight{inflight}"] = figure(
                 d["rate"], "events/s",
-                f"{n_drain} events (~{len(json.dumps(PAYLOAD))} B JSON) journaled while Mosquitto 127.0.0.1 was "
+                f"{n_drain} events (~{len(json.dumps(PAYLOAD))} B JSON) journaled while Mosquitto 127.0.0.1 "
+                "(set_tcp_nodelay true) was "
                 f"down, then drained by one PatientLink (QoS 1, marked delivered per window after PUBACK, "
                 f"max_inflight={inflight}) from connect to an empty outbox", seconds=round(d["seconds"], 3),
                 rss_growth_mb=round(d["rss_growth_mb"], 1))

@@ -280,8 +280,9 @@ class Mosquitto:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self.conf = folder / f"mosquitto-{self.port}.conf"
+        # set_tcp_nodelay: PUBACKs leave at once, as the README advises for a broker serving seizurewatch
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "log_dest stderr\nlog_type error\n")
+                             "set_tcp_nodelay true\nlog_dest stderr\nlog_type error\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:

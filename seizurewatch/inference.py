@@ -85,6 +85,9 @@ class Predictor:
         if model.kind == "torchscript":
             with quiet_torchscript():
                 self._chunked = torch.jit.script(_Chunked(model.module))
+        # torch warns that a read-only array's tensor could be written through; ours are only read (copied
+        # chunk by chunk). A filter installed once: catch_warnings on every call would not be thread-safe.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def _timed(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
@@ -93,9 +96,7 @@ class Predictor:
         ``batch`` may be a read-only strided view of overlapping windows: torch wraps it without a copy,
         and only contiguous copies of its chunks reach the model."""
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-            x = torch.from_numpy(batch if batch.dtype == np.float32 else batch.astype(np.float32))
+        x = torch.from_numpy(batch if batch.dtype == np.float32 else batch.astype(np.float32))
         with torch.inference_mode():
             if self._chunked is not None:
                 out = self._chunked(x, self.chunk)

@@ -223,3 +223,44 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
     assert 0 < stopped_with < n, "the broker was not stopped mid-drain"
     assert reconnects >= 1
     assert [e["seq"] for e in events(out)] == list(range(1, n + 1))
+
+
+def test_the_link_sends_without_nagle_delay(mosquitto, tmp_path):
+    """TCP_NODELAY on the daemon's broker connection: a window of small QoS 1 publishes is not held back
+    waiting for a delayed ACK (measured: the backlog drain at max_inflight 20 went from 530 to 961 events/s,
+    4,739 with the broker's set_tcp_nodelay)."""
+    import os
+    import socket
+
+    def broker_sockets() -> list[socket.socket]:
+        found = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                s = socket.socket(fileno=os.dup(int(name)))
+            except OSError:
+                continue
+            try:
+                if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and s.getpeername()[1] == mosquitto.port:
+                    found.append(s)
+                    continue
+            except OSError:
+                pass
+            s.close()
+        return found
+
+    async def main() -> list[int]:
+        box = Outbox.open_sync(str(tmp_path / "nd.sqlite3"))
+        link = PatientLink(MqttConfig(url=mosquitto.url), box, "bed3")
+        runner = asyncio.create_task(link.run())
+        await asyncio.wait_for(link.connected.wait(), 10)
+        socks = broker_sockets()
+        flags = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks]
+        for s in socks:
+            s.close()
+        link.close()
+        await asyncio.wait_for(runner, 30)
+        await box.close()
+        return flags
+
+    flags = asyncio.run(main())
+    assert len(flags) == 1 and flags[0] != 0
