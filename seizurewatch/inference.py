@@ -64,7 +64,7 @@ def batch_size(window_shape: tuple[int, ...], max_batch: int) -> int:
 
 
 class _Chunked(torch.nn.Module):
-    """Runs a scripted model over a batch in chunks of ``step`` windows, without Python in between."""
+    """Runs the model over a batch in chunks of ``step`` windows, each made contiguous (a copy of a view)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -81,10 +81,10 @@ class Predictor:
         self.model = model
         self.meta = model.meta
         self.chunk = batch_size((len(model.meta.preprocess.channels), model.meta.window_samples), max_batch)
-        self._chunked: torch.jit.ScriptModule | None = None
-        if model.kind == "torchscript":
+        self._run: torch.nn.Module = _Chunked(model.module)
+        if model.kind == "torchscript":  # the chunk loop as TorchScript too: no GIL between chunks
             with quiet_torchscript():
-                self._chunked = torch.jit.script(_Chunked(model.module))
+                self._run = torch.jit.script(self._run)
         # torch warns that a read-only array's tensor could be written through; ours are only read (copied
         # chunk by chunk). A filter installed once: catch_warnings on every call would not be thread-safe.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
@@ -98,10 +98,7 @@ class Predictor:
         t0 = time.perf_counter()
         x = torch.from_numpy(batch if batch.dtype == np.float32 else batch.astype(np.float32))
         with torch.inference_mode():
-            if self._chunked is not None:
-                out = self._chunked(x, self.chunk)
-            else:
-                out = torch.cat([self.model.module(c.contiguous()) for c in x.split(self.chunk)])
+            out = self._run(x, self.chunk)
         return out.detach().numpy().astype(np.float64), time.perf_counter() - t0
 
     def submit(self, batch: np.ndarray) -> asyncio.Future[tuple[np.ndarray, float]]:

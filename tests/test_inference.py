@@ -87,7 +87,7 @@ class _Scribbler(torch.nn.Module):
 def test_a_model_writing_into_its_input_never_touches_the_ring(tmp_path, suffix):
     path = tmp_path / f"scribbler{suffix}"
     save_model(_Scribbler(), _meta(), path, torch.zeros(2, 3, WINDOW))
-    ring, windows = _ring_windows(5)
+    _, windows = _ring_windows(5)
     before = np.stack([w.data.copy() for w in windows])
     got = _run(Predictor(load_model(path), max_batch=2), as_batch(windows))
     after = np.stack([w.data for w in windows])
