@@ -120,6 +120,7 @@ class Daemon:
             link.wake()
         for (_, payload), seq in zip(items, seqs):
             payload["seq"] = seq
+            payload["epoch"] = self.outbox.epoch
             for sink in self.payload_sinks:
                 sink(payload)
 

@@ -26,3 +26,8 @@ def demo_recording_path() -> Path:
 
 def lsl_loopback_config_path() -> Path:
     return _data(LSL_LOOPBACK)
+
+
+def alarm_schema_path() -> Path:
+    """The JSON Schema of every MQTT payload (the same file as docs/alarm.schema.json)."""
+    return _data("alarm.schema.json")

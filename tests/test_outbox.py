@@ -33,7 +33,8 @@ def test_seq_per_patient_strictly_increasing_and_survives_restart(tmp_path):
     assert box.append_sync("bed1", TOPIC, ev(3)) == 4
     rows = box.all_rows_sync("bed1")
     assert [r[0] for r in rows] == [1, 2, 3, 4]
-    assert json.loads(rows[-1][1]) == {**ev(3), "seq": 4}
+    assert json.loads(rows[-1][1]) == {**ev(3), "seq": 4, "epoch": box.epoch}
+    assert box.epoch.endswith(".2")  # the second opening of this journal
     box.close_sync()
 
 

@@ -22,6 +22,9 @@ from seizurewatch.events import Context, to_payload
 CTX = Context("bed1", "dog1-convnet", "a" * 64, "youden")
 
 
+EPOCH = "0123456789abcdef.1"
+
+
 def test_schema_is_valid_draft_2020_12():
     assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     type(VALIDATOR).check_schema(SCHEMA)
@@ -33,7 +36,7 @@ def test_fault_lifecycle_payloads_validate():
     evs += faults.set("flatline", True, 12.0, ("c001", "c002"), "flatline on c001, c002")
     evs += faults.set("flatline", False, 20.0)
     evs += faults.instant("stream_gap", 30.0, "1.5 s without samples", 1.5)
-    payloads = [to_payload(e, CTX, seq=i + 1, wall_time=1.7e9) for i, e in enumerate(evs)]
+    payloads = [{**to_payload(e, CTX, seq=i + 1, wall_time=1.7e9), "epoch": EPOCH} for i, e in enumerate(evs)]
     assert [p["event"] for p in payloads] == ["start", "update", "end", "start", "end"]
     for p in payloads:
         validate(p)
@@ -41,6 +44,8 @@ def test_fault_lifecycle_payloads_validate():
 
 @pytest.mark.parametrize("mutate, why", [
     (lambda p: p.pop("seq"), "seq missing"),
+    (lambda p: p.pop("epoch"), "epoch missing"),
+    (lambda p: p.update(epoch="0123456789abcdef"), "epoch without its incarnation"),
     (lambda p: p.update(seq=0), "seq must be >= 1"),
     (lambda p: p.update(probability=1.5), "probability above 1"),
     (lambda p: p.update(event="begin"), "unknown phase"),
@@ -53,6 +58,7 @@ def test_schema_rejects_malformed_alarm(mutate, why):
 
     good = to_payload(Event("alarm", "start", "0123456789abcdef", 66.0, 0.59, 0.443, started_t=66.0,
                             peak_probability=0.59), CTX, seq=17, wall_time=1.7e9)
+    good["epoch"] = EPOCH
     validate(good)
     bad = copy.deepcopy(good)
     mutate(bad)

@@ -19,6 +19,7 @@ from seizurewatch.decision import FaultTracker
 from seizurewatch.events import Context, Event, to_payload
 
 CTX = Context("bed3", "dog1-convnet", "b" * 64, "youden")
+EPOCH = "00000000000000e1.1"
 
 
 def lifecycle() -> list[dict]:
@@ -26,7 +27,7 @@ def lifecycle() -> list[dict]:
            Event("alarm", "update", "00000000000000a1", 71.0, 0.64, 0.443, started_t=66.0, peak_probability=0.64)]
     evs += FaultTracker().set("flatline", True, 72.0, ("c003",), "flatline on c003")
     evs.append(Event("alarm", "end", "00000000000000a1", 118.0, 0.2, 0.443, started_t=66.0, peak_probability=0.97))
-    return [to_payload(e, CTX, seq=i + 1, wall_time=1.7e9 + i) for i, e in enumerate(evs)]
+    return [{**to_payload(e, CTX, seq=i + 1, wall_time=1.7e9 + i), "epoch": EPOCH} for i, e in enumerate(evs)]
 
 
 async def publish(port: int, payloads: list[dict], resend: bool = True) -> None:

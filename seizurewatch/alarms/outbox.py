@@ -2,8 +2,19 @@
 published, and marked delivered only when the broker acknowledged it (QoS 1 PUBACK).
 
 Sequence numbers are per patient, strictly increasing, and survive restarts (they live in
-their own table, so pruning delivered rows never rewinds them), so subscribers can
-de-duplicate on ``(patient, seq)``: delivery is at-least-once.
+their own table, so pruning delivered rows never rewinds them). Every payload also carries the
+journal's ``epoch``, ``<journal id>.<incarnation>``: a random id given to the journal when it is
+created and a counter raised (fsync'd) each time it is opened. Subscribers de-duplicate on
+``(patient, epoch, seq)``, which never repeats: not when the journal is deleted (new id), nor
+when events held in memory on a full disk never reached the ``sequences`` table and their
+numbers are issued again by the next run (next incarnation). Delivery is at-least-once.
+
+One journal, one daemon: the journal is locked (``<path>.lock``, flock) while open; a second
+instance refuses to start and names the first one's PID. The journal and its lock are created
+0600 (0640 in a setgid folder, whose group is then the journal's readers).
+
+Alarms and faults the journal shows as open (a start without an end: the daemon was killed
+or crashed during them) are ended at the next open, with the reason in ``extra.end_reason``.
 
 A corrupt journal is moved aside (``<path>.corrupt-<time>``), its undelivered events are
 salvaged when they can still be read, and a fresh journal continues with sequence numbers
@@ -15,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import stat
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +68,8 @@ MIN_FREE_BYTES = 1 << 20  # refuse to start with less than 1 MiB free next to th
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 5000
 SPILL_ID_BASE = 1 << 62  # ids of events held in memory while the journal cannot be written
+INTERRUPTED = ("the daemon stopped without ending it (killed, crashed or power lost); ended when it started "
+               "again, so the true end time is unknown")
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,15 @@ class Outbox:
         self._spill: dict[int, tuple[str, int, str, str, float, float | None]] = {}  # ..., created, delivered
         self._spill_next = SPILL_ID_BASE
         self._seq_dirty = False  # sequences advanced in memory only (spilled events)
+        self.journal_id = uuid.uuid4().hex[:16]  # replaced by the journal's own when it has one
+        self.incarnation = 1
+        self._lock_fd: int | None = None
+        self.closed_at_open = 0  # alarms/faults left open by an unclean exit, ended at open
+
+    @property
+    def epoch(self) -> str:
+        """``<journal id>.<incarnation>``, stamped on every payload journaled by this instance."""
+        return f"{self.journal_id}.{self.incarnation}"
 
     # ----- lifecycle -------------------------------------------------------------------
     @classmethod
@@ -91,6 +116,7 @@ class Outbox:
         try:
             box._executor.submit(box._open).result()
         except BaseException:
+            box._executor.submit(box._unlock).result()
             box._executor.shutdown(wait=False)
             raise
         return box
@@ -98,15 +124,107 @@ class Outbox:
     def _open(self) -> None:
         if self.path != ":memory:":
             self._check_folder()
+            self._lock()
+            self._create_private(self.path)
         try:
             self._db = self._connect()
             self._check_integrity()
             self._db.executescript(SCHEMA)
+            self._load_identity()
             self._load_sequences()
         except sqlite3.OperationalError as exc:
             raise ConfigError(f"outbox.path: cannot write journal {self.path} ({exc})") from None
         except sqlite3.DatabaseError as exc:
             self._quarantine(exc)
+        self._close_interrupted()
+
+    def _file_mode(self) -> int:
+        folder = Path(self.path).parent
+        return 0o640 if folder.stat().st_mode & stat.S_ISGID else 0o600
+
+    def _create_private(self, path: str) -> None:
+        """Create ``path`` (empty: SQLite takes an empty file for an empty database) readable by the
+        daemon only, or tighten an existing one that others can read."""
+        mode = self._file_mode()
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode))
+        except FileExistsError:
+            current = stat.S_IMODE(os.stat(path).st_mode)
+            if current & 0o007:
+                os.chmod(path, mode)
+                log.warning("outbox journal was readable by other users; made it private",
+                            extra={"path": path, "was": oct(current), "now": oct(mode)})
+        except OSError as exc:
+            raise ConfigError(f"outbox.path: cannot create {path} ({exc.strerror})") from None
+
+    def _lock(self) -> None:
+        """One journal, one daemon: hold an exclusive flock on ``<path>.lock`` (released by the kernel
+        if we die); a second instance gets a ConfigError naming the first one's PID."""
+        lock_path = f"{self.path}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, self._file_mode())
+        except OSError as exc:
+            raise ConfigError(f"outbox.path: cannot create the lock {lock_path} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"outbox.path: journal {self.path} is in use by another seizurewatch (PID {other}); "
+                              "stop that one, or give this one its own outbox.path") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock; the file stays (removing it would race a newcomer)
+            self._lock_fd = None
+
+    def _load_identity(self) -> None:
+        """The journal's id (created once) and this opening's incarnation (raised, fsync'd, every time)."""
+        assert self._db is not None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+        with self._db:
+            self._db.execute("BEGIN")
+            if row is None:
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?)", (self.journal_id,))
+            else:
+                self.journal_id = str(row[0])
+            inc = self._db.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
+            self.incarnation = (int(inc[0]) if inc else 0) + 1
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('incarnation', ?)",
+                             (str(self.incarnation),))
+
+    def _close_interrupted(self) -> None:
+        """End what the journal shows as open: the last event of each alarm/fault id is not an ``end``."""
+        assert self._db is not None
+        try:
+            rows = self._db.execute(
+                "SELECT e.patient, e.topic, e.payload FROM events e JOIN ("
+                " SELECT MAX(id) AS id FROM events WHERE json_valid(payload)"
+                " AND json_extract(payload, '$.kind') IN ('alarm', 'fault')"
+                " AND json_type(payload, '$.alarm_id') = 'text'"
+                " GROUP BY patient, json_extract(payload, '$.kind'), json_extract(payload, '$.alarm_id')"
+                ") last ON e.id = last.id ORDER BY e.id").fetchall()
+        except sqlite3.Error as exc:
+            log.error("cannot look for alarms left open in the journal", extra={"path": self.path, "error": str(exc)})
+            return
+        now = round(time.time(), 4)
+        by_patient: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for patient, topic, body in rows:
+            last = json.loads(body)
+            if not isinstance(last, dict) or last.get("event") not in ("start", "update"):
+                continue
+            end = {k: v for k, v in last.items() if k not in ("seq", "epoch")}
+            end.update(event="end", wall_time=now,
+                       extra={**(last.get("extra") or {}), "end_reason": INTERRUPTED})
+            by_patient.setdefault(str(patient), []).append((str(topic), end))
+            log.warning("ending an open %s left by an unclean exit", last.get("kind"),
+                        extra={"patient": patient, "alarm_id": last.get("alarm_id"), "t": last.get("t")})
+        for patient, items in by_patient.items():
+            self._append(patient, items)
+            self.closed_at_open += len(items)
 
     def _check_folder(self) -> None:
         folder = Path(self.path).parent
@@ -181,12 +299,17 @@ class Outbox:
         self.quarantined = dest
         rows, highest = self._salvage(dest)
         try:
+            if self.path != ":memory:":
+                self._create_private(self.path)
             self._db = self._connect()
             self._db.executescript(SCHEMA)
         except sqlite3.Error as err:
             raise ConfigError(f"outbox.path: cannot write journal {self.path} ({err})") from None
         floor = max(int(time.time() * 1000), highest)
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', ?)", (str(floor),))
+        self.journal_id = uuid.uuid4().hex[:16]  # a new journal: a new identity (its incarnation 1)
+        self._db.execute("DELETE FROM meta WHERE key IN ('journal_id', 'incarnation')")
+        self._load_identity()
         if rows:
             with self._db:
                 self._db.execute("BEGIN")
@@ -238,6 +361,7 @@ class Outbox:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._unlock()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -252,13 +376,20 @@ class Outbox:
             return self._insert(patient, items)
         except sqlite3.OperationalError as exc:  # disk full, I/O error: detection must go on
             return [self._spill_one(patient, topic, payload, exc) for topic, payload in items]
+        except sqlite3.IntegrityError as exc:
+            # A seq already in the journal: someone else wrote to it (the lock keeps daemons out, not
+            # every tool). Not corruption: never quarantine a healthy journal; number above what is there.
+            log.error("outbox journal already holds these sequence numbers; continuing above them",
+                      extra={"path": self.path, "patient": patient, "error": str(exc)})
+            self._load_sequences()
+            return self._insert(patient, items)
         except sqlite3.DatabaseError as exc:  # corruption found while running: quarantine, continue
             self._quarantine(exc)
             return self._insert(patient, items)
 
     def _spill_one(self, patient: str, topic: str, payload: dict[str, Any], exc: Exception) -> tuple[int, str]:
         seq = max(self._seq.get(patient, 0), self._seq_floor) + 1
-        body = json.dumps({**payload, "seq": seq}, separators=(",", ":"))
+        body = json.dumps({**payload, "epoch": self.epoch, "seq": seq}, separators=(",", ":"))
         self._spill[self._spill_next] = (patient, seq, topic, body, time.time(), None)
         self._spill_next += 1
         self._seq[patient] = seq
@@ -290,7 +421,8 @@ class Outbox:
         rows = []
         for topic, payload in items:
             seq += 1
-            rows.append((patient, seq, topic, json.dumps({**payload, "seq": seq}, separators=(",", ":")), now))
+            rows.append((patient, seq, topic,
+                         json.dumps({**payload, "epoch": self.epoch, "seq": seq}, separators=(",", ":")), now))
         with self._db:  # one transaction: the events and the sequence they used, fsync'd together
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO events (patient, seq, topic, payload, created) VALUES (?, ?, ?, ?, ?)",

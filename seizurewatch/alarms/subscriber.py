@@ -1,8 +1,18 @@
-"""The caregiver side: subscribe to a patient's (or every patient's) alarms and faults,
-de-duplicate on (patient, seq) — delivery is at-least-once — and hand each event on.
+"""The caregiver side: subscribe to a patient's (or every patient's) alarms and faults, check and
+de-duplicate them, notice what was missed, and hand each event on.
 
-With a ``client_id`` the broker keeps the session (QoS 1 subscription) while the
-subscriber is away, so events published meanwhile are delivered when it comes back.
+- Every message is checked before it is believed: the payload must match docs/alarm.schema.json
+  and the patient (and kind) its topic names; anything else is logged and ignored, never fatal.
+- Delivery is at-least-once: duplicates are dropped on ``(patient, epoch, seq)``.
+- Gaps: within one journal a patient's seq has no holes, so a jump ("missed events 4-9 from
+  bed1") is reported, from events and from the ``seq`` the retained state carries.
+- An alarm is raised once per alarm id: from its start event or, when that was lost (a broker
+  without persistence restarted while this station was away), from the first update or the
+  retained ``state: alarm`` naming an alarm id not seen yet.
+
+With a ``client_id`` the broker keeps the session (QoS 1 subscription) while the subscriber is
+away, so events published meanwhile are delivered when it comes back, if the broker itself
+keeps them (``persistence true``: config/mosquitto/seizurewatch.conf).
 """
 
 from __future__ import annotations
@@ -11,24 +21,22 @@ import asyncio
 import json
 import logging
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
+import jsonschema
 
-from seizurewatch.alarms.mqtt import make_client
-from seizurewatch.alarms.security import (
-    client_kwargs,
-    connect_error_message,
-    describe_broker,
-    protocol_attempts,
-)
+from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.config import MqttConfig
-from seizurewatch.errors import BrokerError
+from seizurewatch.resources import alarm_schema_path
 
 log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 64 * 1024  # an alarm is ~600 bytes; anything this big is not ours
 
 
 def format_event(p: dict[str, Any]) -> str:
@@ -44,31 +52,176 @@ def format_event(p: dict[str, Any]) -> str:
     return f"[{who}] t={t:8.1f}s ALARM {p.get('event', '?'):6} {probs} (threshold {p.get('threshold')}){dur}"
 
 
+@lru_cache(maxsize=1)
+def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    schema = json.loads(alarm_schema_path().read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in ("alarm", "fault", "state")}
+
+
+def schema_error(leaf: str, payload: Any) -> str | None:
+    """Why ``payload`` is not a valid ``leaf`` (alarm, fault, state) message, or None."""
+    err = jsonschema.exceptions.best_match(_validators()[leaf].iter_errors(payload))
+    if err is None:
+        return None
+    where = "/".join(str(p) for p in err.absolute_path) or "payload"
+    return f"{where}: {err.message[:200]}"
+
+
 class Deduper:
-    """Remembers the last ``window`` sequence numbers per patient (bounded memory on week-long runs)."""
+    """Remembers the last ``window`` (epoch, seq) per patient (bounded memory on week-long runs)."""
 
     def __init__(self, window: int = 50_000) -> None:
         self.window = window
-        self.seen: dict[str, set[int]] = {}
-        self.order: dict[str, deque[int]] = {}
+        self.seen: dict[str, set[tuple[str, int]]] = {}
+        self.order: dict[str, deque[tuple[str, int]]] = {}
         self.duplicates = 0
 
     def fresh(self, payload: dict[str, Any]) -> bool:
         patient = str(payload.get("patient"))
-        try:
-            seq = int(payload.get("seq", -1))
-        except (TypeError, ValueError):
-            return True  # not ours to judge; pass it on
+        key = (str(payload.get("epoch")), int(payload["seq"]))
         seen = self.seen.setdefault(patient, set())
-        if seq in seen:
+        if key in seen:
             self.duplicates += 1
             return False
-        seen.add(seq)
+        seen.add(key)
         order = self.order.setdefault(patient, deque())
-        order.append(seq)
+        order.append(key)
         if len(order) > self.window:
             seen.discard(order.popleft())
         return True
+
+
+class GapTracker:
+    """Highest seq seen per (patient, journal id); a jump past it is events this station missed.
+    The first number seen of a journal is only a baseline (we cannot know what came before)."""
+
+    def __init__(self) -> None:
+        self.high: dict[tuple[str, str], int] = {}
+
+    def see(self, patient: str, epoch: str, seq: int, inclusive: bool = False) -> tuple[int, int] | None:
+        """Record ``seq``; the (first, last) missed, if any. ``inclusive``: ``seq`` itself was
+        issued before this message (a state's), so it is missed too if unseen."""
+        key = (patient, epoch.split(".")[0])
+        high = self.high.get(key)
+        self.high[key] = max(high or 0, seq)
+        if high is None:
+            return None
+        last = seq if inclusive else seq - 1
+        return (high + 1, last) if last > high else None
+
+
+class AlarmsSeen:
+    """Alarm ids already raised per patient (bounded), so each alarm is raised once."""
+
+    def __init__(self, window: int = 10_000) -> None:
+        self.ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.window = window
+
+    def first(self, patient: str, alarm_id: str) -> bool:
+        key = (patient, alarm_id)
+        if key in self.ids:
+            return False
+        self.ids[key] = None
+        if len(self.ids) > self.window:
+            self.ids.popitem(last=False)
+        return True
+
+
+@dataclass
+class Handlers:
+    """What a station does with what it receives; each may be a plain function or a coroutine function."""
+
+    on_event: Callable[[dict[str, Any]], Any]  # a fresh, valid alarm or fault event
+    on_other: Callable[[str, bytes], Any] | None = None  # status (plain text) and valid state messages
+    on_alarm: Callable[[dict[str, Any], str], Any] | None = None  # once per alarm id: (payload, "event"|"state")
+    on_missed: Callable[[str, int, int], Any] | None = None  # (patient, first seq, last seq) never received
+
+
+class Station:
+    """Checks, de-duplicates and dispatches messages from ``<prefix>/<patient>/<leaf>`` topics."""
+
+    def __init__(self, prefix: str, handlers: Handlers) -> None:
+        self.prefix = prefix
+        self.h = handlers
+        self.dedupe = Deduper()
+        self.gaps = GapTracker()
+        self.alarms = AlarmsSeen()
+        self.ignored = 0
+
+    def _ignore(self, topic: str, why: str) -> None:
+        self.ignored += 1
+        log.warning("ignoring a malformed message", extra={"topic": topic[:200], "reason": why})
+
+    def _where(self, topic: str) -> tuple[str, str] | None:
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head):].split("/")
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
+    async def handle(self, topic: str, raw: bytes) -> None:
+        where = self._where(topic)
+        if where is None:
+            return self._ignore(topic, "not a <prefix>/<patient>/<leaf> topic")
+        patient, leaf = where
+        if leaf == "status":
+            if self.h.on_other is not None:
+                await _call(self.h.on_other, topic, raw[:200])
+            return None
+        if len(raw) > MAX_PAYLOAD:
+            return self._ignore(topic, f"{len(raw)} bytes")
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._ignore(topic, "not JSON")
+        if leaf not in ("alarm", "fault", "state"):
+            return self._ignore(topic, f"unknown leaf {leaf!r}")
+        why = schema_error(leaf, payload)
+        if why is None and payload.get("patient") != patient:
+            why = f"payload names patient {str(payload.get('patient'))[:64]!r}, the topic {patient!r}"
+        if why is not None:
+            return self._ignore(topic, why)
+        if leaf == "state":
+            await self._state(topic, patient, payload, raw)
+        else:
+            await self._event(patient, payload)
+        return None
+
+    async def _missed(self, patient: str, gap: tuple[int, int] | None) -> None:
+        if gap is None:
+            return
+        log.error("missed events %d-%d from %s (the broker did not deliver them)", gap[0], gap[1], patient,
+                  extra={"patient": patient, "first": gap[0], "last": gap[1]})
+        if self.h.on_missed is not None:
+            await _call(self.h.on_missed, patient, gap[0], gap[1])
+
+    async def _event(self, patient: str, payload: dict[str, Any]) -> None:
+        if not self.dedupe.fresh(payload):
+            return
+        await self._missed(patient, self.gaps.see(patient, payload["epoch"], payload["seq"]))
+        await _call(self.h.on_event, payload)
+        if payload["kind"] == "alarm" and self.alarms.first(patient, payload["alarm_id"]) \
+                and payload["event"] != "end" and self.h.on_alarm is not None:
+            await _call(self.h.on_alarm, payload, "event")
+
+    async def _state(self, topic: str, patient: str, state: dict[str, Any], raw: bytes) -> None:
+        if "epoch" in state and "seq" in state:
+            await self._missed(patient, self.gaps.see(patient, state["epoch"], state["seq"], inclusive=True))
+        if self.h.on_other is not None:
+            await _call(self.h.on_other, topic, raw)
+        alarm_id = state.get("alarm_id")
+        if state["state"] == "alarm" and alarm_id and self.alarms.first(patient, alarm_id):
+            log.warning("alarm in progress known only from the state topic (its start event was not received)",
+                        extra={"patient": patient, "alarm_id": alarm_id})
+            if self.h.on_alarm is not None:
+                await _call(self.h.on_alarm, state, "state")
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
+    res = fn(*args)
+    if asyncio.iscoroutine(res):
+        await res
 
 
 def _identifier(client_id: str | None) -> str:
@@ -84,58 +237,35 @@ async def subscribe(
     ready: asyncio.Event | None = None,
     retries: int = 5,
     client_id: str | None = None,
+    on_alarm: Callable[[dict[str, Any], str], Any] | None = None,
+    on_missed: Callable[[str, int, int], Any] | None = None,
 ) -> None:
     """Run until cancelled. Raises BrokerError (one line naming the broker) if the broker stays
     unreachable for ``retries`` consecutive attempts, or refuses the login."""
-    kw = client_kwargs(cfg, url)
-    broker = describe_broker(kw)
-    protocols = protocol_attempts(cfg.protocol)
-    dedupe = Deduper()
-    prefix = cfg.topic_prefix
-    failures = 0
+    policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
+    station = Station(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed))
     ident = _identifier(client_id)
-    connected_once = False
+
+    async def dispatch(msg: aiomqtt.Message) -> None:
+        raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        await station.handle(str(msg.topic), raw)
+
     while True:
         try:
-            async with make_client(kw, protocols[0], persistent=client_id is not None, identifier=ident) as c:
-                if failures:
-                    log.info("subscriber reconnected", extra={"broker": broker})
-                failures = 0
-                connected_once = True
-                for leaf in ("alarm", "fault", "state", "status"):
-                    await c.subscribe(f"{prefix}/{patient}/{leaf}", qos=1)
-                if ready is not None:
-                    ready.set()
-                async for msg in c.messages:
-                    topic = str(msg.topic)
-                    raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                    if topic.endswith(("/alarm", "/fault")):
-                        try:
-                            payload = json.loads(raw)
-                        except json.JSONDecodeError:
-                            log.warning("ignoring a message that is not JSON", extra={"topic": topic})
-                            continue
-                        if isinstance(payload, dict) and dedupe.fresh(payload):
-                            res = on_event(payload)
-                            if asyncio.iscoroutine(res):
-                                await res
-                    elif on_other is not None:
-                        res = on_other(topic, raw)
-                        if asyncio.iscoroutine(res):
-                            await res
-        except aiomqtt.MqttError as exc:
-            value = getattr(getattr(exc, "rc", None), "value", None)
-            if len(protocols) > 1 and not connected_once and (
-                    value in (1, 132) or "timed out" in str(exc).lower()):  # v3-only brokers may stay mute on v5
-                protocols = protocols[1:]
-                continue
-            if isinstance(exc, MqttConnectError):
-                if value in (4, 5, 134, 135):  # bad login: retrying will not help
-                    raise BrokerError(connect_error_message(exc, kw, broker)) from None
-            failures += 1
-            if failures > retries:
-                raise BrokerError(f"{connect_error_message(exc, kw, broker)} (gave up after {retries} retries)") \
-                    from None
-            log.warning("subscriber lost the broker; retrying",
-                        extra={"broker": broker, "attempt": failures, "error": connect_error_message(exc, kw, broker)})
-            await asyncio.sleep(min(0.5 * 2**failures, 10.0))
+            async with policy.client(identifier=ident, persistent=client_id is not None) as c:
+                if policy.failures:
+                    log.info("subscriber reconnected", extra={"broker": policy.broker})
+                policy.connected()
+                async with watch(c, dispatch) as reader:
+                    for leaf in ("alarm", "fault", "state", "status"):
+                        await c.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
+                    if ready is not None:
+                        ready.set()
+                    await reader  # until the connection drops (MqttError)
+        except CONNECTION_ERRORS as exc:
+            delay = policy.failed(exc)  # BrokerError when it is time to give up
+            if delay:
+                log.warning("subscriber lost the broker; retrying",
+                            extra={"broker": policy.broker, "attempt": policy.failures,
+                                   "error": policy.message(exc)})
+                await asyncio.sleep(delay)

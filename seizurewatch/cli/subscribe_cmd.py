@@ -6,71 +6,41 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import shlex
 import sys
 from typing import Any
 
 log = logging.getLogger("seizurewatch.cli")
 
-EXEC_TIMEOUT_S = 60.0
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "subscribe", help="the caregiver side: print alarms and faults as they arrive",
         description="Subscribe to a patient's (or every patient's) alarms and faults and print them as they "
-                    "arrive. Delivery is at-least-once; duplicates are dropped by (patient, seq). Exits 3 with "
+                    "arrive. Delivery is at-least-once; duplicates are dropped by (patient, epoch, seq). Messages "
+                    "that do not match the payload schema or name another patient than their topic are logged "
+                    "and ignored. Missed events (a jump in a patient's seq) are reported, and an alarm known "
+                    "only from the retained state (its start was lost) is raised like a start. Exits 3 with "
                     "one line if the broker stays unreachable after --retries attempts or refuses the login.",
-        epilog="--exec runs CMD (split like a shell would, but never through a shell unless --exec-shell) on "
-               "each alarm start, with the payload JSON on stdin and in SEIZUREWATCH_PAYLOAD, plus "
-               "SEIZUREWATCH_PATIENT, SEIZUREWATCH_SEQ, SEIZUREWATCH_ALARM_ID, SEIZUREWATCH_T, "
-               "SEIZUREWATCH_PROBABILITY in the environment.")
+        epilog="--exec runs CMD (split like a shell would, but never through a shell unless --exec-shell) once "
+               "per alarm (its start event, or the first sign of it), with the payload JSON on stdin and in "
+               "SEIZUREWATCH_PAYLOAD, plus SEIZUREWATCH_PATIENT, SEIZUREWATCH_SEQ, SEIZUREWATCH_ALARM_ID, "
+               "SEIZUREWATCH_T, SEIZUREWATCH_PROBABILITY and SEIZUREWATCH_SOURCE (event or state) in its "
+               "environment, which holds only PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR and the "
+               "variables named by --exec-env. At most 4 hooks run at once and 20 start per minute; each "
+               "is killed after 60 s.")
     p.add_argument("--patient", default="+", help="patient id (default: every patient)")
     p.add_argument("--mqtt-url", help="broker, e.g. mqtts://broker.ward:8883 (default: the config's)")
     p.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this daemon config")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line instead of text")
-    p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD on each alarm start (e.g. a pager)")
+    p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD once per alarm (e.g. a pager)")
     p.add_argument("--exec-shell", action="store_true", help="run --exec CMD through /bin/sh -c")
+    p.add_argument("--exec-env", action="append", default=[], metavar="NAME",
+                   help="also pass this environment variable to the --exec hook (repeatable)")
     p.add_argument("--client-id", help="persistent session: the broker keeps events for us while we are away")
     p.add_argument("--retries", type=int, default=5, help="connection attempts before giving up (default 5)")
     p.add_argument("--count", type=int, default=0, help="exit 0 after this many events (default: run forever)")
     p.set_defaults(func=cmd_subscribe)
-
-
-def exec_env(payload: dict[str, Any]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "SEIZUREWATCH_PAYLOAD": json.dumps(payload, separators=(",", ":")),
-        "SEIZUREWATCH_PATIENT": str(payload.get("patient", "")),
-        "SEIZUREWATCH_SEQ": str(payload.get("seq", "")),
-        "SEIZUREWATCH_ALARM_ID": str(payload.get("alarm_id", "")),
-        "SEIZUREWATCH_T": str(payload.get("t", "")),
-        "SEIZUREWATCH_PROBABILITY": str(payload.get("probability", "")),
-    })
-    return env
-
-
-async def run_exec(cmd: str, payload: dict[str, Any], shell: bool = False) -> int:
-    """Run the hook with the payload on stdin; its failure is logged, never fatal."""
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    try:
-        if shell:
-            proc = await asyncio.create_subprocess_shell(cmd, stdin=asyncio.subprocess.PIPE, env=exec_env(payload))
-        else:
-            proc = await asyncio.create_subprocess_exec(*shlex.split(cmd), stdin=asyncio.subprocess.PIPE,
-                                                        env=exec_env(payload))
-        await asyncio.wait_for(proc.communicate(body), EXEC_TIMEOUT_S)
-    except (OSError, ValueError) as exc:
-        log.error("--exec command could not run", extra={"cmd": cmd, "error": str(exc)})
-        return -1
-    except TimeoutError:
-        proc.kill()
-        log.error("--exec command timed out", extra={"cmd": cmd, "timeout_s": EXEC_TIMEOUT_S})
-        return -1
-    if proc.returncode:
-        log.error("--exec command failed", extra={"cmd": cmd, "returncode": proc.returncode})
-    return int(proc.returncode or 0)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -88,7 +58,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             raise ConfigError(f"--exec: cannot parse {args.exec_cmd!r} ({exc})") from None
 
     async def main() -> None:
-        hooks: set[asyncio.Task[int]] = set()
+        from seizurewatch.alarms.hooks import HookRunner
+
+        hooks = HookRunner(args.exec_cmd, args.exec_shell, tuple(args.exec_env)) if args.exec_cmd else None
         seen = 0
         done = asyncio.Event()
 
@@ -98,13 +70,29 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         def on_event(p: dict[str, Any]) -> None:
             nonlocal seen
             out(json.dumps(p, separators=(",", ":")) if args.jsonl else format_event(p))
-            if args.exec_cmd and p.get("kind") == "alarm" and p.get("event") == "start":
-                task = asyncio.create_task(run_exec(args.exec_cmd, p, args.exec_shell))
-                hooks.add(task)
-                task.add_done_callback(hooks.discard)
             seen += 1
             if args.count and seen >= args.count:
                 done.set()
+
+        def on_alarm(p: dict[str, Any], source: str) -> None:
+            if source == "state":
+                if args.jsonl:
+                    out(json.dumps({"kind": "notice", "notice": "alarm_in_progress", "patient": p["patient"],
+                                    "alarm_id": p["alarm_id"], "source": "state"}, separators=(",", ":")))
+                else:
+                    out(f"[{p['patient']}] ALARM in progress (id {p['alarm_id']}; from the retained state, "
+                        "its start event was not received)")
+            if hooks is not None:
+                hooks.submit(p, source)
+
+        def on_missed(patient: str, first: int, last: int) -> None:
+            span = f"{first}-{last}" if last > first else str(first)
+            if args.jsonl:
+                out(json.dumps({"kind": "notice", "notice": "missed", "patient": patient, "first": first,
+                                "last": last}, separators=(",", ":")))
+            else:
+                out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
+                    "(the broker did not deliver them)")
 
         def on_other(topic: str, raw: bytes) -> None:
             patient, leaf = topic.split("/")[-2:]
@@ -113,17 +101,15 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(json.dumps({"kind": "status", "patient": patient, "status": text}) if args.jsonl
                     else f"[{patient}] daemon {text}")
             elif leaf == "state":
-                try:
-                    state = json.loads(text)
-                except json.JSONDecodeError:
-                    return
+                state = json.loads(text)  # validated by the subscriber
                 if args.jsonl:
                     out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
                 else:
                     out(f"[{patient}] state {state.get('state')}")
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,
-                                            on_other=on_other, retries=args.retries, client_id=args.client_id))
+                                            on_other=on_other, retries=args.retries, client_id=args.client_id,
+                                            on_alarm=on_alarm, on_missed=on_missed))
         stopper = asyncio.create_task(done.wait())
         try:
             await asyncio.wait({sub, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -131,8 +117,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             stopper.cancel()
             if not sub.done():
                 sub.cancel()
-            if hooks:
-                await asyncio.gather(*hooks, return_exceptions=True)
+            if hooks is not None:
+                await hooks.drain()
         if sub.done() and not sub.cancelled() and sub.exception() is not None:
             raise sub.exception()  # type: ignore[misc]
 

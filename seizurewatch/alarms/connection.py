@@ -1,0 +1,179 @@
+"""The one broker-connection policy every seizurewatch MQTT client follows (the daemon's per-patient
+link, the ``subscribe`` station, and anything built on them).
+
+How to use it (the caller owns the reconnect loop, as aiomqtt's docs/reconnection.md advises)::
+
+    policy = ConnectionPolicy(cfg, url, retries=None)          # None: keep trying for ever
+    while True:
+        try:
+            async with policy.client(identifier="...") as client:
+                policy.connected()
+                async with watch(client, on_message) as gone:
+                    ...                                        # publish, subscribe; gone.done() = link dropped
+        except CONNECTION_ERRORS as exc:
+            await asyncio.sleep(policy.failed(exc))            # BrokerError when it is time to give up
+
+What the policy decides, in one place:
+- **protocol**: with ``protocol: auto`` MQTT v5 first; a broker that refuses v5 (CONNACK 1 / 132),
+  or stays mute on it before we were ever connected, is retried with 3.1.1 at once;
+- **login refusal** (CONNACK 4/5/134/135) is final for a client that asks so
+  (``final_on_refused_login``: a station at a desk), retried with backoff otherwise (a bedside
+  daemon keeps its events on disk and keeps trying, loudly);
+- **backoff**: 0.5 s doubling to 10 s, with jitter (beds do not reconnect in lockstep), reset by
+  ``connected()``; ``retries`` consecutive failures end in ``BrokerError``;
+- **socket**: TCP_NODELAY through aiomqtt's public ``socket_options`` (no Nagle delay on small
+  QoS 1 publishes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from seizurewatch.alarms.security import client_kwargs, connect_error_message, describe_broker, protocol_attempts
+from seizurewatch.config import MqttConfig
+from seizurewatch.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CONNECTION_ERRORS", "ConnectionPolicy", "watch"]
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+LOGIN_REFUSED = (4, 5, 134, 135)  # 3.1.1 bad credentials / not authorised; v5 the same
+PROTOCOL_REFUSED = (1, 132)  # 3.1.1 unacceptable protocol version; v5 unsupported protocol version
+# What a dropped or refused connection raises (OSError/TimeoutError: socket or TLS failures paho did not wrap).
+CONNECTION_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+def _reason(exc: BaseException) -> Any:
+    rc = getattr(exc, "rc", None)
+    return getattr(rc, "value", rc)
+
+
+class ConnectionPolicy:
+    """Broker address, credentials and TLS from ``MqttConfig`` (validated at construction: a bad
+    setting is a ConfigError now, not at the first alarm), and what to do after each failure."""
+
+    def __init__(self, cfg: MqttConfig, url: str | None = None, *, retries: int | None = None,
+                 final_on_refused_login: bool = False) -> None:
+        self.cfg = cfg
+        self.kw = client_kwargs(cfg, url)
+        self.broker = describe_broker(self.kw)
+        self.protocols = protocol_attempts(cfg.protocol)
+        self.retries = retries
+        self.final_on_refused_login = final_on_refused_login
+        self.failures = 0  # consecutive
+        self.ever_connected = False
+        self._backoff = BACKOFF_MIN_S
+
+    @property
+    def protocol(self) -> aiomqtt.ProtocolVersion:
+        return self.protocols[0]
+
+    def client(self, *, identifier: str, persistent: bool = False, **extra: Any) -> aiomqtt.Client:
+        """An aiomqtt.Client for the current protocol; ``persistent`` keeps the broker-side session
+        (a station's QoS 1 subscription survives while it is away)."""
+        args: dict[str, Any] = {**self.kw, **extra, "identifier": identifier, "socket_options": (NO_DELAY,)}
+        if self.protocol == aiomqtt.ProtocolVersion.V5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 7 * 86400 if persistent else 0
+            args["properties"] = props
+            args["clean_start"] = not persistent
+        else:
+            args["clean_session"] = not persistent
+        return aiomqtt.Client(**args, protocol=self.protocol)
+
+    def connected(self) -> None:
+        self.ever_connected = True
+        self.failures = 0
+        self._backoff = BACKOFF_MIN_S
+
+    def message(self, exc: BaseException) -> str:
+        """One line naming the broker and what to check; never the password."""
+        return connect_error_message(exc, self.kw, self.broker)
+
+    def refused_login(self, exc: BaseException) -> bool:
+        return isinstance(exc, MqttConnectError) and (
+            _reason(exc) in LOGIN_REFUSED or "not authori" in str(exc).lower())
+
+    def fall_back(self, exc: BaseException) -> bool:
+        """True (and 3.1.1 chosen) when the broker refused MQTT v5, or never answered it."""
+        if len(self.protocols) > 1 and (
+            (isinstance(exc, MqttConnectError)
+             and (_reason(exc) in PROTOCOL_REFUSED or "protocol version" in str(exc).lower()))
+            or (not self.ever_connected and "timed out" in str(exc).lower())  # v3-only brokers may stay mute
+        ):
+            log.info("broker refused MQTT v5 (or did not answer); trying 3.1.1", extra={"broker": self.broker})
+            self.protocols = self.protocols[1:]
+            return True
+        return False
+
+    def failed(self, exc: BaseException) -> float:
+        """Seconds to wait before the next attempt (0 after a protocol fallback); BrokerError (one
+        line) when the login was refused and that is final, or after ``retries`` failures in a row."""
+        if self.fall_back(exc):
+            return 0.0
+        if self.final_on_refused_login and self.refused_login(exc):
+            raise BrokerError(self.message(exc)) from None
+        self.failures += 1
+        if self.retries is not None and self.failures > self.retries:
+            raise BrokerError(f"{self.message(exc)} (gave up after {self.retries} retries)") from None
+        delay = self._backoff * (0.5 + random.random())
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        return delay
+
+    async def check(self, identifier: str, **extra: Any) -> None:
+        """Connect once, now (falling back to 3.1.1 if need be); BrokerError with one line if the broker
+        is unreachable or refuses us."""
+        while True:
+            try:
+                async with self.client(identifier=identifier, **extra):
+                    return
+            except CONNECTION_ERRORS as exc:
+                if self.fall_back(exc):
+                    continue
+                raise BrokerError(self.message(exc)) from None
+
+
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None] | None]
+
+
+async def _read(client: aiomqtt.Client, on_message: MessageHandler | None) -> None:
+    async for msg in client.messages:  # raises MqttError when the connection drops
+        if on_message is not None:
+            res = on_message(msg)
+            if res is not None:
+                await res
+
+
+@contextlib.asynccontextmanager
+async def watch(client: aiomqtt.Client, on_message: MessageHandler | None = None) -> AsyncIterator[asyncio.Task[None]]:
+    """Read the connection's incoming messages (handing each to ``on_message``, in order) in a task
+    that ends, with the MqttError, when the connection drops: await it or race against it. Its
+    outcome is always collected, so no 'Future exception was never retrieved' is left behind."""
+    task = asyncio.create_task(_read(client, on_message), name="mqtt-read")
+    try:
+        yield task
+    except CONNECTION_ERRORS:
+        # The link dropped under a publish: let the reader see the drop too, so aiomqtt's
+        # 'disconnected' future is read (not left to the garbage collector's warning).
+        await asyncio.wait({task}, timeout=1.0)
+        raise
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *CONNECTION_ERRORS):
+            await task
