@@ -25,9 +25,10 @@ def replay_config(
     patient: str = "replay",
     device: str | None = None,
     base: Config | None = None,
-    outbox: str = ":memory:",
+    outbox: str | None = None,
 ) -> Config:
-    """A one-stream Config replaying ``edf``; ``base`` supplies decision/mqtt settings if given."""
+    """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
+    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory."""
     stream = StreamConfig(
         patient=patient,
         device=str(Path(device).resolve()) if device else None,
@@ -37,12 +38,13 @@ def replay_config(
     if base is not None:
         return dataclasses.replace(
             base, streams=(stream,), model=dataclasses.replace(base.model, path=model_path),
-            mqtt=dataclasses.replace(base.mqtt, url=mqtt_url or base.mqtt.url), outbox=OutboxConfig(outbox),
+            mqtt=dataclasses.replace(base.mqtt, url=mqtt_url or base.mqtt.url),
+            outbox=base.outbox if outbox is None else dataclasses.replace(base.outbox, path=outbox),
         )
     return Config(
         streams=(stream,),
         model=ModelConfig(path=model_path),
         decision=DecisionConfig(),
         mqtt=MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"),
-        outbox=OutboxConfig(outbox),
+        outbox=OutboxConfig(outbox or ":memory:"),
     )

@@ -64,22 +64,43 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen:
                              str(config)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
 
 
-def start_subscriber(url: str, out: Path, *extra: str) -> subprocess.Popen:
+def start_subscriber(url: str, out: Path, *extra: str, err: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", "--mqtt-url", url, "--jsonl",
-                             "--retries", "30", *extra], cwd=ROOT, stdout=out.open("wb"),
-                            stderr=subprocess.DEVNULL, env=env)
+                             "--retries", "30", *extra], cwd=ROOT, stdout=out.open("ab"),
+                            stderr=err.open("ab") if err else subprocess.DEVNULL, env=env)
 
 
-def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 30, settle: float = 2.0) -> None:
+PAGER = """\
+import json, os, sys
+payload = json.load(sys.stdin)
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"alarm_id": payload.get("alarm_id"), "env": dict(os.environ)}) + "\\n")
+"""
+
+
+def pager(tmp: Path) -> tuple[str, Path]:
+    """An --exec hook that records each call (alarm id and its whole environment); (cmd, record)."""
+    script, record = tmp / "pager.py", tmp / "paged.jsonl"
+    script.write_text(PAGER)
+    record.touch()
+    return f"{sys.executable} {script} {record}", record
+
+
+def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 30, settle: float = 2.0,
+                    auth: tuple[str, str] | None = None) -> None:
     """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed),
-    then give Mosquitto's autosave (1 s) time to store its persistent session."""
+    then give Mosquitto's autosave (1 s) time to store its persistent session. ``auth``: (user,
+    password) of an account allowed to publish there."""
     import asyncio
 
     import aiomqtt
 
+    user, password = auth or (None, None)
+
     async def probe() -> None:
-        async with aiomqtt.Client("127.0.0.1", broker_port, identifier="probe") as c:
+        async with aiomqtt.Client("127.0.0.1", broker_port, identifier="probe", username=user,
+                                  password=password) as c:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 await c.publish(f"seizurewatch/{patient}/status", b"probe", qos=1)

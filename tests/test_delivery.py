@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sqlite3
 import time
 import tracemalloc
 
@@ -19,6 +20,7 @@ from alarm_support import (
     events,
     journal_rows,
     lines,
+    pager,
     start_daemon,
     start_subscriber,
     stop,
@@ -27,6 +29,7 @@ from alarm_support import (
     wait_for,
     wait_subscribed,
 )
+from conftest import Mosquitto, WardMosquitto
 
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
@@ -264,3 +267,77 @@ def test_the_link_sends_without_nagle_delay(mosquitto, tmp_path):
 
     flags = asyncio.run(main())
     assert len(flags) == 1 and flags[0] != 0
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["ward-config-persistent", "debian-default-no-persistence"])
+def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_still_raises_it_once(
+        tmp_path, persistent):
+    """The station (persistent session) is away while the alarm starts; the broker is SIGKILLed during
+    the alarm and restarted. With the shipped ward config the broker kept the start for the station;
+    with Mosquitto as Debian installs it (no persistence) it forgot it, and the station learns of the
+    alarm from the retained state the daemon republishes after its reconnect. Either way: raised
+    (--exec run) exactly once, for the alarm the journal holds, and its end is seen."""
+    if persistent:
+        broker = WardMosquitto(tmp_path)
+        daemon_auth = f"  username: bedside1\n  password_file: {broker.password_file('bedside1')}\n"
+        station_url = f"mqtts://127.0.0.1:{broker.tls_port}"
+        station = daemon_config(tmp_path / "station.yaml", station_url, tmp_path / "unused.sqlite3",
+                                mqtt_extra=f"  ca_file: {broker.ca}\n  username: station1\n"
+                                           f"  password_file: {broker.password_file('station1')}\n")
+        station_args: tuple[str, ...] = ("--config", str(station))
+        probe_auth = ("bedside1", broker.password_file("bedside1").read_text().strip())
+    else:
+        broker = Mosquitto(tmp_path)  # persistence false
+        broker.kill = lambda: broker.proc.kill() or broker.proc.wait()  # type: ignore[method-assign]
+        daemon_auth, station_url, station_args, probe_auth = "", broker.url, (), None
+    broker.start()
+    journal = tmp_path / "outbox.sqlite3"
+    cfg = daemon_config(tmp_path / "bed1.yaml", broker.url, journal, speed=4, mqtt_extra=daemon_auth)
+    cmd, paged = pager(tmp_path)
+    out = tmp_path / "station.jsonl"
+    args = (*station_args, "--patient", "bed1", "--client-id", "nurse-station-7", "--exec", cmd)
+    sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
+    daemon = None
+    try:
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
+        stop(sub)  # the station goes away; the broker keeps its session (and, if it can, its messages)
+
+        def started() -> bool:
+            try:
+                return any('"event":"start"' in r[1] and '"kind":"alarm"' in r[1] and r[3] is not None
+                           for r in journal_rows(journal))
+            except sqlite3.Error:  # not created yet
+                return False
+
+        daemon = start_daemon(cfg, tmp_path / "daemon.log")
+        wait_for(started, 90, "the alarm start to be accepted by the broker")
+        time.sleep(3.0)  # autosave_interval 1: Mosquitto saves every 1-2 s; a SIGKILL loses the last ones
+        broker.kill()
+        time.sleep(2.0)
+        broker.start()
+        sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
+        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        wait_for(lambda: any(e["kind"] == "alarm" and e["event"] == "end" for e in events(out)), 30,
+                 "the station to see the alarm end")
+        time.sleep(1.0)  # a second page would come now
+    finally:
+        stop(sub)
+        if daemon is not None:
+            stop(daemon)
+        broker.stop()
+    starts = [json.loads(r[1]) for r in journal_rows(journal) if '"kind":"alarm"' in r[1] and '"event":"start"' in r[1]]
+    assert len(starts) == 1
+    alarm_id = starts[0]["alarm_id"]
+    got = lines(out)
+    received_start = [e for e in got if e.get("kind") == "alarm" and e.get("event") == "start"]
+    from_state = [e for e in got if e.get("notice") == "alarm_in_progress"]
+    if persistent:
+        assert [e["alarm_id"] for e in received_start] == [alarm_id], "the ward broker lost the queued start"
+        assert from_state == []
+    else:
+        assert received_start == [], "the broker kept the start: this case did not test a forgetful broker"
+        # raised from the retained state, or from the first update if that came first
+        assert [e["alarm_id"] for e in from_state] == [alarm_id]
+    calls = lines(paged)
+    assert [c["alarm_id"] for c in calls] == [alarm_id], "the station must page once for the alarm"
+    assert "MQTT_PASSWORD" not in calls[0]["env"]

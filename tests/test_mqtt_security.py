@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from alarm_support import daemon_config, events, stop, validate, wait_for
-from conftest import DOG1, ROOT, Mosquitto, run_cli
+from conftest import DOG1, OPENSSL, ROOT, Mosquitto, make_ca, make_cert, run_cli
 
 from seizurewatch.alarms.mqtt import PatientLink
 from seizurewatch.alarms.outbox import Outbox
@@ -23,26 +23,6 @@ from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError, ConfigError
 
 PASSWORD = "s3cret-Pa55word!"
-OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
-EC = "ec_paramgen_curve:prime256v1"  # EC keys: quick to generate
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", EC, "-nodes", "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)
-
-
-def make_cert(d: Path, name: str, ca: str, san: str | None = None) -> None:
-    openssl("req", "-newkey", "ec", "-pkeyopt", EC, "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", cwd=d)
-    ext = d / f"{name}.ext"
-    ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.crt", "-extfile", str(ext), cwd=d)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +40,8 @@ def pki(tmp_path_factory) -> Path:
     subprocess.run([passwd, "-b", "-c", str(d / "passwords"), "bedside", PASSWORD], check=True, capture_output=True)
     (d / "password.txt").write_text(PASSWORD + "\n")
     (d / "wrong.txt").write_text("not-the-password\n")
+    for name in ("password.txt", "wrong.txt"):
+        (d / name).chmod(0o600)  # a password file others can read is refused
     return d
 
 
@@ -213,8 +195,23 @@ def test_password_rules(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="mqtt.ca_file: file not found"):
         client_kwargs(MqttConfig(url="mqtts://127.0.0.1:8883", ca_file=str(tmp_path / "missing.crt")))
     (tmp_path / "pw").write_text("topsecret\n")
+    (tmp_path / "pw").chmod(0o600)
     kw = client_kwargs(MqttConfig(username="u", password_file=str(tmp_path / "pw")))
     assert kw["password"] == "topsecret"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o606])
+def test_a_password_file_other_users_can_read_is_refused(tmp_path, mode):
+    pw = tmp_path / "pw"
+    pw.write_text("topsecret\n")
+    pw.chmod(mode)
+    with pytest.raises(ConfigError) as exc:
+        client_kwargs(MqttConfig(username="u", password_file=str(pw)))
+    assert str(exc.value) == (f"mqtt.password_file: {pw} is open to every user (mode {mode:04o}); "
+                              f"chmod 600 {pw} (or 640 with the daemon's group)")
+    assert "topsecret" not in str(exc.value)
+    pw.chmod(0o640)  # the daemon's group may read it
+    assert client_kwargs(MqttConfig(username="u", password_file=str(pw)))["password"] == "topsecret"
 
 
 def test_config_file_rejects_inconsistent_credentials(tmp_path):
@@ -232,3 +229,43 @@ def test_run_check_validates_the_mqtt_security_settings_without_connecting(tmp_p
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
         f"seizurewatch: error: mqtt.password_file: cannot read {tmp_path / 'missing-pw'} (No such file or directory)")
+
+
+@pytest.mark.slow
+def test_shipped_ward_broker_config_lets_only_a_patients_daemon_publish_and_only_stations_ack(ward_broker):
+    """config/mosquitto/seizurewatch.conf + seizurewatch.acl, as shipped: no anonymous login; bedside1
+    (bed1's daemon) publishes under seizurewatch/bed1/ only, never acks; station1 publishes acks only."""
+    b = ward_broker
+    import ssl
+
+    def pw(user: str) -> str:
+        return b.password_file(user).read_text().strip()
+
+    async def main() -> list[tuple[str, bytes]]:
+        got: list[tuple[str, bytes]] = []
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", b.port, identifier="anon"):
+                pass
+        tls = ssl.create_default_context(cafile=str(b.ca))
+        v3 = aiomqtt.ProtocolVersion.V311
+        async with aiomqtt.Client("127.0.0.1", b.tls_port, username="station1", password=pw("station1"),
+                                  tls_context=tls, identifier="station1", protocol=v3) as station:
+            await station.subscribe("seizurewatch/#", qos=1)
+            async with aiomqtt.Client("127.0.0.1", b.port, username="bedside1", password=pw("bedside1"),
+                                      identifier="bedside1", protocol=v3) as daemon:
+                await daemon.publish("seizurewatch/bed2/alarm", b"forged by bed1's daemon", qos=1)
+                await daemon.publish("seizurewatch/bed1/ack", b"a daemon acking its own alarm", qos=1)
+                await daemon.publish("seizurewatch/bed1/alarm", b"bed1 alarm", qos=1)
+            await station.publish("seizurewatch/bed1/alarm", b"forged by a station", qos=1)
+            await station.publish("seizurewatch/bed1/ack", b"station ack", qos=1)
+            async with asyncio.timeout(10):
+                async for m in station.messages:
+                    got.append((str(m.topic), bytes(m.payload)))
+                    if m.payload == b"station ack":
+                        break
+        return got
+
+    got = asyncio.run(main())
+    assert ("seizurewatch/bed1/alarm", b"bed1 alarm") in got
+    assert ("seizurewatch/bed1/ack", b"station ack") in got
+    assert len(got) == 2, got

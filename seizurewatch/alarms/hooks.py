@@ -22,7 +22,7 @@ PER_MINUTE = 20  # hooks started per minute at most
 PASS_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 
 
-def exec_env(payload: dict[str, Any], source: str = "event", keep: tuple[str, ...] = ()) -> dict[str, str]:
+def exec_env(payload: dict[str, Any], source: str = "start", keep: tuple[str, ...] = ()) -> dict[str, str]:
     """The hook's environment: PASS_THROUGH and ``keep`` from ours, plus the SEIZUREWATCH_* facts."""
     env = {k: os.environ[k] for k in (*PASS_THROUGH, *keep) if k in os.environ}
     env.update({
@@ -32,7 +32,7 @@ def exec_env(payload: dict[str, Any], source: str = "event", keep: tuple[str, ..
         "SEIZUREWATCH_ALARM_ID": str(payload.get("alarm_id", "")),
         "SEIZUREWATCH_T": str(payload.get("t", "")),
         "SEIZUREWATCH_PROBABILITY": str(payload.get("probability", "")),
-        "SEIZUREWATCH_SOURCE": source,  # "event": its start/update event; "state": the retained state
+        "SEIZUREWATCH_SOURCE": source,  # how the alarm was first seen: "start", "update" or "state"
     })
     return env
 
@@ -56,7 +56,7 @@ class HookRunner:
         self.dropped = 0
         self.ran = 0
 
-    def submit(self, payload: dict[str, Any], source: str = "event") -> bool:
+    def submit(self, payload: dict[str, Any], source: str = "start") -> bool:
         """Queue the hook for one alarm; False (and an error logged) if the bound is reached."""
         if len(self._tasks) >= self.max_waiting:
             self.dropped += 1
@@ -90,7 +90,7 @@ class HookRunner:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def run_exec(cmd: str, payload: dict[str, Any], shell: bool = False, source: str = "event",
+async def run_exec(cmd: str, payload: dict[str, Any], shell: bool = False, source: str = "start",
                    keep_env: tuple[str, ...] = (), timeout_s: float = EXEC_TIMEOUT_S) -> int:
     """Run the hook with the payload on stdin; its failure is logged, never fatal."""
     body = json.dumps(payload, separators=(",", ":")).encode()

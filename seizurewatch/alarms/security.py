@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +34,10 @@ def is_loopback(host: str) -> bool:
 def read_password(cfg: MqttConfig) -> str | None:
     if cfg.password_file:
         try:
+            mode = stat.S_IMODE(os.stat(cfg.password_file).st_mode)
+            if mode & 0o007:
+                raise ConfigError(f"mqtt.password_file: {cfg.password_file} is open to every user (mode "
+                                  f"{mode:04o}); chmod 600 {cfg.password_file} (or 640 with the daemon's group)")
             return Path(cfg.password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({exc.strerror})") from None

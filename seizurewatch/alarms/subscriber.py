@@ -134,7 +134,8 @@ class Handlers:
 
     on_event: Callable[[dict[str, Any]], Any]  # a fresh, valid alarm or fault event
     on_other: Callable[[str, bytes], Any] | None = None  # status (plain text) and valid state messages
-    on_alarm: Callable[[dict[str, Any], str], Any] | None = None  # once per alarm id: (payload, "event"|"state")
+    # once per alarm id: (payload, how it was first seen: "start", "update" (start lost) or "state" (retained))
+    on_alarm: Callable[[dict[str, Any], str], Any] | None = None
     on_missed: Callable[[str, int, int], Any] | None = None  # (patient, first seq, last seq) never received
 
 
@@ -202,8 +203,12 @@ class Station:
         await self._missed(patient, self.gaps.see(patient, payload["epoch"], payload["seq"]))
         await _call(self.h.on_event, payload)
         if payload["kind"] == "alarm" and self.alarms.first(patient, payload["alarm_id"]) \
-                and payload["event"] != "end" and self.h.on_alarm is not None:
-            await _call(self.h.on_alarm, payload, "event")
+                and payload["event"] != "end":
+            if payload["event"] != "start":
+                log.warning("alarm in progress whose start event was not received",
+                            extra={"patient": patient, "alarm_id": payload["alarm_id"], "seq": payload["seq"]})
+            if self.h.on_alarm is not None:
+                await _call(self.h.on_alarm, payload, payload["event"])
 
     async def _state(self, topic: str, patient: str, state: dict[str, Any], raw: bytes) -> None:
         if "epoch" in state and "seq" in state:

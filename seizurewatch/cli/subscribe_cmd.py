@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="--exec runs CMD (split like a shell would, but never through a shell unless --exec-shell) once "
                "per alarm (its start event, or the first sign of it), with the payload JSON on stdin and in "
                "SEIZUREWATCH_PAYLOAD, plus SEIZUREWATCH_PATIENT, SEIZUREWATCH_SEQ, SEIZUREWATCH_ALARM_ID, "
-               "SEIZUREWATCH_T, SEIZUREWATCH_PROBABILITY and SEIZUREWATCH_SOURCE (event or state) in its "
+               "SEIZUREWATCH_T, SEIZUREWATCH_PROBABILITY and SEIZUREWATCH_SOURCE (start, update or state: how "
+               "the alarm was first seen) in its "
                "environment, which holds only PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR and the "
                "variables named by --exec-env. At most 4 hooks run at once and 20 start per minute; each "
                "is killed after 60 s.")
@@ -75,12 +76,13 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 done.set()
 
         def on_alarm(p: dict[str, Any], source: str) -> None:
-            if source == "state":
+            if source != "start":  # its start was lost: say so, the nurse must still see an alarm begin
                 if args.jsonl:
                     out(json.dumps({"kind": "notice", "notice": "alarm_in_progress", "patient": p["patient"],
-                                    "alarm_id": p["alarm_id"], "source": "state"}, separators=(",", ":")))
+                                    "alarm_id": p["alarm_id"], "source": source}, separators=(",", ":")))
                 else:
-                    out(f"[{p['patient']}] ALARM in progress (id {p['alarm_id']}; from the retained state, "
+                    how = "the retained state" if source == "state" else "an update"
+                    out(f"[{p['patient']}] ALARM in progress (id {p['alarm_id']}; known from {how}, "
                         "its start event was not received)")
             if hooks is not None:
                 hooks.submit(p, source)
