@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -273,3 +274,152 @@ def test_disk_filling_up_while_running_keeps_events_in_memory_then_journals_them
         box.close_sync()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# ----- journal identity (#14.1) ---------------------------------------------------------------
+def test_a_deleted_journal_never_reissues_an_identity_a_subscriber_has_seen(tmp_path):
+    from seizurewatch.alarms.subscriber import Deduper
+
+    path = tmp_path / "j.sqlite3"
+    box = Outbox.open_sync(str(path))
+    box.append_sync("bed1", TOPIC, ev(0))
+    first = json.loads(box.all_rows_sync("bed1")[0][1])
+    box.close_sync()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    box = Outbox.open_sync(str(path))
+    assert box.append_sync("bed1", TOPIC, ev(1)) == 1  # seq starts again...
+    second = json.loads(box.all_rows_sync("bed1")[0][1])
+    box.close_sync()
+    assert first["seq"] == second["seq"] == 1
+    assert first["epoch"] != second["epoch"]  # ...under another journal id
+    d = Deduper()
+    assert d.fresh({**first, "patient": "bed1"}) and d.fresh({**second, "patient": "bed1"})
+
+
+def test_numbers_issued_from_memory_on_a_full_disk_are_reissued_only_under_a_new_incarnation(tmp_path):
+    """The disk stays full until the daemon exits: the events held in memory never reach the
+    `sequences` table and the next run issues their numbers again, but in its own epoch."""
+    mnt = tmp_path / "mnt3"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        box = Outbox.open_sync(str(mnt / "j.sqlite3"))
+        assert box.append_sync("bed1", TOPIC, ev(0)) == 1
+        fill_disk(mnt)
+        assert [box.append_sync("bed1", TOPIC, {**ev(i), "pad": "x" * 2000}) for i in (1, 2)] == [2, 3]
+        lost_epoch = box.epoch
+        box.close_sync()  # disk still full: seq 2 and 3 never reach the journal
+        (mnt / "filler").unlink()
+        box = Outbox.open_sync(str(mnt / "j.sqlite3"))
+        assert box.append_sync("bed1", TOPIC, ev(9)) == 2
+        again = json.loads(box.all_rows_sync("bed1")[-1][1])
+        box.close_sync()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    assert again["seq"] == 2 and again["epoch"] != lost_epoch
+    assert again["epoch"].split(".")[0] == lost_epoch.split(".")[0]  # the same journal, a later incarnation
+
+
+# ----- one journal, one daemon (#14.2) ----------------------------------------------------------
+def test_a_second_instance_on_the_same_journal_refuses_to_start_naming_the_first_ones_pid(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from seizurewatch.alarms.outbox import Outbox; "
+         f"Outbox.open_sync({str(path)!r}); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(ConfigError) as exc:
+            Outbox.open_sync(str(path))
+        assert str(exc.value) == (f"outbox.path: journal {path} is in use by another seizurewatch (PID {holder.pid});"
+                                  " stop that one, or give this one its own outbox.path")
+    finally:
+        holder.kill()
+        holder.wait()
+    box = Outbox.open_sync(str(path))  # the kernel released the lock of the killed holder
+    assert box.quarantined is None
+    box.close_sync()
+
+
+def test_a_sequence_number_already_in_the_journal_is_not_taken_for_corruption(tmp_path, caplog):
+    path = tmp_path / "j.sqlite3"
+    box = Outbox.open_sync(str(path))
+    assert box.append_sync("bed1", TOPIC, ev(0)) == 1
+    other = sqlite3.connect(path)  # another writer took seq 2 and 3 behind our back
+    with other:
+        other.execute("INSERT INTO events (patient, seq, topic, payload, created) VALUES "
+                      "('bed1', 2, ?, '{}', 0), ('bed1', 3, ?, '{}', 0)", (TOPIC, TOPIC))
+    other.close()
+    with caplog.at_level("ERROR"):
+        assert box.append_sync("bed1", TOPIC, ev(1)) == 4
+    assert box.quarantined is None and not list(tmp_path.glob("*.corrupt-*"))
+    assert [r[0] for r in box.all_rows_sync("bed1")] == [1, 2, 3, 4]
+    assert any("already holds these sequence numbers" in r.getMessage() for r in caplog.records)
+    box.close_sync()
+
+
+# ----- alarms left open by a SIGKILL (#14.3) ----------------------------------------------------
+def test_alarms_and_faults_left_open_are_ended_at_the_next_open_with_a_reason(tmp_path):
+    from alarm_support import validate
+
+    from seizurewatch.decision import FaultTracker
+    from seizurewatch.events import Context, Event, to_payload
+
+    ctx = Context("bed1", "dog1-convnet", "b" * 64, "youden")
+    evs = [Event("alarm", "start", "00000000000000a1", 66.0, 0.59, 0.44, started_t=66.0, peak_probability=0.59),
+           Event("alarm", "update", "00000000000000a1", 71.0, 0.64, 0.44, started_t=66.0, peak_probability=0.64),
+           Event("alarm", "start", "00000000000000a0", 10.0, 0.5, 0.44, started_t=10.0, peak_probability=0.5),
+           Event("alarm", "end", "00000000000000a0", 20.0, 0.2, 0.44, started_t=10.0, peak_probability=0.5)]
+    evs += FaultTracker().set("flatline", True, 72.0, ("c003",), "flatline on c003")
+    path = str(tmp_path / "j.sqlite3")
+    box = Outbox.open_sync(path)
+    for e in evs:
+        box.append_sync("bed1", f"seizurewatch/bed1/{e.kind}", to_payload(e, ctx, seq=0, wall_time=1.7e9))
+    box.close_sync()  # what a SIGKILL leaves: every event committed, no end for a1 nor the flatline
+    box = Outbox.open_sync(path)
+    assert box.closed_at_open == 2
+    rows = [json.loads(r[1]) for r in box.all_rows_sync("bed1")]
+    box.close_sync()
+    ended = rows[len(evs):]
+    assert [(e["kind"], e["event"], e["alarm_id"]) for e in ended] == [
+        ("alarm", "end", "00000000000000a1"), ("fault", "end", evs[-1].alarm_id)]
+    for e in ended:
+        validate(e)
+        assert "killed, crashed or power lost" in e["extra"]["end_reason"]
+        assert e["epoch"] != rows[0]["epoch"]
+    assert ended[0]["t"] == 71.0 and ended[0]["started_t"] == 66.0 and ended[0]["seq"] == len(evs) + 1
+    box = Outbox.open_sync(path)  # nothing left open now
+    assert box.closed_at_open == 0
+    box.close_sync()
+
+
+# ----- permissions (#14.15) ---------------------------------------------------------------------
+def test_journal_and_its_lock_are_private_or_group_readable_in_a_setgid_folder(tmp_path):
+    import stat
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    old = os.umask(0o022)  # a shell's usual umask: files would be 0644
+    try:
+        box = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+        box.append_sync("bed1", TOPIC, ev(0))
+        assert mode(tmp_path / "j.sqlite3") == 0o600 and mode(tmp_path / "j.sqlite3.lock") == 0o600
+        assert mode(tmp_path / "j.sqlite3-wal") == 0o600
+        box.close_sync()
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o2750)
+        box = Outbox.open_sync(str(shared / "j.sqlite3"))
+        assert mode(shared / "j.sqlite3") == 0o640
+        box.close_sync()
+        loose = tmp_path / "loose.sqlite3"
+        sqlite3.connect(loose).close()
+        loose.chmod(0o644)
+        Outbox.open_sync(str(loose)).close_sync()
+        assert mode(loose) == 0o600
+    finally:
+        os.umask(old)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from alarm_support import lines, validate, wait_subscribed
+from alarm_support import lines, pager, validate, wait_subscribed
 from conftest import ROOT, free_port, run_cli
 
 from seizurewatch.alarms.subscriber import Deduper, format_event
@@ -169,3 +170,130 @@ def test_home_assistant_discovery_configs_are_retained(mosquitto):
     assert alarm["availability_topic"] == "seizurewatch/bed4/status" and alarm["unique_id"] == "seizurewatch_bed4_alarm"
     assert "value_json.state == 'alarm'" in alarm["value_template"]
     assert got["homeassistant/sensor/seizurewatch_bed4/state/config"]["value_template"] == "{{ value_json.state }}"
+
+
+async def publish_raw(port: int, msgs: list[tuple[str, bytes | str, bool]]) -> None:
+    """(topic, payload, retain) as a careless or hostile client would send them."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="raw") as c:
+        for topic, body, retain in msgs:
+            await c.publish(topic, body.encode() if isinstance(body, str) else body, qos=1, retain=retain)
+
+
+@pytest.mark.slow
+def test_malformed_and_forged_messages_are_logged_and_ignored_and_the_subscriber_lives_on(mosquitto, tmp_path):
+    """A retained `[1]` on a state topic (it used to crash every all-patients subscriber at start), an
+    alarm with `"t": null`, non-JSON, and faults on seizurewatch/evil/ claiming to be bed3's (which used
+    to make the real bed3 events with the same seq look like duplicates): each is ignored with a log
+    line; every real event is printed once."""
+    real = lifecycle()
+    forged = [{**p, "alarm_id": "eeeeeeeeeeeeeeee"} for p in real]
+    asyncio.run(publish_raw(mosquitto.port, [("seizurewatch/bed9/state", "[1]", True)]))
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--jsonl",
+                 "--count", str(len(real)))
+    asyncio.run(publish_raw(mosquitto.port, [
+        ("seizurewatch/bed3/alarm", json.dumps({**real[0], "t": None, "seq": 99}), False),
+        ("seizurewatch/bed3/alarm", b"\xff\xfe not json", False),
+        ("seizurewatch/bed3/alarm", json.dumps(real[2]), False),  # a fault on the alarm topic
+        ("seizurewatch/bed3/state", json.dumps({"state": "alarm", "patient": "bed1"}), False),
+        *[(f"seizurewatch/evil/{p['kind']}", json.dumps(p), False) for p in forged],
+        *[(f"seizurewatch/bed3/{p['kind']}", json.dumps(p), False) for p in real],
+    ]))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    got = lines(tmp_path / "out")
+    assert [g for g in got if g.get("kind") in ("alarm", "fault")] == real
+    ignored = [ln for ln in err.splitlines() if "ignoring a malformed message" in ln]
+    assert len(ignored) >= 7, err  # repeats of one (topic, reason) within 10 s are folded by the log's rate limit
+    assert any("topic=seizurewatch/bed9/state" in ln for ln in ignored)
+    assert any("payload names patient 'bed3', the topic 'evil'" in ln for ln in ignored)
+    assert any("t: None is not of type 'number'" in ln for ln in ignored), ignored
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_new_journal_reusing_seq_numbers_is_not_taken_for_duplicates(mosquitto, tmp_path):
+    """The journal was lost: the next run starts at seq 1 again, in a new epoch; its alarm is printed
+    (and paged) although a station that kept running saw seq 1 of the old journal."""
+    old = lifecycle()[0]
+    new = {**old, "epoch": "00000000000000e2.1", "alarm_id": "00000000000000b2"}
+    cmd, record = pager(tmp_path)
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--patient", "bed3", "--jsonl",
+                 "--exec", cmd, "--count", "2")
+    asyncio.run(publish_raw(mosquitto.port, [("seizurewatch/bed3/alarm", json.dumps(p), False)
+                                             for p in (old, old, new, new)]))
+    finish(proc, tmp_path / "out")
+    assert [e["alarm_id"] for e in lines(tmp_path / "out") if e.get("kind") == "alarm"] == [
+        old["alarm_id"], new["alarm_id"]]
+    assert sorted(c["alarm_id"] for c in lines(record)) == sorted([old["alarm_id"], new["alarm_id"]])
+
+
+@pytest.mark.slow
+def test_gaps_are_reported_and_a_retained_alarm_state_is_raised_once(mosquitto, tmp_path):
+    """The broker forgot events 2-4 of bed3 (seq jumps 1 -> 5): 'missed events 2-4 from bed3'. A retained
+    `state: alarm` for an alarm id never seen is raised (paged) once; its later update is not paged again;
+    a state whose seq is beyond what was received reports that gap too."""
+    evs = lifecycle()
+    alarm = {"schema": "seizurewatch/event/1", **evs[1], "alarm_id": "00000000000000c7", "seq": 5}
+    state = {"state": "alarm", "patient": "bed3", "t": 80.0, "wall_time": 1.7e9, "probability": 0.9, "faults": [],
+             "alarm_id": "00000000000000c7", "epoch": EPOCH, "seq": 4}
+    cmd, record = pager(tmp_path)
+    asyncio.run(publish_raw(mosquitto.port, [("seizurewatch/bed3/state", json.dumps(state), True)]))
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--patient", "bed3",
+                 "--exec", cmd, "--count", "3")
+    asyncio.run(publish_raw(mosquitto.port, [
+        ("seizurewatch/bed3/alarm", json.dumps(alarm), False),  # seq 5 after the state's 4: no gap
+        ("seizurewatch/bed3/alarm", json.dumps({**evs[0], "seq": 9}), False),  # 6-8 missed
+        ("seizurewatch/bed3/state", json.dumps({**state, "state": "ok", "alarm_id": None, "seq": 12}), False),
+        ("seizurewatch/bed3/alarm", json.dumps({**evs[0], "seq": 13}), False),
+    ]))
+    out = finish(proc, tmp_path / "out")
+    assert "[bed3] ALARM in progress (id 00000000000000c7; known from the retained state, its start event was " \
+           "not received)" in out
+    assert out.count("ALARM in progress") == 1
+    assert "[bed3] missed events 6-8 from bed3" in out and "[bed3] missed events 10-12 from bed3" in out
+    assert out.count("missed") == 2
+    calls = lines(record)
+    assert [c["alarm_id"] for c in calls] == ["00000000000000c7", evs[0]["alarm_id"]]
+    assert calls[0]["env"]["SEIZUREWATCH_SOURCE"] == "state"
+
+
+def test_exec_hooks_are_bounded_and_rate_limited(tmp_path):
+    """300 fake alarms do not start 300 processes: 20 hooks a minute at most, 32 waiting, the rest
+    dropped with an error naming the alarm."""
+    from seizurewatch.alarms.hooks import HookRunner
+
+    cmd, record = pager(tmp_path)
+
+    async def main() -> tuple[list[bool], int, int]:
+        runner = HookRunner(cmd, max_running=4, max_waiting=32, per_minute=20)
+        accepted = [runner.submit({"patient": "bed3", "alarm_id": f"{i:016x}"}) for i in range(300)]
+        async with asyncio.timeout(60):
+            while len(lines(record)) < 20:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # a 21st hook would have run by now
+        ran, waiting = len(lines(record)), len(runner._tasks)
+        for t in list(runner._tasks):
+            t.cancel()
+        await runner.drain()
+        return accepted, ran, waiting
+
+    accepted, ran, waiting = asyncio.run(main())
+    assert accepted.count(True) == 32 and accepted[32:] == [False] * 268
+    assert ran == 20 and waiting == 12
+
+
+@pytest.mark.slow
+def test_exec_hook_environment_holds_no_secret_of_the_subscriber(mosquitto, tmp_path):
+    cmd, record = pager(tmp_path)
+    env = dict(os.environ, SW_MQTT_PASSWORD="hunter2", AWS_SECRET_ACCESS_KEY="x", WARD="3")
+    proc = subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", "--mqtt-url", mosquitto.url,
+                             "--patient", "bed3", "--exec", cmd, "--exec-env", "WARD", "--count", "1"], cwd=ROOT,
+                            stdout=(tmp_path / "out").open("w"), stderr=subprocess.PIPE, text=True, env=env)
+    wait_subscribed(mosquitto.port, tmp_path / "out", "bed3", settle=0.0)
+    asyncio.run(publish(mosquitto.port, lifecycle()[:1], resend=False))
+    finish(proc, tmp_path / "out")
+    (call,) = lines(record)
+    assert "SW_MQTT_PASSWORD" not in call["env"] and "AWS_SECRET_ACCESS_KEY" not in call["env"]
+    assert call["env"]["WARD"] == "3" and call["env"]["SEIZUREWATCH_PATIENT"] == "bed3"
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "WARD"}
+    assert {k for k in call["env"] if not k.startswith("SEIZUREWATCH_")} <= allowed | {"PWD", "SHLVL", "_"}
