@@ -341,3 +341,64 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
     calls = lines(paged)
     assert [c["alarm_id"] for c in calls] == [alarm_id], "the station must page once for the alarm"
     assert "MQTT_PASSWORD" not in calls[0]["env"]
+
+
+def test_two_daemons_on_two_journals_for_one_patient_do_not_kick_each_other_off_the_broker(mosquitto, tmp_path):
+    """Client ids carry the journal's id: two links for bed1 (two journals) both stay connected;
+    the same journal reopened keeps its id (the broker replaces a stale connection, not a live one)."""
+    cfg = MqttConfig(url=mosquitto.url)
+
+    async def main() -> tuple[list[int], str, str, str]:
+        boxes = [Outbox.open_sync(str(tmp_path / f"j{i}.sqlite3")) for i in (1, 2)]
+        links = [PatientLink(cfg, b, "bed1") for b in boxes]
+        runners = [asyncio.create_task(lk.run()) for lk in links]
+        for lk in links:
+            await asyncio.wait_for(lk.connected.wait(), 10)
+        await asyncio.sleep(3.0)  # kicking each other would show as reconnects by now
+        reconnects = [lk.reconnects for lk in links]
+        ids = [lk.identifier for lk in links]
+        for lk in links:
+            lk.close()
+        await asyncio.gather(*runners)
+        for b in boxes:
+            await b.close()
+        again = Outbox.open_sync(str(tmp_path / "j1.sqlite3"))
+        same = PatientLink(cfg, again, "bed1").identifier
+        again.close_sync()
+        return reconnects, ids[0], ids[1], same
+
+    reconnects, first, second, reopened = asyncio.run(main())
+    assert reconnects == [0, 0]
+    assert first != second and first.startswith("seizurewatch-bed1-") and reopened == first
+
+
+def test_reconnects_leave_no_future_exception_unretrieved(mosquitto, caplog):
+    """The daemon link and the subscriber through three broker restarts: asyncio never reports
+    'Future exception was never retrieved' (it did on every reconnect)."""
+    from seizurewatch.alarms.subscriber import subscribe
+
+    async def main() -> None:
+        cfg = MqttConfig(url=mosquitto.url)
+        box = Outbox.open_sync(":memory:")
+        link = PatientLink(cfg, box, "bed1")
+        runner = asyncio.create_task(link.run())
+        sub = asyncio.create_task(subscribe(cfg, lambda p: None, retries=30, client_id="nurse-gc"))
+        for _ in range(3):
+            await asyncio.wait_for(link.connected.wait(), 30)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(mosquitto.stop)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(mosquitto.start)
+            gc.collect()
+        await asyncio.wait_for(link.connected.wait(), 30)
+        await asyncio.sleep(1.0)
+        gc.collect()
+        sub.cancel()
+        link.close()
+        await asyncio.wait_for(runner, 30)
+        await box.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

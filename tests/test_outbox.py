@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from alarm_support import daemon_config
-from conftest import run_cli
+from conftest import DOG1, run_cli
 
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.errors import ConfigError
@@ -423,3 +423,19 @@ def test_journal_and_its_lock_are_private_or_group_readable_in_a_setgid_folder(t
         assert mode(loose) == 0o600
     finally:
         os.umask(old)
+
+
+@pytest.mark.slow
+def test_replay_with_a_config_journals_where_its_outbox_path_says(mosquitto, tmp_path):
+    journal = tmp_path / "ward" / "replay-journal.sqlite3"
+    cfg = daemon_config(tmp_path / "bed1.yaml", mosquitto.url, journal, speed="max")
+    r = run_cli("replay", str(DOG1 / "dog1_rec04.edf"), "--config", str(cfg), "--jsonl", "--patient", "bed1")
+    assert r.returncode == 0, r.stderr
+    printed = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT payload, delivered FROM events WHERE patient = 'bed1' ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    assert [json.loads(p) for p, _ in rows] == printed and printed
+    assert all(d is not None for _, d in rows)  # delivered to the broker, and the journal says so
