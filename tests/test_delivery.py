@@ -228,38 +228,37 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
     assert [e["seq"] for e in events(out)] == list(range(1, n + 1))
 
 
+def no_delay_flags(port: int) -> list[int]:
+    """TCP_NODELAY of each of this process's TCP connections to 127.0.0.1:``port``."""
+    import os
+    import socket
+
+    flags = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        try:
+            if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and s.getpeername()[1] == port:
+                flags.append(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except OSError:
+            pass
+        finally:
+            s.close()
+    return flags
+
+
 def test_the_link_sends_without_nagle_delay(mosquitto, tmp_path):
     """TCP_NODELAY on the daemon's broker connection: a window of small QoS 1 publishes is not held back
     waiting for a delayed ACK (measured: the backlog drain at max_inflight 20 went from 530 to 961 events/s,
     4,739 with the broker's set_tcp_nodelay)."""
-    import os
-    import socket
-
-    def broker_sockets() -> list[socket.socket]:
-        found = []
-        for name in os.listdir("/proc/self/fd"):
-            try:
-                s = socket.socket(fileno=os.dup(int(name)))
-            except OSError:
-                continue
-            try:
-                if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM and s.getpeername()[1] == mosquitto.port:
-                    found.append(s)
-                    continue
-            except OSError:
-                pass
-            s.close()
-        return found
-
     async def main() -> list[int]:
         box = Outbox.open_sync(str(tmp_path / "nd.sqlite3"))
         link = PatientLink(MqttConfig(url=mosquitto.url), box, "bed3")
         runner = asyncio.create_task(link.run())
         await asyncio.wait_for(link.connected.wait(), 10)
-        socks = broker_sockets()
-        flags = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks]
-        for s in socks:
-            s.close()
+        flags = no_delay_flags(mosquitto.port)
         link.close()
         await asyncio.wait_for(runner, 30)
         await box.close()
@@ -402,3 +401,20 @@ def test_reconnects_leave_no_future_exception_unretrieved(mosquitto, caplog):
         asyncio.run(main())
         gc.collect()
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_the_subscriber_connects_through_the_same_policy_no_nagle_delay_either(mosquitto):
+    """One connection policy: the station's connection gets TCP_NODELAY (aiomqtt's socket_options)
+    like the daemon's link; before, only the link had it, set through paho's private socket."""
+    from seizurewatch.alarms.subscriber import subscribe
+
+    async def main() -> list[int]:
+        ready = asyncio.Event()
+        sub = asyncio.create_task(subscribe(MqttConfig(url=mosquitto.url), lambda p: None, ready=ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        flags = no_delay_flags(mosquitto.port)
+        sub.cancel()
+        return flags
+
+    flags = asyncio.run(main())
+    assert len(flags) == 1 and flags[0] != 0

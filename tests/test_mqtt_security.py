@@ -269,3 +269,24 @@ def test_shipped_ward_broker_config_lets_only_a_patients_daemon_publish_and_only
     assert ("seizurewatch/bed1/alarm", b"bed1 alarm") in got
     assert ("seizurewatch/bed1/ack", b"station ack") in got
     assert len(got) == 2, got
+
+
+def test_the_connection_policy_falls_back_refuses_logins_for_stations_and_backs_off():
+    from aiomqtt.exceptions import MqttConnectError
+
+    from seizurewatch.alarms.connection import BACKOFF_MAX_S, ConnectionPolicy
+
+    station = ConnectionPolicy(MqttConfig(url="mqtt://127.0.0.1:1883"), retries=3, final_on_refused_login=True)
+    assert station.protocol == aiomqtt.ProtocolVersion.V5
+    assert station.failed(MqttConnectError(132)) == 0.0 and station.protocol == aiomqtt.ProtocolVersion.V311
+    with pytest.raises(BrokerError, match=r"refused the login \(anonymous login\)"):
+        station.failed(MqttConnectError(5))
+    delays = [station.failed(aiomqtt.MqttError("[Errno 111] Connection refused")) for _ in range(3)]
+    assert delays[0] < delays[2]  # 0.5 s, 1 s, 2 s, each with +-50 % jitter
+    with pytest.raises(BrokerError, match=r"unreachable: \[Errno 111\] Connection refused \(gave up after 3"):
+        station.failed(aiomqtt.MqttError("[Errno 111] Connection refused"))
+    daemon = ConnectionPolicy(MqttConfig(url="mqtt://127.0.0.1:1883"))  # a daemon never gives up
+    delays = [daemon.failed(MqttConnectError(5)) for _ in range(50)]
+    assert max(delays) <= 1.5 * BACKOFF_MAX_S and delays[-1] >= 0.5 * BACKOFF_MAX_S
+    daemon.connected()
+    assert daemon.failed(aiomqtt.MqttError("gone")) <= 0.75  # backoff starts again after a connection
