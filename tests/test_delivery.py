@@ -355,6 +355,7 @@ def test_two_daemons_on_two_journals_for_one_patient_do_not_kick_each_other_off_
             await asyncio.wait_for(lk.connected.wait(), 10)
         await asyncio.sleep(3.0)  # kicking each other would show as reconnects by now
         reconnects = [lk.reconnects for lk in links]
+        assert reconnects == [0, 0], "the two links kicked each other off the broker"
         ids = [lk.identifier for lk in links]
         for lk in links:
             lk.close()

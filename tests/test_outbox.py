@@ -439,3 +439,20 @@ def test_replay_with_a_config_journals_where_its_outbox_path_says(mosquitto, tmp
         db.close()
     assert [json.loads(p) for p, _ in rows] == printed and printed
     assert all(d is not None for _, d in rows)  # delivered to the broker, and the journal says so
+
+
+def test_undelivered_rows_from_before_epochs_get_one_so_stations_accept_them(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, patient TEXT NOT NULL, seq INTEGER "
+                     "NOT NULL, topic TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL, delivered REAL, "
+                     "UNIQUE (patient, seq));")
+    with db:
+        db.execute("INSERT INTO events (patient, seq, topic, payload, created) VALUES "
+                   "('bed1', 7, ?, '{\"kind\":\"alarm\",\"seq\":7}', 0)", (TOPIC,))
+    db.close()
+    box = Outbox.open_sync(str(path))
+    (row,) = box.all_rows_sync("bed1")
+    assert json.loads(row[1]) == {"kind": "alarm", "seq": 7, "epoch": box.epoch}
+    assert box.append_sync("bed1", TOPIC, ev(1)) == 8
+    box.close_sync()

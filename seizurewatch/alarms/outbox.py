@@ -195,6 +195,10 @@ class Outbox:
             self.incarnation = (int(inc[0]) if inc else 0) + 1
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('incarnation', ?)",
                              (str(self.incarnation),))
+            # Undelivered rows journaled before payloads had an epoch: give them this one (their seq is
+            # unique in this journal, so the pair cannot collide), or stations would drop them as malformed.
+            self._db.execute("UPDATE events SET payload = json_insert(payload, '$.epoch', ?) WHERE delivered IS NULL "
+                             "AND json_valid(payload) AND json_type(payload, '$.epoch') IS NULL", (self.epoch,))
 
     def _close_interrupted(self) -> None:
         """End what the journal shows as open: the last event of each alarm/fault id is not an ``end``."""
