@@ -336,9 +336,11 @@ def test_a_second_instance_on_the_same_journal_refuses_to_start_naming_the_first
             Outbox.open_sync(str(path))
         assert str(exc.value) == (f"outbox.path: journal {path} is in use by another seizurewatch (PID {holder.pid});"
                                   " stop that one, or give this one its own outbox.path")
+        assert Outbox.check_path(str(path)) == holder.pid  # run --check looks without taking it
     finally:
         holder.kill()
         holder.wait()
+    assert Outbox.check_path(str(path)) is None
     box = Outbox.open_sync(str(path))  # the kernel released the lock of the killed holder
     assert box.quarantined is None
     box.close_sync()

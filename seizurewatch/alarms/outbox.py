@@ -121,6 +121,35 @@ class Outbox:
             raise
         return box
 
+    @classmethod
+    def check_path(cls, path: str) -> int | None:
+        """For ``run --check``: what can be verified without taking the journal from a running daemon
+        (its folder exists or can be made, is writable and has room: ConfigError otherwise). Returns
+        the PID of the seizurewatch holding the journal's lock, or None if it is free."""
+        if path == ":memory:":
+            return None
+        box = cls(path)
+        try:
+            box._check_folder()
+            return box._holder()
+        finally:
+            box._executor.shutdown(wait=False)
+
+    def _holder(self) -> int | None:
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else -1
+        else:
+            return None
+        finally:
+            os.close(fd)
+
     def _open(self) -> None:
         if self.path != ":memory:":
             self._check_folder()
