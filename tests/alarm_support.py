@@ -165,3 +165,14 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def ward_accounts(broker: Any, tmp: Path) -> tuple[str, str, tuple[str, ...], tuple[str, str]]:
+    """How the tests' daemon (bedside1, bed1) and station (station1, over TLS) log into a WardMosquitto:
+    (daemon mqtt yaml lines, station URL, station CLI args, probe (user, password))."""
+    daemon = f"  username: bedside1\n  password_file: {broker.password_file('bedside1')}\n"
+    url = f"mqtts://127.0.0.1:{broker.tls_port}"
+    station = daemon_config(tmp / "station.yaml", url, tmp / "unused.sqlite3",
+                            mqtt_extra=f"  ca_file: {broker.ca}\n  username: station1\n"
+                                       f"  password_file: {broker.password_file('station1')}\n")
+    return daemon, url, ("--config", str(station)), ("bedside1", broker.password_file("bedside1").read_text().strip())

@@ -28,6 +28,7 @@ from alarm_support import (
     validate,
     wait_for,
     wait_subscribed,
+    ward_accounts,
 )
 from conftest import Mosquitto, WardMosquitto
 
@@ -48,15 +49,17 @@ def assert_exactly_once_in_order(received: list[dict], journal: list[tuple]) -> 
 
 
 def test_broker_killed_during_seizure_and_back_10s_later(tmp_path):
-    broker = PersistentMosquitto(tmp_path)
+    """The shipped ward broker config (persistence), killed while the daemon runs and the station waits."""
+    broker = WardMosquitto(tmp_path)
+    daemon_auth, station_url, station_args, probe_auth = ward_accounts(broker, tmp_path)
     broker.start()
     journal = tmp_path / "journal" / "outbox.sqlite3"
-    cfg = daemon_config(tmp_path / "bed1.yaml", broker.url, journal, speed=10)
+    cfg = daemon_config(tmp_path / "bed1.yaml", broker.url, journal, speed=10, mqtt_extra=daemon_auth)
     out = tmp_path / "sub.jsonl"
-    sub = start_subscriber(broker.url, out, "--patient", "bed1", "--client-id", "nurse-station-1")
+    sub = start_subscriber(station_url, out, *station_args, "--patient", "bed1", "--client-id", "nurse-station-1")
     daemon = None
     try:
-        wait_subscribed(broker.port, out, "bed1")
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
         time.sleep(2.0)  # stream time ~20-30 s at 10x: well before the seizure (60-101 s)
@@ -288,13 +291,7 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
     (--exec run) exactly once, for the alarm the journal holds, and its end is seen."""
     if persistent:
         broker = WardMosquitto(tmp_path)
-        daemon_auth = f"  username: bedside1\n  password_file: {broker.password_file('bedside1')}\n"
-        station_url = f"mqtts://127.0.0.1:{broker.tls_port}"
-        station = daemon_config(tmp_path / "station.yaml", station_url, tmp_path / "unused.sqlite3",
-                                mqtt_extra=f"  ca_file: {broker.ca}\n  username: station1\n"
-                                           f"  password_file: {broker.password_file('station1')}\n")
-        station_args: tuple[str, ...] = ("--config", str(station))
-        probe_auth = ("bedside1", broker.password_file("bedside1").read_text().strip())
+        daemon_auth, station_url, station_args, probe_auth = ward_accounts(broker, tmp_path)
     else:
         broker = Mosquitto(tmp_path)  # persistence false
         broker.kill = lambda: broker.proc.kill() or broker.proc.wait()  # type: ignore[method-assign]
