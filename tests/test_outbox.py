@@ -458,3 +458,23 @@ def test_undelivered_rows_from_before_epochs_get_one_so_stations_accept_them(tmp
     assert json.loads(row[1]) == {"kind": "alarm", "seq": 7, "epoch": box.epoch}
     assert box.append_sync("bed1", TOPIC, ev(1)) == 8
     box.close_sync()
+
+
+@pytest.mark.slow
+def test_a_second_daemon_on_a_running_daemons_journal_exits_2_naming_it(mosquitto, tmp_path):
+    from alarm_support import start_daemon, stop, wait_for
+
+    journal = tmp_path / "j.sqlite3"
+    cfg = daemon_config(tmp_path / "bed1.yaml", mosquitto.url, journal, speed=1)
+    first = start_daemon(cfg, tmp_path / "first.log")
+    try:
+        wait_for(lambda: "ready" in (tmp_path / "first.log").read_text(), 60, "the first daemon to be ready")
+        r = run_cli("run", "--config", str(cfg))
+    finally:
+        stop(first)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"seizurewatch: error: outbox.path: journal {journal} is in use by another seizurewatch (PID {first.pid}); "
+        "stop that one, or give this one its own outbox.path")
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert first.returncode == 0  # the first one drained and stopped cleanly, its journal intact
