@@ -263,3 +263,14 @@ class BandPowerLR(nn.Module):
 def bandpower_lr(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
                  **kwargs: Any) -> nn.Module:
     return BandPowerLR(n_channels, n_samples, n_outputs, rate=rate, **kwargs)
+
+
+# ----- the 2014 Kaggle winner's recipe (fitted once, see research/hills.py) --------------------
+
+
+@register("hills_forest")
+def hills_forest(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
+                 **kwargs: Any) -> nn.Module:
+    from seizurewatch.research.hills import HillsForest
+
+    return HillsForest(n_channels, n_samples, n_outputs, rate=rate, **kwargs)

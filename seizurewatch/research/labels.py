@@ -59,6 +59,12 @@ class LabelRules:
     horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
     interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
     postictal_s: float = 600.0  # prediction: dropped after a seizure
+    early_s: float | None = None  # detection: a second output "early", the window ends <= early_s after onset
+
+    def outputs(self) -> list[str]:
+        if self.task == "detection":
+            return ["seizure"] if self.early_s is None else ["seizure", "early"]
+        return [f"preictal_{h:g}s" for h in self.horizons_s]
 
 
 def _continuous(a: float, b: float, joins: list[float]) -> bool:
@@ -69,14 +75,17 @@ def _continuous(a: float, b: float, joins: list[float]) -> bool:
 def label_window(
     start: float, end: float, seizures: list[Seizure], joins: list[float], rules: LabelRules
 ) -> tuple[int, ...] | None:
-    """Labels for window [start, end): detection -> (ictal,), prediction -> one flag per horizon.
+    """Labels for window [start, end): detection -> (ictal,) or, with ``early_s``, (ictal, early)
+    (early: the window ends at most ``early_s`` after the onset, the challenge's early class),
+    prediction -> one flag per horizon.
     None means the window is dropped (straddles a seam, partly ictal, too near a seizure...)."""
     if any(start < j < end for j in joins):
         return None
     if rules.task == "detection":
+        neg: tuple[int, ...] = (0,) if rules.early_s is None else (0, 0)
         for s in seizures:
             if s.onset <= start and end <= s.end:
-                return (1,)
+                return (1,) if rules.early_s is None else (1, int(end <= s.onset + rules.early_s + 1e-9))
         for s in seizures:
             if start < s.end and s.onset < end:
                 return None  # partly ictal
@@ -84,7 +93,7 @@ def label_window(
                 return None
             if s.end <= start and start - s.end < rules.exclusion_s and _continuous(s.end, start, joins):
                 return None
-        return (0,)
+        return neg
     flags = tuple(
         int(any(end <= s.onset and s.onset - start <= h and _continuous(end, s.onset, joins) for s in seizures))
         for h in rules.horizons_s

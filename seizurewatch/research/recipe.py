@@ -59,6 +59,7 @@ class Recipe:
     stride_ictal_s: float = 1.0
     exclusion_s: float = 300.0
     horizons_s: tuple[float, ...] = (600.0, 3600.0)
+    early_s: float | None = None  # detection: also learn "early" (the window ends <= early_s after onset)
     preprocess: PreprocessRecipe = field(default_factory=PreprocessRecipe)
     model: TrainConfig = field(default_factory=TrainConfig)
     threshold: ThresholdRecipe = field(default_factory=ThresholdRecipe)
@@ -95,7 +96,8 @@ def spec_for(recipe: Recipe, device: DeviceProfile) -> PreprocessSpec:
 
 
 def rules_for(recipe: Recipe) -> LabelRules:
-    return LabelRules(task=recipe.task, exclusion_s=recipe.exclusion_s, horizons_s=recipe.horizons_s)
+    return LabelRules(task=recipe.task, exclusion_s=recipe.exclusion_s, horizons_s=recipe.horizons_s,
+                      early_s=recipe.early_s)
 
 
 def collect(files: tuple[str, ...], recipe: Recipe, spec: PreprocessSpec, device: DeviceProfile,
@@ -144,7 +146,8 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         "name": recipe.name,
         "description": recipe.description,
         "task": recipe.task,
-        "outputs": ["seizure"] if recipe.task == "detection" else [f"preictal_{int(h)}s" for h in recipe.horizons_s],
+        "outputs": rules_for(recipe).outputs() if recipe.task == "detection"
+        else [f"preictal_{int(h)}s" for h in recipe.horizons_s],
         "device": device.name,
         "preprocess": spec.to_json(),
         "window_s": recipe.window_s,

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seizurewatch.research.architectures import Deployable, build
+from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.roc import roc
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,10 @@ def train(
     net = build(cfg.arch, c, t, n_out, rate=rate, **cfg.arch_kwargs)
     mean, std = channel_stats(x_train, None if train_rows is None else tr)
     model = Deployable(net, mean, std)
-    opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = _loss_fn(y_train[tr], cfg.class_weights)
+    if isinstance(net, FittedModel):  # fitted once (a forest): no epochs, no optimiser, nothing to resume
+        return _fit_once(model, net, x_train, y_train, tr, x_val, y_val, va, loss_fn, cfg)
+    opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
     start_epoch, best, best_epoch, best_state = 0, float("inf"), -1, None
     ckpt = Path(checkpoint) if checkpoint else None
@@ -167,6 +170,25 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, time.perf_counter() - t0, asdict(cfg))
+
+
+@torch.no_grad()
+def _fit_once(model: Deployable, net: FittedModel, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
+              x_val: np.ndarray | None, y_val: np.ndarray | None, va: np.ndarray | None, loss_fn: nn.Module,
+              cfg: TrainConfig, chunk: int = 256) -> TrainResult:
+    """A model fitted once (a forest): features of the standardised training windows, in
+    chunks so a memory-mapped dataset is never loaded whole, then one ``fit_features``.
+    The same validation figures as an epoch, so the history and the threshold read alike."""
+    t0 = time.perf_counter()
+    feats = torch.cat([net.features((_take(x, tr[i : i + chunk]) - model.mean) / model.std)  # type: ignore[operator]
+                       for i in range(0, len(tr), chunk)])
+    net.fit_features(feats, torch.from_numpy(y[tr].astype(np.int64)), threads=cfg.threads)
+    model.eval()
+    row: dict[str, float] = {"epoch": 0, "train_loss": _validate(model, x, y, tr, loss_fn)["val_loss"]}
+    if x_val is not None and y_val is not None and va is not None and len(va):
+        row.update(_validate(model, x_val, y_val, va, loss_fn))
+    log.info("fitted", extra={"arch": cfg.arch, "windows": len(tr), "features": int(feats.shape[1])})
+    return TrainResult(model, [row], 0, time.perf_counter() - t0, asdict(cfg))
 
 
 @torch.no_grad()

@@ -74,6 +74,7 @@ class DatasetSpec:
     horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
     interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
     postictal_s: float = 600.0
+    early_s: float | None = None  # detection: add the output "early" (window ends <= early_s after onset)
     balance: Literal["none", "subject"] = "none"  # subject: undersample the majority class per subject
     balance_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
     split: SplitSpec = field(default_factory=SplitSpec)
@@ -84,10 +85,10 @@ class DatasetSpec:
 
     def rules(self) -> LabelRules:
         return LabelRules(task=self.task, exclusion_s=self.exclusion_s, horizons_s=tuple(self.horizons_s),
-                          interictal_min_s=self.interictal_min_s, postictal_s=self.postictal_s)
+                          interictal_min_s=self.interictal_min_s, postictal_s=self.postictal_s, early_s=self.early_s)
 
     def outputs(self) -> list[str]:
-        return ["seizure"] if self.task == "detection" else [f"preictal_{h:g}s" for h in self.horizons_s]
+        return self.rules().outputs()
 
     def check(self, where: str) -> None:
         if self.window_s <= 0 or self.stride_s <= 0 or self.stride_ictal_s <= 0:
@@ -304,6 +305,9 @@ def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | No
     if spec.task == "detection":
         if clip.sequence is not None:
             raise DataError(f"{clip.path}: a prediction-challenge clip cannot make a detection dataset")
+        if spec.early_s is not None and clip.label in ("ictal", "interictal"):
+            early = int(clip.label == "ictal" and clip.latency is not None and clip.latency < spec.early_s)
+            return (int(clip.label == "ictal"), early)
         return {"ictal": (1,), "interictal": (0,)}.get(clip.label)  # Delhi preictal: dropped
     if clip.label == "interictal":
         return (0,) * k

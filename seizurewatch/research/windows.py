@@ -64,7 +64,7 @@ def windows_from_recording(
         xs.append(signal[:, i0 : i0 + n_win])
         ys.append(lab)
         ts.append(t)
-    n_out = len(rules.horizons_s) if rules.task == "prediction" else 1
+    n_out = len(rules.outputs())
     x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, len(spec.channels), n_win), np.float32)
     y = np.asarray(ys, dtype=np.int8).reshape(-1, n_out)
     return RecordingWindows(path, x, y, np.asarray(ts, dtype=np.float64), dropped)
