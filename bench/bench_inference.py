@@ -65,9 +65,13 @@ def bench_model(path: Path, label: str, quick: bool) -> dict[str, Any]:
     loaded = load_model(path)
     meta = loaded.meta
     shape = (len(meta.preprocess.channels), meta.window_samples)
-    eager = eager_copy(loaded)
-    pt2 = load_model(pt2_copy(eager, meta.raw, shape, f"{meta.name}-export"))
-    variants = {"torchscript": loaded.module, "eager": eager, "pt2": pt2.module}
+    from seizurewatch.research.export import rebuild_eager
+
+    variants = {"torchscript": loaded.module}
+    if not isinstance(rebuild_eager(loaded), type(loaded.module)):  # a forest is TorchScript only
+        eager = eager_copy(loaded)
+        variants["eager"] = eager
+        variants["pt2"] = load_model(pt2_copy(eager, meta.raw, shape, f"{meta.name}-export")).module
     n_single, n_batched = (20, 3) if quick else (200, 8)
     import torch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_MODEL = "dog1-convnet.pt"
+DEFAULT_MODEL = "dog1-hills-early.pt"
 DEMO_RECORDING = "dog1_rec04.edf"
 LSL_LOOPBACK = "lsl_loopback.cfg"
 
@@ -15,7 +15,7 @@ def _data(name: str) -> Path:
 
 
 def default_model_path() -> Path:
-    """The shipped default model (a copy of models/dog1-convnet.pt)."""
+    """The shipped default model (a copy of models/dog1-hills-early.pt)."""
     return _data(DEFAULT_MODEL)
 
 

@@ -87,6 +87,8 @@ def test_demo_with_embedded_broker():
     assert "ALARM start" in r.stdout
     summary = r.stdout.strip().splitlines()[-1]
     assert summary.startswith("summary: seizure annotated at 60 s") and "alarm raised at" in summary
+    latency = int(summary.split("(+")[1].split(" s)")[0])
+    assert latency <= 10 and summary.endswith("false alarms 0"), summary  # within seconds of onset, no false alarm
 
 
 @pytest.mark.slow

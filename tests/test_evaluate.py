@@ -53,7 +53,7 @@ def test_event_scoring_after_the_daemon_decision():
 
 def test_offline_decision_replays_the_daemon_exactly():
     tr = stream_probabilities(REC04, MODEL)
-    assert len(tr.t) == 109 and tr.t[0] == 10.0  # 118 s, 10 s windows, 1 s hop
+    assert len(tr.t) == 118 and tr.t[0] == 1.0  # 118 s, 1 s windows, 1 s hop
     assert tr.alarms, "the shipped model alarms in rec04's seizure"
     assert alarm_spans(tr.t, tr.p, tr.threshold, tr.decision, tr.duration) == tr.alarms
     assert tr.seizures == [(60.0, 101.0)]
@@ -63,7 +63,7 @@ def test_predict_writes_csv_and_timeline(tmp_path):
     out = predict_recording(REC04, MODEL, tmp_path)
     with open(out["csv"]) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == out["windows"] == 109
+    assert len(rows) == out["windows"] == 118  # 1-s windows, 1-s hop
     assert {r["seizure"] for r in rows if 60 <= float(r["t_end"]) <= 101} == {"1"}
     assert any(r["alarm"] == "1" for r in rows) and all(r["alarm"] == "0" for r in rows if float(r["t_end"]) < 50)
     assert (tmp_path / "dog1_rec04-timeline.png").stat().st_size > 10_000

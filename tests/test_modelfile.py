@@ -16,18 +16,22 @@ from seizurewatch.resources import default_model_path
 def test_shipped_model_has_metadata_and_valid_checksum():
     m = load_model(MODEL)
     meta = m.meta.raw
-    assert meta["name"] == "dog1-convnet"
+    assert meta["name"] == "dog1-hills-early"
     assert meta["preprocess"]["channels"][0] == "c001" and meta["preprocess"]["rate"] == 400
-    assert 0 < m.meta.threshold < 1 and meta["threshold"]["policy"] in ("youden", "sensitivity", "fa_budget")
+    assert meta["window_s"] == 1.0 and meta["outputs"] == ["seizure", "early"]
+    assert 0 < m.meta.threshold < 1 and meta["threshold"]["policy"] == "fa_budget"
     assert meta["training"]["train_recordings"] == ["dog1_rec01.edf", "dog1_rec02.edf", "dog1_rec03.edf"]
-    assert meta["training"]["validation_recordings"] == ["dog1_rec04.edf"]
+    # the threshold never saw rec04, the demo's recording: out-of-fold predictions of rec01-03 only
+    assert meta["training"]["validation_recordings"] == []
+    assert meta["threshold"]["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
+    assert meta["training"]["config"]["arch"] == "hills_forest"
     assert meta["metrics"]["validation"]["roc_auc"] > 0.8  # a trained model, not a random one
 
 
 def test_packaged_copy_is_the_same_model():
     a = hashlib.sha256(MODEL.read_bytes()).hexdigest()
     b = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
-    assert a == b, "seizurewatch/data/dog1-convnet.pt must be a copy of models/dog1-convnet.pt"
+    assert a == b, "seizurewatch/data/dog1-hills-early.pt must be a copy of models/dog1-hills-early.pt"
 
 
 def _tiny(tmp_path, suffix=".pt"):

@@ -24,6 +24,8 @@ import pytest
 import yaml
 from conftest import DOG1, MODEL, ROOT, free_port
 
+from seizurewatch.modelfile import load_model
+
 pytestmark = pytest.mark.slow
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
@@ -209,15 +211,16 @@ def test_ready_watchdog_metrics_then_sigterm_during_alarm_drains(tmp_path, mosqu
         assert ready_log["startup_s"] > 0
         started = d.logged("started")[0]  # torch's thread pools set from model.threads, not left to torch
         assert started["torch_threads"] == 1 and started["torch_interop_threads"] == 1
-        assert started["streams"] == ["bed1"] and started["model"] == "dog1-convnet"
+        assert started["streams"] == ["bed1"] and started["model"] == "dog1-hills-early"
         statuses = [m for _, m in notify.lines("STATUS=")]
         assert any("loading model" in s for s in statuses), statuses  # said what it was doing before READY
         first = scrape(mport)
         assert first["seizurewatch_broker_connected{patient=bed1}"] == 1
         assert first["seizurewatch_stream_connected{patient=bed1}"] == 1
         info = [k for k in first if k.startswith("seizurewatch_model_info{")]
-        assert len(info) == 1 and "name=dog1-convnet" in info[0] and "threshold=0.44" in info[0], info
-        assert first["seizurewatch_threshold{patient=bed1}"] == pytest.approx(0.443, abs=1e-3)
+        shipped = load_model(MODEL).meta.threshold
+        assert len(info) == 1 and "name=dog1-hills-early" in info[0] and f"threshold={shipped:.2f}" in info[0], info
+        assert first["seizurewatch_threshold{patient=bed1}"] == pytest.approx(shipped, abs=1e-3)
         assert first["process_resident_memory_bytes{}"] > 50e6
 
         sub.wait(lambda: any(e["event"] == "start" for e in sub.events()), 60, "alarm start")

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the val split; first threshold by Youden's J on val). Deterministic for a "
                                    "given seed; a checkpoint is written every epoch (OUTPUT.ckpt) and --resume "
                                    "continues from it.")
-    p.add_argument("recipe", nargs="?", help="training recipe YAML (see config/train-dog1-convnet.yaml)")
+    p.add_argument("recipe", nargs="?", help="training recipe YAML (see config/train-dog1.yaml)")
     p.add_argument("--dataset", help="dataset folder written by 'seizurewatch dataset build'")
     p.add_argument("--model", help="model YAML (config/models/*.yaml): arch, arch_kwargs, training settings")
     p.add_argument("--output", "-o", help="model file to write (.pt TorchScript or .pt2 torch.export); "

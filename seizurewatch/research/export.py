@@ -17,6 +17,7 @@ from torch import nn
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import LoadedModel, load_model, save_model
 from seizurewatch.research.architectures import Deployable, build
+from seizurewatch.research.hills import FittedModel
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,16 @@ def architecture_of(raw: dict[str, Any]) -> dict[str, Any]:
             "rate": float(pre["rate"])}
 
 
-def rebuild_eager(loaded: LoadedModel) -> Deployable:
-    """The eager ``Deployable`` with the weights of a loaded model file."""
+def rebuild_eager(loaded: LoadedModel) -> nn.Module:
+    """The eager ``Deployable`` with the weights of a loaded model file. A model fitted once (a
+    forest) keeps its trees in traced submodules that no architecture rebuilds: its
+    TorchScript module is the reference itself (re-export to .pt; .pt2 is not supported)."""
     a = architecture_of(loaded.meta.raw)
     net = build(a["arch"], a["n_channels"], a["n_samples"], a["n_outputs"], rate=a.get("rate"), **a["kwargs"])
+    if isinstance(net, FittedModel):
+        if loaded.kind != "torchscript":
+            raise ModelError(f"{loaded.path}: a fitted {a['arch']!r} model is rebuilt from its TorchScript file only")
+        return loaded.module
     model = Deployable(net, torch.zeros(a["n_channels"]), torch.ones(a["n_channels"]))
     state = {k: v for k, v in loaded.module.state_dict().items()}
     try:
@@ -63,7 +70,7 @@ def max_difference(reference: nn.Module, path: str | Path, x: torch.Tensor) -> f
     return float((got - reference(x)).abs().max())
 
 
-def save_checked(model: Deployable, meta: dict[str, Any], path: str | Path, x: torch.Tensor) -> dict[str, Any]:
+def save_checked(model: nn.Module, meta: dict[str, Any], path: str | Path, x: torch.Tensor) -> dict[str, Any]:
     """save_model, then reload and compare outputs; ModelError if the file computes otherwise."""
     out = save_model(model, {k: v for k, v in meta.items() if k not in ("format", "weights_sha256")}, path, x[:2])
     diff = max_difference(model, path, x)
@@ -79,6 +86,8 @@ def export(src: str | Path, dst: str | Path) -> dict[str, Any]:
         raise ModelError(f"{dst}: export to a .pt (TorchScript) or .pt2 (torch.export) file")
     loaded = load_model(src)
     eager = rebuild_eager(loaded)
+    if isinstance(eager, torch.jit.ScriptModule) and Path(dst).suffix == ".pt2":
+        raise ModelError(f"{src}: a model fitted once (a forest) exports as TorchScript (.pt) only, not {dst}")
     x = example_input(loaded.meta.raw)
     with torch.no_grad():
         diff_src = float((loaded.module(x) - eager(x)).abs().max())

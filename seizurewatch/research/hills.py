@@ -126,20 +126,24 @@ class HillsForest(FittedModel):
 
     - ``mean``: ``(P(seizure) + P(early)) / 2``, two forests on all windows;
     - ``conditional``: the second forest learns early vs late on ictal windows only, and
-      output 0 is ``P(seizure) * (1 + P(early | seizure)) / 2``, output 1 ``P(seizure) *
+      output 0 is ``P(seizure) * (1 + w P(early | seizure)) / (1 + w)`` (``early_weight`` w:
+      a late ictal second keeps 1 / (1 + w) of P(seizure)), output 1 ``P(seizure) *
       P(early | seizure)``. The score never exceeds P(seizure): an interictal second the
       early forest mistakes for an onset cannot rise above the seizure forest's verdict."""
 
     def __init__(self, n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
                  clip_s: float = 1.0, trees: int = 3000, max_features: str | float = "sqrt",
-                 min_samples_leaf: int = 1, bootstrap: bool = False, combine: str = "none", seed: int = 0) -> None:
+                 min_samples_leaf: int = 1, bootstrap: bool = False, combine: str = "none", early_weight: float = 1.0,
+                 seed: int = 0) -> None:
         super().__init__()
         if combine not in ("none", "mean", "conditional"):
             raise ValueError(f"combine: 'none', 'mean' or 'conditional', got {combine!r}")
         if combine != "none" and n_outputs != 2:
             raise ValueError(f"combine: {combine} needs two outputs (seizure, early); build the dataset with early_s")
         self.feat = HillsFeatures(n_channels, n_samples, rate, clip_s)
-        self.n_outputs, self.combine = n_outputs, combine
+        if early_weight < 0:
+            raise ValueError(f"early_weight: must be >= 0, got {early_weight}")
+        self.n_outputs, self.combine, self.early_weight = n_outputs, combine, float(early_weight)
         self.params = {"n_estimators": int(trees), "max_features": max_features,
                        "min_samples_leaf": int(min_samples_leaf), "bootstrap": bool(bootstrap), "random_state": seed}
         self.heads = nn.ModuleList([_Unfitted() for _ in range(n_outputs)])
@@ -151,7 +155,8 @@ class HillsForest(FittedModel):
         from sklearn.ensemble import RandomForestClassifier
 
         for k in range(self.n_outputs):
-            rows = (y[:, 0] == 1) if (k == 1 and self.combine == "conditional") else torch.ones(len(y), dtype=torch.bool)
+            conditional = k == 1 and self.combine == "conditional"  # early vs late, ictal windows only
+            rows = (y[:, 0] == 1) if conditional else torch.ones(len(y), dtype=torch.bool)
             fk, yk = f[rows].numpy(), y[rows, k].numpy().astype(int)
             if len(yk) == 0 or yk.min() == yk.max():
                 raise ValueError(f"output {k}: the training windows hold one class only; cannot fit a forest")
@@ -164,5 +169,6 @@ class HillsForest(FittedModel):
         if self.combine == "mean":
             p = torch.cat([p.mean(dim=1, keepdim=True), p[:, 1:]], dim=1)
         elif self.combine == "conditional":
-            p = torch.stack([p[:, 0] * (1.0 + p[:, 1]) / 2.0, p[:, 0] * p[:, 1]], dim=1)
+            w = self.early_weight
+            p = torch.stack([p[:, 0] * (1.0 + w * p[:, 1]) / (1.0 + w), p[:, 0] * p[:, 1]], dim=1)
         return _logit(p)

@@ -42,7 +42,10 @@ class PreprocessRecipe:
 @dataclass(frozen=True)
 class ThresholdRecipe:
     policy: Literal["youden", "sensitivity", "fa_budget"] = "youden"
-    target: float | None = None  # sensitivity (0..1) or false alarms per 24 h
+    target: float | None = None  # sensitivity (0..1), or false alarms allowed (fa_budget, out of fold; default 0)
+    # validation: on the validation recordings; out_of_fold: on the training recordings, each
+    # predicted by a model trained on the others (no recording judges a model that saw it)
+    chosen_on: Literal["validation", "out_of_fold"] = "validation"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,50 @@ def stack(parts: list[RecordingWindows]) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _false_alarms(part: RecordingWindows, p: np.ndarray, threshold: float, window_s: float) -> int:
+    """Alarms the daemon's rules raise on one recording's window sequence that start on an
+    interictal window."""
+    from seizurewatch.config import DecisionConfig
+    from seizurewatch.research.predict import alarm_spans
+
+    t_end = part.t_start + window_s
+    spans = alarm_spans(t_end, p, threshold, DecisionConfig(), float(t_end.max()) if len(t_end) else 0.0)
+    ictal = {round(float(t), 3) for t, y in zip(t_end, part.y[:, 0]) if y}
+    return sum(1 for a, _ in spans if round(a, 3) not in ictal)
+
+
+def out_of_fold_threshold(parts: list[RecordingWindows], recipe: Recipe, rate: float
+                          ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Each training recording predicted by a model trained on the others (no early stopping:
+    the recipe's epochs), then the policy on those out-of-fold predictions: ``fa_budget``
+    takes the lowest threshold at which the daemon's decision rules raise at most ``target``
+    (default 0) false alarms over all of them; ``youden`` / ``sensitivity`` the pooled ROC."""
+    preds = []
+    for i, part in enumerate(parts):
+        x_o, y_o = stack([q for j, q in enumerate(parts) if j != i])
+        cfg = dataclasses.replace(recipe.model, patience=0)
+        preds.append(predict(train(x_o, y_o, None, None, cfg, progress=False, rate=rate).model, part.x)[:, 0])
+        log.info("out-of-fold predictions", extra={"recording": Path(part.recording).name})
+    y = np.concatenate([q.y[:, 0] for q in parts])
+    p = np.concatenate(preds)
+    th = recipe.threshold
+    curve = roc(y, p)
+    if th.policy == "youden":
+        return youden(curve), y, p
+    if th.policy == "sensitivity":
+        return target_sensitivity(curve, th.target if th.target is not None else 0.95), y, p
+    budget = int(th.target or 0)
+    cands = np.unique(np.round(p, 4))
+    value = float(min(cands.max(), 0.999))
+    for c in cands[(cands > 0) & (cands < 1)]:
+        if sum(_false_alarms(q, pr, float(c), recipe.window_s) for q, pr in zip(parts, preds)) <= budget:
+            value = float(c)
+            break
+    flag = p >= value
+    point = {"tpr": float(flag[y == 1].mean()), "specificity": float((~flag[y == 0]).mean())}
+    return {"value": value, "policy": "fa_budget", "target": budget, "point": point, "auc": curve.auc}, y, p
+
+
 def run_recipe(path: str | Path, output: str | None = None, progress: bool = True,
                command: str | None = None) -> dict[str, Any]:
     """Build windows, train, choose the threshold on validation, export. Returns the metadata."""
@@ -125,22 +172,32 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
     device = load_device(recipe.device)
     spec = spec_for(recipe, device)
     train_parts = collect(recipe.train, recipe, spec, device)
+    oof = recipe.threshold.chosen_on == "out_of_fold"
+    if oof and len(train_parts) < 2:
+        raise ConfigError(f"{path}: threshold.chosen_on: out_of_fold needs >= 2 training recordings")
     val_parts = collect(recipe.validation, recipe, spec, device, stride_ictal_s=recipe.stride_s)
     x_tr, y_tr = stack(train_parts)
-    x_va, y_va = stack(val_parts)
+    x_va, y_va = stack(val_parts) if val_parts else (x_tr[:0], y_tr[:0])
     for name, y in (("train", y_tr), ("validation", y_va)):
-        if len(y) == 0 or y[:, 0].all() or not y[:, 0].any():
+        if (name == "train" or not oof) and (len(y) == 0 or y[:, 0].all() or not y[:, 0].any()):
             raise DataError(f"{path}: the {name} set needs windows of both classes (got {len(y)} windows, "
                             f"{int(y[:, 0].sum()) if len(y) else 0} positive)")
-    result = train(x_tr, y_tr, x_va, y_va, recipe.model, progress=progress, rate=spec.rate)
-    p_va = predict(result.model, x_va)[:, 0]
-    curve = roc(y_va[:, 0], p_va)
+    has_val = len(y_va) > 0
+    result = train(x_tr, y_tr, x_va if has_val else None, y_va if has_val else None, recipe.model,
+                   progress=progress, rate=spec.rate)
     th = recipe.threshold
-    if th.policy == "sensitivity":
-        threshold = target_sensitivity(curve, th.target if th.target is not None else 0.95)
+    if oof:
+        threshold, y_va, p_va = out_of_fold_threshold(train_parts, recipe, spec.rate)
     else:
+        p_va = predict(result.model, x_va)[:, 0]
+        y_va = y_va[:, 0]
+    curve = roc(y_va, p_va)
+    if not oof and th.policy == "sensitivity":
+        threshold = target_sensitivity(curve, th.target if th.target is not None else 0.95)
+    elif not oof:
         threshold = youden(curve)
-    threshold["chosen_on"] = [Path(f).name for f in recipe.validation]
+    threshold["chosen_on"] = ([f"out-of-fold: {Path(f).name}" for f in recipe.train] if oof
+                              else [Path(f).name for f in recipe.validation])
     out_path = output or recipe.output
     meta = {
         "name": recipe.name,
@@ -159,7 +216,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
             "train_recordings": [Path(f).name for f in recipe.train],
             "validation_recordings": [Path(f).name for f in recipe.validation],
             "train_windows": int(len(y_tr)), "train_positive": int(y_tr[:, 0].sum()),
-            "validation_windows": int(len(y_va)), "validation_positive": int(y_va[:, 0].sum()),
+            "validation_windows": int(len(y_va)), "validation_positive": int(y_va.sum()),
             "dropped": {Path(p.recording).name: p.dropped for p in train_parts + val_parts},
             "config": result.config,
             "best_epoch": result.best_epoch,
@@ -174,7 +231,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         },
         "metrics": {
             "validation": {
-                "roc_auc": round(curve.auc, 4),
+                "roc_auc": round(curve.auc, 4),  # (out of fold with chosen_on: out_of_fold)
                 "fraction_interictal_flagged_at_99_sensitivity": round(fraction_flagged_at_sensitivity(curve), 4),
                 "sensitivity_at_threshold": threshold["point"]["tpr"],
                 "specificity_at_threshold": threshold["point"]["specificity"],
@@ -182,6 +239,6 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         },
         "history": result.history,
     }
-    example = torch.from_numpy(x_va[:2].astype(np.float32))
+    example = torch.from_numpy((x_va if len(x_va) else x_tr)[:2].astype(np.float32))
     meta = save_model(result.model, meta, out_path, example)
     return meta
