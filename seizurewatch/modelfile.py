@@ -131,6 +131,8 @@ def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, 
     blob = json.dumps(meta, indent=2, sort_keys=True)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix == ".pt2":
+        if any(isinstance(m, torch.jit.ScriptModule) for m in module.modules()):
+            raise ModelError(f"{p}: this model holds TorchScript parts (a converted forest); save it as .pt")
         batch = torch.export.Dim("batch", min=1, max=4096)
         ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(ep, str(p), extra_files={METADATA_FILE: blob})

@@ -276,7 +276,7 @@ def test_injected_gap_faults_and_no_window_spans_it(tmp_path):
     assert [g["event"] for g in gaps] == ["start", "end"]
     assert gaps[0]["t"] == pytest.approx(25.0, abs=0.05)  # recording 15 s + 10 s skipped
     ends = [t for t, _ in daemon.pipelines[0].stats.probabilities]
-    window = 10.0
+    window = daemon.pipelines[0].meta.window_s
     assert any(t <= 15.0 for t in ends) and any(t >= 35.0 for t in ends)
     assert all(t <= 15.0 + 1e-6 or t - window >= 25.0 - 1e-6 for t in ends), ends
 

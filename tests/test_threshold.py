@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DOG1, MODEL
+from conftest import CONVNET, DOG1
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import ConfigError, DataError
@@ -107,7 +107,7 @@ def test_event_table_counts_alarms_after_the_daemon_smoothing():
 
 def test_choose_threshold_writes_the_metadata_the_daemon_reads(tmp_path):
     model = tmp_path / "m.pt"
-    shutil.copy(MODEL, model)
+    shutil.copy(CONVNET, model)  # (re-saved as .pt2 below: the shipped forest is TorchScript only)
     before = load_model(model).meta
     th = choose_threshold(model, "fa_budget", 0.0, recordings=[str(DOG1 / "dog1_rec04.edf")])
     after = load_model(model).meta
