@@ -72,15 +72,17 @@ def test_replay_breakdown_and_baseline(suite: dict) -> None:
     assert figs["synth23.pipeline_x_realtime"]["target"] == 2000.0
 
 
-def test_inference_covers_each_shipped_model_in_three_forms(suite: dict) -> None:
+def test_inference_covers_each_shipped_model_in_each_of_its_forms(suite: dict) -> None:
     figs = _figures(suite["modules"]["inference"])
     for model in sorted((ROOT / "models").glob("*.pt")):
         import torch  # noqa: F401 - only to read the name from the metadata below
 
         from seizurewatch.modelfile import load_model
 
-        name = load_model(model).meta.name
-        for kind in ("torchscript", "eager", "pt2"):
+        loaded = load_model(model)
+        name = loaded.meta.name
+        fitted = loaded.meta.raw["training"]["config"]["arch"] == "hills_forest"  # a forest: TorchScript only
+        for kind in ("torchscript",) if fitted else ("torchscript", "eager", "pt2"):
             assert figs[f"{name}.{kind}.latency_p99"]["value"] >= figs[f"{name}.{kind}.latency_p50"]["value"]
             assert figs[f"{name}.{kind}.batch16_windows_per_s"]["unit"] == "windows/s"
 

@@ -119,3 +119,31 @@ def test_a_forest_without_the_early_output_refuses_to_combine(dog1_1s, tmp_path)
     spec = ModelSpec(name="h", train=TrainConfig(arch="hills_forest", arch_kwargs={"trees": 5, "combine": "mean"}))
     with pytest.raises(ConfigError, match="combine: mean needs two outputs"):
         train_from_dataset(one, spec, tmp_path / "h.pt", progress=False)
+
+
+def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording(tmp_path):
+    from seizurewatch.research.recipe import out_of_fold_threshold, run_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        (root / "config" / "train-dog1.yaml").read_text()
+        .replace("../devices/", f"{root}/devices/").replace("../../shared/data/dog1/", f"{DOG1}/")
+        .replace("trees: 1000", "trees: 20").replace("../models/dog1-hills-early.pt", str(tmp_path / "m.pt")))
+    meta = run_recipe(recipe, progress=False)
+    th = meta["threshold"]
+    assert th["policy"] == "fa_budget" and th["target"] == 0 and 0 < th["value"] < 1
+    assert th["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
+    assert meta["training"]["validation_recordings"] == [] and meta["outputs"] == ["seizure", "early"]
+    assert load_model(tmp_path / "m.pt").meta.threshold == pytest.approx(th["value"])
+    # the value is the lowest without a false alarm: one step lower, the decision rules raise one
+    import seizurewatch.research.recipe as rc
+
+    rcp, _ = rc.load_recipe(recipe)
+    device = rc.load_device(rcp.device)
+    parts = rc.collect(rcp.train, rcp, rc.spec_for(rcp, device), device)
+    again, y, p = out_of_fold_threshold(parts, rcp, 400.0)
+    assert again["value"] == pytest.approx(th["value"])  # deterministic
+    lower = p[p < th["value"] - 1e-4]
+    assert len(lower) and any(rc._false_alarms(q, pq, float(lower.max()), 1.0) > 0
+                              for q, pq in zip(parts, np.split(p, np.cumsum([len(q.y) for q in parts])[:-1])))
