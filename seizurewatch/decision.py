@@ -2,7 +2,12 @@
 
 Smoothing: an alarm starts when at least ``k`` of the last ``n`` probabilities reach the
 threshold. Hysteresis: it ends only after ``off_hops`` consecutive hops below
-``threshold - hysteresis``. Refractory: no new start within ``refractory_s`` of an end.
+``threshold - hysteresis``. Refractory: within ``refractory_s`` of an end, the same k-of-n
+evidence no longer starts an alarm, so one event ringing around the threshold does not page
+the nurse twice; but *stronger* evidence does: a start during the refractory period goes out
+when at least ``k`` of the last ``n`` probabilities exceed the peak probability of the alarm
+that just ended (the start event's ``detail`` says so). A false alarm therefore never hides a
+seizure that the model sees more clearly than it saw the false alarm.
 The same class scores replays offline, so evaluation sees what the nurse would have seen.
 """
 
@@ -19,13 +24,14 @@ class AlarmDecision:
     def __init__(self, cfg: DecisionConfig, threshold: float) -> None:
         self.cfg = cfg
         self.threshold = threshold
-        self.history: deque[bool] = deque(maxlen=cfg.n)
+        self.history: deque[float] = deque(maxlen=cfg.n)  # the last n probabilities
         self.alarm_id: str | None = None
         self.started_t = 0.0
         self.peak = 0.0
         self.below = 0
         self.last_update_t = 0.0
         self.refractory_until = float("-inf")
+        self.ended_peak = 0.0  # peak probability of the alarm whose refractory period runs
 
     @property
     def active(self) -> bool:
@@ -44,16 +50,27 @@ class AlarmDecision:
         """After a gap the recent hops say nothing about the next ones."""
         self.history.clear()
 
+    def _k_over(self, level: float, strict: bool = False) -> bool:
+        """At least k of the last n probabilities reach ``level`` (exceed it when ``strict``)."""
+        return sum(q > level if strict else q >= level for q in self.history) >= self.cfg.k
+
     def update(self, t: float, p: float) -> list[Event]:
-        self.history.append(p >= self.threshold)
+        self.history.append(p)
         if self.alarm_id is None:
-            if t >= self.refractory_until and sum(self.history) >= self.cfg.k:
-                self.alarm_id = new_id()
-                self.started_t = self.last_update_t = t
-                self.peak = p
-                self.below = 0
-                return [Event("alarm", "start", self.alarm_id, t, p, self.threshold, started_t=t, peak_probability=p)]
-            return []
+            if not self._k_over(self.threshold):
+                return []
+            detail = ""
+            if t < self.refractory_until:
+                if not self._k_over(self.ended_peak, strict=True):
+                    return []
+                detail = (f"during the refractory period: {self.cfg.k} of {self.cfg.n} above the ended "
+                          f"alarm's peak {self.ended_peak:.3f}")
+            self.alarm_id = new_id()
+            self.started_t = self.last_update_t = t
+            self.peak = p
+            self.below = 0
+            return [Event("alarm", "start", self.alarm_id, t, p, self.threshold, started_t=t,
+                          peak_probability=self.peak, detail=detail)]
         self.peak = max(self.peak, p)
         self.below = self.below + 1 if p < self.off_threshold else 0
         if self.below >= self.cfg.off_hops:
@@ -73,6 +90,7 @@ class AlarmDecision:
         self.alarm_id = None
         self.history.clear()
         self.refractory_until = t + self.cfg.refractory_s
+        self.ended_peak = self.peak
         return ev
 
 

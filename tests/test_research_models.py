@@ -164,3 +164,50 @@ def test_shipped_model_yamls_build():
             assert net.features(torch.randn(2, 16, 4000)).shape[0] == 2, path.name
             continue
         assert net(torch.randn(2, 16, 4000)).shape == (2, n_out), path.name
+
+
+# test-size settings for registry models whose defaults need a longer window (others: defaults)
+SMALL = {"spectrogram_resnet": {"n_fft": 64, "hop": 64, "width": 4, "blocks": [1, 1]},
+         "cnn1d": {"conv": [{"channels": 4, "kernel": 5, "stride": 2, "padding": 2, "pool_kernel": 2,
+                             "batchnorm": True}], "dense": [8]},
+         "hills_forest": {"trees": 10}}
+
+
+def _model_yaml(path, arch, batch_size, epochs=1):
+    kwargs = json.dumps(SMALL.get(arch, {}))
+    path.write_text(f"name: one-{arch}\narch: {arch}\narch_kwargs: {kwargs}\nepochs: {epochs}\nlr: 0.01\n"
+                    f"batch_size: {batch_size}\nseed: 0\npatience: 0\nthreads: 1\n")
+    return path
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
+def test_a_last_batch_of_one_window_trains_for_every_registry_model(tmp_path, arch):
+    # 34 training windows in batches of 11: 11 + 11 + 11 + 1 (the BatchNorm crash of issue 15)
+    ds = open_dataset(make_dataset(tmp_path / "ds", per_split={"train": 34, "val": 10, "test": 10}))
+    assert len(ds.rows("train")) % 11 == 1
+    meta = train_from_dataset(ds, _model_yaml(tmp_path / "m.yaml", arch, 11, epochs=2), tmp_path / "m.pt",
+                              progress=False)
+    assert meta["training"]["epochs_run"] >= 1
+    model = load_model(tmp_path / "m.pt").module
+    p = model(torch.from_numpy(ds.x[ds.rows("test")[:4]].copy()))
+    assert torch.isfinite(p).all()
+
+
+def test_batches_merge_a_single_last_window_and_keep_every_window():
+    from seizurewatch.research.train import _batches
+
+    for n, size in ((34, 11), (33, 11), (1, 8), (17, 16), (16, 16)):
+        got = _batches(n, size, np.random.default_rng(0))
+        assert sorted(np.concatenate(got).tolist()) == list(range(n))
+        assert all(len(b) > 1 for b in got) or n == 1
+
+
+def test_a_failure_inside_an_epoch_says_model_epoch_and_batch_not_cannot_build(tmp_path):
+    from seizurewatch.research.train import TrainingError
+
+    ds = open_dataset(make_dataset(tmp_path / "ds", per_split={"train": 34, "val": 10, "test": 10}))
+    with pytest.raises(TrainingError) as err:  # batches of one window: BatchNorm cannot train on them
+        train_from_dataset(ds, _model_yaml(tmp_path / "m.yaml", "bandpower_lr", 1), tmp_path / "m.pt", progress=False)
+    msg = str(err.value)
+    assert "'bandpower_lr'" in msg and "epoch 0, batch 0" in msg and "1 of 34 windows" in msg
+    assert "cannot build" not in msg and "Expected more than 1 value" in msg

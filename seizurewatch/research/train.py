@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from seizurewatch.errors import SeizurewatchError
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.roc import roc
@@ -33,6 +34,10 @@ class TrainConfig:
     patience: int = 8  # early stopping on validation loss; 0 disables
     class_weights: bool = True
     threads: int = 2
+
+
+class TrainingError(SeizurewatchError):
+    """Training failed inside an epoch (not while building the model from its config)."""
 
 
 @dataclass
@@ -65,8 +70,13 @@ def channel_stats(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 25
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Shuffled batches of ``size`` windows. A last batch of a single window joins the one before:
+    BatchNorm cannot normalise one sample in training mode, and the window still trains."""
     idx = rng.permutation(n) if rng is not None else np.arange(n)
-    return [idx[i : i + size] for i in range(0, n, size)]
+    out = [idx[i : i + size] for i in range(0, n, size)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2:] = [np.concatenate(out[-2:])]
+    return out
 
 
 def _take(x: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -141,13 +151,17 @@ def train(
     for epoch in bar:
         model.train()
         total = 0.0
-        for idx in _batches(n, cfg.batch_size, rng):
+        for b, idx in enumerate(_batches(n, cfg.batch_size, rng)):
             rows = tr[idx]  # (unsorted: the batch order of the shipped model's training)
-            z = (_take(x_train, rows) - model.mean) / model.std  # type: ignore[operator]
-            loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            try:
+                z = (_take(x_train, rows) - model.mean) / model.std  # type: ignore[operator]
+                loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            except (RuntimeError, ValueError) as exc:
+                raise TrainingError(f"training {cfg.arch!r} failed in epoch {epoch}, batch {b} ({len(idx)} of "
+                                    f"{n} windows, batch_size {cfg.batch_size}): {exc}") from exc
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "train_loss": total / max(n, 1)}
         if x_val is not None and y_val is not None and va is not None and len(va):
