@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,76 @@ def test_choose_threshold_writes_the_metadata_the_daemon_reads(tmp_path):
     th2 = choose_threshold(model, "sensitivity", 0.9, recordings=[str(DOG1 / "dog1_rec04.edf")], output=out)
     assert load_model(out).meta.threshold == pytest.approx(th2["value"])
     assert th2["point"]["tpr"] >= 0.9
+
+
+# ----- thresholds that transfer: chosen on out-of-fold traces ---------------------------------
+
+def _oof(seizure, p_seizure, bump=None, duration=300.0) -> Trace:
+    t = np.arange(1.0, duration + 1)  # window end times, one hop per second
+    p = np.full_like(t, 0.1)
+    p[(t >= seizure[0]) & (t < seizure[1])] = p_seizure
+    if bump:
+        p[(t >= bump[0]) & (t < bump[1])] = 0.6
+    return Trace("oof.edf", "m", t, p, duration, 0.5, DecisionConfig(), seizures=[seizure])
+
+
+OOF = [_oof((150.0, 200.0), 0.9, bump=(50.0, 60.0)), _oof((100.0, 150.0), 0.7)]
+QUICK = DecisionConfig(k=3, n=4, hysteresis=0.0, off_hops=1, refractory_s=0.0)
+
+
+def test_events_criterion_alarms_every_out_of_fold_seizure_with_the_fewest_false_alarms():
+    from seizurewatch.research.threshold import by_events, outcome
+
+    # 0.1 alarms from the first hops on (no seizure alarmed: 2 unrelated), 0.6 also alarms on the bump,
+    # 0.9 misses the 0.7 seizure: only 0.7 alarms both seizures and nothing else
+    th = by_events(OOF, QUICK)
+    assert th["value"] == pytest.approx(0.7) and th["policy"] == "oof_events"
+    assert th["point"]["detected"] == 2 and th["point"]["false_alarms"] == 0
+    assert th["point"]["latency_s_median"] == 2.0  # the 3rd hop over the threshold
+    assert outcome(OOF, 0.6, QUICK)["false_alarms"] == 1 and outcome(OOF, 0.1, QUICK)["detected"] == 0
+    assert outcome(OOF, 0.9, QUICK)["detected"] == 1
+
+
+def test_events_criterion_takes_the_middle_of_tied_thresholds():
+    from seizurewatch.research.threshold import by_events
+
+    tr = _oof((100.0, 150.0), 0.9)
+    tr.p[[20, 40, 60, 80]] = [0.2, 0.3, 0.4, 0.5]  # single hops: never 3 of 4, so 0.2 .. 0.9 all tie
+    th = by_events([tr], QUICK)
+    assert th["value"] == pytest.approx(0.4) and th["point"]["tied_range"] == pytest.approx([0.2, 0.9])
+
+
+def test_seconds_criterion_is_youden_on_the_probability_in_force_each_second():
+    from seizurewatch.research.threshold import by_seconds, transfer
+
+    th = by_seconds(OOF)
+    # at 0.7: 98 of 100 ictal seconds flagged (each seizure's last second already shows 0.1), 2 of 500
+    # others (the second before each onset shows the first ictal window); at 0.6 the bump adds 10 more
+    assert th["value"] == pytest.approx(0.7) and th["policy"] == "oof_seconds"
+    assert th["point"]["tpr"] == pytest.approx(0.98) and th["point"]["fpr"] == pytest.approx(2 / 500)
+    assert transfer(OOF, "seconds", QUICK)["value"] == th["value"]
+    with pytest.raises(ConfigError, match="expected one of"):
+        transfer(OOF, "magic", QUICK)
+
+
+def test_oof_policy_retrains_the_models_config_without_each_recording(tmp_path):
+    import dataclasses
+
+    from seizurewatch.research.dataset import build_dataset, load_spec
+    from seizurewatch.research.training_run import train_from_dataset
+
+    spec = load_spec(Path(__file__).parents[1] / "config" / "dataset-dog1.yaml")
+    spec = dataclasses.replace(spec, recordings=tuple(str(DOG1 / Path(r).name) for r in spec.recordings))
+    build_dataset(spec, tmp_path / "ds")
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text("name: lr\narch: bandpower_lr\nepochs: 3\nlr: 0.01\nbatch_size: 32\nseed: 0\npatience: 0\n")
+    model = tmp_path / "lr.pt"
+    train_from_dataset(tmp_path / "ds", cfg, model, progress=False)
+    th = choose_threshold(model, "oof", dataset=tmp_path / "ds")
+    assert th["policy"] == "oof_events"
+    assert th["chosen_on"] == ["dog1_rec01.edf", "dog1_rec02.edf", "dog1_rec03.edf"]  # never the test recording
+    assert len(list((tmp_path / "lr.oof").glob("oof-*.pt"))) == 3  # one model without each of them
+    assert load_model(model).meta.threshold == pytest.approx(th["value"])
+    assert th["point"]["seizures"] == 3
+    with pytest.raises(ConfigError, match="needs --dataset"):
+        choose_threshold(model, "oof")

@@ -25,6 +25,12 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--refractory", type=float, dest="refractory_s", help="seconds without a new alarm after one")
 
 
+def _early_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--early-s", type=float, default=15.0, metavar="S",
+                   help="time-resolved early AUC: the first S seconds after each onset (default 15, the "
+                        "2014 challenge's span)")
+
+
 def _decision(args: argparse.Namespace, threshold: float | None = None) -> Any:
     import dataclasses
 
@@ -75,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "logistic regression on the dataset's train split; 'none' skips it")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
     p.add_argument("--out", default=None, help="output folder (default: eval-<model stem>)")
+    _early_arg(p)
     _decision_args(p)
     p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
 
@@ -84,12 +91,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "smoothing/hysteresis on the continuous validation recordings). The value, "
                                    "policy and curve point are written into the model's metadata.")
     p.add_argument("model", help="model file (.pt / .pt2); re-saved in place unless --output")
-    p.add_argument("--policy", choices=["youden", "sensitivity", "fa_budget"], default="youden")
+    p.add_argument("--policy", choices=["youden", "sensitivity", "fa_budget", "oof"], default="youden",
+                   help="oof (needs --dataset): leave each train/val recording out in turn, retrain the model's "
+                        "training config on the others, replay the left-out one, choose by --method on those "
+                        "out-of-fold traces (the threshold that transfers; what compare does per fold)")
+    p.add_argument("--method", choices=["events", "seconds"], default="events",
+                   help="with --policy oof: events (every out-of-fold seizure alarmed, fewest false alarms, least "
+                        "latency) or seconds (Youden J on per-second probabilities)")
     p.add_argument("--target", type=float, help="sensitivity (0..1) or false alarms per 24 h")
     p.add_argument("--dataset", help="dataset folder (its --split windows and recordings)")
     p.add_argument("--split", default="val", help="dataset split to choose on (default val)")
     p.add_argument("--recordings", nargs="+", default=[], metavar="EDF", help="validation recordings")
     p.add_argument("--output", "-o", help="write the model here instead of in place")
+    _early_arg(p)
     _decision_args(p)
     p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
 
@@ -113,12 +127,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
                        description="For each recording of the dataset: train every model on the others (the "
-                                   "next recording validates: early stopping + Youden threshold), evaluate on the "
-                                   "held-out one. Writes compare.json, compare.md and report.html.")
+                                   "next recording validates: early stopping), choose the threshold on out-of-fold "
+                                   "replays of the non-test recordings (each left out in turn, the config trained "
+                                   "on the others), replay the held-out one through the daemon and score it per "
+                                   "second (seizure / early AUC), per event and per window. The strongest "
+                                   "baseline is always included. Writes compare.json, compare.md and report.html.")
     p.add_argument("--dataset", required=True, help="dataset folder (splits are ignored: folds by recording)")
-    p.add_argument("--models", nargs="+", required=True, metavar="YAML", help="model YAMLs")
+    p.add_argument("--models", nargs="+", required=True, metavar="YAML[@DATASET]",
+                   help="model YAMLs; YAML@DIR trains that model on its own dataset of the same recordings "
+                        "(e.g. 1-s windows)")
+    p.add_argument("--baseline", default="auto", metavar="YAML[@DATASET]",
+                   help="baseline always compared (default auto: hills-forest.yaml, else bandpower-lr.yaml, "
+                        "beside the model YAMLs; 'none' for none)")
+    p.add_argument("--threshold-method", choices=["events", "seconds", "none"], default="events",
+                   help="out-of-fold threshold criterion: events (every out-of-fold seizure alarmed, fewest false "
+                        "alarms, least latency; default), seconds (Youden J on per-second probabilities), none "
+                        "(each fold model's validation Youden threshold: no extra trainings)")
     p.add_argument("--out", default="compare", help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
+    _early_arg(p)
+    _decision_args(p)
     p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
 
 
@@ -180,8 +208,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         baseline = None
     if not recordings and windows is None:
         raise ConfigError("evaluate: give --dataset DIR and/or --recordings EDF...")
+    if args.early_s <= 0:
+        raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
-                 windows=windows)
+                 windows=windows, early_s=args.early_s)
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:
@@ -190,6 +220,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = m["events"]
         summary["events"] = {k: ev[k] for k in ("seizures", "detected", "sensitivity", "precision", "false_alarms",
                                                 "fa_per_24h", "hours")} | {"latency_s": ev["latency_s"]["mean"]}
+    if "seconds" in m:
+        sec = m["seconds"]
+        summary["seconds"] = {"early_s": sec["early_s"], **{k: sec["pooled"][k] for k in (
+            "seizure_auc", "early_auc", "seconds_scored", "seconds_unscored")}}
     _print(summary)
     return 0
 
@@ -198,7 +232,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from seizurewatch.research.threshold import choose_threshold
 
     th = choose_threshold(args.model, args.policy, args.target, recordings=args.recordings, dataset=args.dataset,
-                          split=args.split, output=args.output, decision=_decision(args))
+                          split=args.split, output=args.output, decision=_decision(args), method=args.method,
+                          early_s=args.early_s)
     _print({"model": args.output or args.model, "threshold": th})
     return 0
 
@@ -223,6 +258,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from seizurewatch.research.crossval import compare
 
-    res = compare(args.dataset, args.models, args.out, progress=not args.no_progress)
+    if args.early_s <= 0:
+        raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
+    method = None if args.threshold_method == "none" else args.threshold_method
+    res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
+                  threshold_method=method, early_s=args.early_s,
+                  baseline=None if args.baseline == "none" else args.baseline)
     print(res["markdown"])
     return 0

@@ -1,9 +1,20 @@
 """Leave-one-recording-out comparison of model configs on one dataset.
 
-Fold i holds recording i out for testing, validates on the next recording (early stopping
-and the Youden threshold) and trains on the rest. Held-out figures are pooled over folds:
-event sensitivity = detected / seizures, false alarms per 24 h = false alarms / hours
-scored, latency = mean over detected seizures; window ROC AUC is the mean over folds.
+Fold i holds recording i out for testing, validates on the next recording (early stopping)
+and trains on the rest. The operating point transfers: it is chosen on out-of-fold traces of
+the fold's non-test recordings (``out_of_fold``: each one left out in turn, the same config
+trained on the others for the outer model's number of epochs, the left-out recording replayed
+through the daemon), by ``threshold.transfer`` after the daemon's decision rules. The test
+recording is replayed once; that one replay gives the event figures, the time-resolved
+figures and the threshold that would have been best there (for the report, never used).
+
+Held-out figures per fold and pooled over folds: time-resolved seizure / early AUC pooled
+over every test second of every fold (each from its own fold's model), with mean and min
+over folds; events summed (detected / seizures, false alarms in the hours scored); latency
+median over detected seizures; window ROC AUC mean and min over folds.
+
+A model config can bring its own dataset (``MODEL.yaml@DATASET_DIR``: e.g. the peer baseline
+on 1-s windows); its folds are the same recordings. The strongest baseline is always compared.
 """
 
 from __future__ import annotations
@@ -11,116 +22,315 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seizurewatch.errors import DataError
+from seizurewatch.config import DecisionConfig
+from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.datadir import DatasetDir, open_dataset
-from seizurewatch.research.evaluate import evaluate
+from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, second_scores
+from seizurewatch.research.predict import Trace, stream_probabilities
 from seizurewatch.research.report import Section, write_report
-from seizurewatch.research.training_run import load_model_config, train_from_dataset
+from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transfer
+from seizurewatch.research.timescore import EARLY_S, score_seconds
+from seizurewatch.research.training_run import ModelSpec, load_model_config, train_from_dataset
 
 log = logging.getLogger(__name__)
 
+# the strongest baseline first: compare adds the first of these found beside the model YAMLs
+BASELINE_CONFIGS = ("hills-forest.yaml", "bandpower-lr.yaml")
 
-def folds(ds: DatasetDir) -> list[tuple[str, str, list[str]]]:
-    """(test recording, validation recording, training recordings) per fold, in index order."""
+
+def recordings_of(ds: DatasetDir) -> list[str]:
     recs: list[str] = []
     for r in ds.index:
         if r.recording not in recs:
             recs.append(r.recording)
+    return recs
+
+
+def folds(ds: DatasetDir) -> list[tuple[str, str, list[str]]]:
+    """(test recording, validation recording, training recordings) per fold, in index order."""
+    recs = recordings_of(ds)
     if len(recs) < 3:
         raise DataError(f"{ds.root}: leave-one-recording-out needs >= 3 recordings (has {len(recs)})")
     return [(recs[i], recs[(i + 1) % len(recs)], [r for j, r in enumerate(recs) if j not in (i, (i + 1) % len(recs))])
             for i in range(len(recs))]
 
 
-def with_splits(ds: DatasetDir, test: str, val: str) -> DatasetDir:
-    index = [dataclasses.replace(r, split="test" if r.recording == test else "val" if r.recording == val else "train")
-             for r in ds.index]
+def with_roles(ds: DatasetDir, roles: dict[str, str], default: str = "unused") -> DatasetDir:
+    """The dataset with each recording's split set from ``roles`` (by file name), others ``default``."""
+    by_name = {Path(k).name: v for k, v in roles.items()}
+    index = [dataclasses.replace(r, split=by_name.get(Path(r.recording).name, default)) for r in ds.index]
     return dataclasses.replace(ds, index=index)
 
 
-def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def with_splits(ds: DatasetDir, test: str, val: str) -> DatasetDir:
+    roles = {r: "train" for r in recordings_of(ds)} | {val: "val", test: "test"}
+    return with_roles(ds, roles)
+
+
+def recording_paths(ds: DatasetDir) -> dict[str, str]:
+    """File name -> path of the dataset's recordings (absolute when the manifest has them)."""
+    return {Path(r).name: r for split in {x.split for x in ds.index} for r in ds.recordings(split)}
+
+
+def out_of_fold(ds: DatasetDir, spec: ModelSpec, recordings: list[str], workdir: str | Path,
+                decision: DecisionConfig, epochs: int | None = None, progress: bool = False) -> list[Trace]:
+    """One trace per recording of ``recordings``, each replayed through the daemon with a model of
+    ``spec`` trained on the other ``recordings`` only (no validation: ``epochs`` fixed, no early
+    stopping), so every probability is out-of-fold. The one place thresholds that transfer come from."""
+    if len(recordings) < 2:
+        raise DataError(f"{ds.root}: out-of-fold thresholds need >= 2 recordings besides the test one")
+    paths = recording_paths(ds)
+    missing = [r for r in recordings if not Path(paths.get(Path(r).name, r)).is_file()]
+    if missing:
+        raise DataError(f"{ds.root}: out-of-fold thresholds replay the recordings, not found: {', '.join(missing)}")
+    cfg = spec.train if epochs is None else dataclasses.replace(spec.train, epochs=max(1, int(epochs)), patience=0)
+    inner = dataclasses.replace(spec, train=cfg)
+    traces = []
+    for r in recordings:
+        stem = Path(r).stem
+        path = Path(workdir) / f"oof-{stem}.pt"
+        fold = with_roles(ds, {q: "train" for q in recordings if q != r})
+        try:
+            train_from_dataset(fold, inner, path, progress=progress,
+                               command=f"out-of-fold model for {Path(r).name} ({spec.name})")
+        except SeizurewatchError as exc:
+            raise type(exc)(f"{spec.name}: out-of-fold model for {Path(r).name}: {exc}") from exc
+        traces.append(stream_probabilities(paths.get(Path(r).name, r), path, decision))
+    return traces
+
+
+def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decision: DecisionConfig,
+          method: str | None, rules: EventRules, early_s: float, progress: bool, dataset_arg: str) -> dict[str, Any]:
+    """Train, choose the threshold out-of-fold, replay the test recording once, evaluate."""
+    fold = with_splits(ds, test, val)
+    stem = Path(test).stem
+    model_path = out / spec.name / f"test-{stem}.pt"
+    try:
+        meta = train_from_dataset(fold, spec, model_path, progress=progress,
+                                  command=f"seizurewatch compare --dataset {dataset_arg} (fold: test {stem})")
+    except SeizurewatchError as exc:
+        raise type(exc)(f"compare {spec.name}, fold test {stem}: {exc}") from exc
+    paths = recording_paths(ds)
+    rec = paths.get(Path(test).name, test)
+    replayable = Path(rec).is_file()
+    chosen: dict[str, Any] = dict(meta["threshold"])
+    other: dict[str, Any] | None = None
+    oof_seconds = 0.0
+    if method is not None and replayable:
+        t0 = time.perf_counter()
+        epochs = meta["training"]["best_epoch"] + 1 if meta["training"]["best_epoch"] >= 0 else None
+        oof = out_of_fold(ds, spec, [r for r in recordings_of(ds) if r != test], out / spec.name / f"oof-test-{stem}",
+                          decision, epochs=epochs, progress=progress)
+        chosen = transfer(oof, method, decision, rules, early_s)
+        other = transfer(oof, next(m for m in TRANSFER if m != method), decision, rules, early_s)
+        oof_seconds = time.perf_counter() - t0
+    dec = dataclasses.replace(decision, threshold=float(chosen["value"]))
+    rows = fold.rows("test")
+    traces = [stream_probabilities(rec, model_path, dec)] if replayable else []
+    m = evaluate(model_path, [rec] if replayable else [], out / spec.name / f"eval-{stem}",
+                 windows=(ds.x[rows], ds.y[rows]), decision=dec, rules=rules, early_s=early_s, traces=traces)
+    m["threshold"]["policy"] = chosen.get("policy", "youden")
+    m["train_seconds"] = meta["training"]["seconds"]
+    m["threshold_seconds"] = round(oof_seconds, 2)
+    if traces:
+        tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
+            traces, chosen["value"], decision, rules) | {"policy": chosen.get("policy", "youden")}}
+        if other is not None:
+            tt["other"] = outcome(traces, other["value"], decision, rules) | {"policy": other["policy"]}
+        best = by_events(traces, decision, rules, policy="best_on_test")
+        tt["best_on_test"] = outcome(traces, best["value"], decision, rules) | {
+            "tied_range": best["point"]["tied_range"]}
+        m["threshold_transfer"] = tt
+        m["_second_scores"] = second_scores(traces, early_s)
+    return m
+
+
+def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str, Any]:
     aucs = [r["windows"].get("roc_auc") for r in runs if r["windows"].get("roc_auc") is not None]
     ev = [r["events"] for r in runs if "events" in r]
     seizures = sum(e["seizures"] for e in ev)
-    detected = sum(e["detected"] for e in ev)
-    fa = sum(e["false_alarms"] for e in ev)
+    detected = sum(e["alarmed"] for e in ev)
+    fa = sum(e["unrelated_alarms"] for e in ev)
     hours = sum(e["hours"] for e in ev)
     lat = [v for e in ev for v in e["latency_s"]["values"]]
+    secs = [s for r in runs for s in r.get("_second_scores", [])]
+    pr = [r["windows"]["pr_auc"] for r in runs if "pr_auc" in r["windows"]]
     return {"model": name, "folds": len(runs), "roc_auc_mean": float(np.mean(aucs)) if aucs else None,
             "roc_auc_min": float(np.min(aucs)) if aucs else None,
-            "pr_auc_mean": float(np.mean([r["windows"]["pr_auc"] for r in runs if "pr_auc" in r["windows"]])),
+            "pr_auc_mean": float(np.mean(pr)) if pr else None,
             "accuracy_mean": float(np.mean([r["windows"]["accuracy"] for r in runs])),
+            "seconds": score_seconds(secs, early_s) if secs else None,
             "seizures": seizures, "detected": detected, "event_sensitivity": detected / seizures if seizures else None,
-            "false_alarms": fa, "hours": hours, "fa_per_24h": fa / hours * 24 if hours else None,
-            "latency_s_mean": float(np.mean(lat)) if lat else None, "latency_s": lat,
-            "train_seconds": [r["train_seconds"] for r in runs]}
+            "false_alarms": fa, "hours": hours, "szcore_detected": sum(e["detected"] for e in ev),
+            "szcore_false_alarms": sum(e["false_alarms"] for e in ev), "fa_per_24h": fa / hours * 24 if hours else None,
+            "latency_s_mean": float(np.mean(lat)) if lat else None,
+            "latency_s_median": float(np.median(lat)) if lat else None, "latency_s": lat,
+            "train_seconds": [r["train_seconds"] for r in runs],
+            "threshold_seconds": [r["threshold_seconds"] for r in runs]}
 
 
 def _fmt(v: Any, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def markdown(summaries: list[dict[str, Any]], folds_: list[tuple[str, str, list[str]]]) -> str:
-    lines = ["| model | ROC AUC (mean, min over folds) | PR AUC | event sensitivity | false alarms / 24 h "
-             "(count / hours) | latency onset->alarm (s, mean) |", "|---|---|---|---|---|---|"]
+def _aucs(sec: dict[str, Any] | None, key: str) -> str:
+    if not sec:
+        return "n/a"
+    return (f"{_fmt(sec['pooled'][key], '.3f')} ({_fmt(sec[key + '_mean'], '.3f')}, "
+            f"{_fmt(sec[key + '_min'], '.3f')})")
+
+
+def _out(o: dict[str, Any] | None) -> str:
+    if not o:
+        return "-"
+    return (f"{o['threshold']:.3f}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
+            f"{_fmt(o['latency_s_median'], '.0f')} s")
+
+
+def transfer_verdict(summaries: list[dict[str, Any]]) -> str:
+    """Which threshold criterion did better on the test recordings, summed over models and folds."""
+    tot: dict[str, list[float]] = {}
     for s in summaries:
-        lines.append(f"| {s['model']} | {_fmt(s['roc_auc_mean'], '.3f')} ({_fmt(s['roc_auc_min'], '.3f')}) | "
-                     f"{_fmt(s['pr_auc_mean'], '.3f')} | {s['detected']}/{s['seizures']} | "
-                     f"{_fmt(s['fa_per_24h'], '.0f')} ({s['false_alarms']} in {s['hours']:.3f} h) | "
-                     f"{_fmt(s['latency_s_mean'], '.1f')} |")
+        for tt in s.get("transfer", []):
+            for key in ("chosen", "other"):
+                o = tt.get(key)
+                if o:
+                    a = tot.setdefault(o["policy"], [0, 0, 0])
+                    a[0], a[1], a[2] = a[0] + o["detected"], a[1] + o["seizures"], a[2] + o["false_alarms"]
+    if not tot:
+        return "Threshold: each fold's model kept its validation Youden threshold (no out-of-fold choice)."
+    parts = [f"{k}: {int(d)}/{int(n)} seizures alarmed, {int(fa)} false alarms"
+             for k, (d, n, fa) in sorted(tot.items())]
+    return "Out-of-fold threshold criteria on the test recordings (all models, all folds): " + "; ".join(parts) + "."
+
+
+def markdown(summaries: list[dict[str, Any]], folds_: list[tuple[str, str, list[str]]], early_s: float = EARLY_S
+             ) -> str:
+    e = f"{early_s:g}"
+    lines = [f"| model | seizure AUC per second, pooled (mean, min over folds) | early AUC ({e} s), pooled (mean, min) "
+             "| window ROC AUC mean (min) | seizures alarmed | false alarms (hours) | latency onset->alarm median (s) "
+             "| training s per fold |", "|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['model']} | {_aucs(s['seconds'], 'seizure_auc')} | {_aucs(s['seconds'], 'early_auc')} | "
+                     f"{_fmt(s['roc_auc_mean'], '.3f')} ({_fmt(s['roc_auc_min'], '.3f')}) | "
+                     f"{s['detected']}/{s['seizures']} | {s['false_alarms']} ({s['hours']:.3f} h) | "
+                     f"{_fmt(s['latency_s_median'], '.1f')} | "
+                     f"{', '.join(f'{v:.0f}' for v in s['train_seconds'])} |")
+    lines += ["", "Per fold (held-out recording; threshold chosen out-of-fold -> on the test recording: seizures "
+              "alarmed, false alarms, median latency; best on test = the threshold the test recording itself "
+              "would have picked, for reference only):", "",
+              "| model | test | seizure AUC | early AUC | window AUC | threshold chosen (policy) | chosen -> test "
+              "| other criterion -> test | best on test | training s | threshold s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        for f in s["per_fold"]:
+            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f')} | "
+                         f"{_fmt(f['early_auc'], '.3f')} | {_fmt(f['roc_auc'], '.3f')} | "
+                         f"{f['threshold']:.3f} ({f['policy']}) | "
+                         f"{_out(f['transfer'].get('chosen'))} | {_out(f['transfer'].get('other'))} | "
+                         f"{_out(f['transfer'].get('best_on_test'))} | {f['train_seconds']:.0f} | "
+                         f"{f['threshold_seconds']:.0f} |")
+    lines += ["", transfer_verdict(summaries)]
+    unscored = [f"{s['model']} {s['seconds']['pooled']['seconds_unscored']}" for s in summaries if s["seconds"]]
+    if unscored:
+        lines.append("Unscored seconds, all folds (before each recording's first full window): "
+                     + ", ".join(unscored) + ".")
     lines.append("")
     lines.append("Folds (test / validation / train): " + "; ".join(
         f"{Path(t).stem} / {Path(v).stem} / {', '.join(Path(x).stem for x in tr)}" for t, v, tr in folds_))
     return "\n".join(lines)
 
 
-def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, progress: bool = False
-            ) -> dict[str, Any]:
+def parse_model_arg(arg: str, default_dataset: str | Path) -> tuple[str, str]:
+    """``MODEL.yaml`` or ``MODEL.yaml@DATASET_DIR`` -> (config path, dataset path)."""
+    cfg, _, data = str(arg).partition("@")
+    return cfg, data or str(default_dataset)
+
+
+def default_baseline(model_configs: list[str]) -> str | None:
+    """The strongest baseline config found beside the given model YAMLs (see BASELINE_CONFIGS)."""
+    for cfg in model_configs:
+        folder = Path(cfg.partition("@")[0]).parent
+        for name in BASELINE_CONFIGS:
+            if (folder / name).is_file():
+                return str(folder / name)
+    return None
+
+
+def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, progress: bool = False,
+            decision: DecisionConfig | None = None, threshold_method: str | None = "events",
+            early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto") -> dict[str, Any]:
+    """Leave-one-recording-out over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
+    plus the strongest ``baseline`` ("auto": the first of BASELINE_CONFIGS beside them; None: none).
+    ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
+    fold model's validation Youden threshold (no extra trainings)."""
+    decision = decision or DecisionConfig()
+    if threshold_method is not None and threshold_method not in TRANSFER:
+        raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")
+    configs = list(model_configs)
+    base = default_baseline(configs) if baseline == "auto" else baseline
+    names = {Path(parse_model_arg(c, dataset)[0]).resolve() for c in configs}
+    if base and Path(parse_model_arg(base, dataset)[0]).resolve() not in names:
+        configs.append(base)
     ds = open_dataset(dataset)
     out = Path(out_dir)
     fs = folds(ds)
-    paths = {Path(r).name: r for r in ds.recordings("train") + ds.recordings("val") + ds.recordings("test")}
     summaries, sections = [], []
-    for cfg_path in model_configs:
+    for arg in configs:
+        cfg_path, data = parse_model_arg(arg, dataset)
+        mds = ds if Path(data).resolve() == Path(dataset).resolve() else open_dataset(data)
+        if {Path(r).name for r in recordings_of(mds)} != {Path(r).name for r in recordings_of(ds)}:
+            raise DataError(f"{data}: its recordings differ from those of {dataset}; folds must hold out the same ones")
         spec = load_model_config(cfg_path)
         runs = []
-        for test, val, _train in fs:
-            fold = with_splits(ds, test, val)
-            stem = Path(test).stem
-            model_path = out / spec.name / f"test-{stem}.pt"
-            meta = train_from_dataset(fold, spec, model_path, progress=progress,
-                                      command=f"seizurewatch compare --dataset {dataset} (fold: test {stem})")
-            rows = fold.rows("test")
-            rec = paths.get(Path(test).name, test)
-            m = evaluate(model_path, [rec] if Path(rec).is_file() else [], out / spec.name / f"eval-{stem}",
-                         windows=(ds.x[rows], ds.y[rows]))
-            m["train_seconds"] = meta["training"]["seconds"]
+        for test, val, _train in folds(mds):
+            m = _fold(mds, spec, test, val, out, decision, threshold_method, rules, early_s, progress, str(data))
             runs.append(m)
-            log.info("fold done", extra={"model": spec.name, "test": stem, "roc_auc": m["windows"].get("roc_auc")})
-        s = _summary(spec.name, runs)
-        s["config"] = cfg_path
+            log.info("fold done", extra={"model": spec.name, "test": Path(test).stem,
+                                         "seizure_auc": (m.get("seconds") or {}).get("pooled", {}).get("seizure_auc")})
+        s = _summary(spec.name, runs, early_s)
+        s["config"], s["dataset"] = cfg_path, str(data)
+        s["per_fold"] = [{
+            "test": r["held_out"][0] if r["held_out"] else "-",
+            "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
+            "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
+            "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
+            "policy": r["threshold"]["policy"], "transfer": r.get("threshold_transfer", {}),
+            "events": {"detected": r["events"]["alarmed"], "seizures": r["events"]["seizures"],
+                       "false_alarms": r["events"]["unrelated_alarms"]} if "events" in r else None,
+            "latency_s": r["events"]["latency_s"]["values"] if "events" in r else [],
+            "train_seconds": r["train_seconds"], "threshold_seconds": r["threshold_seconds"]} for r in runs]
+        s["transfer"] = [f["transfer"] for f in s["per_fold"]]
         summaries.append(s)
         sections.append(Section(f"{spec.name} (leave-one-recording-out)", tables=[(
-            ["held-out recording", "ROC AUC", "PR AUC", "detected", "false alarms", "latency (s)", "threshold"],
-            [[r["held_out"][0] if r["held_out"] else "-", r["windows"].get("roc_auc"), r["windows"].get("pr_auc"),
-              f"{r['events']['detected']}/{r['events']['seizures']}" if "events" in r else "-",
-              r["events"]["false_alarms"] if "events" in r else "-",
-              ", ".join(str(v) for v in r["events"]["latency_s"]["values"]) if "events" in r else "-",
-              r["threshold"]["value"]] for r in runs])]))
-    md = markdown(summaries, fs)
-    summary_rows = [[s["model"], s["roc_auc_mean"], s["pr_auc_mean"], f"{s['detected']}/{s['seizures']}",
-                     s["fa_per_24h"], s["latency_s_mean"]] for s in summaries]
-    head = Section("Comparison", paragraphs=[f"Dataset {ds.root}; " + md.splitlines()[-1]],
-                   tables=[(["model", "ROC AUC (mean)", "PR AUC", "events detected", "FA / 24 h", "latency (s)"],
-                            summary_rows)])
+            ["held-out recording", "seizure AUC (s)", "early AUC (s)", "window ROC AUC", "detected", "false alarms",
+             "latency (s)", "threshold (policy)", "best on test", "training s"],
+            [[f["test"], f["seizure_auc"], f["early_auc"], f["roc_auc"],
+              f"{f['events']['detected']}/{f['events']['seizures']}" if f["events"] else "-",
+              f["events"]["false_alarms"] if f["events"] else "-", ", ".join(str(v) for v in f["latency_s"]) or "-",
+              f"{f['threshold']:.3f} ({f['policy']})", _out(f["transfer"].get("best_on_test")),
+              f["train_seconds"]] for f in s["per_fold"]])],
+            images=[p for r in runs for p in sorted((out / spec.name / f"eval-{Path(r['held_out'][0]).stem}").glob(
+                "*-timeline.png")) if r["held_out"]]))
+    md = markdown(summaries, fs, early_s)
+    summary_rows = [[s["model"], _aucs(s["seconds"], "seizure_auc"), _aucs(s["seconds"], "early_auc"),
+                     s["roc_auc_mean"], f"{s['detected']}/{s['seizures']}", s["false_alarms"],
+                     s["latency_s_median"], sum(s["train_seconds"])] for s in summaries]
+    head = Section("Comparison", paragraphs=[f"Dataset {ds.root}; " + md.splitlines()[-1], transfer_verdict(summaries)],
+                   tables=[(["model", "seizure AUC pooled (mean, min)", f"early AUC {early_s:g} s pooled (mean, min)",
+                             "window ROC AUC (mean)", "seizures alarmed", "false alarms", "latency median (s)",
+                             "training s (all folds)"], summary_rows)])
     write_report(out / "report.html", "Leave-one-recording-out comparison", [head] + sections)
+    for s in summaries:
+        s.pop("transfer", None)
     result = {"dataset": str(ds.root), "folds": [{"test": t, "val": v, "train": tr} for t, v, tr in fs],
-              "models": summaries, "markdown": md}
+              "threshold_method": threshold_method, "early_s": early_s, "models": summaries, "markdown": md}
     (out / "compare.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
     (out / "compare.md").write_text(md + "\n", encoding="utf-8")
     return result

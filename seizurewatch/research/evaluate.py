@@ -6,7 +6,9 @@ same for a logistic-regression baseline. Event level: each recording is replayed
 the daemon's own pipeline (``predict.stream_probabilities``), the daemon's AlarmDecision
 turns probabilities into alarms, and ``timescoring`` scores them the SzCORE way (any
 overlap, 30 s before / 60 s after tolerances): event sensitivity, precision, false alarms
-per 24 h, latency from onset to the first alarm.
+per 24 h, latency from onset to the first alarm. Time level (``timescore``): the probability in
+force at every second of the same replay, scored as seizure AUC and early AUC (the first
+``early_s`` seconds after onset), seconds before the first full window counted as unscored.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.predict import Trace, alarm_spans, plot_timeline, stream_probabilities
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
+from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
 
 log = logging.getLogger(__name__)
@@ -95,8 +98,15 @@ def windows_for(meta: ModelMeta, recordings: list[str], stride_s: float = 1.0) -
 
 def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig,
                  rules: EventRules = SZCORE) -> dict[str, Any]:
-    """SzCORE event scores summed over recordings, after the daemon's decision logic."""
-    tp = fp = ref = 0
+    """Event scores summed over recordings, after the daemon's decision logic.
+
+    SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by
+    alarm *starts*: a seizure is ``alarmed`` when an alarm starts between ``tolerance_start_s``
+    before its onset and ``tolerance_end_s`` after its end and is still on at the onset (latency =
+    that start - onset); every other alarm is ``unrelated`` (a false alarm to the nurse): one
+    that ended before the onset, or one already on long before it, which SzCORE's overlap rule
+    would count as a detection."""
+    tp = fp = ref = alarmed = other = 0
     hours = 0.0
     latencies: list[float] = []
     per_rec = []
@@ -106,19 +116,25 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
         clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
         refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]
         s = EventScoring(TsAnnotation(refs, 10, n), TsAnnotation(clip, 10, n), rules.params())
-        lat = []
-        for onset, end in tr.seizures:
-            hits = [a for a, b in spans if b >= onset - rules.tolerance_start_s and a <= end + rules.tolerance_end_s]
+        lat, raised = [], set()
+        for onset, end in tr.seizures:  # what the nurse sees: an alarm *starting* for this seizure
+            hits = [a for a, b in spans if onset - rules.tolerance_start_s <= a <= end + rules.tolerance_end_s
+                    and b >= onset]
             if hits:
                 lat.append(min(hits) - onset)
+            raised |= set(hits)
+        unrelated = sum(1 for a, _ in spans if a not in raised)
         tp, fp, ref, hours = tp + s.tp, fp + s.fp, ref + s.refTrue, hours + tr.duration / 3600
+        alarmed, other = alarmed + len(lat), other + unrelated
         latencies += lat
         per_rec.append({"recording": Path(tr.recording).name, "seizures": int(s.refTrue), "detected": int(s.tp),
-                        "false_alarms": int(s.fp), "alarms": [[round(a, 2), round(b, 2)] for a, b in spans],
+                        "false_alarms": int(s.fp), "alarmed": len(lat), "unrelated_alarms": unrelated,
+                        "alarms": [[round(a, 2), round(b, 2)] for a, b in spans],
                         "latency_s": [round(v, 2) for v in lat], "hours": round(tr.duration / 3600, 4)})
     return {
         "threshold": float(threshold),
         "seizures": int(ref), "detected": int(tp), "false_alarms": int(fp), "hours": round(hours, 4),
+        "alarmed": int(alarmed), "unrelated_alarms": int(other),
         "sensitivity": tp / ref if ref else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "fa_per_24h": fp / hours * 24 if hours else float("nan"),
@@ -135,11 +151,20 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
 # ----- the whole evaluation -----------------------------------------------------------------
 
 
+def second_scores(traces: list[Trace], early_s: float = EARLY_S) -> list[SecondScores]:
+    """The per-second samples of replayed recordings (what the nurse station showed each second)."""
+    return [SecondScores.from_trace(Path(tr.recording).name, tr.t, tr.p, tr.duration, tr.seizures, early_s)
+            for tr in traces]
+
+
 def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, baseline: str | Path | None = None,
              decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
-             windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None) -> dict[str, Any]:
+             windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
+             early_s: float = EARLY_S, traces: list[Trace] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
-    writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics."""
+    writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
+    ``traces``: replays of ``recordings`` with this model and ``decision`` already made by the
+    caller (``predict.stream_probabilities``), so a recording is not replayed twice."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
@@ -169,11 +194,13 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         pt = (1 - wm["specificity"], wm["sensitivity"])
         pngs.append(plots.roc_pr(curves, out / "roc_pr.png", point=pt))
     pngs.append(plots.confusion(wm["confusion"], threshold, out / "confusion.png"))
-    traces = [stream_probabilities(r, model, decision) for r in recordings]
+    if traces is None:
+        traces = [stream_probabilities(r, model, decision) for r in recordings]
     for tr in traces:
         pngs.append(plot_timeline(tr, out / f"{Path(tr.recording).stem}-timeline.png"))
     if traces:
         metrics["events"] = score_events(traces, threshold, decision, rules)
+        metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
     metrics["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
                            "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
@@ -200,14 +227,30 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
     s.paragraphs.append(f"Held out: {', '.join(m['held_out']) or '(given windows)'}; threshold "
                         f"{m['threshold']['value']:.4f} ({m['threshold']['policy']}). "
                         f"Confusion at the threshold: {w['confusion']}.")
+    sec = m.get("seconds")
+    if sec:
+        rows_s = [[r["recording"], _f(r["seizure_auc"]), _f(r["early_auc"]), r["seconds_scored"],
+                   r["ictal_seconds"], r["seconds_unscored"]] for r in sec["recordings"]]
+        po = sec["pooled"]
+        if len(sec["recordings"]) > 1:
+            rows_s.append(["pooled", _f(po["seizure_auc"]), _f(po["early_auc"]), po["seconds_scored"],
+                           po["ictal_seconds"], po["seconds_unscored"]])
+        s.tables.insert(0, ([f"time level (probability in force each second; early = first {sec['early_s']:g} s)",
+                             "seizure AUC", "early AUC", "seconds scored", "ictal seconds", "unscored"], rows_s))
+        s.paragraphs.append(f"Time level: {po['seconds_unscored']} s before the first full window of each recording "
+                            f"are unscored ({po['ictal_seconds_unscored']} of them ictal); every later second "
+                            "carries the probability of the latest window that ended by then.")
     ev = m.get("events")
     if ev:
         s.tables.append((["event level (after smoothing/hysteresis)", "value"], [
-            ["seizures / detected", f"{ev['seizures']} / {ev['detected']}"],
+            ["seizures / alarmed (an alarm starts for it)", f"{ev['seizures']} / {ev['alarmed']}"],
+            ["unrelated alarms (false alarms to the nurse)", ev["unrelated_alarms"]],
+            ["SzCORE: seizures / detected (any overlap)", f"{ev['seizures']} / {ev['detected']}"],
             ["event sensitivity", _f(ev["sensitivity"])], ["precision", _f(ev["precision"])],
-            ["false alarms", ev["false_alarms"]], ["hours scored", _f(ev["hours"])],
+            ["SzCORE false alarms", ev["false_alarms"]], ["hours scored", _f(ev["hours"])],
             ["false alarms / 24 h", _f(ev["fa_per_24h"])],
             ["latency onset -> first alarm, mean (s)", _f(ev["latency_s"]["mean"])],
+            ["latency onset -> first alarm, median (s)", _f(ev["latency_s"]["median"])],
         ]))
         if ev["hours"] < 1:
             s.warnings.append(f"Only {ev['hours'] * 60:.1f} min of signal were scored: one false alarm is "

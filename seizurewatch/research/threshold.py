@@ -7,7 +7,21 @@ Policies:
   fa_budget    replay the validation recordings through the daemon's pipeline, apply its
                smoothing/hysteresis at each candidate threshold, and keep the one with the best
                event sensitivity whose false alarms per 24 h stay within the budget
+  oof          out-of-fold (the method that transfers): leave each training recording out in
+               turn, train the same config on the others, replay the left-out recording through
+               the daemon's pipeline, and choose on those out-of-fold traces (``transfer``)
 The daemon uses the stored value unless its config sets ``decision.threshold``.
+
+Choosing on out-of-fold traces (``transfer``; ``compare`` does it per fold, ``threshold --policy
+oof`` on a dataset), two criteria for what the nurse sees:
+  events   after the daemon's decision rules, by alarm starts (``score_events``: ``alarmed``,
+           ``unrelated_alarms``): alarm on the most out-of-fold seizures, then the fewest
+           false alarms, then the least median latency (to the second; an alarm at or before the
+           onset counts as 0 s, so earlier is not rewarded); the middle of the
+           thresholds still tied (a margin on both sides for a recording not yet seen)
+  seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
+``compare`` reports both on every test recording beside the threshold that would have been
+best there (``events`` applied to the test recording itself).
 """
 
 from __future__ import annotations
@@ -29,7 +43,8 @@ from seizurewatch.research.train import predict
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("youden", "sensitivity", "fa_budget")
+POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
+TRANSFER = ("events", "seconds")
 
 
 def candidates(traces: list[Trace], most: int = 200) -> np.ndarray:
@@ -85,10 +100,69 @@ def by_fa_budget(table: list[dict[str, float]], budget: float) -> dict[str, Any]
             "point": {"event_sensitivity": r["sensitivity"], "fa_per_24h": r["fa_per_24h"]}}
 
 
+def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
+              policy: str = "oof_events") -> dict[str, Any]:
+    """Most seizures alarmed, then fewest false alarms, then least median latency (whole
+    seconds, none below 0), then the middle of the tied thresholds, after the daemon's decision rules."""
+    if not traces:
+        raise DataError("choosing a threshold on events needs at least one replayed recording")
+    rows = []
+    for th in candidates(traces):
+        ev = score_events(traces, float(th), decision, rules)
+        lat = ev["latency_s"]["median"]
+        # an alarm at or before the onset is as good as one at it: earlier is not rewarded
+        late = float(np.median(np.maximum(ev["latency_s"]["values"], 0.0))) if ev["latency_s"]["values"] else None
+        rows.append({"threshold": float(th), "detected": ev["alarmed"], "seizures": ev["seizures"],
+                     "false_alarms": ev["unrelated_alarms"], "latency_s": lat,
+                     "rank": (-ev["alarmed"], ev["unrelated_alarms"], round(late) if late is not None else 10**9)})
+    best = min(r["rank"] for r in rows)
+    tied = sorted((r for r in rows if r["rank"] == best), key=lambda r: r["threshold"])
+    r = tied[(len(tied) - 1) // 2]
+    return {"value": float(r["threshold"]), "policy": policy, "target": None,
+            "point": {"detected": r["detected"], "seizures": r["seizures"], "false_alarms": r["false_alarms"],
+                      "latency_s_median": r["latency_s"],
+                      "tied_range": [tied[0]["threshold"], tied[-1]["threshold"]]},
+            "chosen_on": [Path(t.recording).name for t in traces]}
+
+
+def by_seconds(traces: list[Trace], early_s: float = 15.0) -> dict[str, Any]:
+    """Youden's J on the per-second probabilities in force (ictal seconds vs every other)."""
+    from seizurewatch.research.evaluate import second_scores
+
+    secs = second_scores(traces, early_s)
+    p = np.concatenate([s.p[s.scored] for s in secs]) if secs else np.zeros(0)
+    y = np.concatenate([s.ictal[s.scored] for s in secs]) if secs else np.zeros(0, bool)
+    if not 0 < int(y.sum()) < len(y):
+        raise DataError("choosing a threshold on seconds needs ictal and interictal seconds")
+    th = youden(roc(y, p))
+    th["policy"] = "oof_seconds"
+    th["chosen_on"] = [Path(t.recording).name for t in traces]
+    return th
+
+
+def transfer(traces: list[Trace], method: str, decision: DecisionConfig, rules: EventRules = SZCORE,
+             early_s: float = 15.0) -> dict[str, Any]:
+    """The operating point from out-of-fold ``traces`` (see the module docstring)."""
+    if method not in TRANSFER:
+        raise ConfigError(f"threshold method {method!r}: expected one of {', '.join(TRANSFER)}")
+    return by_events(traces, decision, rules) if method == "events" else by_seconds(traces, early_s)
+
+
+def outcome(traces: list[Trace], threshold: float, decision: DecisionConfig,
+            rules: EventRules = SZCORE) -> dict[str, Any]:
+    """What the nurse would have seen at ``threshold``: seizures alarmed, false alarms, latency."""
+    ev = score_events(traces, threshold, decision, rules)
+    return {"threshold": float(threshold), "detected": ev["alarmed"], "seizures": ev["seizures"],
+            "false_alarms": ev["unrelated_alarms"], "latency_s_median": ev["latency_s"]["median"],
+            "latency_s": ev["latency_s"]["values"]}
+
+
 def by_policy(policy: str, curve: Curve | None, target: float | None, table: list[dict[str, float]] | None
               ) -> dict[str, Any]:
     if policy not in POLICIES:
         raise ConfigError(f"threshold policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if policy == "oof":
+        raise ConfigError("the oof policy retrains the model's config on a dataset: choose_threshold(dataset=...)")
     if policy == "fa_budget":
         if table is None:
             raise ConfigError("fa_budget needs continuous validation recordings")
@@ -105,14 +179,10 @@ def by_policy(policy: str, curve: Curve | None, target: float | None, table: lis
     return youden(curve)
 
 
-def choose_threshold(model: str | Path, policy: str, target: float | None = None,
-                     recordings: list[str] | None = None, dataset: str | Path | None = None, split: str = "val",
-                     output: str | Path | None = None, decision: DecisionConfig | None = None,
-                     rules: EventRules = SZCORE) -> dict[str, Any]:
-    """Choose and store the threshold; returns the new ``threshold`` metadata block."""
-    decision = decision or DecisionConfig()
-    loaded = load_model(model)
-    meta = dict(loaded.meta.raw)
+def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | None, recordings: list[str] | None,
+                   dataset: str | Path | None, split: str, decision: DecisionConfig, rules: EventRules
+                   ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
+    """The ROC / false-alarm-budget policies, on one validation split or recordings."""
     recordings = list(recordings or [])
     if dataset is not None:
         from seizurewatch.research.datadir import open_dataset
@@ -146,6 +216,55 @@ def choose_threshold(model: str | Path, policy: str, target: float | None = None
                            latency_s=ev["latency_s"]["mean"], hours=ev["hours"])
         th["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
                           "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
+    return th, table
+
+
+def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: DecisionConfig,
+                          rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
+                          workdir: str | Path = "oof") -> dict[str, Any]:
+    """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
+    config (its metadata) on the others, replay the left-out one; choose on those traces."""
+    from seizurewatch.research.crossval import out_of_fold
+    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.train import TrainConfig
+    from seizurewatch.research.training_run import ModelSpec
+
+    training = meta.get("training") or {}
+    if not isinstance(training.get("config"), dict):
+        raise ConfigError(f"{meta.get('name')}: the model's metadata lacks training.config; --policy oof retrains "
+                          "that config")
+    try:
+        cfg = TrainConfig(**training["config"])
+    except TypeError as exc:
+        raise ConfigError(f"{meta.get('name')}: training.config does not fit this version ({exc})") from None
+    spec = ModelSpec(name=str(meta.get("name", "model")), hop_s=float(meta.get("hop_s", 1.0)), train=cfg)
+    ds = open_dataset(dataset)
+    recs = ds.recordings("train") + ds.recordings("val")
+    best = int(training.get("best_epoch", -1))
+    traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None)
+    th = transfer(traces, method, decision, rules, early_s)
+    th["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
+                      "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
+    return th
+
+
+def choose_threshold(model: str | Path, policy: str, target: float | None = None,
+                     recordings: list[str] | None = None, dataset: str | Path | None = None, split: str = "val",
+                     output: str | Path | None = None, decision: DecisionConfig | None = None,
+                     rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0) -> dict[str, Any]:
+    """Choose and store the threshold; returns the new ``threshold`` metadata block."""
+    decision = decision or DecisionConfig()
+    loaded = load_model(model)
+    meta = dict(loaded.meta.raw)
+    if policy == "oof":
+        if dataset is None:
+            raise ConfigError("threshold --policy oof needs --dataset DIR (its train and val recordings are left "
+                              "out in turn)")
+        th = out_of_fold_threshold(meta, dataset, decision, rules, method=method, early_s=early_s,
+                                   workdir=Path(output or model).with_suffix(".oof"))
+        table = None
+    else:
+        th, table = _on_validation(model, loaded, policy, target, recordings, dataset, split, decision, rules)
     meta["threshold"] = th
     eager = rebuild_eager(loaded)
     dst = Path(output) if output else Path(model)

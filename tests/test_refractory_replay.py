@@ -1,0 +1,71 @@
+"""Issue 15: a false alarm followed within 30 s by a seizure, replayed through the daemon.
+
+A real EDF+ (pyedflib) carries a DC level on channel a that a tiny TorchScript model reads
+back as its probability, so the probability trace is known: 0.1, a false alarm at 0.55-0.59
+for 16 s, 0.1 for 14 s, then the annotated seizure at 0.95. With the daemon's defaults
+(k=3 of n=4, 30 s refractory) the old rule held the seizure's alarm back until the refractory
+period ran out (19 s after onset); evidence stronger than the false alarm's peak now alarms."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from edf_writer import write_edf
+
+from seizurewatch.config import DecisionConfig
+from seizurewatch.modelfile import save_model
+from seizurewatch.research.evaluate import evaluate
+from seizurewatch.research.predict import stream_probabilities
+
+RATE = 100
+CHANNELS = ["a", "b", "c"]
+ONSET, END = 70.0, 100.0
+
+
+class _Level(torch.nn.Module):
+    """P(seizure) = the mean of channel a over the window's last second / 1000 uV."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1, -100:].mean(dim=2) / 1000.0).clamp(0.0, 1.0)
+
+
+def _level(t: np.ndarray) -> np.ndarray:
+    p = np.full_like(t, 0.1)
+    fa = (t >= 40) & (t < 56)
+    p[fa] = np.where(np.floor(t[fa]) % 2 == 0, 0.55, 0.59)
+    p[(t >= ONSET) & (t < END)] = 0.95
+    return p
+
+
+def _files(tmp_path):
+    t = np.arange(130 * RATE) / RATE
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 5, (len(CHANNELS), len(t)))
+    data[0] += 1000.0 * _level(t)
+    edf = write_edf(tmp_path / "fa_then_seizure.edf", data, RATE, CHANNELS,
+                    annotations=[(ONSET, END - ONSET, "seizure")])
+    meta = {"name": "level", "outputs": ["seizure"], "window_s": 2.0, "hop_s": 1.0,
+            "preprocess": {"channels": CHANNELS, "rate": float(RATE), "bandpass": None, "notch": None},
+            "threshold": {"value": 0.5, "policy": "test"}}
+    model = tmp_path / "level.pt"
+    save_model(_Level(), meta, model, torch.zeros(2, len(CHANNELS), 2 * RATE))
+    return edf, model
+
+
+def test_a_false_alarm_does_not_delay_the_seizure_alarm_in_replay_and_evaluate(tmp_path):
+    edf, model = _files(tmp_path)
+    dec = DecisionConfig(refractory_s=30.0)
+    tr = stream_probabilities(edf, model, dec)
+    assert tr.seizures == [(ONSET, END)]
+    starts = [a for a, _ in tr.alarms]
+    assert len(starts) == 2 and 40 < starts[0] < 50  # the false alarm, raised by the daemon itself
+    fa_end = tr.alarms[0][1]
+    assert ONSET - fa_end < 30  # the seizure begins inside the false alarm's refractory period
+    assert ONSET <= starts[1] <= ONSET + 4  # k=3 of 4 hops: at most a few seconds, not 19
+    m = evaluate(model, [str(edf)], tmp_path / "eval", decision=dec, windows=(np.zeros((2, 3, 200)), np.eye(2)[:, :1]))
+    ev = m["events"]
+    assert ev["alarmed"] == 1 and ev["unrelated_alarms"] == 1
+    assert ev["latency_s"]["values"][0] <= 4.0
+    sec = m["seconds"]["pooled"]
+    assert sec["seconds_unscored"] == 1  # the first 2-s window ends at 2 s: second 0 has no probability
+    assert sec["seizure_auc"] > 0.9
