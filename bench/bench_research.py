@@ -4,6 +4,10 @@ Dog_1 (4 recordings, 10 s windows, 1 s stride) in under 5 minutes on 2 cores.
 Runs the same functions as ``seizurewatch dataset build --spec config/dataset-dog1.yaml``
 and ``seizurewatch train --dataset ... --model config/models/seed-convnet.yaml``; the
 dataset and the model go to the bench work folder, never the repository.
+
+Then the training time of each fold of ``compare``'s leave-one-recording-out for each model
+config (``MODELS`` plus the strongest baseline found, ``crossval.BASELINE_CONFIGS``): the
+outer training per fold; the out-of-fold threshold adds one training per non-test recording.
 """
 
 from __future__ import annotations
@@ -17,6 +21,38 @@ from typing import Any
 from bench.common import ROOT, figure, log, workdir
 
 TARGET_S = 300.0
+MODELS = ("seed-convnet.yaml", "cnn1d.yaml", "bandpower-lr.yaml")
+
+
+def fold_times(dataset: Any, threads: int, quick: bool, out: Any) -> dict[str, Any]:
+    """Seconds of training per leave-one-recording-out fold for each model config (JSON figures)."""
+    import dataclasses
+
+    from seizurewatch.research.crossval import BASELINE_CONFIGS, folds, with_splits
+    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.training_run import load_model_config, train_from_dataset
+
+    ds = open_dataset(dataset)
+    names = list(MODELS) + [b for b in BASELINE_CONFIGS if b not in MODELS][:1]
+    figures: dict[str, Any] = {}
+    for name in names:
+        path = ROOT / "config" / "models" / name
+        if not path.is_file():
+            continue
+        spec = load_model_config(path)
+        cfg = dataclasses.replace(spec.train, threads=threads, **({"epochs": 3} if quick else {}))
+        spec = dataclasses.replace(spec, train=cfg)
+        per_fold = {}
+        for test, val, _ in folds(ds):
+            log(f"research: {spec.name}, fold test {test}")
+            t0 = time.perf_counter()
+            train_from_dataset(with_splits(ds, test, val), spec, out / f"fold-{spec.name}.pt", progress=False)
+            per_fold[test.rsplit("/", 1)[-1]] = round(time.perf_counter() - t0, 2)
+        vals = list(per_fold.values())
+        figures[f"dog1.fold_train_s.{spec.name}"] = figure(
+            sum(vals) / len(vals), "s", f"mean training seconds per leave-one-recording-out fold ({len(vals)} folds), "
+            f"threads {threads}" + (" [quick: 3 epochs]" if quick else ""), per_fold_s=per_fold)
+    return figures
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -51,6 +87,7 @@ def run(quick: bool) -> dict[str, Any]:
         "dog1.validation_roc_auc": figure(meta["metrics"]["validation"].get("roc_auc", float("nan")), "",
                                           "window ROC AUC on the dataset's val split (dog1_rec03)"),
     }
+    figures |= fold_times(out / "dog1-dataset", threads, quick, out)
     return {"figures": figures}
 
 

@@ -127,14 +127,18 @@ def plot_timeline(trace: Trace, path: str | Path) -> Path:
         ax.axvspan(a, b, ymin=0.0, ymax=0.08, color="#c0392b", label="alarm" if i == 0 else None)
     for i, j in enumerate(trace.joins):
         ax.axvline(j, color="#888", ls=":", lw=0.8, label="seam (join)" if i == 0 else None)
+    if len(trace.t) and trace.t[0] > 0:
+        ax.axvspan(0, float(trace.t[0]), color="#e3e3e3",
+                   label=f"unscored (before the first full window, {trace.t[0]:g} s)")
     ax.plot(trace.t, trace.p, color="#1f4e79", lw=1.2, label="probability")
     ax.axhline(trace.threshold, color="#e67e22", ls="--", lw=1, label=f"threshold {trace.threshold:.3f}")
     ax.set_xlim(0, max(trace.duration, float(trace.t.max()) if len(trace.t) else 1.0))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("time (s, window end)")
     ax.set_ylabel("P(seizure)")
-    ax.set_title(f"{Path(trace.recording).name} - {trace.model}", fontsize=10)
-    ax.legend(loc="upper left", fontsize=7, ncol=5, framealpha=0.9)
+    ax.set_title(f"{Path(trace.recording).name} - {trace.model}", fontsize=10, loc="left")
+    # above the axes, so it never covers the trace
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=6, frameon=False)
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
