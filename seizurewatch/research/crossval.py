@@ -136,6 +136,7 @@ def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decis
     m = evaluate(model_path, [rec] if replayable else [], out / spec.name / f"eval-{stem}",
                  windows=(ds.x[rows], ds.y[rows]), decision=dec, rules=rules, early_s=early_s, traces=traces)
     m["threshold"]["policy"] = chosen.get("policy", "youden")
+    m["fold_test"] = Path(test).name
     m["train_seconds"] = meta["training"]["seconds"]
     m["threshold_seconds"] = round(oof_seconds, 2)
     if traces:
@@ -297,7 +298,7 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
         s = _summary(spec.name, runs, early_s)
         s["config"], s["dataset"] = cfg_path, str(data)
         s["per_fold"] = [{
-            "test": r["held_out"][0] if r["held_out"] else "-",
+            "test": r["fold_test"],
             "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
             "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
             "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
@@ -316,8 +317,8 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
               f["events"]["false_alarms"] if f["events"] else "-", ", ".join(str(v) for v in f["latency_s"]) or "-",
               f"{f['threshold']:.3f} ({f['policy']})", _out(f["transfer"].get("best_on_test")),
               f["train_seconds"]] for f in s["per_fold"]])],
-            images=[p for r in runs for p in sorted((out / spec.name / f"eval-{Path(r['held_out'][0]).stem}").glob(
-                "*-timeline.png")) if r["held_out"]]))
+            images=[p for r in runs for p in sorted(
+                (out / spec.name / f"eval-{Path(r['fold_test']).stem}").glob("*-timeline.png"))]))
     md = markdown(summaries, fs, early_s)
     summary_rows = [[s["model"], _aucs(s["seconds"], "seizure_auc"), _aucs(s["seconds"], "early_auc"),
                      s["roc_auc_mean"], f"{s['detected']}/{s['seizures']}", s["false_alarms"],

@@ -1,0 +1,63 @@
+"""compare: leave-one-recording-out over a dataset, the strongest baseline always beside the
+models, training errors that say which model and fold. (The full path with out-of-fold
+thresholds, replays and time-resolved scores runs on Dog_1 in the README's comparison; the
+pieces are tested in test_threshold.py, test_timescore.py and test_refractory_replay.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from synthetic_dataset import make_dataset
+
+from seizurewatch.errors import DataError
+from seizurewatch.research.crossval import compare, default_baseline, parse_model_arg
+from seizurewatch.research.train import TrainingError
+
+
+def _yaml(path, arch, batch_size=16, epochs=2):
+    path.write_text(f"name: {path.stem}\narch: {arch}\nepochs: {epochs}\nlr: 0.01\nbatch_size: {batch_size}\n"
+                    "seed: 0\npatience: 0\nthreads: 1\n")
+    return str(path)
+
+
+def test_compare_adds_the_baseline_and_reports_every_fold(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    models = tmp_path / "models"
+    models.mkdir()
+    convnet = _yaml(models / "convnet.yaml", "seed_convnet")
+    _yaml(models / "bandpower-lr.yaml", "bandpower_lr")
+    assert default_baseline([convnet]) == str(models / "bandpower-lr.yaml")
+    res = compare(ds, [convnet], tmp_path / "out", threshold_method=None)
+    assert [m["model"] for m in res["models"]] == ["convnet", "bandpower-lr"]  # the baseline, unasked
+    for m in res["models"]:
+        assert len(m["per_fold"]) == 3 and len(m["train_seconds"]) == 3
+        assert {f["test"] for f in m["per_fold"]} == {"s1_train.edf", "s1_val.edf", "s1_test.edf"}
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "seizure AUC per second" in md and "early AUC (15 s)" in md and "best on test" in md
+    assert md.count("| convnet |") == 1 + 3  # the summary row and one row per fold
+    saved = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert saved["threshold_method"] is None and saved["early_s"] == 15.0
+    assert (tmp_path / "out" / "report.html").stat().st_size > 1000
+    # no duplicate when the baseline is asked for, and none at all on request
+    res = compare(ds, [convnet, str(models / "bandpower-lr.yaml")], tmp_path / "out2", threshold_method=None,
+                  baseline=None)
+    assert [m["model"] for m in res["models"]] == ["convnet", "bandpower-lr"]
+
+
+def test_a_training_failure_names_the_model_and_the_fold(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    bad = _yaml(tmp_path / "lr1.yaml", "bandpower_lr", batch_size=1)  # BatchNorm cannot train on one window
+    with pytest.raises(TrainingError, match=r"compare lr1, fold test s1_train: training 'bandpower_lr' failed in "
+                                            r"epoch 0, batch 0"):
+        compare(ds, [bad], tmp_path / "out", threshold_method=None, baseline=None)
+
+
+def test_model_arguments_may_bring_their_own_dataset():
+    assert parse_model_arg("a.yaml@d1s", "d10") == ("a.yaml", "d1s")
+    assert parse_model_arg("a.yaml", "d10") == ("a.yaml", "d10")
+
+
+def test_unknown_threshold_method_is_refused(tmp_path):
+    with pytest.raises(DataError, match="threshold method 'magic'"):
+        compare(make_dataset(tmp_path / "ds"), [], tmp_path / "out", threshold_method="magic")
