@@ -142,23 +142,38 @@ QUICK = DecisionConfig(k=3, n=4, hysteresis=0.0, off_hops=1, refractory_s=0.0)
 def test_events_criterion_alarms_every_out_of_fold_seizure_with_the_fewest_false_alarms():
     from seizurewatch.research.threshold import by_events, outcome
 
-    # 0.1 alarms from the first hops on (no seizure alarmed: 2 unrelated), 0.6 also alarms on the bump,
-    # 0.9 misses the 0.7 seizure: only 0.7 alarms both seizures and nothing else
+    # up to 0.1 alarms from the first hops on (no seizure alarmed: 2 unrelated), up to 0.6 also on the
+    # bump, above 0.7 misses the 0.7 seizure: only (0.6, 0.7] alarms both seizures and nothing else,
+    # and the choice is the middle of that interval in log-odds
     th = by_events(OOF, QUICK)
-    assert th["value"] == pytest.approx(0.7) and th["policy"] == "oof_events"
+    lo, hi = th["point"]["tied_range"]
+    assert 0.6 < lo < 0.63 and hi == pytest.approx(0.7, abs=0.02) and hi <= 0.7
+    mid = 1 / (1 + np.exp(-(np.log(lo / (1 - lo)) + np.log(hi / (1 - hi))) / 2))
+    assert th["value"] == pytest.approx(mid) and th["policy"] == "oof_events"
     assert th["point"]["detected"] == 2 and th["point"]["false_alarms"] == 0
     assert th["point"]["latency_s_median"] == 2.0  # the 3rd hop over the threshold
     assert outcome(OOF, 0.6, QUICK)["false_alarms"] == 1 and outcome(OOF, 0.1, QUICK)["detected"] == 0
     assert outcome(OOF, 0.9, QUICK)["detected"] == 1
 
 
-def test_events_criterion_takes_the_middle_of_tied_thresholds():
+def test_events_criterion_keeps_a_margin_from_both_cliffs():
     from seizurewatch.research.threshold import by_events
 
     tr = _oof((100.0, 150.0), 0.9)
-    tr.p[[20, 40, 60, 80]] = [0.2, 0.3, 0.4, 0.5]  # single hops: never 3 of 4, so 0.2 .. 0.9 all tie
+    tr.p[[20, 40, 60, 80]] = [0.2, 0.3, 0.4, 0.5]  # single hops: never 3 of 4, so (0.1, 0.9] all tie
     th = by_events([tr], QUICK)
-    assert th["value"] == pytest.approx(0.4) and th["point"]["tied_range"] == pytest.approx([0.2, 0.9])
+    assert th["value"] == pytest.approx(0.5, abs=0.03)  # the middle of (0.1, 0.9] in log-odds: 0.5
+
+
+def test_events_criterion_trades_at_most_two_seconds_of_latency_for_margin():
+    from seizurewatch.research.threshold import by_events, outcome
+
+    tr = _oof((100.0, 160.0), 0.95)
+    tr.p[(tr.t >= 100) & (tr.t < 110)] = np.linspace(0.15, 0.95, 10)  # the model catches up over 10 s
+    th = by_events([tr], QUICK)
+    fastest = min(outcome([tr], v, QUICK)["latency_s_median"] for v in (0.11, 0.12, 0.15))
+    assert outcome([tr], th["value"], QUICK)["latency_s_median"] <= fastest + 2.0
+    assert th["value"] > 0.15  # but not at the edge where background probability sits
 
 
 def test_seconds_criterion_is_youden_on_the_probability_in_force_each_second():

@@ -160,11 +160,13 @@ def second_scores(traces: list[Trace], early_s: float = EARLY_S) -> list[SecondS
 def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, baseline: str | Path | None = None,
              decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
              windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
-             early_s: float = EARLY_S, traces: list[Trace] | None = None) -> dict[str, Any]:
+             early_s: float = EARLY_S, traces: list[Trace] | None = None,
+             threshold_policy: str | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
     writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
     ``traces``: replays of ``recordings`` with this model and ``decision`` already made by the
-    caller (``predict.stream_probabilities``), so a recording is not replayed twice."""
+    caller (``predict.stream_probabilities``), so a recording is not replayed twice.
+    ``threshold_policy``: how ``decision.threshold`` was chosen (default: "override")."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
@@ -179,7 +181,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         curves[meta.name] = (roc(y[:, 0], p[:, 0]), pr_curve(y[:, 0], p[:, 0])[:2] + (wm["pr_auc"],))
     metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "sha256": meta.sha256,
                                "threshold": {"value": threshold, "policy": meta.threshold_policy
-                                             if decision.threshold is None else "override"},
+                                             if decision.threshold is None else threshold_policy or "override"},
                                "held_out": [Path(r).name for r in recordings], "windows": wm}
     if baseline:
         bl = load_model(baseline)

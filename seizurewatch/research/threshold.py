@@ -16,9 +16,9 @@ Choosing on out-of-fold traces (``transfer``; ``compare`` does it per fold, ``th
 oof`` on a dataset), two criteria for what the nurse sees:
   events   after the daemon's decision rules, by alarm starts (``score_events``: ``alarmed``,
            ``unrelated_alarms``): alarm on the most out-of-fold seizures, then the fewest
-           false alarms, then the least median latency (to the second; an alarm at or before the
-           onset counts as 0 s, so earlier is not rewarded); the middle of the
-           thresholds still tied (a margin on both sides for a recording not yet seen)
+           false alarms, then a median latency within 2 s of the least (an alarm at or before
+           the onset counts 0 s); the middle, in log-odds, of the thresholds still in (a margin
+           on both sides for a recording not yet seen)
   seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
 ``compare`` reports both on every test recording beside the threshold that would have been
 best there (``events`` applied to the test recording itself).
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
 TRANSFER = ("events", "seconds")
+LATENCY_SLACK_S = 2.0  # "least latency" to within this: a margin from the false-alarm edge is worth 2 s
 
 
 def candidates(traces: list[Trace], most: int = 200) -> np.ndarray:
@@ -100,28 +101,49 @@ def by_fa_budget(table: list[dict[str, float]], budget: float) -> dict[str, Any]
             "point": {"event_sensitivity": r["sensitivity"], "fa_per_24h": r["fa_per_24h"]}}
 
 
+def logodds_grid(step: float = 0.1, span: float = 12.0) -> np.ndarray:
+    """Candidate thresholds evenly spaced in log-odds (probabilities 6e-6 .. 1 - 6e-6)."""
+    z = np.arange(-span, span + step / 2, step)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logodds_middle(lo: float, hi: float) -> float:
+    zl, zh = (float(np.log(v / (1 - v))) for v in (lo, hi))
+    return float(1.0 / (1.0 + np.exp(-(zl + zh) / 2)))
+
+
 def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
               policy: str = "oof_events") -> dict[str, Any]:
-    """Most seizures alarmed, then fewest false alarms, then least median latency (whole
-    seconds, none below 0), then the middle of the tied thresholds, after the daemon's decision rules."""
+    """After the daemon's decision rules: the most seizures alarmed, then the fewest false alarms,
+    then a median latency within ``LATENCY_SLACK_S`` of the least (an alarm at or before the onset
+    counts 0 s), then the middle in log-odds of the thresholds still in: as far from both cliffs
+    (missed seizures above, false alarms below) as the traces allow, for a recording not yet seen.
+    (Taking the very least latency, or the middle of candidates spaced by probability quantiles,
+    sat at the false-alarm edge: on Dog_1 it chose 0.12 and 0.0005 and alarmed all recording long.)"""
     if not traces:
         raise DataError("choosing a threshold on events needs at least one replayed recording")
     rows = []
-    for th in candidates(traces):
+    p = np.concatenate([t.p for t in traces])
+    grid = logodds_grid()
+    if len(p):  # beyond the probabilities seen every threshold acts alike: one grid point either side
+        i, j = np.searchsorted(grid, [p.min(), p.max()])
+        grid = grid[max(i - 1, 0): j + 1]
+    for th in grid:
         ev = score_events(traces, float(th), decision, rules)
-        lat = ev["latency_s"]["median"]
-        # an alarm at or before the onset is as good as one at it: earlier is not rewarded
-        late = float(np.median(np.maximum(ev["latency_s"]["values"], 0.0))) if ev["latency_s"]["values"] else None
+        values = ev["latency_s"]["values"]
+        late = float(np.median(np.maximum(values, 0.0))) if values else float("inf")
         rows.append({"threshold": float(th), "detected": ev["alarmed"], "seizures": ev["seizures"],
-                     "false_alarms": ev["unrelated_alarms"], "latency_s": lat,
-                     "rank": (-ev["alarmed"], ev["unrelated_alarms"], round(late) if late is not None else 10**9)})
-    best = min(r["rank"] for r in rows)
-    tied = sorted((r for r in rows if r["rank"] == best), key=lambda r: r["threshold"])
-    r = tied[(len(tied) - 1) // 2]
-    return {"value": float(r["threshold"]), "policy": policy, "target": None,
-            "point": {"detected": r["detected"], "seizures": r["seizures"], "false_alarms": r["false_alarms"],
-                      "latency_s_median": r["latency_s"],
-                      "tied_range": [tied[0]["threshold"], tied[-1]["threshold"]]},
+                     "false_alarms": ev["unrelated_alarms"], "latency_s": ev["latency_s"]["median"], "late": late})
+    best = min((-r["detected"], r["false_alarms"]) for r in rows)
+    ok = [r for r in rows if (-r["detected"], r["false_alarms"]) == best]
+    fastest = min(r["late"] for r in ok)
+    ok = [r for r in ok if r["late"] <= fastest + LATENCY_SLACK_S]
+    lo, hi = ok[0]["threshold"], ok[-1]["threshold"]
+    value = _logodds_middle(lo, hi)
+    at = score_events(traces, value, decision, rules)
+    return {"value": value, "policy": policy, "target": None,
+            "point": {"detected": at["alarmed"], "seizures": at["seizures"], "false_alarms": at["unrelated_alarms"],
+                      "latency_s_median": at["latency_s"]["median"], "tied_range": [lo, hi]},
             "chosen_on": [Path(t.recording).name for t in traces]}
 
 
