@@ -22,7 +22,9 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="daemon config YAML whose decision settings to use")
     g.add_argument("--k", type=int, help="alarm when k of the last n probabilities reach the threshold")
     g.add_argument("--n", type=int, help="see --k")
-    g.add_argument("--refractory", type=float, dest="refractory_s", help="seconds without a new alarm after one")
+    g.add_argument("--refractory", type=float, dest="refractory_s",
+                   help="seconds without a new alarm on the same evidence after one ends (k of n above the "
+                        "ended alarm's peak still alarms)")
 
 
 def _early_arg(p: argparse.ArgumentParser) -> None:
@@ -96,8 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "training config on the others, replay the left-out one, choose by --method on those "
                         "out-of-fold traces (the threshold that transfers; what compare does per fold)")
     p.add_argument("--method", choices=["events", "seconds"], default="events",
-                   help="with --policy oof: events (every out-of-fold seizure alarmed, fewest false alarms, least "
-                        "latency) or seconds (Youden J on per-second probabilities)")
+                   help="with --policy oof: events (every out-of-fold seizure alarmed, fewest false alarms, latency "
+                        "within 2 s of the least, then the middle in log-odds) or seconds (Youden J on per-second "
+                        "probabilities)")
     p.add_argument("--target", type=float, help="sensitivity (0..1) or false alarms per 24 h")
     p.add_argument("--dataset", help="dataset folder (its --split windows and recordings)")
     p.add_argument("--split", default="val", help="dataset split to choose on (default val)")
@@ -141,7 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "beside the model YAMLs; 'none' for none)")
     p.add_argument("--threshold-method", choices=["events", "seconds", "none"], default="events",
                    help="out-of-fold threshold criterion: events (every out-of-fold seizure alarmed, fewest false "
-                        "alarms, least latency; default), seconds (Youden J on per-second probabilities), none "
+                        "alarms, latency within 2 s of the least, then the middle in log-odds; default), seconds (Youden J "
+                        "on per-second probabilities), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
     p.add_argument("--out", default="compare", help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
