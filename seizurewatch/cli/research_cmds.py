@@ -144,8 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "beside the model YAMLs; 'none' for none)")
     p.add_argument("--threshold-method", choices=["events", "seconds", "none"], default="events",
                    help="out-of-fold threshold criterion: events (every out-of-fold seizure alarmed, fewest false "
-                        "alarms, latency within 2 s of the least, then the middle in log-odds; default), seconds (Youden J "
-                        "on per-second probabilities), none "
+                        "alarms, latency within 2 s of the least, then the middle in log-odds; default), "
+                        "seconds (Youden J on per-second probabilities), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
     p.add_argument("--out", default="compare", help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
