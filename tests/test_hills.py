@@ -132,18 +132,34 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
         .replace("trees: 1000", "trees: 20").replace("../models/dog1-hills-early.pt", str(tmp_path / "m.pt")))
     meta = run_recipe(recipe, progress=False)
     th = meta["threshold"]
-    assert th["policy"] == "fa_budget" and th["target"] == 0 and 0 < th["value"] < 1
+    assert th["policy"] == "oof_events" and 0 < th["value"] < 1
     assert th["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
     assert meta["training"]["validation_recordings"] == [] and meta["outputs"] == ["seizure", "early"]
     assert load_model(tmp_path / "m.pt").meta.threshold == pytest.approx(th["value"])
-    # the value is the lowest without a false alarm: one step lower, the decision rules raise one
+    # chosen on the three out-of-fold replays (one seizure each), which the metadata reports
+    val = meta["metrics"]["validation"]
+    assert th["point"]["seizures"] == 3 and val["at_threshold"] == th["point"]
+    assert val["out_of_fold_seconds"]["ictal_seconds"] > 0 and val["out_of_fold_seconds"]["seizure_auc"] is not None
     import seizurewatch.research.recipe as rc
 
     rcp, _ = rc.load_recipe(recipe)
     device = rc.load_device(rcp.device)
     parts = rc.collect(rcp.train, rcp, rc.spec_for(rcp, device), device)
-    again, y, p = out_of_fold_threshold(parts, rcp, 400.0)
+    example = torch.from_numpy(parts[0].x[:2].astype(np.float32))
+    again, _ = out_of_fold_threshold(parts, rcp, {k: v for k, v in meta.items() if k != "threshold"}, example)
     assert again["value"] == pytest.approx(th["value"])  # deterministic
-    lower = p[p < th["value"] - 1e-4]
-    assert len(lower) and any(rc._false_alarms(q, pq, float(lower.max()), 1.0) > 0
-                              for q, pq in zip(parts, np.split(p, np.cumsum([len(q.y) for q in parts])[:-1])))
+
+
+def test_recipe_refuses_a_policy_that_does_not_fit_where_it_is_chosen(tmp_path):
+    from seizurewatch.errors import ConfigError
+    from seizurewatch.research.recipe import run_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        (root / "config" / "train-dog1.yaml").read_text()
+        .replace("../devices/", f"{root}/devices/").replace("../../shared/data/dog1/", f"{DOG1}/")
+        .replace("policy: events", "policy: youden").replace("trees: 1000", "trees: 5")
+        .replace("../models/dog1-hills-early.pt", str(tmp_path / "m.pt")))
+    with pytest.raises(ConfigError, match="threshold.policy: 'youden' with chosen_on: out_of_fold"):
+        run_recipe(recipe, progress=False)

@@ -165,6 +165,24 @@ def test_events_criterion_keeps_a_margin_from_both_cliffs():
     assert th["value"] == pytest.approx(0.5, abs=0.03)  # the middle of (0.1, 0.9] in log-odds: 0.5
 
 
+def test_events_criterion_never_chooses_a_pocket_inside_the_passing_range():
+    from seizurewatch.research.threshold import by_events, outcome
+
+    # a pre-onset run at 0.45-0.55 ending one hop before the onset: between those values the alarm it
+    # raises ends before the seizure (a false alarm to the nurse); below 0.45 it merges into the
+    # seizure's alarm, above 0.55 it never alarms. The middle of the whole passing span (0.15..0.85)
+    # sits in that pocket (the old choice); it must come from the widest passing run instead.
+    tr = _oof((100.0, 150.0), 0.9)
+    tr.p[(tr.t >= 92) & (tr.t < 99)] = 0.55  # ends at 99: one hop at 0.44 before the onset at 100
+    tr.p[(tr.t >= 99) & (tr.t < 100)] = 0.44
+    pocket = outcome([tr], 0.5, QUICK)
+    assert pocket["false_alarms"] == 1 and pocket["detected"] == 1  # the pocket exists
+    th = by_events([tr], QUICK)
+    assert outcome([tr], th["value"], QUICK)["false_alarms"] == 0
+    assert outcome([tr], th["value"], QUICK)["detected"] == 1
+    assert not 0.44 < th["value"] <= 0.55  # one side of the pocket or the other, never inside
+
+
 def test_events_criterion_trades_at_most_two_seconds_of_latency_for_margin():
     from seizurewatch.research.threshold import by_events, outcome
 
@@ -210,3 +228,21 @@ def test_oof_policy_retrains_the_models_config_without_each_recording(tmp_path):
     assert th["point"]["seizures"] == 3
     with pytest.raises(ConfigError, match="needs --dataset"):
         choose_threshold(model, "oof")
+
+
+def test_an_alarm_starting_well_before_the_onset_is_a_false_alarm_to_the_nurse():
+    from seizurewatch.research.evaluate import EventRules, score_events
+
+    # an alarm from 90 s that runs into a seizure at 100 s: SzCORE's overlap rule counts it as a
+    # detection; to the nurse it started on seizure-free signal 10 s before the onset, and no alarm
+    # starts for the seizure itself
+    tr = _oof((100.0, 150.0), 0.9)
+    tr.p[(tr.t >= 88) & (tr.t < 100)] = 0.8
+    ev = score_events([tr], 0.5, QUICK)
+    assert ev["detected"] == 1  # SzCORE
+    assert ev["alarmed"] == 0 and ev["unrelated_alarms"] == 1
+    # a start within alarm_before_onset_s (default 5 s) of the onset is the seizure's alarm
+    tr.p[(tr.t >= 88) & (tr.t < 97)] = 0.1
+    ev = score_events([tr], 0.5, QUICK)
+    assert ev["alarmed"] == 1 and ev["unrelated_alarms"] == 0 and ev["latency_s"]["values"] == [-1.0]
+    assert score_events([tr], 0.5, QUICK, EventRules(alarm_before_onset_s=0.0))["alarmed"] == 0

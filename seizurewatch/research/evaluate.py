@@ -39,9 +39,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EventRules:
-    """SzCORE event scoring (timescoring defaults)."""
+    """SzCORE event scoring (timescoring defaults), plus how early an alarm *start* may come and
+    still be the nurse's alarm for a seizure (``alarm_before_onset_s``): SzCORE's 30 s allow for
+    a late annotation when scoring overlap, but an alarm that starts 10 s before the onset on
+    signal taken hours from any seizure (as in the Dog_1 files) is a false alarm that a seizure
+    happened to follow, and choosing a threshold must not reward it as a fast detection."""
 
     tolerance_start_s: float = 30.0
+    alarm_before_onset_s: float = 5.0
     tolerance_end_s: float = 60.0
     min_overlap: float = 0.0
     max_event_s: float = 300.0
@@ -101,7 +106,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
     """Event scores summed over recordings, after the daemon's decision logic.
 
     SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by
-    alarm *starts*: a seizure is ``alarmed`` when an alarm starts between ``tolerance_start_s``
+    alarm *starts*: a seizure is ``alarmed`` when an alarm starts between ``alarm_before_onset_s``
     before its onset and ``tolerance_end_s`` after its end and is still on at the onset (latency =
     that start - onset); every other alarm is ``unrelated`` (a false alarm to the nurse): one
     that ended before the onset, or one already on long before it, which SzCORE's overlap rule
@@ -118,7 +123,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
         s = EventScoring(TsAnnotation(refs, 10, n), TsAnnotation(clip, 10, n), rules.params())
         lat, raised = [], set()
         for onset, end in tr.seizures:  # what the nurse sees: an alarm *starting* for this seizure
-            hits = [a for a, b in spans if onset - rules.tolerance_start_s <= a <= end + rules.tolerance_end_s
+            hits = [a for a, b in spans if onset - rules.alarm_before_onset_s <= a <= end + rules.tolerance_end_s
                     and b >= onset]
             if hits:
                 lat.append(min(hits) - onset)
@@ -143,6 +148,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
                       "values": [round(v, 2) for v in latencies]},
         "recordings": per_rec,
         "rules": {"any_overlap": rules.min_overlap == 0, "tolerance_start_s": rules.tolerance_start_s,
+                  "alarm_before_onset_s": rules.alarm_before_onset_s,
                   "tolerance_end_s": rules.tolerance_end_s, "max_event_s": rules.max_event_s,
                   "merge_within_s": rules.merge_within_s},
     }

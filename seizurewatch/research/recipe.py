@@ -39,12 +39,17 @@ class PreprocessRecipe:
     notch: float | None = None
 
 
+VALIDATION_POLICIES = ("youden", "sensitivity")
+OOF_POLICIES = ("events", "seconds")
+
+
 @dataclass(frozen=True)
 class ThresholdRecipe:
-    policy: Literal["youden", "sensitivity", "fa_budget"] = "youden"
-    target: float | None = None  # sensitivity (0..1), or false alarms allowed (fa_budget, out of fold; default 0)
-    # validation: on the validation recordings; out_of_fold: on the training recordings, each
-    # predicted by a model trained on the others (no recording judges a model that saw it)
+    # chosen_on validation: youden | sensitivity (target 0..1) on the validation windows' ROC;
+    # chosen_on out_of_fold: events | seconds (research/threshold.py ``transfer``) on the training
+    # recordings, each replayed with a model trained on the others (none judges a model that saw it)
+    policy: Literal["youden", "sensitivity", "events", "seconds"] = "youden"
+    target: float | None = None  # sensitivity (0..1)
     chosen_on: Literal["validation", "out_of_fold"] = "validation"
 
 
@@ -121,60 +126,52 @@ def stack(parts: list[RecordingWindows]) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _false_alarms(part: RecordingWindows, p: np.ndarray, threshold: float, window_s: float) -> int:
-    """Alarms the daemon's rules raise on one recording's window sequence that start on an
-    interictal window."""
+def out_of_fold_threshold(parts: list[RecordingWindows], recipe: Recipe, meta: dict[str, Any],
+                          example: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each training recording replayed through the daemon's pipeline with a model trained on
+    the others (no early stopping: the recipe's epochs), then ``threshold.transfer`` on those
+    out-of-fold traces: the same method ``compare`` and ``threshold --policy oof`` use.
+    Returns the threshold block and the out-of-fold time-resolved figures."""
+    import tempfile
+
     from seizurewatch.config import DecisionConfig
-    from seizurewatch.research.predict import alarm_spans
+    from seizurewatch.research.evaluate import second_scores
+    from seizurewatch.research.predict import stream_probabilities
+    from seizurewatch.research.threshold import transfer
+    from seizurewatch.research.timescore import score_seconds
 
-    t_end = part.t_start + window_s
-    spans = alarm_spans(t_end, p, threshold, DecisionConfig(), float(t_end.max()) if len(t_end) else 0.0)
-    ictal = {round(float(t), 3) for t, y in zip(t_end, part.y[:, 0]) if y}
-    return sum(1 for a, _ in spans if round(a, 3) not in ictal)
-
-
-def out_of_fold_threshold(parts: list[RecordingWindows], recipe: Recipe, rate: float
-                          ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Each training recording predicted by a model trained on the others (no early stopping:
-    the recipe's epochs), then the policy on those out-of-fold predictions: ``fa_budget``
-    takes the lowest threshold at which the daemon's decision rules raise at most ``target``
-    (default 0) false alarms over all of them; ``youden`` / ``sensitivity`` the pooled ROC."""
-    preds = []
-    for i, part in enumerate(parts):
-        x_o, y_o = stack([q for j, q in enumerate(parts) if j != i])
-        cfg = dataclasses.replace(recipe.model, patience=0)
-        preds.append(predict(train(x_o, y_o, None, None, cfg, progress=False, rate=rate).model, part.x)[:, 0])
-        log.info("out-of-fold predictions", extra={"recording": Path(part.recording).name})
-    y = np.concatenate([q.y[:, 0] for q in parts])
-    p = np.concatenate(preds)
-    th = recipe.threshold
-    curve = roc(y, p)
-    if th.policy == "youden":
-        return youden(curve), y, p
-    if th.policy == "sensitivity":
-        return target_sensitivity(curve, th.target if th.target is not None else 0.95), y, p
-    budget = int(th.target or 0)
-    cands = np.unique(np.round(p, 4))
-    value = float(min(cands.max(), 0.999))
-    for c in cands[(cands > 0) & (cands < 1)]:
-        if sum(_false_alarms(q, pr, float(c), recipe.window_s) for q, pr in zip(parts, preds)) <= budget:
-            value = float(c)
-            break
-    flag = p >= value
-    point = {"tpr": float(flag[y == 1].mean()), "specificity": float((~flag[y == 0]).mean())}
-    return {"value": value, "policy": "fa_budget", "target": budget, "point": point, "auc": curve.auc}, y, p
+    decision = DecisionConfig()
+    traces = []
+    with tempfile.TemporaryDirectory(prefix="seizurewatch-oof-") as tmp:
+        for i, part in enumerate(parts):
+            x_o, y_o = stack([q for j, q in enumerate(parts) if j != i])
+            cfg = dataclasses.replace(recipe.model, patience=0)
+            model = train(x_o, y_o, None, None, cfg, progress=False, rate=float(meta["preprocess"]["rate"])).model
+            path = Path(tmp) / f"oof-{i}.pt"
+            save_model(model, {**meta, "threshold": {"value": 0.5, "policy": "out-of-fold placeholder"}}, path,
+                       example)
+            traces.append(stream_probabilities(part.recording, path, decision, device=recipe.device))
+            log.info("out-of-fold replay", extra={"recording": Path(part.recording).name})
+    th = transfer(traces, recipe.threshold.policy, decision, early_s=recipe.early_s or 15.0)
+    return th, score_seconds(second_scores(traces, recipe.early_s or 15.0), recipe.early_s or 15.0)["pooled"]
 
 
 def run_recipe(path: str | Path, output: str | None = None, progress: bool = True,
                command: str | None = None) -> dict[str, Any]:
-    """Build windows, train, choose the threshold on validation, export. Returns the metadata."""
+    """Build windows, train, choose the threshold (on validation, or out of fold), export.
+    Returns the metadata."""
     recipe, _ = load_recipe(path)
     device = load_device(recipe.device)
     spec = spec_for(recipe, device)
     train_parts = collect(recipe.train, recipe, spec, device)
-    oof = recipe.threshold.chosen_on == "out_of_fold"
+    th = recipe.threshold
+    oof = th.chosen_on == "out_of_fold"
     if oof and len(train_parts) < 2:
         raise ConfigError(f"{path}: threshold.chosen_on: out_of_fold needs >= 2 training recordings")
+    allowed = OOF_POLICIES if oof else VALIDATION_POLICIES
+    if th.policy not in allowed:
+        raise ConfigError(f"{path}: threshold.policy: {th.policy!r} with chosen_on: {th.chosen_on}; expected one of "
+                          f"{', '.join(allowed)}")
     val_parts = collect(recipe.validation, recipe, spec, device, stride_ictal_s=recipe.stride_s)
     x_tr, y_tr = stack(train_parts)
     x_va, y_va = stack(val_parts) if val_parts else (x_tr[:0], y_tr[:0])
@@ -185,21 +182,8 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
     has_val = len(y_va) > 0
     result = train(x_tr, y_tr, x_va if has_val else None, y_va if has_val else None, recipe.model,
                    progress=progress, rate=spec.rate)
-    th = recipe.threshold
-    if oof:
-        threshold, y_va, p_va = out_of_fold_threshold(train_parts, recipe, spec.rate)
-    else:
-        p_va = predict(result.model, x_va)[:, 0]
-        y_va = y_va[:, 0]
-    curve = roc(y_va, p_va)
-    if not oof and th.policy == "sensitivity":
-        threshold = target_sensitivity(curve, th.target if th.target is not None else 0.95)
-    elif not oof:
-        threshold = youden(curve)
-    threshold["chosen_on"] = ([f"out-of-fold: {Path(f).name}" for f in recipe.train] if oof
-                              else [Path(f).name for f in recipe.validation])
     out_path = output or recipe.output
-    meta = {
+    meta: dict[str, Any] = {
         "name": recipe.name,
         "description": recipe.description,
         "task": recipe.task,
@@ -209,14 +193,13 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         "preprocess": spec.to_json(),
         "window_s": recipe.window_s,
         "hop_s": recipe.hop_s,
-        "threshold": threshold,
         "training": {
             "command": command or f"seizurewatch train {path}",
             "recipe": Path(path).name,
             "train_recordings": [Path(f).name for f in recipe.train],
             "validation_recordings": [Path(f).name for f in recipe.validation],
             "train_windows": int(len(y_tr)), "train_positive": int(y_tr[:, 0].sum()),
-            "validation_windows": int(len(y_va)), "validation_positive": int(y_va.sum()),
+            "validation_windows": int(len(y_va)), "validation_positive": int(y_va[:, 0].sum()) if len(y_va) else 0,
             "dropped": {Path(p.recording).name: p.dropped for p in train_parts + val_parts},
             "config": result.config,
             "best_epoch": result.best_epoch,
@@ -229,16 +212,25 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
             "seizurewatch": seizurewatch.__version__,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
-        "metrics": {
-            "validation": {
-                "roc_auc": round(curve.auc, 4),  # (out of fold with chosen_on: out_of_fold)
-                "fraction_interictal_flagged_at_99_sensitivity": round(fraction_flagged_at_sensitivity(curve), 4),
-                "sensitivity_at_threshold": threshold["point"]["tpr"],
-                "specificity_at_threshold": threshold["point"]["specificity"],
-            }
-        },
         "history": result.history,
     }
     example = torch.from_numpy((x_va if len(x_va) else x_tr)[:2].astype(np.float32))
-    meta = save_model(result.model, meta, out_path, example)
-    return meta
+    if oof:
+        threshold, seconds = out_of_fold_threshold(train_parts, recipe, meta, example)
+        threshold["chosen_on"] = [f"out-of-fold: {Path(f).name}" for f in recipe.train]
+        validation: dict[str, Any] = {"out_of_fold_seconds": seconds, "at_threshold": threshold["point"]}
+    else:
+        p_va = predict(result.model, x_va)[:, 0]
+        curve = roc(y_va[:, 0], p_va)
+        threshold = (target_sensitivity(curve, th.target if th.target is not None else 0.95)
+                     if th.policy == "sensitivity" else youden(curve))
+        threshold["chosen_on"] = [Path(f).name for f in recipe.validation]
+        validation = {
+            "roc_auc": round(curve.auc, 4),
+            "fraction_interictal_flagged_at_99_sensitivity": round(fraction_flagged_at_sensitivity(curve), 4),
+            "sensitivity_at_threshold": threshold["point"]["tpr"],
+            "specificity_at_threshold": threshold["point"]["specificity"],
+        }
+    meta["threshold"] = threshold
+    meta["metrics"] = {"validation": validation}
+    return save_model(result.model, meta, out_path, example)

@@ -112,12 +112,33 @@ def _logodds_middle(lo: float, hi: float) -> float:
     return float(1.0 / (1.0 + np.exp(-(zl + zh) / 2)))
 
 
+def _widest_run(rows: list[dict[str, Any]], ok: list[bool]) -> tuple[float, float]:
+    """First and last threshold of the longest run of consecutive grid points that pass: the
+    thresholds that pass need not be contiguous (a pre-onset alarm that ends a second before the
+    onset is a false alarm at some thresholds in the middle of a good range), and the middle of
+    the whole span could fall in such a pocket."""
+    best: tuple[int, int] = (0, -1)
+    i = 0
+    while i < len(ok):
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(ok) and ok[j + 1]:
+            j += 1
+        if j - i > best[1] - best[0]:
+            best = (i, j)
+        i = j + 1
+    return rows[best[0]]["threshold"], rows[best[1]]["threshold"]
+
+
 def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
               policy: str = "oof_events") -> dict[str, Any]:
     """After the daemon's decision rules: the most seizures alarmed, then the fewest false alarms,
     then a median latency within ``LATENCY_SLACK_S`` of the least (an alarm at or before the onset
-    counts 0 s), then the middle in log-odds of the thresholds still in: as far from both cliffs
-    (missed seizures above, false alarms below) as the traces allow, for a recording not yet seen.
+    counts 0 s), then the middle in log-odds of the widest run of consecutive thresholds still in:
+    as far from both cliffs (missed seizures above, false alarms below) as the traces allow, for a
+    recording not yet seen.
     (Taking the very least latency, or the middle of candidates spaced by probability quantiles,
     sat at the false-alarm edge: on Dog_1 it chose 0.12 and 0.0005 and alarmed all recording long.)"""
     if not traces:
@@ -135,10 +156,9 @@ def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
         rows.append({"threshold": float(th), "detected": ev["alarmed"], "seizures": ev["seizures"],
                      "false_alarms": ev["unrelated_alarms"], "latency_s": ev["latency_s"]["median"], "late": late})
     best = min((-r["detected"], r["false_alarms"]) for r in rows)
-    ok = [r for r in rows if (-r["detected"], r["false_alarms"]) == best]
-    fastest = min(r["late"] for r in ok)
-    ok = [r for r in ok if r["late"] <= fastest + LATENCY_SLACK_S]
-    lo, hi = ok[0]["threshold"], ok[-1]["threshold"]
+    fastest = min(r["late"] for r in rows if (-r["detected"], r["false_alarms"]) == best)
+    ok = [(-r["detected"], r["false_alarms"]) == best and r["late"] <= fastest + LATENCY_SLACK_S for r in rows]
+    lo, hi = _widest_run(rows, ok)
     value = _logodds_middle(lo, hi)
     at = score_events(traces, value, decision, rules)
     return {"value": value, "policy": policy, "target": None,
