@@ -237,7 +237,7 @@ class Daemon:
             await asyncio.sleep(every)
             for pipe in self.pipelines:
                 link = self.links.get(pipe.patient)
-                if link is not None and pipe.stats.windows:
+                if link is not None:
                     link.set_state(self.state_info(pipe))
 
     def stop(self) -> None:
