@@ -96,6 +96,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
                     "(the broker did not deliver them)")
 
+        shown: dict[str, Any] = {}
+
         def on_other(topic: str, raw: bytes) -> None:
             patient, leaf = topic.split("/")[-2:]
             text = raw.decode("utf-8", "replace")
@@ -106,7 +108,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 state = json.loads(text)  # validated by the subscriber
                 if args.jsonl:
                     out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
-                else:
+                elif shown.get(patient) != state.get("state"):  # the state is republished every few seconds
+                    shown[patient] = state.get("state")
                     out(f"[{patient}] state {state.get('state')}")
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,

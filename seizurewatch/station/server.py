@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0
+TRACE_EVERY_S = 5.0  # the probability traces go out this often (the rest of the ward at every push)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -190,21 +191,24 @@ class Station:
         return {"status": 200, "ok": True, "patient": patient, "alarm_id": ack.alarm_id, "action": ack.action}
 
     # ----- browsers --------------------------------------------------------------------
-    def snapshot_json(self) -> str:
-        snap = self.ward.snapshot(time.time())
+    def snapshot_json(self, history: bool = True) -> str:
+        snap = self.ward.snapshot(time.time(), history=history)
         snap.update(broker={"connected": self.connected.is_set(), "name": self.broker, "error": self._broker_error},
                     station=self.opts.station_name)
         return json.dumps(snap, separators=(",", ":"))
 
     async def push(self) -> None:
-        """Push the ward to every browser when it changed (and once a second, for 'last seen' and offline)."""
-        seen, last_push = -1, 0.0
+        """Push the ward to every browser when it changed (and once a second, for 'last seen' and offline);
+        the probability traces every TRACE_EVERY_S (a browser that just connected gets them at once)."""
+        seen, last_push, last_trace = -1, 0.0, 0.0
         while True:
             await asyncio.sleep(self.opts.push_every_s)
             now = time.monotonic()
             if self.browsers and (self.ward.version != seen or now - last_push >= 1.0):
                 seen, last_push = self.ward.version, now
-                data = self.snapshot_json()
+                traces = now - last_trace >= TRACE_EVERY_S
+                last_trace = now if traces else last_trace
+                data = self.snapshot_json(history=traces)
                 for q in list(self.browsers):
                     _replace(q, data)
 

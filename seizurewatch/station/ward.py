@@ -24,6 +24,8 @@ STALE_S = 15.0  # no message for this long -> offline (the daemon republishes it
 KEEP_ITEMS = 20  # alarms/faults remembered per bed
 REVIEW_S = 12 * 3600.0  # an ended, unanswered alarm stays "to review" this long
 
+TRACE_POINTS = 60  # points per bed in a snapshot (one per 10 s of the 10 minutes): bounded whatever the rate
+
 URGENCY = {"alarm_open": 0, "alarm_answered": 1, "offline": 2, "fault": 3, "review": 4, "ok": 5, "starting": 6}
 
 
@@ -173,7 +175,8 @@ class Ward:
         return [i for i in b.items.values() if i.kind == "alarm" and not i.open and not i.acks
                 and now - (i.ended_wall or now) < REVIEW_S]
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float, history: bool = True) -> dict[str, Any]:
+        """The page's rows, most urgent first; ``history`` adds each bed's probability trace."""
         rows = []
         for b in self.beds.values():
             shown, urgency = self.shown(b, now)
@@ -183,7 +186,8 @@ class Ward:
                 "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
                 "state": b.state, "status": b.status, "probability": b.probability,
                 "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
-                "history": [(round(t - now, 1), round(p, 4)) for t, p in b.history if now - t <= HISTORY_S],
+                **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
+                   if history else {}),
                 "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
                 "faults": [i.as_dict() for i in items if i.kind == "fault"],
                 "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
@@ -193,4 +197,10 @@ class Ward:
         for r in rows:
             del r["_waiting"]
         counts = {k: sum(1 for r in rows if r["shown"] == k) for k in ("alarm", "offline", "fault", "ok", "starting")}
-        return {"now": now, "beds": rows, "counts": counts}
+        return {"now": now, "beds": rows, "counts": counts, "history": history}
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """At most TRACE_POINTS of them, evenly spaced, the newest always kept."""
+    step = -(-len(points) // TRACE_POINTS)
+    return points[::-1][::step][::-1] if step > 1 else points

@@ -32,7 +32,8 @@ function ago(seconds) {
 }
 
 function clock(wall) {
-  return new Date(wall * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return new Date(wall * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit",
+                                                         hour12: false });
 }
 
 function pct(p) { return p === null || p === undefined ? "–" : `${Math.round(p * 100)} %`; }
@@ -144,10 +145,10 @@ function card(bed, now) {
   c.appendChild(top);
   const line = el("div", "line");
   line.appendChild(el("span", "prob", pct(bed.probability)));
-  line.appendChild(el("span", "", "seizure probability"));  // of the latest window
+  line.appendChild(el("span", "plabel", ""));
   line.appendChild(el("span", "seen", ""));
   c.appendChild(line);
-  c.appendChild(trace(bed.history));
+  c.appendChild(trace(bed.history || traces.get(bed.patient) || []));
   const cap = el("div", "caption");
   cap.appendChild(el("span", "", "10 min ago"));
   cap.appendChild(el("span", "", "probability (dashed: 50 %)"));
@@ -164,16 +165,26 @@ function card(bed, now) {
   return c;
 }
 
+function probabilityLabel(bed) {
+  if (bed.probability !== null) return "seizure probability";  // of the latest window
+  if (bed.shown === "fault") return "no reading: the signal cannot be judged";
+  return bed.shown === "offline" ? "no reading" : "no reading yet";
+}
+
 function refresh(c, bed, now) {
   $(".prob", c).textContent = pct(bed.probability);
+  $(".plabel", c).textContent = probabilityLabel(bed);
   const seen = bed.seen_ago_s === null ? "no data yet" : `last data ${ago(bed.seen_ago_s)} ago`;
   $(".seen", c).textContent = bed.shown === "offline" ? `OFFLINE — ${seen}` : seen;
-  c.replaceChild(trace(bed.history), $("svg.trace", c));
+  if (bed.history) c.replaceChild(trace(bed.history), $("svg.trace", c));  // traces come every few seconds
   c.querySelectorAll("[data-since]").forEach((s) => { s.textContent = `for ${ago(now - Number(s.dataset.since))}`; });
 }
 
+const traces = new Map();  // patient -> the latest trace received (cards rebuilt between traces keep it)
+
 function render(ward) {
   lastWard = ward;
+  for (const bed of ward.beds) if (bed.history) traces.set(bed.patient, bed.history);
   const now = ward.now;
   const main = $("#beds");
   const keep = new Set();
