@@ -16,10 +16,11 @@ from seizurewatch.alarms.discovery import discovery_configs
 from seizurewatch.config import MqttConfig
 
 # Keys documented for MQTT discovery of these platforms (home-assistant.io/integrations/binary_sensor.mqtt,
-# /sensor.mqtt, /mqtt#discovery-messages); anything else is rejected by Home Assistant's schema.
+# /sensor.mqtt, /mqtt#discovery-messages); anything else is rejected by Home Assistant's schema. Not
+# object_id: deprecated for default_entity_id (home-assistant/core#151775), refused from HA 2026.4.
 COMMON_KEYS = {"availability", "availability_mode", "availability_template", "availability_topic", "device",
                "enabled_by_default", "encoding", "entity_category", "expire_after", "force_update", "icon",
-               "json_attributes_template", "json_attributes_topic", "name", "object_id", "default_entity_id",
+               "json_attributes_template", "json_attributes_topic", "name", "default_entity_id",
                "payload_available", "payload_not_available", "qos", "state_topic", "unique_id", "value_template",
                "entity_picture", "platform"}
 PLATFORM_KEYS = {"binary_sensor": COMMON_KEYS | {"device_class", "off_delay", "payload_off", "payload_on"},
@@ -53,6 +54,8 @@ def test_discovery_payloads_follow_home_assistants_schema():
         if platform == "binary_sensor":
             assert c["device_class"] in BINARY_CLASSES
         assert c["qos"] in (0, 1, 2)
+        # object_id was deprecated in HA 2025.10 and stops working in 2026.4: default_entity_id is <platform>.<id>
+        assert c["default_entity_id"] == f"{platform}.{c['unique_id']}"
         json.dumps(c)  # serialisable as is
 
 
