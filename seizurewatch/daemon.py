@@ -111,7 +111,8 @@ class Daemon:
 
     def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
         """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
-        return {"state": pipe.state, "t": round(pipe.stats.last_t, 3), "wall_time": round(time.time(), 3),
+        t = max(pipe.stats.last_t, pipe.stats.last_window_t)
+        return {"state": pipe.state, "t": round(t, 3), "wall_time": round(time.time(), 3),
                 "probability": pipe.stats.last_probability, "faults": sorted(pipe.faults.active),
                 "alarm_id": pipe.decision.alarm_id, "acks": self.acks.acks_of(pipe.patient)}
 
@@ -212,12 +213,9 @@ class Daemon:
 
     async def _escalate(self) -> None:
         """Issue the escalations that are due (a quarter of the interval late at most, and never above 1 s)."""
-        if not self.escalator.enabled:
-            return
-        step = min(self.escalator.after_s / 4, 1.0)
         by_patient = {p.patient: p for p in self.pipelines}
-        while True:
-            await asyncio.sleep(step)
+        while True:  # after_s may change on reload (SIGHUP): the step follows it
+            await asyncio.sleep(min(self.escalator.after_s / 4, 1.0) if self.escalator.enabled else 1.0)
             for due in self.escalator.due(time.monotonic()):
                 pipe = by_patient[due.patient]
                 rec = self.acks.issued[due.patient].get(due.alarm_id)
@@ -247,7 +245,7 @@ class Daemon:
 
 def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
     """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
-    t = max(pipe.stats.last_t, rec.started_t)
+    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "ack", rec.alarm_id, t, pipe.stats.last_probability or 0.0, pipe.decision.threshold,
                      started_t=rec.started_t, peak_probability=rec.peak_probability, action=ack.action, by=ack.by,
@@ -258,7 +256,7 @@ def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
 
 
 def escalate_event(pipe: StreamPipeline, rec: Issued, level: int) -> Event:
-    t = max(pipe.stats.last_t, rec.started_t)
+    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,
                      pipe.decision.threshold, started_t=rec.started_t, peak_probability=rec.peak_probability,

@@ -208,3 +208,61 @@ def test_daemon_journals_good_acks_ignores_bad_ones_and_escalates_until_answered
     for why in ("is not an alarm or fault of patient bed1", "action: expected one of", "of patient bed2",
                 "not JSON", "larger than 4096", "duplicate"):
         assert why in caplog.text, f"no log line for a bad ack ({why})"
+
+
+def _flat_copy(src: Path, dest: Path, flat: int) -> Path:
+    import numpy as np
+    import pyedflib
+    from edf_writer import write_edf
+
+    with pyedflib.EdfReader(str(src)) as r:
+        labels = r.getSignalLabels()
+        rate = int(r.getSampleFrequency(0))
+        data = np.vstack([r.readSignal(i) for i in range(len(labels))])
+    data[:flat] = 0.0  # electrodes off
+    return write_edf(dest, data, rate, labels, plus=False)
+
+
+@pytest.mark.slow
+def test_a_lasting_fault_on_most_channels_escalates_one_on_a_single_channel_does_not(mosquitto, tmp_path):
+    from seizurewatch.config import load_config
+    from seizurewatch.daemon import Daemon
+
+    most = _flat_copy(DOG1 / "dog1_rec02.edf", tmp_path / "most_flat.edf", flat=12)
+    one = _flat_copy(DOG1 / "dog1_rec02.edf", tmp_path / "one_flat.edf", flat=1)
+    path = tmp_path / "ward.yaml"
+    path.write_text(
+        "streams:\n"
+        f"  - patient: bed1\n    source: {{kind: edf, path: {most}, speed: 4}}\n"
+        f"  - patient: bed2\n    source: {{kind: edf, path: {one}, speed: 4}}\n"
+        f"model: {{path: {MODEL}}}\ndecision: {{escalate_after_s: 1}}\n"
+        f"mqtt: {{url: {mosquitto.url}}}\noutbox: {{path: {tmp_path / 'outbox.sqlite3'}}}\n")
+    cfg = load_config(path)
+
+    async def main() -> None:
+        daemon = Daemon(cfg)
+        runner = asyncio.create_task(daemon.run())
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="pager") as c:
+            await c.subscribe("seizurewatch/+/fault", qos=1)
+            started: dict[str, float] = {}
+            async with asyncio.timeout(120):
+                async for m in c.messages:
+                    ev = json.loads(m.payload)
+                    if ev["event"] == "start" and ev["fault_type"] == "flatline":
+                        started.setdefault(ev["patient"], asyncio.get_running_loop().time())
+                    if ev["patient"] == "bed1" and ev["event"] == "escalate" and ev["level"] >= 2 and \
+                            "bed2" in started and asyncio.get_running_loop().time() - started["bed2"] > 2.5:
+                        break
+        daemon.stop()
+        await runner
+
+    asyncio.run(main())
+    bed1 = journal(tmp_path / "outbox.sqlite3", "bed1")
+    esc = [r for r in bed1 if r["event"] == "escalate"]
+    assert esc and esc[0]["kind"] == "fault" and esc[0]["fault_type"] == "flatline" and len(esc[0]["channels"]) >= 8
+    assert [r["level"] for r in esc if r["alarm_id"] == esc[0]["alarm_id"]][:2] == [1, 2]
+    bed2 = journal(tmp_path / "outbox.sqlite3", "bed2")
+    assert any(r["event"] == "start" and r["fault_type"] == "flatline" for r in bed2)
+    assert not [r for r in bed2 if r["event"] == "escalate"], "a one-channel flatline paged someone"
+    for r in bed1 + bed2:
+        validate(r)
