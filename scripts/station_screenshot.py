@@ -1,6 +1,6 @@
 """Regenerate docs/station.png: a real ward on a real Mosquitto, photographed in Debian's headless Chromium.
 
-    .venv/bin/python scripts/station_screenshot.py [OUT.png]
+    .venv/bin/python scripts/station_screenshot.py [OUT.png [AFTER_ACK.png]]
 
 bed1 replays dog1_rec04 (its seizure raises an alarm, escalated after 10 s unanswered), bed2 loops
 dog1_rec02 from its seizure-free start (OK), bed3 replays dog1_rec02 with 12 of 16 channels flat (a
@@ -36,7 +36,7 @@ def flat_copy(src: Path, dest: Path, flat: int) -> Path:
     return write_edf(dest, data, rate, labels, plus=False)
 
 
-def main(out: Path) -> None:
+def main(out: Path, after: Path | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="station-shot-"))
     broker = Mosquitto(work)
     broker.start()
@@ -88,6 +88,11 @@ def main(out: Path) -> None:
             name.send_keys("Nurse Okafor")
             time.sleep(6)  # one trace push
             driver.save_screenshot(str(out))
+            if after is not None:  # the same ward once bed1's alarm is acknowledged
+                driver.find_element(By.CSS_SELECTOR, "#bed-bed1 button.ack").click()
+                WebDriverWait(driver, 30, 0.5).until(
+                    lambda d: "Acknowledged by Nurse Okafor" in d.find_element(By.ID, "bed-bed1").text)
+                driver.save_screenshot(str(after))
         finally:
             driver.quit()
     finally:
@@ -100,4 +105,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "station.png")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "station.png",
+         Path(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -60,8 +60,12 @@ def test_ward_puts_unanswered_alarms_first_then_offline_fault_and_ok():
     w.on_event(_ev("bed-answered", "c" * 16, "ack", now - 500, seq=2, action="ack", by="nurse A"), now)
     w.on_event(_ev("bed-fault", "d" * 16, "start", now - 60, kind="fault", fault_type="stream_lost"), now)
     order = [b["patient"] for b in w.snapshot(now)["beds"]]
-    assert order[:3] == ["bed-old-alarm", "bed-new-alarm", "bed-answered"], order
-    assert set(order[3:5]) == {"bed-gone", "bed-silent"} and order[5:] == ["bed-fault", "bed-ok"], order
+    # unanswered alarms (longest waiting first), then what nobody looks at yet, then what someone attends
+    assert order[:2] == ["bed-old-alarm", "bed-new-alarm"], order
+    assert set(order[2:4]) == {"bed-gone", "bed-silent"}, order
+    assert order[4:] == ["bed-fault", "bed-answered", "bed-ok"], order
+    w.on_event(_ev("bed-fault", "d" * 16, "ack", now, kind="fault", seq=2, action="ack", by="tech"), now)
+    assert [b["patient"] for b in w.snapshot(now)["beds"]][4:] == ["bed-answered", "bed-fault", "bed-ok"]
     shown = {b["patient"]: b["shown"] for b in w.snapshot(now)["beds"]}
     assert shown["bed-silent"] == "offline", "a bed that went silent must not stay 'ok'"
     answered = next(b for b in w.snapshot(now)["beds"] if b["patient"] == "bed-answered")

@@ -4,10 +4,11 @@ Fed by the station's MQTT subscription (retained ``state`` and ``status``, ``ala
 events, de-duplicated on (patient, seq)); ``snapshot`` gives the page its rows, most urgent first.
 
 A bed is shown
-    ALARM    an alarm is active (unanswered ones first, longest waiting first)
+    ALARM    an alarm is active
     OFFLINE  its daemon said ``offline`` (last will included) or nothing came for ``stale_s``
     FAULT    the daemon cannot tell (stream lost, flatline, model error...)
     OK       monitoring, no alarm
+in the order of ``URGENCY`` (unanswered alarms first, the longest waiting first).
 and keeps its ended alarms that nobody answered yet under "to review", so a nurse can still mark
 a short alarm as false or confirmed (the marks are labels for retraining).
 """
@@ -26,7 +27,10 @@ REVIEW_S = 12 * 3600.0  # an ended, unanswered alarm stays "to review" this long
 
 TRACE_POINTS = 60  # points per bed in a snapshot (one per 10 s of the 10 minutes): bounded whatever the rate
 
-URGENCY = {"alarm_open": 0, "alarm_answered": 1, "offline": 2, "fault": 3, "review": 4, "ok": 5, "starting": 6}
+# An unanswered alarm first; then what nobody is looking at yet (a silent box, an unanswered fault); then
+# what someone already attends (an acknowledged alarm or fault); then ended alarms to review; then the calm.
+URGENCY = {"alarm_open": 0, "offline": 1, "fault": 2, "alarm_answered": 3, "fault_answered": 4, "review": 5,
+           "ok": 6, "starting": 7}
 
 
 @dataclass
@@ -164,8 +168,9 @@ class Ward:
             return "alarm", "alarm_answered" if open_alarms and all(i.acks for i in open_alarms) else "alarm_open"
         if b.status == "offline" or now - b.last_seen > self.stale_s:
             return "offline", "offline"
-        if b.state == "fault" or any(i.kind == "fault" and i.open for i in b.items.values()):
-            return "fault", "fault"
+        open_faults = [i for i in b.items.values() if i.kind == "fault" and i.open]
+        if b.state == "fault" or open_faults:
+            return "fault", "fault_answered" if open_faults and all(i.acks for i in open_faults) else "fault"
         if self._to_review(b, now):
             return "ok", "review"
         return ("ok", "ok") if b.state == "ok" else ("starting", "starting")
