@@ -83,6 +83,7 @@ class Daemon:
         )
         self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
                                               cfg.outbox.keep_delivered_days * 86400.0)
+        await asyncio.to_thread(self.acks.load, cfg.outbox.path)
         for stream in cfg.streams:
             device = load_device(stream.device) if stream.device else None
             pipe = StreamPipeline(stream, device, make_source(stream), predictor, cfg.decision, self._sink,
@@ -131,7 +132,6 @@ class Daemon:
             return
         ack, rec = found
         await self._sink([ack_event(pipe, ack, rec)], pipe.context)
-        self.acks.record(patient, ack, rec, time.time())
         log.warning("alarm %s by %s", ack.action, ack.by,
                     extra={"patient": patient, "alarm_id": ack.alarm_id, "kind": rec.kind})
         link = self.links.get(patient)

@@ -266,3 +266,27 @@ def test_a_lasting_fault_on_most_channels_escalates_one_on_a_single_channel_does
     assert not [r for r in bed2 if r["event"] == "escalate"], "a one-channel flatline paged someone"
     for r in bed1 + bed2:
         validate(r)
+
+
+def test_a_restarted_daemon_learns_earlier_alarms_and_acks_from_its_journal(tmp_path):
+    from seizurewatch.alarms.outbox import Outbox
+
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox.open_sync(str(path))
+    a, f = "a" * 16, "f" * 16
+    box.append_sync("bed1", "seizurewatch/bed1/alarm", _start("bed1", a, wall_time=1.0))
+    box.append_sync("bed1", "seizurewatch/bed1/alarm", {**_start("bed1", a), "event": "end", "t": 50.0})
+    box.append_sync("bed1", "seizurewatch/bed1/fault", _start("bed1", f, kind="fault", fault_type="stream_lost"))
+    box.append_sync("bed1", "seizurewatch/bed1/alarm", {**_start("bed1", a), "event": "ack", "action": "ack",
+                                                        "by": "nurse A", "wall_time": 60.0})
+    box.close_sync()
+    book = AckBook(["bed1"])
+    assert book.load(str(path)) == 4
+    assert book.acknowledged("bed1", a) and not book.issued["bed1"][a].open
+    assert book.acks_of("bed1") == [{"alarm_id": a, "kind": "alarm", "action": "ack", "by": "nurse A",
+                                     "wall_time": 60.0}]
+    assert book.accept("bed1", Ack(a, "ack", "nurse A").to_json()) is None, "journaled before the restart"
+    assert book.accept("bed1", Ack(a, "false_alarm", "nurse A").to_json()) is not None, "a mark after a restart"
+    assert book.accept("bed1", Ack(f, "ack", "tech").to_json()) is not None
+    assert AckBook(["bed1"]).load(":memory:") == 0
+    assert AckBook(["bed1"]).load(str(tmp_path / "missing.sqlite3")) == 0

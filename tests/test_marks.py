@@ -82,6 +82,19 @@ def test_daemon_marks_export_and_dataset_build(mosquitto, tmp_path):
     marked = asyncio.run(night())
     assert (marked["ack-bed1"], marked["ack-bed2"]) == ("confirmed", "false_alarm")
 
+    async def restarted() -> tuple[bool, bool]:
+        daemon = Daemon(cfg)  # the next night's daemon on the same journal knows last night's marks
+        await daemon.prepare()
+        try:
+            return daemon.acks.acknowledged("bed1", marked["bed1"]), daemon.acks.acknowledged("bed2", marked["bed2"])
+        finally:
+            for pipe in daemon.pipelines:
+                await pipe.source.close()
+            assert daemon.outbox is not None
+            await daemon.outbox.close()
+
+    assert asyncio.run(restarted()) == (True, True)
+
     out = tmp_path / "labels"
     r = subprocess.run([sys.executable, "-m", "seizurewatch", "labels", "export", "--journal", str(journal),
                         "--out", str(out), "--config", str(cfg_path), "--since", "2020-01-01"],

@@ -30,6 +30,7 @@ MAX_BY = 64
 MAX_NOTE = 500
 KNOWN_PER_PATIENT = 1000  # alarms/faults remembered per patient (a night has a handful)
 STATE_ACKS = 8  # acks listed in the retained state, newest last
+RELOAD_S = 24 * 3600.0  # alarms of the last day are learnt from the journal at start (marks after a restart)
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _KEYS = {"alarm_id", "action", "by", "note"}
 
@@ -119,6 +120,15 @@ class AckBook:
                 book.popitem(last=False)
         if rec is None:
             return
+        if phase == "ack":
+            key = (str(payload.get("action")), str(payload.get("by")), str(payload.get("note") or ""))
+            if key not in rec.acks:  # journaled before a restart (live acks are added by accept())
+                rec.acks.append(key)
+            recent = self.recent.setdefault(str(patient), [])
+            recent.append({"alarm_id": alarm_id, "kind": rec.kind, "action": key[0], "by": key[1],
+                           "wall_time": round(float(payload.get("wall_time") or 0.0), 3)})
+            del recent[:-STATE_ACKS]
+            return
         if payload.get("peak_probability") is not None:
             rec.peak_probability = float(payload["peak_probability"])
         if payload.get("channels"):
@@ -145,12 +155,34 @@ class AckBook:
         rec.acks.append((ack.action, ack.by, ack.note))
         return ack, rec
 
-    def record(self, patient: str, ack: Ack, rec: Issued, wall_time: float) -> None:
-        """Remember a journaled ack for the retained state."""
-        recent = self.recent.setdefault(patient, [])
-        recent.append({"alarm_id": ack.alarm_id, "kind": rec.kind, "action": ack.action, "by": ack.by,
-                       "wall_time": round(wall_time, 3)})
-        del recent[:-STATE_ACKS]
+    def load(self, journal: str, since_s: float = RELOAD_S) -> int:
+        """Learn the alarms, faults and acks of the last ``since_s`` from the daemon's journal (after a
+        restart a nurse can still mark last night's alarms); returns the events read. Best effort: a journal
+        that cannot be read is logged and the book starts empty."""
+        if journal == ":memory:":
+            return 0
+        import sqlite3
+        import time
+
+        try:
+            db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+            try:
+                rows = db.execute("SELECT payload FROM events WHERE created >= ? ORDER BY id",
+                                  (time.time() - since_s,)).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("could not read earlier alarms from the journal; acks for them will be refused",
+                        extra={"path": journal, "error": str(exc)})
+            return 0
+        for (body,) in rows:
+            try:
+                payload = json.loads(body)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(payload, dict) and payload.get("kind") in ("alarm", "fault"):
+                self.observe(payload)
+        return len(rows)
 
     def acks_of(self, patient: str) -> list[dict[str, Any]]:
         return list(self.recent.get(patient, []))
