@@ -236,7 +236,7 @@ class Daemon:
             for pipe in self.pipelines:
                 link = self.links.get(pipe.patient)
                 if link is not None:
-                    link.set_state(self.state_info(pipe))
+                    link.refresh_state(self.state_info(pipe))
 
     def stop(self) -> None:
         for pipe in self.pipelines:

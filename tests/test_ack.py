@@ -290,3 +290,19 @@ def test_a_restarted_daemon_learns_earlier_alarms_and_acks_from_its_journal(tmp_
     assert book.accept("bed1", Ack(f, "ack", "tech").to_json()) is not None
     assert AckBook(["bed1"]).load(":memory:") == 0
     assert AckBook(["bed1"]).load(str(tmp_path / "missing.sqlite3")) == 0
+
+
+def test_periodic_state_refreshes_never_push_real_changes_out_of_an_outage_backlog():
+    from seizurewatch.alarms.mqtt import PatientLink
+    from seizurewatch.alarms.outbox import Outbox
+    from seizurewatch.config import MqttConfig
+
+    link = PatientLink(MqttConfig(), Outbox.open_sync(":memory:"), "bed1")  # never connected: a long outage
+    link.set_state({"state": "ok", "n": 0})
+    for i in range(500):  # 1000 s of refreshes at state_every_s = 2
+        link.refresh_state({"state": "ok", "n": i})
+    link.set_state({"state": "alarm", "n": 500})
+    for i in range(501, 1000):
+        link.refresh_state({"state": "alarm", "n": i})
+    queued = [json.loads(s) for s in link._transitions]  # noqa: SLF001 - what will be published, in order
+    assert [(q["state"], q["n"]) for q in queued] == [("ok", 0), ("ok", 499), ("alarm", 500), ("alarm", 999)]
