@@ -129,8 +129,10 @@ class Daemon:
             return
         found = self.acks.accept(patient, raw)
         if found is None:
+            self.metrics.acks_ignored_total.labels(patient).inc()
             return
         ack, rec = found
+        self.metrics.acks_total.labels(patient, ack.action).inc()
         await self._sink([ack_event(pipe, ack, rec)], pipe.context)
         log.warning("alarm %s by %s", ack.action, ack.by,
                     extra={"patient": patient, "alarm_id": ack.alarm_id, "kind": rec.kind})
@@ -223,6 +225,7 @@ class Daemon:
                     continue  # answered (or ended) while this round was being computed
                 log.error("%s %s not acknowledged; escalating to level %d", due.kind, due.alarm_id, due.level,
                           extra={"patient": due.patient, "alarm_id": due.alarm_id, "level": due.level})
+                self.metrics.escalations_total.labels(due.patient, due.kind).inc()
                 await self._sink([escalate_event(pipe, rec, due.level)], pipe.context)
 
     async def _heartbeat(self) -> None:

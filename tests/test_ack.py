@@ -185,8 +185,13 @@ def test_daemon_journals_good_acks_ignores_bad_ones_and_escalates_until_answered
                         ]:
                             await c.publish(topic_, raw, qos=1)
             await runner
+        metrics = daemon.metrics.registry.get_sample_value
+        counts.update(acks=metrics("seizurewatch_acks_total", {"patient": "bed1", "action": "false_alarm"}),
+                      ignored=metrics("seizurewatch_acks_ignored_total", {"patient": "bed1"}),
+                      escalated=metrics("seizurewatch_escalations_total", {"patient": "bed1", "kind": "alarm"}))
         return seen, state, alarm_id
 
+    counts: dict[str, float | None] = {}
     with caplog.at_level(logging.WARNING, logger="seizurewatch"):
         seen, state, alarm_id = asyncio.run(main())
     rows = journal(tmp_path / "outbox.sqlite3", "bed1")
@@ -205,6 +210,8 @@ def test_daemon_journals_good_acks_ignores_bad_ones_and_escalates_until_answered
     assert [e["seq"] for e in seen if e["event"] == "ack"] == [acks[0]["seq"]], "ack event not on the broker"
     assert state["acks"][-1] == {**state["acks"][-1], "alarm_id": alarm_id, "action": "false_alarm", "by": "nurse A"}
     validate(state)
+    # Prometheus: one ack; wrong id, unknown action, malformed, 1 MB, duplicate refused on bed1's topic
+    assert counts["acks"] == 1 and counts["ignored"] == 5 and (counts["escalated"] or 0) >= 2, counts
     for why in ("is not an alarm or fault of patient bed1", "action: expected one of", "of patient bed2",
                 "not JSON", "larger than 4096", "duplicate"):
         assert why in caplog.text, f"no log line for a bad ack ({why})"
