@@ -231,3 +231,22 @@ def load_config(path: str | Path) -> Config:
     if not Path(cfg.model.path).is_file():
         raise ConfigError(f"{p}: model.path: model file not found: {cfg.model.path}")
     return cfg
+
+
+def load_mqtt_section(path: str | Path) -> MqttConfig:
+    """The ``mqtt:`` section of a YAML file: a station's own file (nothing else in it) or a daemon's config.
+    Validated like the daemon's (errors name file and key); relative paths are relative to the file."""
+    from seizurewatch.typedyaml import resolve_path
+
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict) or not isinstance(data.get("mqtt", {}), dict):
+        raise ConfigError(f"{p}: expected a mapping with an 'mqtt:' section")
+    cfg = load_typed(MqttConfig, data.get("mqtt", {}), str(p), "mqtt")
+    base = p.resolve().parent
+
+    def res(v: str | None) -> str | None:
+        return resolve_path(base, v) if v else None
+
+    return dataclasses.replace(cfg, password_file=res(cfg.password_file), ca_file=res(cfg.ca_file),
+                               cert_file=res(cfg.cert_file), key_file=res(cfg.key_file))

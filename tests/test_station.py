@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from alarm_support import daemon_config, journal_rows, lines, start_daemon, start_subscriber, stop, validate, wait_for
-from conftest import DOG1, ROOT, Mosquitto, free_port, wait_port
+from conftest import ROOT, Mosquitto, free_port, wait_port
 
 from seizurewatch.errors import ConfigError
 from seizurewatch.station.server import StationOptions
@@ -127,11 +127,8 @@ def secured_broker(tmp_path):
 
 
 def _station_config(tmp_path: Path, broker: Mosquitto) -> Path:
-    cfg = tmp_path / "station.yaml"
-    # the station reads only the mqtt section; streams/model make it a valid daemon config all the same
-    cfg.write_text(f"streams:\n  - patient: x\n    source: {{kind: edf, path: {DOG1 / 'dog1_rec04.edf'}}}\n"
-                   f"model: {{path: {ROOT / 'models' / 'dog1-convnet.pt'}}}\n"
-                   f"mqtt:\n  url: {broker.url}\n  username: station\n  password_file: {tmp_path / 'station.pw'}\n")
+    cfg = tmp_path / "station.yaml"  # a station's own file: only the mqtt section, the password file relative
+    cfg.write_text(f"mqtt:\n  url: {broker.url}\n  username: station\n  password_file: station.pw\n")
     return cfg
 
 
@@ -246,3 +243,19 @@ def test_browser_sees_the_alarm_clicks_acknowledge_and_the_daemon_journals_it(tm
     validate(acks[0])
     states = [e for e in lines(sub_out) if e.get("kind") == "state" and e.get("acks")]
     assert states and states[-1]["acks"][-1]["by"] == "nurse Selenium", "retained state does not say who acknowledged"
+
+
+def test_a_station_file_holds_only_its_mqtt_section(tmp_path):
+    from seizurewatch.config import load_mqtt_section
+
+    (tmp_path / "station.yaml").write_text("mqtt:\n  url: mqtts://broker.ward:8883\n  username: station\n"
+                                           "  password_file: secrets/station.pw\n  ca_file: /etc/ward-ca.crt\n")
+    cfg = load_mqtt_section(tmp_path / "station.yaml")
+    assert cfg.username == "station" and cfg.password_file == str(tmp_path / "secrets" / "station.pw")
+    assert cfg.ca_file == "/etc/ward-ca.crt"
+    (tmp_path / "bad.yaml").write_text("mqtt:\n  urll: mqtt://x\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: mqtt.urll: unknown key"):
+        load_mqtt_section(tmp_path / "bad.yaml")
+    (tmp_path / "worse.yaml").write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping with an 'mqtt:' section"):
+        load_mqtt_section(tmp_path / "worse.yaml")

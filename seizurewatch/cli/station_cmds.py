@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seizurewatch.config import MqttConfig
 
 ACTIONS = ("ack", "false_alarm", "confirmed")
 
@@ -42,10 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_station, default_log_level="INFO")
 
 
-def _mqtt(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from seizurewatch.config import MqttConfig, load_config
+def _mqtt(args: argparse.Namespace) -> MqttConfig:
+    from seizurewatch.config import MqttConfig, load_mqtt_section
 
-    return load_config(args.config).mqtt if args.config else MqttConfig()
+    return load_mqtt_section(args.config) if args.config else MqttConfig()
 
 
 def cmd_ack(args: argparse.Namespace) -> int:

@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from seizurewatch.alarms.subscriber import format_event, subscribe
-    from seizurewatch.config import MqttConfig, load_config
+    from seizurewatch.config import MqttConfig, load_mqtt_section
 
-    cfg = load_config(args.config).mqtt if args.config else MqttConfig()
+    cfg = load_mqtt_section(args.config) if args.config else MqttConfig()  # a station's file or a daemon's
     if args.exec_cmd and not args.exec_shell:
         try:
             if not shlex.split(args.exec_cmd):
