@@ -111,8 +111,9 @@ def _passwords(tmp_path: Path) -> Path:
     subprocess.run([exe, "-b", str(pw), "station", BROKER_PASSWORD], check=True)
     os.chmod(pw, 0o600)
     (tmp_path / "acl").write_text(ACL)
-    (tmp_path / "bedside.pw").write_text("bedside-secret\n")
-    (tmp_path / "station.pw").write_text(BROKER_PASSWORD + "\n")
+    for name, secret in (("bedside.pw", "bedside-secret"), ("station.pw", BROKER_PASSWORD)):
+        (tmp_path / name).write_text(secret + "\n")
+        os.chmod(tmp_path / name, 0o600)  # a password file others can read is refused
     return pw
 
 
