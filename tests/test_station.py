@@ -26,15 +26,9 @@ from seizurewatch.station.ward import Ward
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 BROKER_PASSWORD = "broker-secret-7f3a"
 
-# The README's ACL example: the daemon's account publishes events and reads acks; the station's account
-# reads everything under the prefix and may publish only acks.
-ACL = """user bedside
-topic readwrite seizurewatch/#
-topic readwrite homeassistant/#
-user station
-topic read seizurewatch/#
-topic write seizurewatch/+/ack
-"""
+# The shipped ward ACL (config/mosquitto/seizurewatch.acl), its accounts bedside1 (the daemon of bed1)
+# and station1: only the daemon publishes bed1's events, only the station publishes acks.
+ACL = (ROOT / "config" / "mosquitto" / "seizurewatch.acl").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ ward model
@@ -107,8 +101,8 @@ def _passwords(tmp_path: Path) -> Path:
     if not Path(exe).exists():
         pytest.skip("mosquitto_passwd not installed (apt-get install mosquitto)")
     pw = tmp_path / "passwords"
-    subprocess.run([exe, "-b", "-c", str(pw), "bedside", "bedside-secret"], check=True)
-    subprocess.run([exe, "-b", str(pw), "station", BROKER_PASSWORD], check=True)
+    subprocess.run([exe, "-b", "-c", str(pw), "bedside1", "bedside-secret"], check=True)
+    subprocess.run([exe, "-b", str(pw), "station1", BROKER_PASSWORD], check=True)
     os.chmod(pw, 0o600)
     (tmp_path / "acl").write_text(ACL)
     for name, secret in (("bedside.pw", "bedside-secret"), ("station.pw", BROKER_PASSWORD)):
@@ -129,7 +123,7 @@ def secured_broker(tmp_path):
 
 def _station_config(tmp_path: Path, broker: Mosquitto) -> Path:
     cfg = tmp_path / "station.yaml"  # a station's own file: only the mqtt section, the password file relative
-    cfg.write_text(f"mqtt:\n  url: {broker.url}\n  username: station\n  password_file: station.pw\n")
+    cfg.write_text(f"mqtt:\n  url: {broker.url}\n  username: station1\n  password_file: station.pw\n")
     return cfg
 
 
@@ -198,7 +192,7 @@ def test_browser_sees_the_alarm_clicks_acknowledge_and_the_daemon_journals_it(tm
     from selenium.webdriver.support.ui import WebDriverWait
 
     outbox = tmp_path / "outbox.sqlite3"
-    creds = f"  username: bedside\n  password_file: {tmp_path / 'bedside.pw'}\n"
+    creds = f"  username: bedside1\n  password_file: {tmp_path / 'bedside.pw'}\n"
     cfg = daemon_config(tmp_path / "bedside.yaml", secured_broker.url, outbox, speed=4, mqtt_extra=creds)
     station, port = _start_station(tmp_path, secured_broker, "--station-name", "ward 7 desk")
     sub_out = tmp_path / "subscriber.jsonl"
