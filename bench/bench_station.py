@@ -52,6 +52,20 @@ def _state(bed: int, now: float) -> bytes:
                        "alarm_id": f"{bed:016x}" if alarm else None, "acks": []}).encode()
 
 
+def _alarm_start(bed: int) -> bytes:
+    """A schema-valid alarm start (the station checks every message as ``subscribe`` does)."""
+    from seizurewatch.alarms.subscriber import schema_error
+    from seizurewatch.events import Context, Event, to_payload
+
+    ev = Event("alarm", "start", f"{bed:016x}", 0.0, 0.9, 0.44, started_t=0.0, peak_probability=0.9)
+    payload = {**to_payload(ev, Context(f"bed{bed:03d}", "bench", "0" * 64, "youden"), seq=1, wall_time=time.time()),
+               "epoch": "0123456789abcdef.1"}
+    why = schema_error("alarm", payload)
+    if why is not None:
+        raise RuntimeError(f"bench alarm payload is not valid: {why}")
+    return json.dumps(payload).encode()
+
+
 async def _sse(port: int, stop: asyncio.Event, seen: dict[tuple[str, float], float], sizes: list[int]) -> int:
     """Read /events (chunked) until ``stop``; note when each (bed, state wall_time) first appears."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -92,9 +106,7 @@ async def _ward(broker: Mosquitto, port: int, hz: float, seconds: float, pid: in
     reader = asyncio.create_task(_sse(port, stop, seen, sizes))
     try:
         for b in range(IN_ALARM):  # the beds in alarm announce it once, as a daemon would
-            await clients[b].publish(f"seizurewatch/bed{b:03d}/alarm", json.dumps(
-                {"kind": "alarm", "event": "start", "alarm_id": f"{b:016x}", "patient": f"bed{b:03d}", "seq": 1,
-                 "t": 0.0, "wall_time": time.time(), "probability": 0.9, "peak_probability": 0.9}).encode(), qos=1)
+            await clients[b].publish(f"seizurewatch/bed{b:03d}/alarm", _alarm_start(b), qos=1)
         period = 1.0 / hz
         cpu0, t0 = _cpu_s(pid), time.monotonic()
         offsets = [period * b / BEDS for b in range(BEDS)]  # beds spread over the period, as real ones drift
