@@ -166,13 +166,16 @@ function card(bed, now) {
 }
 
 function probabilityLabel(bed) {
+  if (bed.shown === "offline") {  // a last value from a silent box must not read as the current one
+    return bed.probability === null ? "no reading" : `no reading (last was ${pct(bed.probability)})`;
+  }
   if (bed.probability !== null) return "seizure probability";  // of the latest window
   if (bed.shown === "fault") return "no reading: the signal cannot be judged";
   return bed.shown === "offline" ? "no reading" : "no reading yet";
 }
 
 function refresh(c, bed, now) {
-  $(".prob", c).textContent = pct(bed.probability);
+  $(".prob", c).textContent = bed.shown === "offline" ? "–" : pct(bed.probability);
   $(".plabel", c).textContent = probabilityLabel(bed);
   const seen = bed.seen_ago_s === null ? "no data yet" : `last data ${ago(bed.seen_ago_s)} ago`;
   $(".seen", c).textContent = bed.shown === "offline" ? `OFFLINE — ${seen}` : seen;
