@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--patient", help="only this patient")
     e.add_argument("--config", "-c", help="daemon config: name each file after the patient's EDF recording")
     e.add_argument("--lead", type=float, default=10.0, dest="lead_s",
-                   help="seconds before the alarm start that the label covers (default 10: the model's window)")
+                   help="seconds before the alarm start that the label covers "
+                        "(default 10: the window and the k-of-n hops that raised it)")
     e.set_defaults(func=cmd_export)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 

@@ -9,8 +9,9 @@ annotation sidecar per recording, ``onset,duration,description`` in stream secon
     false_alarm  ->  ``interictal: false alarm (marked by <by>)``    a labelled interictal span
 
 The span runs from ``lead_s`` before the alarm's start (the window that raised it reached back that
-far; default: the model's window, 10 s for the shipped one) to its end. Alarms nobody marked are
-listed as ``#`` comment lines and in the summary, never as labels: an unreviewed alarm may be a seizure.
+far, plus the k-of-n hops before the start; default 10 s, ample for the shipped 1-s and 10-s models)
+to its end. Alarms nobody marked are listed as ``#`` comment lines and in the summary, never as
+labels: an unreviewed alarm may be a seizure.
 Note that ``dataset build`` labels the unannotated rest of a recording by its usual rules (interictal
 beyond ``exclusion_s`` from a seizure): review every alarm of a night before training on it.
 """
