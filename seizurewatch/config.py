@@ -85,6 +85,7 @@ class DecisionConfig:
     off_hops: int = 3  # end after this many consecutive hops below the end threshold
     refractory_s: float = 30.0  # no new alarm start this long after an end
     update_every_s: float = 5.0  # "update" events while an alarm is active
+    escalate_after_s: float = 60.0  # unacknowledged alarm (or lasting fault) -> "escalate" every this long; 0 = off
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -97,6 +98,8 @@ class DecisionConfig:
             raise ValueError("off_hops: must be >= 1")
         if self.refractory_s < 0 or self.update_every_s <= 0:
             raise ValueError("refractory_s must be >= 0 and update_every_s > 0")
+        if self.escalate_after_s < 0:
+            raise ValueError("escalate_after_s: must be >= 0 (0 turns escalation off)")
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,10 @@ class MqttConfig:
     publish_timeout_s: float = 10.0  # no PUBACK within this: reconnect and resend
     max_inflight: int = 20  # QoS 1 publishes awaiting PUBACK at once while draining a backlog
     drain_timeout_s: float = 30.0  # at shutdown, keep trying this long to deliver the outbox
-    homeassistant_discovery: bool = False  # publish retained Home Assistant MQTT discovery configs
+    discovery: bool = False  # publish retained Home Assistant MQTT discovery configs (alarms/discovery.py)
+    homeassistant_discovery: bool = False  # older name of `discovery`, still accepted
     homeassistant_prefix: str = "homeassistant"
+    state_every_s: float = 2.0  # republish the retained state (probability, last seen) this often; 0 = on change only
 
     def __post_init__(self) -> None:
         if not (self.url == "embedded" or self.url.startswith(("mqtt://", "mqtts://"))):
@@ -129,6 +134,8 @@ class MqttConfig:
             raise ValueError("username: required when a password is configured")
         if self.key_file and not self.cert_file:
             raise ValueError("key_file: requires cert_file")
+        if self.state_every_s < 0:
+            raise ValueError("state_every_s: must be >= 0 (0 = publish the state only when it changes)")
         if self.publish_timeout_s <= 0 or self.drain_timeout_s < 0 or self.max_inflight < 1:
             raise ValueError("publish_timeout_s must be > 0, drain_timeout_s >= 0 and max_inflight >= 1")
 
@@ -224,3 +231,22 @@ def load_config(path: str | Path) -> Config:
     if not Path(cfg.model.path).is_file():
         raise ConfigError(f"{p}: model.path: model file not found: {cfg.model.path}")
     return cfg
+
+
+def load_mqtt_section(path: str | Path) -> MqttConfig:
+    """The ``mqtt:`` section of a YAML file: a station's own file (nothing else in it) or a daemon's config.
+    Validated like the daemon's (errors name file and key); relative paths are relative to the file."""
+    from seizurewatch.typedyaml import resolve_path
+
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict) or not isinstance(data.get("mqtt", {}), dict):
+        raise ConfigError(f"{p}: expected a mapping with an 'mqtt:' section")
+    cfg = load_typed(MqttConfig, data.get("mqtt", {}), str(p), "mqtt")
+    base = p.resolve().parent
+
+    def res(v: str | None) -> str | None:
+        return resolve_path(base, v) if v else None
+
+    return dataclasses.replace(cfg, password_file=res(cfg.password_file), ca_file=res(cfg.ca_file),
+                               cert_file=res(cfg.cert_file), key_file=res(cfg.key_file))

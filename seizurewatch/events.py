@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 EventKind = Literal["alarm", "fault"]
-EventPhase = Literal["start", "update", "end"]
+EventPhase = Literal["start", "update", "end", "ack", "escalate"]  # ack/escalate: see alarms/ack.py, escalation.py
 
 
 def new_id() -> str:
@@ -30,6 +30,10 @@ class Event:
     channels: tuple[str, ...] = ()
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    action: str | None = None  # ack events: "ack" | "false_alarm" | "confirmed"
+    by: str | None = None  # ack events: who (the station's or the person's name)
+    note: str | None = None  # ack events: free text, if given
+    level: int | None = None  # escalate events: 1, 2, ... one per unanswered interval
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,13 @@ def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str,
         p["fault_type"] = ev.fault_type
         p["channels"] = list(ev.channels)
         p["detail"] = ev.detail
+    if ev.action is not None:
+        p["action"] = ev.action
+        p["by"] = ev.by
+        if ev.note:
+            p["note"] = ev.note
+    if ev.level is not None:
+        p["level"] = ev.level
     if ev.extra:
         p["extra"] = ev.extra
     return p

@@ -68,6 +68,13 @@ class Metrics:
                                     ["patient", "event"], registry=r)
         self.faults_total = Counter("seizurewatch_faults_total", "Fault starts by type", ["patient", "type"],
                                     registry=r)
+        self.acks_total = Counter("seizurewatch_acks_total", "Acks journaled by action (ack, false_alarm, confirmed)",
+                                  ["patient", "action"], registry=r)
+        self.acks_ignored_total = Counter("seizurewatch_acks_ignored_total",
+                                          "Messages on the ack topic refused (unknown id, malformed, duplicate...)",
+                                          p, registry=r)
+        self.escalations_total = Counter("seizurewatch_escalations_total", "Escalate events by kind (alarm, fault)",
+                                         ["patient", "kind"], registry=r)
         self.outbox_depth = Gauge("seizurewatch_outbox_depth", "Events journaled, not yet acknowledged by the broker",
                                   p, registry=r)
         self.broker_connected = Gauge("seizurewatch_broker_connected", "1 while connected to the MQTT broker", p,

@@ -60,7 +60,8 @@ class StreamStats:
     samples: int = 0
     windows: int = 0
     last_probability: float | None = None
-    last_t: float = 0.0
+    last_t: float = 0.0  # stream time of the latest decided window
+    last_window_t: float = 0.0  # of the latest window at all (unusable ones too: a flat signal is never decided)
     first_sample_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
@@ -196,7 +197,7 @@ class StreamPipeline:
 
     async def _finish(self) -> None:
         await self._settle()
-        t = self.stats.last_t
+        t = max(self.stats.last_t, self.stats.last_window_t)  # a fault with no decided window ends when it did
         if self.decision.active:
             await self._emit([self.decision.end(t, self.stats.last_probability, detail="stream ended")])
         for ftype in list(self.faults.active):
@@ -268,6 +269,7 @@ class StreamPipeline:
             b = self._in_flight.popleft()
             for w, verdict in zip(b.windows, b.verdicts):
                 events += self._quality_events(verdict, w.t_end)
+                self.stats.last_window_t = max(self.stats.last_window_t, w.t_end)
             if b.result is not None:
                 events += await self._decide(b.usable, b.result)
                 decided_to = b.usable[-1].t_end

@@ -207,6 +207,7 @@ class Service:
                         extra={"sections": restart})
         for pipe in self.daemon.pipelines:
             pipe.reconfigure(new.decision)
+        self.daemon.escalator.after_s = new.decision.escalate_after_s
         if not self.level_from_cli:
             logging.getLogger().setLevel(new.logging.level)
         self.cfg = dataclasses.replace(old, decision=new.decision, logging=new.logging)

@@ -160,7 +160,7 @@ def test_home_assistant_discovery_configs_are_retained(mosquitto):
                 async for m in c.messages:
                     assert m.retain
                     got[str(m.topic)] = json.loads(m.payload)
-                    if len(got) == 2:
+                    if len(got) == 4:
                         break
         return got
 

@@ -6,6 +6,7 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/fault   fault events, QoS 1, not retained
     seizurewatch/P/state   current state, QoS 1, retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
+    seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
 
 Delivery: the link pages through the patient's undelivered journal rows oldest first,
 keeps up to ``max_inflight`` QoS 1 publishes on the wire, and marks a row delivered only
@@ -25,11 +26,12 @@ from typing import Any
 
 import aiomqtt
 
+from seizurewatch.alarms import discovery
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.alarms.outbox import Outbox, OutboxRow
 from seizurewatch.config import MqttConfig
 
-__all__ = ["PatientLink", "homeassistant_configs", "topics"]
+__all__ = ["PatientLink", "topics"]
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +42,6 @@ STATE_BACKLOG = 64  # state changes kept while the broker is away (the last one 
 def topics(prefix: str, patient: str) -> dict[str, str]:
     base = f"{prefix}/{patient}"
     return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status")}
-
-
-def homeassistant_configs(cfg: MqttConfig, patient: str) -> dict[str, dict[str, Any]]:
-    """Home Assistant MQTT discovery: a 'seizure alarm' binary sensor and a 'monitoring state' sensor
-    per patient, both driven by the retained state topic, unavailable when the daemon is offline."""
-    t = topics(cfg.topic_prefix, patient)
-    node = f"seizurewatch_{patient}"
-    device = {"identifiers": [node], "name": f"seizurewatch {patient}", "manufacturer": "seizurewatch"}
-    common = {"state_topic": t["state"], "availability_topic": t["status"], "payload_available": "online",
-              "payload_not_available": "offline", "device": device, "json_attributes_topic": t["state"]}
-    return {
-        f"{cfg.homeassistant_prefix}/binary_sensor/{node}/alarm/config": {
-            **common, "name": "Seizure alarm", "unique_id": f"{node}_alarm", "device_class": "safety",
-            "value_template": "{{ 'ON' if value_json.state == 'alarm' else 'OFF' }}"},
-        f"{cfg.homeassistant_prefix}/sensor/{node}/state/config": {
-            **common, "name": "Monitoring state", "unique_id": f"{node}_state",
-            "value_template": "{{ value_json.state }}"},
-    }
 
 
 class ConnectionLost(aiomqtt.MqttError):
@@ -94,6 +78,8 @@ class PatientLink:
         self.on_change: list[Any] = []  # callbacks(connected: bool) for metrics/logs
         self.subscriptions: list[str] = []  # topics the link's connection subscribes to (QoS 1)
         self.on_message: Any = None  # async or plain callable(aiomqtt.Message)
+        self._discovery_due = False  # Home Assistant's configs to (re)publish
+        self._refresh_queued = False  # the newest queued state is a periodic refresh (replaceable)
 
     @property
     def protocols(self) -> list[aiomqtt.ProtocolVersion]:
@@ -124,7 +110,42 @@ class PatientLink:
     def set_state(self, payload: dict[str, Any]) -> None:
         self._state = {**payload, "patient": self.patient}
         self._transitions.append(self._state)
+        self._refresh_queued = False
         self._wake.set()
+
+    def refresh_state(self, payload: dict[str, Any]) -> None:
+        """The same state with fresher numbers (the periodic republish): it replaces a refresh still
+        queued instead of queuing behind it, so an outage never pushes real changes out of the backlog."""
+        self._state = {**payload, "patient": self.patient}
+        if self._refresh_queued and self._transitions:
+            self._transitions[-1] = self._state
+        else:
+            self._transitions.append(self._state)
+            self._refresh_queued = True
+        self._wake.set()
+
+    async def _incoming(self, msg: aiomqtt.Message) -> None:
+        """Home Assistant's birth message is the link's own business; the rest goes to ``on_message``."""
+        if discovery.enabled(self.cfg) and str(msg.topic) == discovery.birth_topic(self.cfg):
+            if isinstance(msg.payload, bytes) and msg.payload.strip() == b"online":  # HA (re)started
+                self._discovery_due = True
+                self._wake.set()
+            return
+        if self.on_message is not None:
+            try:
+                res = self.on_message(msg)
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception:  # noqa: BLE001 - a message must never take the link down
+                log.exception("message handler failed; message ignored",
+                              extra={"patient": self.patient, "topic": str(msg.topic)})
+
+    async def _announce(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> None:
+        """Publish the retained Home Assistant discovery configs (alarms/discovery.py)."""
+        self._discovery_due = False
+        for topic, config in discovery.discovery_configs(self.cfg, self.patient).items():
+            await self._publish(client, gone, topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
+        log.info("Home Assistant discovery published", extra={"patient": self.patient})
 
     async def run(self) -> None:
         while True:
@@ -132,13 +153,12 @@ class PatientLink:
                 async with self._client() as client:
                     self.policy.connected()
                     self._set_connected(True)
-                    async with watch(client, self.on_message) as gone:
-                        for topic in self.subscriptions:
+                    async with watch(client, self._incoming) as gone:
+                        birth = [discovery.birth_topic(self.cfg)] if discovery.enabled(self.cfg) else []
+                        for topic in [*self.subscriptions, *birth]:
                             await client.subscribe(topic, qos=1)
                         await self._publish(client, gone, self.topics["status"], b"online", retain=True)
-                        if self.cfg.homeassistant_discovery:
-                            for topic, config in homeassistant_configs(self.cfg, self.patient).items():
-                                await self._publish(client, gone, topic, json.dumps(config).encode(), retain=True)
+                        self._discovery_due = discovery.enabled(self.cfg)
                         self._state_sent = False
                         if await self._serve(client, gone):
                             await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
@@ -235,6 +255,8 @@ class PatientLink:
         """Drain backlog and live events, then the state changes; True once closing and drained."""
         while True:
             self._wake.clear()
+            if self._discovery_due:
+                await self._announce(client, gone)
             last = 0
             while True:
                 rows = await self.outbox.pending(self.patient, after_id=last, limit=PAGE)
@@ -245,6 +267,8 @@ class PatientLink:
             if self._state is not None and not self._state_sent and not self._transitions:
                 self._transitions.append(self._state)  # a new connection: restate where we are
             while self._transitions:  # every change in order (a short alarm is seen), then the latest stays
+                if len(self._transitions) == 1:
+                    self._refresh_queued = False  # being sent: the next refresh queues behind it
                 await self._publish(client, gone, self.topics["state"], self._state_body(self._transitions[0]),
                                     retain=True)
                 self._transitions.popleft()

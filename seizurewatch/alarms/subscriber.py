@@ -43,6 +43,11 @@ def format_event(p: dict[str, Any]) -> str:
     """One human-readable line for a payload."""
     who = p.get("patient", "?")
     t = p.get("t", 0.0)
+    if p.get("event") == "ack":
+        note = f" ({p['note']})" if p.get("note") else ""
+        return f"[{who}] t={t:8.1f}s {str(p.get('kind')).upper()} {p.get('action')} by {p.get('by')}{note}"
+    if p.get("event") == "escalate":
+        return f"[{who}] t={t:8.1f}s {str(p.get('kind')).upper()} ESCALATE level {p.get('level')} (not acknowledged)"
     if p.get("kind") == "fault":
         chans = f" [{', '.join(p.get('channels', []))}]" if p.get("channels") else ""
         return f"[{who}] t={t:8.1f}s FAULT {p.get('event', '?'):6} {p.get('fault_type')}{chans} {p.get('detail', '')}"

@@ -55,7 +55,8 @@ EPILOG = textwrap.dedent(
     """
 )
 
-COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "subscribe_cmd", "bench_cmd")
+COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "subscribe_cmd", "station_cmds",
+                   "labels_cmd", "bench_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

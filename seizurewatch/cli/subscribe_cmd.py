@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from seizurewatch.alarms.subscriber import format_event, subscribe
-    from seizurewatch.config import MqttConfig, load_config
+    from seizurewatch.config import MqttConfig, load_mqtt_section
 
-    cfg = load_config(args.config).mqtt if args.config else MqttConfig()
+    cfg = load_mqtt_section(args.config) if args.config else MqttConfig()  # a station's file or a daemon's
     if args.exec_cmd and not args.exec_shell:
         try:
             if not shlex.split(args.exec_cmd):
@@ -96,6 +96,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
                     "(the broker did not deliver them)")
 
+        shown: dict[str, Any] = {}
+
         def on_other(topic: str, raw: bytes) -> None:
             patient, leaf = topic.split("/")[-2:]
             text = raw.decode("utf-8", "replace")
@@ -106,7 +108,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 state = json.loads(text)  # validated by the subscriber
                 if args.jsonl:
                     out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
-                else:
+                elif shown.get(patient) != state.get("state"):  # the state is republished every few seconds
+                    shown[patient] = state.get("state")
                     out(f"[{patient}] state {state.get('state')}")
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,

@@ -1,0 +1,75 @@
+"""``seizurewatch ack`` and ``seizurewatch station``: the people who answer the alarm."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seizurewatch.config import MqttConfig
+
+ACTIONS = ("ack", "false_alarm", "confirmed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ack", help="acknowledge an alarm, or mark it a false alarm / a confirmed seizure",
+        description="Publish an acknowledgement to <prefix>/<patient>/ack (docs/ack.schema.json). The daemon "
+                    "journals it with the alarm, publishes an 'ack' event and lists it in the retained state; "
+                    "escalation of that alarm stops. Exits 0 once the broker acknowledged the publish.")
+    p.add_argument("--patient", required=True, help="patient id, as in the daemon's config")
+    p.add_argument("--alarm-id", required=True, help="the alarm_id of the alarm (or fault) being answered")
+    p.add_argument("--action", choices=ACTIONS, default="ack",
+                   help="ack: seen, attending; false_alarm: no seizure; confirmed: a seizure (default: ack)")
+    p.add_argument("--by", required=True, help="who answers (a name or role)")
+    p.add_argument("--note", default="", help="free text, at most 500 characters")
+    p.add_argument("--mqtt-url", help="broker, e.g. mqtts://broker.ward:8883 (default: the config's)")
+    p.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this config")
+    p.set_defaults(func=cmd_ack)
+
+    s = sub.add_parser(
+        "station", help="the nurse-station page: every bed on the broker, live, with Acknowledge buttons",
+        description="Serve one web page showing every bed the broker carries (state, probability over the last "
+                    "minutes, open alarms with Acknowledge / False alarm buttons, faults, last seen), most urgent "
+                    "first. The server subscribes with its own broker credentials (--config / --mqtt-url) and "
+                    "pushes to the browser; the browser never sees them. Listens on 127.0.0.1 by default; any "
+                    "other address requires --password-file (HTTP Basic, any user name).")
+    s.add_argument("--listen", default="127.0.0.1:8080", help="host:port (default 127.0.0.1:8080)")
+    s.add_argument("--mqtt-url", help="broker (default: the config's)")
+    s.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this config")
+    s.add_argument("--password-file", help="file holding the page's password (required off loopback)")
+    s.add_argument("--station-name", default="station", help="default 'by' for acks (the page asks for a name)")
+    s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    s.add_argument("--ssl-keyfile", help="private key of --ssl-certfile")
+    s.set_defaults(func=cmd_station, default_log_level="INFO")
+
+
+def _mqtt(args: argparse.Namespace) -> MqttConfig:
+    from seizurewatch.config import MqttConfig, load_mqtt_section
+
+    return load_mqtt_section(args.config) if args.config else MqttConfig()
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from seizurewatch.alarms.ack import Ack, AckError, parse_ack, publish_ack
+    from seizurewatch.errors import ConfigError
+
+    try:
+        ack = parse_ack(Ack(args.alarm_id, args.action, args.by, args.note).to_json())
+    except AckError as exc:
+        raise ConfigError(f"ack: {exc}") from None
+    asyncio.run(publish_ack(_mqtt(args), args.patient, ack, url=args.mqtt_url))
+    print(f"[{args.patient}] {ack.action} by {ack.by} sent for {ack.alarm_id}", file=sys.stderr)
+    return 0
+
+
+def cmd_station(args: argparse.Namespace) -> int:
+    from seizurewatch.station.server import StationOptions, serve
+
+    opts = StationOptions.from_listen(args.listen, password_file=args.password_file,
+                                      station_name=args.station_name, ssl_certfile=args.ssl_certfile,
+                                      ssl_keyfile=args.ssl_keyfile)
+    serve(_mqtt(args), opts, url=args.mqtt_url)
+    return 0

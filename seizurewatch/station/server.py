@@ -1,0 +1,331 @@
+"""``seizurewatch station``: one page for the nurse station (Starlette + uvicorn, no front-end build).
+
+The server holds the only broker connection (the station's own credentials, from the config's
+``mqtt`` section); the browser gets the ward as Server-Sent Events (``/events``, the whole ward
+each time it changes, at most every ``push_every_s``) and acknowledges through ``POST /api/ack``,
+which the server publishes to ``<prefix>/<patient>/ack``. The browser never sees broker credentials.
+
+Listening anywhere but loopback needs a password (HTTP Basic, any user name); use
+``--ssl-certfile``/``--ssl-keyfile`` (or a TLS proxy) off the machine so it is not sent in clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
+from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
+from seizurewatch.alarms.subscriber import Handlers
+from seizurewatch.alarms.subscriber import Station as MessageChecker
+from seizurewatch.config import MqttConfig
+from seizurewatch.errors import ConfigError
+from seizurewatch.station.ward import Ward
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0
+TRACE_EVERY_S = 5.0  # the probability traces go out this often (the rest of the ward at every push)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StationOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    password: str | None = None
+    station_name: str = "station"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    push_every_s: float = 0.25
+    stale_s: float = 15.0
+
+    @classmethod
+    def from_listen(cls, listen: str, password_file: str | None = None, **kw: Any) -> StationOptions:
+        host, sep, port_s = listen.rpartition(":")
+        if not sep or not port_s.isdigit() or not host:
+            raise ConfigError(f"--listen: expected host:port, e.g. 127.0.0.1:8080; got {listen!r}")
+        host = host.strip("[]")
+        password = None
+        if password_file:
+            try:
+                password = Path(password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"--password-file: cannot read {password_file} ({exc.strerror})") from None
+            if not password:
+                raise ConfigError(f"--password-file: {password_file} is empty")
+        if not _is_loopback(host) and password is None:
+            raise ConfigError(f"--listen {listen}: not a loopback address; give --password-file so that only staff "
+                              f"can see the ward and acknowledge alarms (and --ssl-certfile/--ssl-keyfile)")
+        if bool(kw.get("ssl_certfile")) != bool(kw.get("ssl_keyfile")):
+            raise ConfigError("--ssl-certfile and --ssl-keyfile: give both or neither")
+        return cls(host=host, port=int(port_s), password=password, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Station:
+    """The ward model, the broker connection that feeds it, and the browsers it pushes to."""
+
+    def __init__(self, cfg: MqttConfig, opts: StationOptions, url: str | None = None) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        # the shared policy (protocol fallback, backoff, TCP_NODELAY); a station server keeps trying and
+        # shows the broker's error on the page rather than exiting
+        self.policy = ConnectionPolicy(cfg, url)
+        self.broker = self.policy.broker
+        self.ward = Ward(stale_s=opts.stale_s)
+        # the subscriber's checks: schema, topic vs payload, de-duplication on (patient, epoch, seq), gaps
+        self.checker = MessageChecker(cfg.topic_prefix, Handlers(on_event=self._on_event, on_other=self._on_other,
+                                                                 on_missed=self._on_missed))
+        self.browsers: set[asyncio.Queue[str]] = set()
+        self.connected = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.messages = 0
+        self.ignored = 0
+        self._client: aiomqtt.Client | None = None
+        self._broker_error = ""
+
+    # ----- broker ----------------------------------------------------------------------
+    async def run_mqtt(self) -> None:
+        """Subscribe and feed the ward; reconnect as the connection policy says, forever (the page shows
+        the link's state)."""
+        ident = f"seizurewatch-station-{os.getpid()}-{os.urandom(3).hex()}"
+        prefix = self.cfg.topic_prefix
+        while True:
+            try:
+                async with self.policy.client(identifier=ident) as client:
+                    self.policy.connected()
+                    async with watch(client, self._dispatch) as reader:
+                        for leaf in ("state", "status", "alarm", "fault"):
+                            await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
+                        self._client = client
+                        self._set_connected(True)
+                        await reader  # until the connection drops
+            except CONNECTION_ERRORS as exc:
+                self._broker_error = self.policy.message(exc)
+                log.warning("station lost the broker; retrying", extra={"broker": self.broker,
+                                                                         "error": self._broker_error})
+                self._client = None
+                self._set_connected(False)
+                await asyncio.sleep(self.policy.failed(exc))
+            finally:
+                self._client = None
+                self._set_connected(False)
+
+    def _set_connected(self, up: bool) -> None:
+        if up != self.connected.is_set():
+            (self.connected.set if up else self.connected.clear)()
+            self.ward.version += 1
+            if up:
+                self._broker_error = ""
+                log.info("station connected to the broker", extra={"broker": self.broker})
+
+    async def _dispatch(self, msg: aiomqtt.Message) -> None:
+        self.messages += 1
+        raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        await self.handle(str(msg.topic), raw)
+
+    async def handle(self, topic: str, raw: bytes) -> None:
+        """One message from the broker: checked like ``seizurewatch subscribe`` checks it (anything malformed
+        is logged and ignored), then into the ward."""
+        before = self.checker.ignored
+        await self.checker.handle(topic, raw)
+        self.ignored += self.checker.ignored - before
+
+    def _on_event(self, payload: dict[str, Any]) -> None:
+        self.ward.on_event(payload, time.time())
+
+    def _on_other(self, topic: str, raw: bytes) -> None:
+        patient, leaf = topic.split("/")[-2:]
+        if leaf == "status":
+            self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
+        elif leaf == "state":
+            self.ward.on_state(patient, json.loads(raw), time.time())
+
+    def _on_missed(self, patient: str, first: int, last: int) -> None:
+        self.ward.on_missed(patient, first, last)
+
+    async def send_ack(self, patient: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Validate an ack from the page and publish it; (HTTP status, answer)."""
+        client = self._client
+        if client is None:
+            return {"status": 503, "error": "the station is not connected to the broker; the ack was NOT sent"}
+        try:
+            ack = parse_ack(json.dumps(body).encode())
+        except AckError as exc:
+            return {"status": 400, "error": str(exc)}
+        try:
+            await client.publish(ack_topic(self.cfg.topic_prefix, patient), ack.to_json(), qos=1,
+                                 timeout=self.cfg.publish_timeout_s)
+        except aiomqtt.MqttError as exc:
+            return {"status": 503, "error": f"the broker did not take the ack ({exc}); it was NOT sent"}
+        log.info("ack sent", extra={"patient": patient, "alarm_id": ack.alarm_id, "action": ack.action,
+                                    "by": ack.by})
+        return {"status": 200, "ok": True, "patient": patient, "alarm_id": ack.alarm_id, "action": ack.action}
+
+    # ----- browsers --------------------------------------------------------------------
+    def snapshot_json(self, history: bool = True) -> str:
+        snap = self.ward.snapshot(time.time(), history=history)
+        snap.update(broker={"connected": self.connected.is_set(), "name": self.broker, "error": self._broker_error},
+                    station=self.opts.station_name)
+        return json.dumps(snap, separators=(",", ":"))
+
+    async def push(self) -> None:
+        """Push the ward to every browser when it changed (and once a second, for 'last seen' and offline);
+        the probability traces every TRACE_EVERY_S (a browser that just connected gets them at once)."""
+        seen, last_push, last_trace = -1, 0.0, 0.0
+        while True:
+            await asyncio.sleep(self.opts.push_every_s)
+            now = time.monotonic()
+            if self.browsers and (self.ward.version != seen or now - last_push >= 1.0):
+                seen, last_push = self.ward.version, now
+                traces = now - last_trace >= TRACE_EVERY_S
+                last_trace = now if traces else last_trace
+                data = self.snapshot_json(history=traces)
+                for q in list(self.browsers):
+                    _replace(q, data)
+
+    async def stream(self) -> AsyncIterator[str]:
+        q: asyncio.Queue[str] = asyncio.Queue(maxsize=1)  # a slow browser gets the latest ward, not a backlog
+        self.browsers.add(q)
+        try:
+            yield f"retry: 2000\ndata: {self.snapshot_json()}\n\n"
+            while not self.closing.is_set():
+                try:
+                    data = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                yield f"data: {data}\n\n"
+        finally:
+            self.browsers.discard(q)
+
+
+def _replace(q: asyncio.Queue[str], data: str) -> None:
+    with contextlib.suppress(asyncio.QueueEmpty):
+        q.get_nowait()
+    q.put_nowait(data)
+
+
+class BasicAuth:
+    """HTTP Basic with one shared password (any user name); pure ASGI so event streams pass untouched."""
+
+    def __init__(self, app: ASGIApp, password: str) -> None:
+        self.app = app
+        self.password = password.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._ok(dict(scope.get("headers") or [])):
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"www-authenticate", b'Basic realm="seizurewatch station", charset="UTF-8"'),
+                                    (b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"password required\n"})
+            return
+        await self.app(scope, receive, send)
+
+    def _ok(self, headers: dict[bytes, bytes]) -> bool:
+        auth = headers.get(b"authorization", b"")
+        if not auth.lower().startswith(b"basic "):
+            return False
+        try:
+            _, _, given = base64.b64decode(auth[6:].strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self.password)
+
+
+def make_app(station: Station) -> ASGIApp:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def ward(request: Request) -> Response:
+        return Response(station.snapshot_json(), media_type="application/json")
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(station.stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def ack(request: Request) -> Response:
+        # A custom header cannot be sent cross-site without a CORS preflight this server never grants,
+        # so another page open in the same browser cannot acknowledge alarms (CSRF).
+        if request.headers.get("x-seizurewatch-station") != "1":
+            return JSONResponse({"error": "missing X-Seizurewatch-Station header"}, status_code=403)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return JSONResponse({"error": "expected a JSON body"}, status_code=400)
+        if not isinstance(body, dict) or not isinstance(body.get("patient"), str):
+            return JSONResponse({"error": "expected {patient, alarm_id, action, by}"}, status_code=400)
+        patient = body.pop("patient")
+        if patient not in station.ward.beds:
+            return JSONResponse({"error": f"no bed {patient!r} on the broker"}, status_code=404)
+        if not str(body.get("by") or "").strip():
+            body["by"] = station.opts.station_name
+        answer = await station.send_ack(patient, body)
+        return JSONResponse(answer, status_code=int(answer.pop("status")))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(station.run_mqtt(), name="station-mqtt"),
+                 asyncio.create_task(station.push(), name="station-push")]
+        try:
+            yield
+        finally:
+            station.closing.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app: ASGIApp = Starlette(routes=[
+        Route("/", page), Route("/api/ward", ward), Route("/events", events), Route("/api/ack", ack, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ], lifespan=lifespan)
+    if station.opts.password is not None:
+        app = BasicAuth(app, station.opts.password)
+    return app
+
+
+def serve(cfg: MqttConfig, opts: StationOptions, url: str | None = None) -> None:
+    """Run the station until SIGINT/SIGTERM (uvicorn owns the signals)."""
+    import uvicorn
+
+    station = Station(cfg, opts, url)
+    config = uvicorn.Config(make_app(station), host=opts.host, port=opts.port, log_level="warning",
+                            ssl_certfile=opts.ssl_certfile, ssl_keyfile=opts.ssl_keyfile,
+                            timeout_graceful_shutdown=2, lifespan="on")
+    log.info("station serving", extra={"url": f"{'https' if opts.ssl_certfile else 'http'}://{opts.host}:{opts.port}/",
+                                       "broker": station.broker, "password": opts.password is not None})
+    uvicorn.Server(config).run()
