@@ -25,6 +25,7 @@ from seizurewatch.decision import AlarmDecision, FaultTracker
 from seizurewatch.devices import DeviceProfile
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
+from seizurewatch.modelfile import output_problem
 from seizurewatch.preprocess import Preprocessor
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
@@ -282,11 +283,27 @@ class StreamPipeline:
             log.exception("inference failed", extra={"patient": self.patient})
             return self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200])
         self.times.inference += dt
-        events = self.faults.set("model_error", False, usable[-1].t_end)
         if self.metrics:
             self.metrics.inference(self.patient, dt, len(usable))
+        expected = (len(usable), len(self.meta.outputs))
+        if probs.shape != expected:  # not one row per window: nothing of this batch can be decided on
+            problem = f"returns shape {probs.shape}, expected {expected}"
+            log.error("model output unusable", extra={"patient": self.patient, "problem": problem})
+            return self.faults.set("model_error", True, usable[-1].t_end, detail=f"the model {problem}")
+        # A row that is not a probability (NaN, infinite, outside [0, 1]) is "cannot tell" for its window:
+        # a fault while it lasts, never a value the decision sees.
+        valid = np.isfinite(probs).all(axis=1) & (probs >= 0).all(axis=1) & (probs <= 1).all(axis=1)
+        events: list[Event] = []
         t1 = time.perf_counter()
-        for w, row in zip(usable, probs):
+        for w, row, ok in zip(usable, probs, valid):
+            if not ok:
+                if "model_error" not in self.faults.active:
+                    log.error("model output is not a probability", extra={"patient": self.patient,
+                                                                        "output": row.tolist()[:4]})
+                events += self.faults.set("model_error", True, w.t_end,
+                                          detail=f"the model {output_problem(row[None, :], 1, len(row))}")
+                continue
+            events += self.faults.set("model_error", False, w.t_end)
             p = float(row[0])
             self.stats.windows += 1
             self.stats.last_probability = p
