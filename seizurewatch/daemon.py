@@ -1,27 +1,42 @@
 """The daemon: one asyncio TaskGroup owns every stream pipeline and every MQTT link.
 
-Start-up is all-or-nothing: config, model, device profiles, sources, outbox and broker
-are checked before the first sample is processed; any problem is one clear error.
+Start-up checks config, model (pin, metadata, a dry forward pass), device profiles, sources,
+outbox and broker before the first sample is processed. What a retry cannot fix (a bad config,
+an unpinned or broken model, a device profile or recording that does not fit the model, a
+stream that is there but has the wrong channels) is one clear error and exit 2. With
+``keep_trying`` (``run``), what may come by itself keeps the daemon up, faulted and saying so:
+an amplifier not streaming yet (``stream_lost`` fault, resolved again every few seconds), a
+broker down (alarms journaled, delivered when it is back), a metrics port in use (bound again
+every few seconds). A journal folder that cannot be written is exit 4: systemd restarts the
+unit until the disk is there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
-from seizurewatch.devices import load_device
+from seizurewatch.devices import DeviceProfile, load_device
+from seizurewatch.errors import BrokerError, ConfigError, SourceUnavailable, StorageError
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
-from seizurewatch.metrics import Metrics
-from seizurewatch.modelfile import load_model
+from seizurewatch.metrics import Metrics, PortInUse, parse_listen
+from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load_model
 from seizurewatch.pipeline import StreamPipeline
+from seizurewatch.preprocess import check_device_fits_model
+from seizurewatch.resources import default_model_path
 from seizurewatch.sources import Source
 
 log = logging.getLogger(__name__)
@@ -41,11 +56,61 @@ def make_source(stream: StreamConfig) -> Source:
     return LslSource(s)
 
 
+RETRY_S = 5.0  # a metrics port in use is tried again this often
+
+
 @dataclass
 class DaemonOptions:
     mqtt_url: str | None = None  # overrides cfg.mqtt.url (e.g. the embedded broker's)
     publish: bool = True  # False: no MQTT at all (offline replay to stdout)
     record_probabilities: bool = False
+    keep_trying: bool = False  # a service: no stream / broker / metrics port at start is waited for, not fatal
+    require_pin: bool = False  # a service: an unpinned model runs only with model.trusted (or if it is the shipped one)
+
+
+def load_checked_model(cfg: Config, require_pin: bool) -> LoadedModel:
+    """The config's model: pinned (when required), loaded from the hashed bytes, metadata valid, and a dry
+    forward pass on zeros answering probabilities of the right shape; ModelError/ConfigError otherwise."""
+    m = cfg.model
+    if require_pin and m.sha256 is None and not m.trusted:
+        path = Path(m.path)
+        digest = file_sha256(path.read_bytes()) if path.is_file() else None
+        if digest is None or digest != file_sha256(default_model_path().read_bytes()):
+            pin = f"sha256: {digest}" if digest else "sha256: <the file's sha256sum>"
+            raise ConfigError(
+                f"{cfg.source_file}: model.sha256: required to run {m.path} (a model file is code, and the daemon "
+                f"runs it): once you know where the file came from, pin it with '{pin}' under model:, or set "
+                "'trusted: true' there")
+    model = load_model(m.path, m.sha256)
+    check_forward(model)
+    return model
+
+
+def check_journal_folder(path: str) -> None:
+    """StorageError (exit 4, retried by systemd) when the journal's folder is missing or not writable."""
+    if path == ":memory:":
+        return
+    folder = Path(path).parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"outbox.path: cannot write the journal {path}: {existing} is not a writable folder "
+                           "(a disk not mounted yet? systemd restarts the unit until it is there)")
+
+
+def check_listen(listen: str) -> None:
+    """Bind ``metrics.listen`` once and let go: PortInUse (retried) or ConfigError (an address not on this host)."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds it
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"metrics.listen: {listen} is in use by another process") from None
+            raise ConfigError(f"metrics.listen: cannot listen on {listen} ({exc.strerror})") from None
 
 
 class Daemon:
@@ -62,36 +127,93 @@ class Daemon:
         self.started_at = time.monotonic()
         self._stopping = False
         self.events_emitted = 0
+        self.notes: list[str] = []  # what start-up found missing and is waiting for (run --check prints them)
+        self.broker_down_at_start: set[str] = set()
+        self._metrics_pending = False
+        self.model_sha256 = ""
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
         cfg = self.cfg
         configure_compute(cfg.model.threads)
-        model = await asyncio.to_thread(load_model, cfg.model.path, cfg.model.sha256)
+        model = await asyncio.to_thread(load_checked_model, cfg, self.opts.require_pin)
+        self.model_sha256 = model.file_sha256
         predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
         self.metrics.model_info.info(
             {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
              "policy": meta.threshold_policy, "path": model.path}
         )
+        devices: dict[str, DeviceProfile | None] = {}
+        for i, stream in enumerate(cfg.streams):
+            device = load_device(stream.device) if stream.device else None
+            if device is not None:
+                check_device_fits_model(device, meta.preprocess, f"{cfg.source_file}: streams[{i}].device")
+            devices[stream.patient] = device
+        if cfg.metrics.listen:
+            try:
+                check_listen(cfg.metrics.listen)
+            except PortInUse as exc:
+                if not self.opts.keep_trying:
+                    raise
+                self._metrics_pending = True
+                self.notes.append(f"{exc}; trying again every {RETRY_S:g} s")
+                log.error("metrics port in use; trying again", extra={"listen": cfg.metrics.listen,
+                                                                      "retry_s": RETRY_S})
+        check_journal_folder(cfg.outbox.path)
         self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
                                               cfg.outbox.keep_delivered_days * 86400.0)
         for stream in cfg.streams:
-            device = load_device(stream.device) if stream.device else None
-            pipe = StreamPipeline(stream, device, make_source(stream), predictor, cfg.decision, self._sink,
-                                  record_probabilities=self.opts.record_probabilities,
+            pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
+                                  self._sink, record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
-            await pipe.open()
+            try:
+                await pipe.open()
+            except SourceUnavailable as exc:
+                if not self.opts.keep_trying:
+                    raise
+                pipe.waiting = str(exc)  # run() publishes a stream_lost fault and keeps looking
+                self.notes.append(f"{stream.patient}: {exc}; waiting for it (stream_lost fault)")
+                log.error("no stream at start; monitoring starts when it appears",
+                          extra={"patient": stream.patient, "error": str(exc)})
             self.pipelines.append(pipe)
             if self.opts.publish:
                 link = PatientLink(cfg.mqtt, self.outbox, stream.patient, url=self.opts.mqtt_url)
                 link.on_change.append(self._broker_gauge(stream.patient))
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link))
-        for link in self.links.values():
-            await link.check()
-        if cfg.metrics.listen:
+        for patient, link in self.links.items():
+            try:
+                await link.check()
+            except BrokerError as exc:
+                if not (self.opts.keep_trying and exc.transient):
+                    raise
+                self.broker_down_at_start.add(patient)
+                self.notes.append(f"{patient}: {exc}; alarms are journaled and delivered once it answers")
+                log.error("broker unreachable at start; journaling and retrying",
+                          extra={"patient": patient, "error": str(exc)})
+        if cfg.metrics.listen and not self._metrics_pending:
             self.metrics.serve(cfg.metrics.listen)
+
+    async def close_unstarted(self) -> None:
+        """Undo prepare() without running (``run --check``): sources, journal, metrics endpoint."""
+        for pipe in self.pipelines:
+            with contextlib.suppress(Exception):
+                await pipe.source.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+        self.metrics.shutdown()
+
+    async def _serve_metrics_when_free(self) -> None:
+        assert self.cfg.metrics.listen
+        while self._metrics_pending:
+            await asyncio.sleep(RETRY_S)
+            try:
+                self.metrics.serve(self.cfg.metrics.listen)
+            except PortInUse:
+                continue
+            self._metrics_pending = False
+            log.warning("metrics port free again; serving", extra={"listen": self.cfg.metrics.listen})
 
     @staticmethod
     def _state_to(link: PatientLink) -> Callable[[str, dict[str, Any]], None]:
@@ -133,6 +255,8 @@ class Daemon:
             link_tasks = [tg.create_task(link.run(), name=f"mqtt-{p}") for p, link in self.links.items()]
             helpers = [tg.create_task(self._announce_ready(), name="ready"),
                        tg.create_task(self._watch_outbox(), name="outbox-depth")]
+            if self._metrics_pending:
+                helpers.append(tg.create_task(self._serve_metrics_when_free(), name="metrics-retry"))
             try:
                 async with asyncio.TaskGroup() as pipes:
                     for pipe in self.pipelines:
@@ -149,8 +273,10 @@ class Daemon:
         await self.outbox.close()
 
     async def _announce_ready(self) -> None:
-        waits = [p.first_samples.wait() for p in self.pipelines]
-        waits += [lk.connected.wait() for lk in self.links.values()]
+        """Ready when every stream is monitored or knowingly waited for (its fault published), and every
+        broker link is connected or was found down at start (then it is journaling and retrying)."""
+        waits = [p.started.wait() for p in self.pipelines]
+        waits += [lk.connected.wait() for p, lk in self.links.items() if p not in self.broker_down_at_start]
         await asyncio.gather(*waits)
         self.ready.set()
         log.info("ready", extra={"streams": len(self.pipelines),

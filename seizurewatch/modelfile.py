@@ -265,7 +265,8 @@ def output_problem(out: Any, batch: int, n_outputs: int) -> str | None:
     if bad.any():
         return f"returns {int(bad.sum())} non-finite value(s) (NaN or infinite)"
     if (values < 0).any() or (values > 1).any():
-        return f"returns values outside [0, 1] ({float(values.min()):.3g} to {float(values.max()):.3g}): not probabilities"
+        lo, hi = float(values.min()), float(values.max())
+        return f"returns values outside [0, 1] ({lo:.3g} to {hi:.3g}): not probabilities"
     return None
 
 

@@ -11,6 +11,7 @@ delays an alarm; the events of what is decided together are journaled together, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -23,10 +24,11 @@ import numpy as np
 from seizurewatch.config import DecisionConfig, StreamConfig
 from seizurewatch.decision import AlarmDecision, FaultTracker
 from seizurewatch.devices import DeviceProfile
+from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
 from seizurewatch.modelfile import output_problem
-from seizurewatch.preprocess import Preprocessor
+from seizurewatch.preprocess import Preprocessor, check_rate_carries_band
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
@@ -35,6 +37,7 @@ from seizurewatch.types import Block, Gap, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
+SOURCE_RETRY_S = 3.0  # a live source not there at start is looked for again this often
 MAX_BLOCKS_IN_FLIGHT = 2  # blocks handed to the model and not yet decided on, beyond which the loop waits
 
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
@@ -112,6 +115,8 @@ class StreamPipeline:
         self.quality: StreamingQuality | None = None
         self._in_flight: deque[_Batch] = deque()
         self.first_samples = asyncio.Event()
+        self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
+        self.waiting: str | None = None  # why the source could not be opened yet; run() keeps trying
         self._stop = asyncio.Event()
         self.state = "unknown"
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
@@ -141,6 +146,11 @@ class StreamPipeline:
                         extra={"patient": self.patient, "source_rate": self.source.rate,
                                "device_rate": self.device.sampling_rate})
         self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
+        check_rate_carries_band(self.source.rate, spec, where)
+        duration = getattr(self.source, "duration", None)  # a recording's length (a live stream has none)
+        if duration is not None and duration < self.meta.window_s:
+            raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
+                            f"({self.meta.window_s:g} s): nothing could be classified")
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
         # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
@@ -148,7 +158,10 @@ class StreamPipeline:
                                         self.meta.window_samples, self.meta.hop_samples)
 
     async def run(self) -> None:
-        if self.pre is None:
+        if self.waiting is not None:
+            if not await self._open_when_there():
+                return
+        elif self.pre is None:
             await self.open()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         done = object()
@@ -195,6 +208,37 @@ class StreamPipeline:
             await self._finish()
             await self.source.close()
 
+    async def _open_when_there(self) -> bool:
+        """The source was not there at start: a ``stream_lost`` fault (published: the bed is not monitored)
+        and a new attempt every SOURCE_RETRY_S. Each finished attempt counts as progress for the watchdog;
+        a hung attempt does not. False when stopped before the source appeared."""
+        await self._emit(self.faults.set("stream_lost", True, 0.0, detail=f"cannot see the stream: {self.waiting}"))
+        self.started.set()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SOURCE_RETRY_S)
+                break
+            try:
+                await self.open()
+            except DataError as exc:  # not there yet; or there, but not what the model needs: keep saying so
+                if not isinstance(exc, SourceUnavailable) and str(exc) != self.waiting:
+                    log.error("stream found but refused; still waiting", extra={"patient": self.patient,
+                                                                                 "error": str(exc)})
+                with contextlib.suppress(Exception):
+                    await self.source.close()
+                self.waiting = str(exc)
+                self.stats.last_progress = time.monotonic()
+                continue
+            self.waiting = None
+            self.stats.last_progress = time.monotonic()
+            log.warning("stream found; monitoring starts", extra={"patient": self.patient,
+                                                                 "stream": self.source.description})
+            await self._emit(self.faults.set("stream_lost", False, 0.0, detail=f"stream found: "
+                                                                             f"{self.source.description}"))
+            return True
+        await self._finish()
+        return False
+
     async def _finish(self) -> None:
         await self._settle()
         t = self.stats.last_t
@@ -222,6 +266,7 @@ class StreamPipeline:
             self.stats.first_sample_at = time.monotonic()
             self._reset_rings(block.t0)
             self.first_samples.set()
+            self.started.set()
         if self.metrics:
             self.metrics.samples(self.patient, block.n_samples)
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ from seizurewatch.config import (
     SourceConfig,
     StreamConfig,
 )
+from seizurewatch.errors import ConfigError
 from seizurewatch.resources import default_model_path
 
 
@@ -28,12 +29,16 @@ def replay_config(
     outbox: str | None = None,
 ) -> Config:
     """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
-    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory."""
-    stream = StreamConfig(
-        patient=patient,
-        device=str(Path(device).resolve()) if device else None,
-        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
-    )
+    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory.
+    ConfigError (one line, naming the option) for a patient id or speed the config would refuse."""
+    try:
+        stream = StreamConfig(
+            patient=patient,
+            device=str(Path(device).resolve()) if device else None,
+            source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise ConfigError(f"replay: --{exc}") from None
     model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
     if base is not None:
         return dataclasses.replace(

@@ -88,8 +88,10 @@ def is_stalled(pipe: StreamPipeline, now: float, stale_after: float) -> bool:
     its job; restarting would only turn "cannot tell" into "offline". Anything else that
     stops the flow — a hung read, a stuck model call — is what the watchdog is for.
     """
-    if "stream_lost" in pipe.faults.active:
+    if "stream_lost" in pipe.faults.active and pipe.waiting is None:
         return False
+    # Waiting for a stream that was not there at start: every finished attempt to find it is progress;
+    # an attempt that hangs is not.
     return now - pipe.stats.last_progress > stale_after
 
 
@@ -101,6 +103,8 @@ def describe(daemon: Daemon) -> str:
         link = daemon.links.get(p.patient)
         broker = "" if link is None else ("" if link.connected.is_set() else ", broker down (journaling)")
         faults = f" {'+'.join(sorted(p.faults.active))}" if p.faults.active else ""
+        if p.waiting is not None:
+            faults += " (cannot see the stream; looking for it)"
         parts.append(f"{p.patient}: {p.state}{faults} p={0.0 if prob is None else prob:.2f} "
                      f"{p.stats.windows} windows{broker}")
     return "running; " + "; ".join(parts)
@@ -116,7 +120,7 @@ class Service:
         self.format_from_cli = args is not None and getattr(args, "log_format", None) is not None
         self.notifier = notifier or Notifier()
         self.drain_timeout_s = drain_timeout_s
-        self.daemon = Daemon(cfg, DaemonOptions(publish=True))
+        self.daemon = Daemon(cfg, DaemonOptions(publish=True, keep_trying=True, require_pin=True))
         self.stopping = False
         self.forced = False
         self.prepared = False

@@ -6,14 +6,24 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from typing import Any
 
-from seizurewatch.errors import SeizurewatchError
+from seizurewatch.checks import check_output_file
+from seizurewatch.errors import ConfigError, SeizurewatchError
 
 log = logging.getLogger("seizurewatch.cli")
+
+
+def check_cli(check: Any, value: Any, option: str) -> Any:
+    """A checks.py check on a command-line value: its ValueError as one ConfigError line (exit 2)."""
+    try:
+        return check(value, option)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def speed_arg(value: str) -> float | str:
@@ -33,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the daemon: every stream in the config, until SIGTERM. "
                                    "SIGHUP reloads threshold, decision parameters and log level.")
     p.add_argument("--config", "-c", required=True, help="daemon config YAML (see config/bedside.yaml)")
-    p.add_argument("--check", action="store_true", help="validate config, model and devices, then exit")
+    p.add_argument("--check", action="store_true",
+                   help="check everything 'run' would refuse (config, model pin and a dry forward pass, device "
+                        "profiles, recordings, journal folder, metrics address, broker login), then exit")
     p.set_defaults(func=cmd_run, default_log_level="INFO")
 
     p = sub.add_parser("replay", help="replay an EDF recording through the daemon's pipeline",
@@ -75,20 +87,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if args.check:
-        from seizurewatch.devices import load_device
-        from seizurewatch.modelfile import load_model
-
-        m = load_model(cfg.model.path, cfg.model.sha256)
-        for s in cfg.streams:
-            if s.device:
-                load_device(s.device)
-        if cfg.mqtt.url != "embedded":
-            from seizurewatch.alarms.security import client_kwargs
-
-            client_kwargs(cfg.mqtt)  # TLS files, password file/env, plaintext rule: without connecting
-        print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {m.meta.name} {m.meta.sha256[:12]})")
-        return 0
+        return asyncio.run(check_run(cfg, str(args.config)))
     return asyncio.run(run_service(cfg, args))
+
+
+async def check_run(cfg: Any, name: str) -> int:
+    """``run --check``: the start-up of ``run`` (the same code) without running; what it would wait for is
+    listed, what it would refuse raises the same one-line error."""
+    from seizurewatch.daemon import Daemon, DaemonOptions
+
+    daemon = Daemon(cfg, DaemonOptions(publish=cfg.mqtt.url != "embedded", keep_trying=True, require_pin=True))
+    try:
+        await daemon.prepare()
+    finally:
+        await daemon.close_unstarted()
+    meta = daemon.pipelines[0].meta
+    for note in daemon.notes:
+        print(f"{name}: run would wait: {note}")
+    print(f"{name}: OK ({len(cfg.streams)} stream(s), model {meta.name}, file sha256 "
+          f"{daemon.model_sha256[:12]}…{', waiting for ' + str(len(daemon.notes)) if daemon.notes else ''})")
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -99,17 +117,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else None
     cfg = replay_config(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url,
                         patient=args.patient, device=args.device, base=base)
+    if args.probabilities:  # refused now, not after the whole recording was classified
+        check_cli(check_output_file, args.probabilities, "--probabilities")
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
     events: list[dict[str, Any]] = []
+
+    out = StdoutLines()
 
     def sink(p: dict[str, Any]) -> None:
         events.append(p)
         if args.jsonl:
-            print(json.dumps(p, separators=(",", ":")), flush=True)
+            out.write(json.dumps(p, separators=(",", ":")))
         else:
             from seizurewatch.alarms.subscriber import format_event
 
-            print(format_event(p), flush=True)
+            out.write(format_event(p))
 
     async def main() -> Daemon:
         daemon = Daemon(cfg, DaemonOptions(mqtt_url=args.mqtt_url, publish=publish,
@@ -137,8 +159,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
                      alarms=[e for e in events if e["kind"] == "alarm" and e["event"] == "start"])
     line = (f"{res.summary()}; {pipe.stats.windows} windows, {duration:.1f} s of signal in {wall:.2f} s "
             f"({duration / wall:.0f}x real time)")
-    print(line, file=sys.stderr if args.jsonl else sys.stdout)
+    if args.jsonl:
+        print(line, file=sys.stderr)
+    else:
+        out.write(line)
     return 0
+
+
+class StdoutLines:
+    """Lines to stdout that survive a reader going away (``replay --jsonl | head``): the rest is dropped
+    quietly, the replay finishes, and Python's exit flush does not raise either."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has somewhere to go
+            os.close(devnull)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.config import SourceConfig
-from seizurewatch.errors import DataError
+from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.lslconfig import import_pylsl
 from seizurewatch.types import Annotation, Block, Gap, StreamStatus
 
@@ -41,6 +41,7 @@ UNIT_SCALE = {"uv": 1.0, "µv": 1.0, "microvolts": 1.0, "microvolt": 1.0, "mv": 
               "v": 1e6, "volts": 1e6, "nv": 1e-3}
 _DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
 POLL_S = 0.5  # pull_chunk timeout (data returns at once): how often an idle reader checks its stop flag
+RETRY_RESOLVE_S = 2.0  # resolve timeout of attempts after the first
 QUEUE_ITEMS = 256  # bounded hand-over queue; LSL's own inlet buffer (360 s) absorbs longer stalls
 
 
@@ -142,6 +143,7 @@ class LslSource:
         self.description = f"lsl:{self.predicate}"
         self.source_id = cfg.source_id or ""
         self.lost_count = 0
+        self.open_attempts = 0
         self._pylsl: Any = None
         self._inlet: Any = None
         self._layout: tuple[tuple[str, ...], float] | None = None
@@ -158,15 +160,14 @@ class LslSource:
     def _resolve(self, predicate: str, timeout: float) -> list[Any]:
         return list(self._pylsl.resolve_bypred(predicate, minimum=1, timeout=timeout))
 
-    def _resolve_or_explain(self) -> Any:
-        found = self._resolve(self.predicate, self.cfg.resolve_timeout_s)
+    def _resolve_or_explain(self, timeout: float) -> Any:
+        found = self._resolve(self.predicate, timeout)
         if len(found) == 1:
             return found[0]
         if not found:
             others = self._pylsl.resolve_streams(wait_time=1.0)
             seen = "; ".join(describe_info(i) for i in others) or "no LSL streams at all (is the outlet running?)"
-            raise DataError(f"LSL: no stream matches {self.predicate} within {self.cfg.resolve_timeout_s:g} s; "
-                            f"found: {seen}")
+            raise SourceUnavailable(f"LSL: no stream matches {self.predicate} within {timeout:g} s; found: {seen}")
         if len({i.source_id() for i in found}) == 1 and found[0].source_id():
             return found[0]  # the same device seen twice (e.g. two interfaces)
         raise DataError(f"LSL: {len(found)} streams match {self.predicate}: "
@@ -193,11 +194,17 @@ class LslSource:
 
     def _open_sync(self) -> None:
         self._pylsl = import_pylsl()
-        info = self._resolve_or_explain()
+        self._stop.clear()  # opened again after a failed attempt (close() set it)
+        # The first attempt waits resolve_timeout_s; later ones (a service waiting for the amplifier) are short,
+        # so each one ends well within the watchdog's period.
+        timeout = self.cfg.resolve_timeout_s if not self.open_attempts else min(self.cfg.resolve_timeout_s,
+                                                                                RETRY_RESOLVE_S)
+        self.open_attempts += 1
+        info = self._resolve_or_explain(timeout)
         try:
-            inlet, desc, rate = self._open_inlet(info, max(self.cfg.resolve_timeout_s, 2.0))
+            inlet, desc, rate = self._open_inlet(info, max(timeout, 2.0))
         except (TimeoutError, self._pylsl.util.LostError) as exc:
-            raise DataError(f"LSL stream {describe_info(info)}: found, but it did not answer "
+            raise SourceUnavailable(f"LSL stream {describe_info(info)}: found, but it did not answer "
                             f"({type(exc).__name__}: {exc})") from None
         self._inlet = inlet
         self.channels, self.units, self.rate = desc.labels, desc.units, rate
