@@ -33,7 +33,7 @@ from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
 from seizurewatch.streamquality import StreamingQuality
-from seizurewatch.types import Block, Gap, StreamStatus, Window
+from seizurewatch.types import Block, Gap, RateStatus, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class StreamPipeline:
         for ftype in list(self.faults.active):
             await self._emit(self.faults.set(ftype, False, t, detail="stream ended"))
 
-    async def _handle(self, item: Block | Gap | StreamStatus) -> None:
+    async def _handle(self, item: Block | Gap | StreamStatus | RateStatus) -> None:
         self.stats.last_progress = time.monotonic()  # the systemd watchdog pings only while this moves
         if isinstance(item, Block):
             await self._on_block(item)
@@ -257,6 +257,10 @@ class StreamPipeline:
             await self._on_gap(item)
         elif isinstance(item, StreamStatus):
             await self._on_status(item)
+        elif isinstance(item, RateStatus):
+            detail = (f"the stream declares {item.nominal:g} Hz and its timestamps carry {item.effective:.1f} "
+                      "samples/s" if not item.ok else f"back to {item.effective:.1f} samples/s")
+            await self._emit(self.faults.set("rate_mismatch", not item.ok, item.t, detail=detail))
 
     async def _on_block(self, block: Block) -> None:
         assert self.pre and self.ring and self.quality

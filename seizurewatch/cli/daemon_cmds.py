@@ -12,18 +12,10 @@ import sys
 import time
 from typing import Any
 
-from seizurewatch.checks import check_output_file
-from seizurewatch.errors import ConfigError, SeizurewatchError
+from seizurewatch.cli.argtypes import out_file
+from seizurewatch.errors import SeizurewatchError
 
 log = logging.getLogger("seizurewatch.cli")
-
-
-def check_cli(check: Any, value: Any, option: str) -> Any:
-    """A checks.py check on a command-line value: its ValueError as one ConfigError line (exit 2)."""
-    try:
-        return check(value, option)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def speed_arg(value: str) -> float | str:
@@ -59,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient", default="replay", help="patient id used in topics (default: replay)")
     p.add_argument("--mqtt-url", help="publish to this broker, e.g. mqtt://127.0.0.1:1883")
     p.add_argument("--jsonl", action="store_true", help="print each event as one JSON line on stdout")
-    p.add_argument("--probabilities", metavar="CSV", help="also write t,probability per hop to this CSV")
+    p.add_argument("--probabilities", metavar="CSV", type=out_file,
+                   help="also write t,probability per hop to this CSV")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="replay a bundled recording into a broker and print the alarms",
@@ -117,8 +110,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else None
     cfg = replay_config(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url,
                         patient=args.patient, device=args.device, base=base)
-    if args.probabilities:  # refused now, not after the whole recording was classified
-        check_cli(check_output_file, args.probabilities, "--probabilities")
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
     events: list[dict[str, Any]] = []
 

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 from seizurewatch.config import SourceConfig
 from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.lslconfig import import_pylsl
-from seizurewatch.types import Annotation, Block, Gap, StreamStatus
+from seizurewatch.types import Annotation, Block, Gap, RateStatus, StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,44 @@ class GapTracker:
             out.append(Block(data[:, a:b], self.rate, first - self.origin, self.channels, wall))
             self.next_ts = first + (b - a) / self.rate if b - a > 1 else float(ts[b - 1]) + 1.0 / self.rate
         return out
+
+
+class RateMonitor:
+    """The effective rate from the timestamps (samples per second of stream time over the last ``window_s``),
+    against the nominal one. Off by more than ``tolerance``: a fault; back within half of it: the fault ends.
+    A device clock a fraction of a percent off (399.6 Hz for 400) is well within."""
+
+    def __init__(self, nominal: float, window_s: float = 10.0, tolerance: float = 0.05) -> None:
+        self.nominal = nominal
+        self.window_s = window_s
+        self.tolerance = tolerance
+        self.points: deque[tuple[float, int]] = deque()  # (timestamp of a chunk's last sample, samples so far)
+        self.total = 0
+        self.off = False
+        self.effective: float | None = None
+
+    def restart(self) -> None:
+        """After a gap or a loss: the span would include time without samples."""
+        self.points.clear()
+
+    def feed(self, ts: np.ndarray) -> bool | None:
+        """The new verdict (True: off) when it changed, else None."""
+        if not len(ts):
+            return None
+        self.total += len(ts)
+        self.points.append((float(ts[-1]), self.total))
+        while len(self.points) > 2 and self.points[-1][0] - self.points[1][0] >= self.window_s:
+            self.points.popleft()
+        (t0, n0), (t1, n1) = self.points[0], self.points[-1]
+        if t1 - t0 < self.window_s:
+            return None
+        self.effective = (n1 - n0) / (t1 - t0)
+        deviation = abs(self.effective - self.nominal) / self.nominal
+        off = deviation > (self.tolerance / 2 if self.off else self.tolerance)
+        if off == self.off:
+            return None
+        self.off = off
+        return off
 
 
 class LslSource:
@@ -314,12 +353,13 @@ class LslSource:
         return inlet
 
     # ----- the asyncio side -------------------------------------------------------------
-    async def items(self) -> AsyncIterator[Block | Gap | StreamStatus]:
+    async def items(self) -> AsyncIterator[Block | Gap | StreamStatus | RateStatus]:
         assert self.tracker is not None, "open() first"
         if self._thread is None:
             self._start_reader()
         assert self._wake is not None
         tracker = self.tracker
+        rate_check = RateMonitor(self.rate)
         up = True
         last_data = time.monotonic()
         last_end = 0.0  # stream time just after the last sample delivered
@@ -336,6 +376,7 @@ class LslSource:
                         up = False
                         self.lost_count += 1
                         tracker.restart()
+                        rate_check.restart()
                         silent = time.monotonic() - last_data
                         yield StreamStatus(False, last_end, f"no samples for {silent:.1f} s from {self.description}")
                 continue
@@ -355,7 +396,16 @@ class LslSource:
             for out in tracker.feed(data, ts, wall):
                 if isinstance(out, Block):
                     last_end = out.t0 + out.n_samples / out.rate
+                elif isinstance(out, Gap):
+                    rate_check.restart()
                 yield out
+            verdict = rate_check.feed(ts)
+            if verdict is not None and rate_check.effective is not None:
+                log.log(logging.ERROR if verdict else logging.INFO, "LSL effective rate %s",
+                        "off nominal" if verdict else "back to nominal",
+                        extra={"stream": self.description, "nominal": self.rate,
+                               "effective": round(rate_check.effective, 2)})
+                yield RateStatus(not verdict, last_end, self.rate, rate_check.effective)
 
     async def close(self) -> None:
         self._stop.set()
