@@ -131,9 +131,18 @@ class Daemon:
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
         self.model_sha256 = ""
+        self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
+        """The start-up checks, in order; on a refusal, what was already opened is closed again."""
+        try:
+            await self._prepare()
+        except BaseException:
+            await self.close_unstarted()
+            raise
+
+    async def _prepare(self) -> None:
         cfg = self.cfg
         configure_compute(cfg.model.threads)
         model = await asyncio.to_thread(load_checked_model, cfg, self.opts.require_pin)
@@ -167,6 +176,7 @@ class Daemon:
             pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
+            self._opened.append(pipe)
             try:
                 await pipe.open()
             except SourceUnavailable as exc:
@@ -197,11 +207,13 @@ class Daemon:
 
     async def close_unstarted(self) -> None:
         """Undo prepare() without running (``run --check``): sources, journal, metrics endpoint."""
-        for pipe in self.pipelines:
+        for pipe in self._opened:
             with contextlib.suppress(Exception):
                 await pipe.source.close()
+        self._opened.clear()
         if self.outbox is not None:
-            await self.outbox.close()
+            outbox, self.outbox = self.outbox, None
+            await outbox.close()
         self.metrics.shutdown()
 
     async def _serve_metrics_when_free(self) -> None:
