@@ -87,16 +87,20 @@ def load_checked_model(cfg: Config, require_pin: bool) -> LoadedModel:
 
 
 def check_journal_folder(path: str) -> None:
-    """StorageError (exit 4, retried by systemd) when the journal's folder is missing or not writable."""
-    if path == ":memory:":
-        return
+    """The journal's folder when it does not exist: under a path that is not a folder, ConfigError (exit 2);
+    under one that cannot be written (a disk not mounted yet), StorageError (exit 4, systemd restarts the unit
+    until it is there). An existing folder is the outbox's to check (writable, free space)."""
     folder = Path(path).parent
+    if path == ":memory:" or folder.is_dir():
+        return
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise StorageError(f"outbox.path: cannot write the journal {path}: {existing} is not a writable folder "
-                           "(a disk not mounted yet? systemd restarts the unit until it is there)")
+    if not existing.is_dir():
+        raise ConfigError(f"outbox.path: cannot create the journal's folder {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"outbox.path: the journal's folder {folder} does not exist and {existing} cannot be "
+                           "written (a disk not mounted yet?); systemd restarts the unit until it is there")
 
 
 def check_listen(listen: str) -> None:

@@ -215,9 +215,9 @@ def test_run_check_runs_the_model_and_checks_devices_paths_and_port(tmp_path):
     few.write_text("name: few\nchannels: [" + ", ".join(CHANNELS[:-1]) + "]\nsampling_rate: 400\n")
     _, r = check(tmp_path, good(outbox).replace(str(DEVICE), str(few)))
     assert_one_line_error(r, 2, "device profile few", "c016 missing")
-    # a journal folder that cannot exist (its parent is a file): exit 4, retried by systemd
+    # a journal folder that cannot exist (under a file)
     _, r = check(tmp_path, good(f"outbox: {{path: {MODEL}/o.sqlite3}}\nmqtt: {{url: embedded}}\n"))
-    assert_one_line_error(r, 4, "outbox.path: cannot write the journal", "not a writable folder")
+    assert_one_line_error(r, 2, "outbox.path: cannot create the journal's folder", "is not a folder")
     # a metrics address that is not on this machine
     _, r = check(tmp_path, good(outbox + "metrics: {listen: '192.0.2.1:9108'}\n"))
     assert_one_line_error(r, 2, "metrics.listen: cannot listen on 192.0.2.1:9108")

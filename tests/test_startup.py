@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DOG1, MODEL, ROOT, free_port
+from conftest import DOG1, MODEL, ROOT, free_port, run_cli
 
 from seizurewatch import daemon as daemon_mod
 from seizurewatch.config import Config, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig, SourceConfig, StreamConfig
@@ -248,3 +249,25 @@ def test_a_stream_declaring_400_hz_and_delivering_800_is_a_fault_with_the_figure
     assert start["event"] == "start" and "declares 400 Hz" in start["detail"]
     effective = float(start["detail"].split("carry ")[1].split(" ")[0])
     assert 700 < effective < 900, start["detail"]
+
+
+def test_journal_disk_not_mounted_is_exit_4_which_systemd_retries(tmp_path):
+    """The journal's folder is missing under a read-only mount (the disk is not there): exit 4, which the
+    unit does not list in RestartPreventExitStatus=; a folder that is there but read-only stays exit 2."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        cfg = tmp_path / "bed1.yaml"
+        cfg.write_text(f"streams:\n  - patient: bed1\n    source: {{kind: edf, path: {REC04}}}\n"
+                       f"model: {{path: {MODEL}}}\nmqtt: {{url: embedded}}\n"
+                       f"outbox: {{path: {mnt / 'bed1' / 'j.sqlite3'}}}\n")
+        r = run_cli("run", "--config", str(cfg), "--check")
+        assert r.returncode == 4 and "Traceback" not in r.stderr, r.stderr
+        assert "does not exist" in r.stderr and "not mounted yet" in r.stderr
+        unit = (ROOT / "systemd" / "seizurewatch@.service").read_text()
+        assert "RestartPreventExitStatus=2\n" in unit
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
