@@ -29,13 +29,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from seizurewatch.config import Config, load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import SeizurewatchError
 from seizurewatch.pipeline import StreamPipeline
+from seizurewatch.signals import capture_signals
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,11 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ----- signals ---------------------------------------------------------------------
-    def install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-
-    def remove_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+    def signal_handlers(self) -> dict[signal.Signals, Callable[[signal.Signals], None]]:
+        """What each signal does (installed by ``signals.capture_signals`` around run())."""
+        return {signal.SIGTERM: lambda sig: self.request_stop(sig.name),
+                signal.SIGINT: lambda sig: self.request_stop(sig.name),
+                signal.SIGHUP: lambda sig: self.request_reload()}
 
     def request_stop(self, why: str = "stop") -> None:
         if self.stopping:
@@ -305,7 +301,10 @@ class Service:
         await d.run()
 
     async def run(self) -> int:
-        self.install_signals()
+        with capture_signals(self.signal_handlers()):
+            return await self._run()
+
+    async def _run(self) -> int:
         self._main = asyncio.create_task(self._prepare_and_run(), name="service")
         try:
             await self._main
@@ -318,7 +317,6 @@ class Service:
             if not self.prepared:
                 log.info("stopped during start-up")
         finally:
-            self.remove_signals()
             for t in list(self._tasks):
                 t.cancel()
             for t in list(self._tasks):

@@ -14,6 +14,7 @@ from typing import Any
 
 from seizurewatch.cli.argtypes import out_file
 from seizurewatch.errors import SeizurewatchError
+from seizurewatch.signals import capture_signals
 
 log = logging.getLogger("seizurewatch.cli")
 
@@ -64,14 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--edf", help="replay this recording instead of the bundled one")
     p.add_argument("--model", help="model file (default: the shipped dog1 model)")
     p.set_defaults(func=cmd_demo, default_log_level="ERROR")
-
-
-def _install_signals(daemon: Any, reload: Any = None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop)
-    if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,8 +122,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                            record_probabilities=bool(args.probabilities)))
         daemon.payload_sinks.append(sink)
         await daemon.prepare()
-        _install_signals(daemon)
-        await daemon.run()
+        with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
+            await daemon.run()
         return daemon
 
     t0 = time.perf_counter()

@@ -205,10 +205,14 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import hashlib
+    from pathlib import Path
+
     from seizurewatch.research.export import export
 
     meta = export(args.model, args.output)
-    _print({"output": args.output, "name": meta["name"], "sha256": meta["weights_sha256"],
+    pin = hashlib.sha256(Path(args.output).read_bytes()).hexdigest()  # what model.sha256 pins
+    _print({"output": args.output, "name": meta["name"], "file_sha256": pin, "weights_sha256": meta["weights_sha256"],
             "max_abs_diff": meta["max_abs_diff"], "threshold": meta["threshold"]["value"]})
     return 0
 
