@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from seizurewatch.checks import (
+    check_broker_url,
     check_int,
     check_number,
     check_sha256,
@@ -133,8 +134,11 @@ class MqttConfig:
     homeassistant_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
-        if not (self.url == "embedded" or self.url.startswith(("mqtt://", "mqtts://"))):
-            raise ValueError("url: expected mqtt://host:port, mqtts://host:port or 'embedded'")
+        if self.url != "embedded":
+            try:
+                check_broker_url(self.url, "url")
+            except ValueError as exc:
+                raise ValueError(f"{exc} (or 'embedded')") from None
         if self.password_file and self.password_env:
             raise ValueError("password_file: give password_file or password_env, not both")
         if (self.password_file or self.password_env) and not self.username:
@@ -159,6 +163,8 @@ class OutboxConfig:
     keep_delivered_days: float = 7.0  # delivered events older than this are pruned from the journal
 
     def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("path: the journal's file name is empty (':memory:' for a throwaway run)")
         check_number(self.keep_delivered_days, "keep_delivered_days", low=0, high=3650)
 
 

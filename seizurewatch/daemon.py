@@ -90,6 +90,8 @@ def check_journal_folder(path: str) -> None:
     """The journal's folder when it does not exist: under a path that is not a folder, ConfigError (exit 2);
     under one that cannot be written (a disk not mounted yet), StorageError (exit 4, systemd restarts the unit
     until it is there). An existing folder is the outbox's to check (writable, free space)."""
+    if path != ":memory:" and Path(path).is_dir():
+        raise ConfigError(f"outbox.path: {path} is a folder; give the journal's file name, e.g. {path}/outbox.sqlite3")
     folder = Path(path).parent
     if path == ":memory:" or folder.is_dir():
         return

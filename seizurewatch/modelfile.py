@@ -120,6 +120,8 @@ def _validate_meta(raw: Any, where: str) -> ModelMeta:
 
 
 def _check_meta(meta: ModelMeta) -> None:
+    if not isinstance(meta.raw["preprocess"], dict) or not isinstance(meta.raw["preprocess"].get("channels"), list):
+        raise ValueError("preprocess.channels: expected a list of channel labels")
     spec = meta.preprocess
     channels = spec.channels
     if not channels or not all(isinstance(c, str) and c.strip() for c in channels):

@@ -30,15 +30,20 @@ def replay_config(
 ) -> Config:
     """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
     given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory.
-    ConfigError (one line, naming the option) for a patient id or speed the config would refuse."""
+    ConfigError (one line, naming the option) for a patient id, speed or broker URL the config would refuse."""
     try:
-        stream = StreamConfig(
-            patient=patient,
-            device=str(Path(device).resolve()) if device else None,
-            source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
-        )
+        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox)
     except ValueError as exc:
-        raise ConfigError(f"replay: --{exc}") from None
+        raise ConfigError(f"replay: --{str(exc).replace('url:', 'mqtt-url:', 1)}") from None
+
+
+def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: str | None, patient: str,
+                   device: str | None, base: Config | None, outbox: str | None) -> Config:
+    stream = StreamConfig(
+        patient=patient,
+        device=str(Path(device).resolve()) if device else None,
+        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
+    )
     model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
     if base is not None:
         return dataclasses.replace(

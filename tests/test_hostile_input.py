@@ -66,6 +66,12 @@ def assert_one_line_error(r, code, *fragments):
     (good("mqtt: {topic_prefix: \"a\\0b\"}\n"), "topic_prefix: must be printable"),
     (good("mqtt: {homeassistant_prefix: 'ha/#'}\n"), "homeassistant_prefix"),
     (good("mqtt: {client_id: \"a\\nb\"}\n"), "client_id: must be printable"),
+    (good("mqtt: {url: 'mqtt://[::1'}\n"), "mqtt: url: expected mqtt://host:port"),
+    (good("mqtt: {url: 'mqtt://'}\n"), "(no host)"),
+    (good("mqtt: {url: 'mqtt://127.0.0.1:99999'}\n"), "mqtt: url: expected mqtt://host:port"),
+    (good("mqtt: {url: 'mqtt://127.0.0.1:0'}\n"), "port must be 1-65535"),
+    (good("mqtt: {url: 'mqtt://127.0.0.1:1883/ward/#'}\n"), "nothing after the port"),
+    (good("outbox: {path: ''}\n"), "outbox: path: the journal's file name is empty"),
     # the pin: the whole file's digest, in full
     (good(model=", sha256: '9'"), "sha256: expected the file's full SHA-256, 64 hex digits"),
 ])
@@ -105,6 +111,16 @@ def test_epochs_minus_three_in_a_model_yaml_is_refused(tmp_path):
 
 
 # ----- command-line paths and streams -----------------------------------------------------------------
+
+def test_replay_broker_url_that_cannot_parse_is_one_line():
+    r = run_cli("replay", str(REC04), "--mqtt-url", "mqtt://[::1")
+    assert_one_line_error(r, 2, "--mqtt-url: expected mqtt://host:port")
+
+
+def test_outbox_path_that_is_a_folder(tmp_path):
+    _, r = check(tmp_path, good(f"outbox: {{path: {tmp_path}}}\nmqtt: {{url: embedded}}\n"))
+    assert_one_line_error(r, 2, f"outbox.path: {tmp_path} is a folder")
+
 
 def test_replay_patient_with_wildcards_is_one_line():
     r = run_cli("replay", str(REC04), "--patient", "a/#")
@@ -240,3 +256,11 @@ def test_run_check_says_what_run_would_wait_for(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"run would wait: metrics.listen: 127.0.0.1:{port} is in use" in r.stdout
     assert "run would wait: bed1: MQTT broker mqtt://127.0.0.1:" in r.stdout and "unreachable" in r.stdout
+
+
+def test_a_bad_broker_url_error_never_repeats_a_password(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(good("mqtt: {url: 'mqtts://nurse:hunter2@[::1:8883'}\n"))
+    with pytest.raises(ConfigError, match="mqtt: url: expected") as e:
+        load_config(p)
+    assert "hunter2" not in str(e.value) and "nurse" not in str(e.value)

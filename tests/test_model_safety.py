@@ -147,6 +147,7 @@ def test_full_pin_in_upper_case_is_accepted():
     ({"preprocess": {"channels": CHANNELS, "rate": 100.0, "bandpass": [1, 80]}}, "preprocess.bandpass[1]"),
     ({"preprocess": {"channels": CHANNELS, "rate": 100.0, "notch": 60}}, "preprocess.notch"),
     ({"preprocess": {"channels": [], "rate": 100.0}}, "preprocess.channels"),
+    ({"preprocess": {"channels": "ab", "rate": 100.0}}, "preprocess.channels: expected a list"),
     ({"preprocess": {"channels": ["a", "a"], "rate": 100.0}}, "labels must be unique"),
     ({"outputs": []}, "outputs"),
     ({"window_s": 0.001, "hop_s": 0.001}, "give no whole sample"),
