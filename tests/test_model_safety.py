@@ -197,3 +197,16 @@ def test_nan_or_out_of_range_output_is_a_model_fault_not_ok(tmp_path):
     assert "NaN" in faults[0]["detail"] or "outside [0, 1]" in faults[0]["detail"]
     assert not [e for e in events if e["kind"] == "alarm"], "garbage was decided on as a probability"
     assert pipe.stats.windows == 0 and pipe.stats.last_probability is None
+
+
+def test_a_broken_model_is_one_line_and_exit_2_from_the_command_line(tmp_path):
+    """Not a traceback (exit 1: a crash loop every 5 s under systemd)."""
+    from conftest import DOG1, run_cli
+
+    for path, fragment in ((save(tmp_path, "hop0", hop_s=0), "hop_s: must be > 0"),
+                           (save(tmp_path, "rate0", preprocess={"channels": CHANNELS, "rate": 0}),
+                            "preprocess.rate: must be > 0"),
+                           (save(tmp_path, "wide", Probe("sigmoid", outputs=3)), "returns shape (2, 3)")):
+        r = run_cli("replay", str(DOG1 / "dog1_rec04.edf"), "--model", str(path))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert fragment in r.stderr and str(path) in r.stderr
