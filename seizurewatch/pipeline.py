@@ -6,6 +6,10 @@ The model runs in its own thread: a block's windows go to it in one hand-over, a
 classifies them the event loop already prepares the next block (up to two blocks in its hands).
 Each batch is decided on as soon as the model finishes it, so on a live stream the overlap never
 delays an alarm; the events of what is decided together are journaled together, in order.
+
+This module is the loop (source, backpressure, batches in flight, preprocessing, ring, quality); what
+the windows decided — alarm decision, faults, context, stats, the published state — is the patient's
+``patient.PatientState``, which readers (``Service``, the watchdog) see through ``snapshot()``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +31,7 @@ from seizurewatch.devices import DeviceProfile
 from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
-from seizurewatch.modelfile import output_problem
+from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
 from seizurewatch.preprocess import Preprocessor, check_rate_carries_band
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
@@ -60,17 +64,6 @@ class StageTimes:
 
 
 @dataclass
-class StreamStats:
-    samples: int = 0
-    windows: int = 0
-    last_probability: float | None = None
-    last_t: float = 0.0
-    first_sample_at: float | None = None
-    last_progress: float = field(default_factory=time.monotonic)
-    probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
-
-
-@dataclass
 class _Batch:
     """Windows handed to the model and not yet decided on, with their quality verdicts."""
 
@@ -99,16 +92,10 @@ class StreamPipeline:
         self.source = source
         self.predictor = predictor
         self.meta = predictor.meta
-        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
-        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
-        self.decision = AlarmDecision(decision, threshold)
-        self.faults = FaultTracker()
+        self.status = PatientState(self.patient, self.meta, decision, record_probabilities, metrics)
         self.sink = sink
         self.line_freq = line_freq if line_freq is not None else (device.line_freq if device else 50.0)
-        self.record = record_probabilities
         self.metrics = metrics
-        self.stats = StreamStats()
         self.times = StageTimes()
         self.pre: Preprocessor | None = None
         self.ring: RingBuffer | None = None
@@ -118,8 +105,34 @@ class StreamPipeline:
         self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
         self.waiting: str | None = None  # why the source could not be opened yet; run() keeps trying
         self._stop = asyncio.Event()
-        self.state = "unknown"
-        self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # ----- the patient's state (decision, faults, context, stats): patient.PatientState ----
+    @property
+    def faults(self) -> FaultTracker:
+        return self.status.faults
+
+    @property
+    def decision(self) -> AlarmDecision:
+        return self.status.decision
+
+    @property
+    def context(self) -> Context:
+        return self.status.context
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.status.stats
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def on_state(self) -> list[Callable[[str, dict[str, Any]], None]]:
+        return self.status.on_state
+
+    def snapshot(self) -> PatientSnapshot:
+        return self.status.snapshot(self.waiting)
 
     # ----- control ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -127,10 +140,7 @@ class StreamPipeline:
         self._stop.set()
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
-        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
-        self.decision.reconfigure(decision, threshold)
+        self.status.reconfigure(decision)
 
     # ----- running ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -334,44 +344,13 @@ class StreamPipeline:
         self.times.inference += dt
         if self.metrics:
             self.metrics.inference(self.patient, dt, len(usable))
-        expected = (len(usable), len(self.meta.outputs))
-        if probs.shape != expected:  # not one row per window: nothing of this batch can be decided on
-            problem = f"returns shape {probs.shape}, expected {expected}"
-            log.error("model output unusable", extra={"patient": self.patient, "problem": problem})
-            return self.faults.set("model_error", True, usable[-1].t_end, detail=f"the model {problem}")
-        # A row that is not a probability (NaN, infinite, outside [0, 1]) is "cannot tell" for its window:
-        # a fault while it lasts, never a value the decision sees.
-        valid = np.isfinite(probs).all(axis=1) & (probs >= 0).all(axis=1) & (probs <= 1).all(axis=1)
-        events: list[Event] = []
         t1 = time.perf_counter()
-        for w, row, ok in zip(usable, probs, valid):
-            if not ok:
-                if "model_error" not in self.faults.active:
-                    log.error("model output is not a probability", extra={"patient": self.patient,
-                                                                        "output": row.tolist()[:4]})
-                events += self.faults.set("model_error", True, w.t_end,
-                                          detail=f"the model {output_problem(row[None, :], 1, len(row))}")
-                continue
-            events += self.faults.set("model_error", False, w.t_end)
-            p = float(row[0])
-            self.stats.windows += 1
-            self.stats.last_probability = p
-            self.stats.last_t = w.t_end
-            if self.record:
-                self.stats.probabilities.append((w.t_end, p))
-            events.extend(self.decision.update(w.t_end, p))
-            if self.metrics:
-                self.metrics.window(self.patient, p, w.wall_received)
+        events = self.status.decide(usable, probs)
         self.times.decision += time.perf_counter() - t1
-        self.stats.last_progress = time.monotonic()
         return events
 
     def _quality_events(self, verdict: Any, t: float) -> list[Event]:
-        events: list[Event] = []
-        for ftype, channels in verdict.faults.items():
-            events += self.faults.set(ftype, bool(channels), t, tuple(channels),
-                                      detail=f"{ftype} on {', '.join(channels)}" if channels else "")
-        return events
+        return self.status.quality_events(verdict, t)
 
     async def _on_gap(self, gap: Gap) -> None:
         assert self.pre
@@ -414,23 +393,4 @@ class StreamPipeline:
         self._update_state(events[-1].t)
 
     def _update_state(self, t: float) -> None:
-        if self.faults.active:
-            state = "fault"
-        elif self.decision.active:
-            state = "alarm"
-        elif self.stats.windows:
-            state = "ok"
-        else:
-            state = "unknown"
-        if state != self.state:
-            self.state = state
-            info = {
-                "state": state,
-                "t": round(t, 3),
-                "wall_time": round(time.time(), 3),
-                "probability": self.stats.last_probability,
-                "faults": sorted(self.faults.active),
-                "alarm_id": self.decision.alarm_id,
-            }
-            for cb in self.on_state:
-                cb(state, info)
+        self.status.update_state(t)

@@ -89,25 +89,26 @@ def is_stalled(pipe: StreamPipeline, now: float, stale_after: float) -> bool:
     its job; restarting would only turn "cannot tell" into "offline". Anything else that
     stops the flow — a hung read, a stuck model call — is what the watchdog is for.
     """
-    if "stream_lost" in pipe.faults.active and pipe.waiting is None:
+    snap = pipe.snapshot()
+    if "stream_lost" in snap.faults and snap.waiting is None:
         return False
     # Waiting for a stream that was not there at start: every finished attempt to find it is progress;
     # an attempt that hangs is not.
-    return now - pipe.stats.last_progress > stale_after
+    return now - snap.last_progress > stale_after
 
 
 def describe(daemon: Daemon) -> str:
     """What the daemon is doing, for ``STATUS=`` (patient ids only, no other PHI)."""
     parts = []
-    for p in daemon.pipelines:
-        prob = p.stats.last_probability
-        link = daemon.links.get(p.patient)
+    for snap in (p.snapshot() for p in daemon.pipelines):
+        prob = snap.probability
+        link = daemon.links.get(snap.patient)
         broker = "" if link is None else ("" if link.connected.is_set() else ", broker down (journaling)")
-        faults = f" {'+'.join(sorted(p.faults.active))}" if p.faults.active else ""
-        if p.waiting is not None:
+        faults = f" {'+'.join(snap.faults)}" if snap.faults else ""
+        if snap.waiting is not None:
             faults += " (cannot see the stream; looking for it)"
-        parts.append(f"{p.patient}: {p.state}{faults} p={0.0 if prob is None else prob:.2f} "
-                     f"{p.stats.windows} windows{broker}")
+        parts.append(f"{snap.patient}: {snap.state}{faults} p={0.0 if prob is None else prob:.2f} "
+                     f"{snap.windows} windows{broker}")
     return "running; " + "; ".join(parts)
 
 
