@@ -7,8 +7,8 @@ stream that is there but has the wrong channels) is one clear error and exit 2. 
 ``keep_trying`` (``run``), what may come by itself keeps the daemon up, faulted and saying so:
 an amplifier not streaming yet (``stream_lost`` fault, resolved again every few seconds), a
 broker down (alarms journaled, delivered when it is back), a metrics port in use (bound again
-every few seconds). A journal folder that cannot be written is exit 4: systemd restarts the
-unit until the disk is there.
+every few seconds). A journal folder that does not exist and cannot be created (a disk not
+mounted yet) is exit 4: systemd restarts the unit until the disk is there.
 """
 
 from __future__ import annotations
