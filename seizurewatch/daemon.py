@@ -66,6 +66,7 @@ class DaemonOptions:
     record_probabilities: bool = False
     keep_trying: bool = False  # a service: no stream / broker / metrics port at start is waited for, not fatal
     require_pin: bool = False  # a service: an unpinned model runs only with model.trusted (or if it is the shipped one)
+    check_only: bool = False  # run --check: the journal looked at, not taken; the broker tried under another id
 
 
 def load_checked_model(cfg: Config, require_pin: bool) -> LoadedModel:
@@ -176,8 +177,15 @@ class Daemon:
                 log.error("metrics port in use; trying again", extra={"listen": cfg.metrics.listen,
                                                                       "retry_s": RETRY_S})
         check_journal_folder(cfg.outbox.path)
-        self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
-                                              cfg.outbox.keep_delivered_days * 86400.0)
+        if self.opts.check_only:  # run --check: look at the journal without taking it from a running daemon
+            holder = await asyncio.to_thread(Outbox.check_path, cfg.outbox.path)
+            if holder:
+                self.notes.append(f"outbox.path: {cfg.outbox.path} is in use by seizurewatch PID {holder}; "
+                                  "run refuses to start while that one runs")
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, ":memory:")
+        else:
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
+                                                  cfg.outbox.keep_delivered_days * 86400.0)
         for stream in cfg.streams:
             pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,
@@ -200,7 +208,10 @@ class Daemon:
                 pipe.on_state.append(self._state_to(link))
         for patient, link in self.links.items():
             try:
-                await link.check()
+                if self.opts.check_only:  # its own client id: never takes over a running daemon's session
+                    await link.policy.check(f"seizurewatch-check-{patient}-{os.getpid()}")
+                else:
+                    await link.check()
             except BrokerError as exc:
                 if not (self.opts.keep_trying and exc.transient):
                     raise

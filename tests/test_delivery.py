@@ -7,6 +7,7 @@ on (patient, seq)) against the rows of the daemon's SQLite journal.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 import time

@@ -264,3 +264,19 @@ def test_a_bad_broker_url_error_never_repeats_a_password(tmp_path):
     with pytest.raises(ConfigError, match="mqtt: url: expected") as e:
         load_config(p)
     assert "hunter2" not in str(e.value) and "nurse" not in str(e.value)
+
+
+def test_run_check_looks_at_a_running_daemons_journal_without_taking_it(tmp_path):
+    journal = tmp_path / "j.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from seizurewatch.alarms.outbox import Outbox; "
+         f"Outbox.open_sync({str(journal)!r}); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        _, r = check(tmp_path, good(f"outbox: {{path: {journal}}}\nmqtt: {{url: embedded}}\n"))
+        assert r.returncode == 0, r.stderr
+        assert f"is in use by seizurewatch PID {holder.pid}; run refuses to start while that one runs" in r.stdout
+    finally:
+        holder.kill()
+        holder.wait()

@@ -82,7 +82,8 @@ async def check_run(cfg: Any, name: str) -> int:
     listed, what it would refuse raises the same one-line error."""
     from seizurewatch.daemon import Daemon, DaemonOptions
 
-    daemon = Daemon(cfg, DaemonOptions(publish=cfg.mqtt.url != "embedded", keep_trying=True, require_pin=True))
+    daemon = Daemon(cfg, DaemonOptions(publish=cfg.mqtt.url != "embedded", keep_trying=True, require_pin=True,
+                                       check_only=True))
     try:
         await daemon.prepare()
     finally:
