@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alarm_support import validate
 from conftest import DOG1, MODEL, ROOT, free_port, run_cli
 
 from seizurewatch import daemon as daemon_mod
@@ -247,6 +248,7 @@ def test_a_stream_declaring_400_hz_and_delivering_800_is_a_fault_with_the_figure
         outlet.close()
     start = mismatch()[0]
     assert start["event"] == "start" and "declares 400 Hz" in start["detail"]
+    validate(start)  # a fault type the schema (and so every subscriber) knows
     effective = float(start["detail"].split("carry ")[1].split(" ")[0])
     assert 700 < effective < 900, start["detail"]
 
