@@ -71,7 +71,7 @@ class DaemonOptions:
 
 def load_checked_model(cfg: Config, require_pin: bool) -> LoadedModel:
     """The config's model: pinned (when required), loaded from the hashed bytes, metadata valid, and a dry
-    forward pass on zeros answering probabilities of the right shape; ModelError/ConfigError otherwise."""
+    forward pass on noise windows answering probabilities of the right shape; ModelError/ConfigError otherwise."""
     m = cfg.model
     if require_pin and m.sha256 is None and not m.trusted:
         path = Path(m.path)

@@ -239,21 +239,25 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
 
 
 def check_forward(model: LoadedModel) -> None:
-    """A dry forward pass on zeros of the window's shape: the output must be (batch, outputs) probabilities.
+    """A dry forward pass on windows of the shape the metadata gives: the output must be (batch, outputs)
+    probabilities.
 
     Run at start (and by ``run --check``), so a model that cannot take the windows its metadata promises,
-    or answers with the wrong shape, NaN or values outside [0, 1], is refused before the first sample."""
+    or answers with the wrong shape, NaN or values outside [0, 1], is refused before the first sample.
+    The windows are seeded noise at an EEG-like 20 µV, not zeros: an all-zero window is a flatline, which
+    the quality checks keep from the model (and on which a correlation-based model legitimately fails)."""
     meta = model.meta
     shape = (2, len(meta.preprocess.channels), meta.window_samples)
+    x = torch.from_numpy(np.random.default_rng(0).normal(0.0, 20.0, shape).astype(np.float32))
     try:
         with torch.inference_mode():
-            out = model.module(torch.zeros(shape))
+            out = model.module(x)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a shape mismatch
         raise ModelError(f"{model.path}: the model fails on a window of the shape its metadata gives "
                          f"{shape} ({type(exc).__name__}: {str(exc)[:200]})") from None
     problem = output_problem(out, shape[0], len(meta.outputs))
     if problem:
-        raise ModelError(f"{model.path}: on zeros of shape {shape} the model {problem}")
+        raise ModelError(f"{model.path}: on noise windows of shape {shape} the model {problem}")
 
 
 def output_problem(out: Any, batch: int, n_outputs: int) -> str | None:

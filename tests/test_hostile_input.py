@@ -17,6 +17,7 @@ from seizurewatch.research.train import load_checkpoint
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 REC04 = DOG1 / "dog1_rec04.edf"
+CONVNET = ROOT / "models" / "dog1-convnet.pt"  # a shipped model with 10-s windows
 CHANNELS = [f"c{i:03d}" for i in range(1, 17)]
 
 
@@ -155,7 +156,7 @@ def test_replay_jsonl_into_a_closed_pipe_ends_quietly():
 
 def test_recording_shorter_than_one_window_is_an_error_not_silence(tmp_path):
     edf = write_edf(tmp_path / "short.edf", noise(16, 5, 400), 400, CHANNELS)
-    r = run_cli("replay", str(edf))
+    r = run_cli("replay", str(edf), "--model", str(CONVNET))  # 10-s windows
     assert_one_line_error(r, 2, "5 s long, shorter than one window of the model (10 s)")
 
 
@@ -239,7 +240,8 @@ def test_run_check_runs_the_model_and_checks_devices_paths_and_port(tmp_path):
     assert_one_line_error(r, 2, "metrics.listen: cannot listen on 192.0.2.1:9108")
     # a recording too short, found by --check as run would
     edf = write_edf(tmp_path / "short.edf", noise(16, 5, 400), 400, CHANNELS)
-    _, r = check(tmp_path, good(outbox).replace(str(REC04), str(edf)))
+    _, r = check(tmp_path, good(outbox, model=", trusted: true").replace(str(REC04), str(edf))
+                 .replace(str(MODEL), str(CONVNET)))
     assert_one_line_error(r, 2, "shorter than one window")
 
 

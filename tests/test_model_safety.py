@@ -32,8 +32,9 @@ class Probe(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = x.mean(dim=(1, 2)).unsqueeze(1) * self.w
-        if self.mode == "sqrt":  # zeros -> 0 (passes the dry run); negative EEG mean -> NaN, positive -> large
-            return torch.sqrt(m * 1000.0).repeat(1, self.outputs)
+        if self.mode == "offset":  # a probability for EEG around 0 (passes the dry run); NaN or -40 for a DC offset
+            nan = torch.full_like(m, float("nan"))
+            return torch.where(m > 30.0, nan, torch.where(m < -30.0, m, torch.sigmoid(m))).repeat(1, self.outputs)
         if self.mode == "nan":
             return m * float("nan")
         if self.mode == "big":
@@ -182,8 +183,8 @@ def test_dry_forward_pass_refuses_a_window_the_model_cannot_take(tmp_path):
 # ----- at run time: output that is not a probability is a fault, never decided on ----------------------
 
 def test_nan_or_out_of_range_output_is_a_model_fault_not_ok(tmp_path):
-    model = save(tmp_path, "sqrt", Probe("sqrt"))
-    check_forward(load_model(model))  # zeros give 0: it passes the start-up check
+    model = save(tmp_path, "offset", Probe("offset"))
+    check_forward(load_model(model))  # it passes the start-up check
     rng = np.random.default_rng(3)
     data = noise(2, 30, 100, seed=3) + np.sign(rng.normal(size=(1, 1))) * 40.0  # a clear DC offset
     edf = write_edf(tmp_path / "rec.edf", data, 100, CHANNELS)
