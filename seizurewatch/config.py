@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from seizurewatch.checks import (
+    check_broker_url,
+    check_int,
+    check_number,
+    check_sha256,
+    check_text,
+    check_topic_level,
+    check_topic_prefix,
+)
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
 
@@ -36,14 +45,17 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if self.kind == "edf" and not self.path:
             raise ValueError("path: required when kind is 'edf'")
-        if isinstance(self.speed, float) and self.speed <= 0:
-            raise ValueError("speed: must be > 0 or 'max'")
-        if self.chunk_s <= 0:
-            raise ValueError("chunk_s: must be > 0")
+        if self.speed != "max":
+            check_number(self.speed, "speed", low=0, low_open=True, high=10_000)
+        check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
         if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
             raise ValueError("lsl: give at least one of name, type, source_id, predicate")
-        if self.lost_after_s <= 0 or self.max_gap_s <= 0 or self.resolve_timeout_s <= 0:
-            raise ValueError("lost_after_s, max_gap_s and resolve_timeout_s: must be > 0")
+        for key in ("name", "type", "source_id", "predicate"):
+            if getattr(self, key) is not None:
+                check_text(getattr(self, key), key)
+        check_number(self.resolve_timeout_s, "resolve_timeout_s", low=0, low_open=True, high=3600)
+        check_number(self.lost_after_s, "lost_after_s", low=0, low_open=True, high=3600)
+        check_number(self.max_gap_s, "max_gap_s", low=0, low_open=True, high=3600)
 
 
 @dataclass(frozen=True)
@@ -55,23 +67,25 @@ class StreamConfig:
     device: str | None = None  # device profile YAML; None: as the source describes itself (EDF header, LSL XML)
 
     def __post_init__(self) -> None:
-        bad = set(self.patient) & set("/#+ ")
-        if not self.patient or bad:
-            raise ValueError(f"patient: must be non-empty and free of '/', '#', '+', spaces (got {self.patient!r})")
+        check_topic_level(self.patient, "patient")
+
+
+MAX_THREADS = 256  # torch.set_num_threads beyond this only oversubscribes (and 100,000 would exhaust the process)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     path: str
-    sha256: str | None = None  # pin: refuse a model whose weights hash differs
+    sha256: str | None = None  # pin: the whole file's SHA-256 (sha256sum), checked before the file is opened
+    trusted: bool = False  # run an unpinned model anyway (a model file is code: pin it instead)
     threads: int = 1  # torch.set_num_threads
     max_batch: int = 64  # at most this many windows per model call (calls also stay within 1.5 MiB of input)
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError("threads: must be >= 1")
-        if self.max_batch < 1:
-            raise ValueError("max_batch: must be >= 1")
+        if self.sha256 is not None:
+            object.__setattr__(self, "sha256", check_sha256(self.sha256, "sha256"))
+        check_int(self.threads, "threads", low=1, high=MAX_THREADS)
+        check_int(self.max_batch, "max_batch", low=1, high=4096)
 
 
 @dataclass(frozen=True)
@@ -88,18 +102,16 @@ class DecisionConfig:
     escalate_after_s: float = 60.0  # unacknowledged alarm (or lasting fault) -> "escalate" every this long; 0 = off
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
-            raise ValueError("threshold: must be between 0 and 1 (exclusive)")
+        if self.threshold is not None:
+            check_number(self.threshold, "threshold", low=0, high=1, low_open=True, high_open=True)
+        check_int(self.n, "n", low=1, high=1000)
         if not 1 <= self.k <= self.n:
             raise ValueError(f"k: must satisfy 1 <= k <= n (k={self.k}, n={self.n})")
-        if self.hysteresis < 0:
-            raise ValueError("hysteresis: must be >= 0")
-        if self.off_hops < 1:
-            raise ValueError("off_hops: must be >= 1")
-        if self.refractory_s < 0 or self.update_every_s <= 0:
-            raise ValueError("refractory_s must be >= 0 and update_every_s > 0")
-        if self.escalate_after_s < 0:
-            raise ValueError("escalate_after_s: must be >= 0 (0 turns escalation off)")
+        check_number(self.hysteresis, "hysteresis", low=0, high=1, high_open=True)
+        check_int(self.off_hops, "off_hops", low=1, high=10_000)
+        check_number(self.refractory_s, "refractory_s", low=0, high=86_400)
+        check_number(self.update_every_s, "update_every_s", low=0, low_open=True, high=86_400)
+        check_number(self.escalate_after_s, "escalate_after_s", low=0, high=86_400)  # 0 turns escalation off
 
 
 @dataclass(frozen=True)
@@ -126,18 +138,28 @@ class MqttConfig:
     state_every_s: float = 2.0  # republish the retained state (probability, last seen) this often; 0 = on change only
 
     def __post_init__(self) -> None:
-        if not (self.url == "embedded" or self.url.startswith(("mqtt://", "mqtts://"))):
-            raise ValueError("url: expected mqtt://host:port, mqtts://host:port or 'embedded'")
+        if self.url != "embedded":
+            try:
+                check_broker_url(self.url, "url")
+            except ValueError as exc:
+                raise ValueError(f"{exc} (or 'embedded')") from None
         if self.password_file and self.password_env:
             raise ValueError("password_file: give password_file or password_env, not both")
         if (self.password_file or self.password_env) and not self.username:
             raise ValueError("username: required when a password is configured")
         if self.key_file and not self.cert_file:
             raise ValueError("key_file: requires cert_file")
-        if self.state_every_s < 0:
-            raise ValueError("state_every_s: must be >= 0 (0 = publish the state only when it changes)")
-        if self.publish_timeout_s <= 0 or self.drain_timeout_s < 0 or self.max_inflight < 1:
-            raise ValueError("publish_timeout_s must be > 0, drain_timeout_s >= 0 and max_inflight >= 1")
+        check_topic_prefix(self.topic_prefix, "topic_prefix")
+        check_topic_prefix(self.homeassistant_prefix, "homeassistant_prefix")
+        for key in ("client_id", "username"):
+            if getattr(self, key) is not None:
+                check_text(getattr(self, key), key)
+        check_int(self.keepalive_s, "keepalive_s", low=1, high=65_535)  # MQTT's keep-alive is 16 bits
+        check_number(self.connect_timeout_s, "connect_timeout_s", low=0, low_open=True, high=600)
+        check_number(self.publish_timeout_s, "publish_timeout_s", low=0, low_open=True, high=3600)
+        check_number(self.drain_timeout_s, "drain_timeout_s", low=0, high=3600)
+        check_int(self.max_inflight, "max_inflight", low=1, high=65_535)
+        check_number(self.state_every_s, "state_every_s", low=0, high=3600)  # 0 = only when it changes
 
 
 @dataclass(frozen=True)
@@ -146,13 +168,23 @@ class OutboxConfig:
     keep_delivered_days: float = 7.0  # delivered events older than this are pruned from the journal
 
     def __post_init__(self) -> None:
-        if self.keep_delivered_days < 0:
-            raise ValueError("keep_delivered_days: must be >= 0")
+        if not self.path.strip():
+            raise ValueError("path: the journal's file name is empty (':memory:' for a throwaway run)")
+        check_number(self.keep_delivered_days, "keep_delivered_days", low=0, high=3650)
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str | None = None  # "127.0.0.1:9108"; None disables the endpoint
+
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            from seizurewatch.metrics import parse_listen
+
+            try:
+                parse_listen(self.listen)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("metrics.")) from None
 
 
 @dataclass(frozen=True)

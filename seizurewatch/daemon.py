@@ -1,17 +1,29 @@
 """The daemon: one asyncio TaskGroup owns every stream pipeline and every MQTT link.
 
-Start-up is all-or-nothing: config, model, device profiles, sources, outbox and broker
-are checked before the first sample is processed; any problem is one clear error.
+Start-up checks config, model (pin, metadata, a dry forward pass), device profiles, sources,
+outbox and broker before the first sample is processed. What a retry cannot fix (a bad config,
+an unpinned or broken model, a device profile or recording that does not fit the model, a
+stream that is there but has the wrong channels) is one clear error and exit 2. With
+``keep_trying`` (``run``), what may come by itself keeps the daemon up, faulted and saying so:
+an amplifier not streaming yet (``stream_lost`` fault, resolved again every few seconds), a
+broker down (alarms journaled, delivered when it is back), a metrics port in use (bound again
+every few seconds). A journal folder that does not exist and cannot be created (a disk not
+mounted yet) is exit 4: systemd restarts the unit until the disk is there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -20,13 +32,16 @@ from seizurewatch.alarms.ack import Ack, AckBook, Issued, ack_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
-from seizurewatch.devices import load_device
+from seizurewatch.devices import DeviceProfile, load_device
+from seizurewatch.errors import BrokerError, ConfigError, SourceUnavailable, StorageError
 from seizurewatch.escalation import Escalator
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
-from seizurewatch.metrics import Metrics
-from seizurewatch.modelfile import load_model
+from seizurewatch.metrics import Metrics, PortInUse, parse_listen
+from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load_model
 from seizurewatch.pipeline import StreamPipeline
+from seizurewatch.preprocess import check_device_fits_model
+from seizurewatch.resources import default_model_path
 from seizurewatch.sources import Source
 
 log = logging.getLogger(__name__)
@@ -46,11 +61,68 @@ def make_source(stream: StreamConfig) -> Source:
     return LslSource(s)
 
 
+RETRY_S = 5.0  # a metrics port in use is tried again this often
+
+
 @dataclass
 class DaemonOptions:
     mqtt_url: str | None = None  # overrides cfg.mqtt.url (e.g. the embedded broker's)
     publish: bool = True  # False: no MQTT at all (offline replay to stdout)
     record_probabilities: bool = False
+    keep_trying: bool = False  # a service: no stream / broker / metrics port at start is waited for, not fatal
+    require_pin: bool = False  # a service: an unpinned model runs only with model.trusted (or if it is the shipped one)
+    check_only: bool = False  # run --check: the journal looked at, not taken; the broker tried under another id
+
+
+def load_checked_model(cfg: Config, require_pin: bool) -> LoadedModel:
+    """The config's model: pinned (when required), loaded from the hashed bytes, metadata valid, and a dry
+    forward pass on noise windows answering probabilities of the right shape; ModelError/ConfigError otherwise."""
+    m = cfg.model
+    if require_pin and m.sha256 is None and not m.trusted:
+        path = Path(m.path)
+        digest = file_sha256(path.read_bytes()) if path.is_file() else None
+        if digest is None or digest != file_sha256(default_model_path().read_bytes()):
+            pin = f"sha256: {digest}" if digest else "sha256: <the file's sha256sum>"
+            raise ConfigError(
+                f"{cfg.source_file}: model.sha256: required to run {m.path} (a model file is code, and the daemon "
+                f"runs it): once you know where the file came from, pin it with '{pin}' under model:, or set "
+                "'trusted: true' there")
+    model = load_model(m.path, m.sha256)
+    check_forward(model)
+    return model
+
+
+def check_journal_folder(path: str) -> None:
+    """The journal's folder when it does not exist: under a path that is not a folder, ConfigError (exit 2);
+    under one that cannot be written (a disk not mounted yet), StorageError (exit 4, systemd restarts the unit
+    until it is there). An existing folder is the outbox's to check (writable, free space)."""
+    if path != ":memory:" and Path(path).is_dir():
+        raise ConfigError(f"outbox.path: {path} is a folder; give the journal's file name, e.g. {path}/outbox.sqlite3")
+    folder = Path(path).parent
+    if path == ":memory:" or folder.is_dir():
+        return
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"outbox.path: cannot create the journal's folder {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"outbox.path: the journal's folder {folder} does not exist and {existing} cannot be "
+                           "written (a disk not mounted yet?); systemd restarts the unit until it is there")
+
+
+def check_listen(listen: str) -> None:
+    """Bind ``metrics.listen`` once and let go: PortInUse (retried) or ConfigError (an address not on this host)."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds it
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"metrics.listen: {listen} is in use by another process") from None
+            raise ConfigError(f"metrics.listen: cannot listen on {listen} ({exc.strerror})") from None
 
 
 class Daemon:
@@ -69,27 +141,73 @@ class Daemon:
         self.events_emitted = 0
         self.acks = AckBook([s.patient for s in cfg.streams])
         self.escalator = Escalator(cfg.decision.escalate_after_s)
+        self.notes: list[str] = []  # what start-up found missing and is waiting for (run --check prints them)
+        self.broker_down_at_start: set[str] = set()
+        self._metrics_pending = False
+        self.model_sha256 = ""
+        self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
+        """The start-up checks, in order; on a refusal, what was already opened is closed again."""
+        try:
+            await self._prepare()
+        except BaseException:
+            await self.close_unstarted()
+            raise
+
+    async def _prepare(self) -> None:
         cfg = self.cfg
         configure_compute(cfg.model.threads)
-        model = await asyncio.to_thread(load_model, cfg.model.path, cfg.model.sha256)
+        model = await asyncio.to_thread(load_checked_model, cfg, self.opts.require_pin)
+        self.model_sha256 = model.file_sha256
         predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
         self.metrics.model_info.info(
             {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
              "policy": meta.threshold_policy, "path": model.path}
         )
-        self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
-                                              cfg.outbox.keep_delivered_days * 86400.0)
-        await asyncio.to_thread(self.acks.load, cfg.outbox.path)
-        for stream in cfg.streams:
+        devices: dict[str, DeviceProfile | None] = {}
+        for i, stream in enumerate(cfg.streams):
             device = load_device(stream.device) if stream.device else None
-            pipe = StreamPipeline(stream, device, make_source(stream), predictor, cfg.decision, self._sink,
-                                  record_probabilities=self.opts.record_probabilities,
+            if device is not None:
+                check_device_fits_model(device, meta.preprocess, f"{cfg.source_file}: streams[{i}].device")
+            devices[stream.patient] = device
+        if cfg.metrics.listen:
+            try:
+                check_listen(cfg.metrics.listen)
+            except PortInUse as exc:
+                if not self.opts.keep_trying:
+                    raise
+                self._metrics_pending = True
+                self.notes.append(f"{exc}; trying again every {RETRY_S:g} s")
+                log.error("metrics port in use; trying again", extra={"listen": cfg.metrics.listen,
+                                                                      "retry_s": RETRY_S})
+        check_journal_folder(cfg.outbox.path)
+        if self.opts.check_only:  # run --check: look at the journal without taking it from a running daemon
+            holder = await asyncio.to_thread(Outbox.check_path, cfg.outbox.path)
+            if holder:
+                self.notes.append(f"outbox.path: {cfg.outbox.path} is in use by seizurewatch PID {holder}; "
+                                  "run refuses to start while that one runs")
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, ":memory:")
+        else:
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
+                                                  cfg.outbox.keep_delivered_days * 86400.0)
+            await asyncio.to_thread(self.acks.load, cfg.outbox.path)
+        for stream in cfg.streams:
+            pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
+                                  self._sink, record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
-            await pipe.open()
+            self._opened.append(pipe)
+            try:
+                await pipe.open()
+            except SourceUnavailable as exc:
+                if not self.opts.keep_trying:
+                    raise
+                pipe.waiting = str(exc)  # run() publishes a stream_lost fault and keeps looking
+                self.notes.append(f"{stream.patient}: {exc}; waiting for it (stream_lost fault)")
+                log.error("no stream at start; monitoring starts when it appears",
+                          extra={"patient": stream.patient, "error": str(exc)})
             self.pipelines.append(pipe)
             self.escalator.n_channels[stream.patient] = len(meta.preprocess.channels)
             if self.opts.publish:
@@ -99,10 +217,43 @@ class Daemon:
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link, pipe))
-        for link in self.links.values():
-            await link.check()
-        if cfg.metrics.listen:
+        for patient, link in self.links.items():
+            try:
+                if self.opts.check_only:  # its own client id: never takes over a running daemon's session
+                    await link.policy.check(f"seizurewatch-check-{patient}-{os.getpid()}")
+                else:
+                    await link.check()
+            except BrokerError as exc:
+                if not (self.opts.keep_trying and exc.transient):
+                    raise
+                self.broker_down_at_start.add(patient)
+                self.notes.append(f"{patient}: {exc}; alarms are journaled and delivered once it answers")
+                log.error("broker unreachable at start; journaling and retrying",
+                          extra={"patient": patient, "error": str(exc)})
+        if cfg.metrics.listen and not self._metrics_pending:
             self.metrics.serve(cfg.metrics.listen)
+
+    async def close_unstarted(self) -> None:
+        """Undo prepare() without running (``run --check``): sources, journal, metrics endpoint."""
+        for pipe in self._opened:
+            with contextlib.suppress(Exception):
+                await pipe.source.close()
+        self._opened.clear()
+        if self.outbox is not None:
+            outbox, self.outbox = self.outbox, None
+            await outbox.close()
+        self.metrics.shutdown()
+
+    async def _serve_metrics_when_free(self) -> None:
+        assert self.cfg.metrics.listen
+        while self._metrics_pending:
+            await asyncio.sleep(RETRY_S)
+            try:
+                self.metrics.serve(self.cfg.metrics.listen)
+            except PortInUse:
+                continue
+            self._metrics_pending = False
+            log.warning("metrics port free again; serving", extra={"listen": self.cfg.metrics.listen})
 
     def _state_to(self, link: PatientLink, pipe: StreamPipeline) -> Callable[[str, dict[str, Any]], None]:
         def update(state: str, info: dict[str, Any]) -> None:
@@ -181,6 +332,8 @@ class Daemon:
                        tg.create_task(self._watch_outbox(), name="outbox-depth"),
                        tg.create_task(self._escalate(), name="escalation"),
                        tg.create_task(self._heartbeat(), name="state-heartbeat")]
+            if self._metrics_pending:
+                helpers.append(tg.create_task(self._serve_metrics_when_free(), name="metrics-retry"))
             try:
                 async with asyncio.TaskGroup() as pipes:
                     for pipe in self.pipelines:
@@ -197,8 +350,10 @@ class Daemon:
         await self.outbox.close()
 
     async def _announce_ready(self) -> None:
-        waits = [p.first_samples.wait() for p in self.pipelines]
-        waits += [lk.connected.wait() for lk in self.links.values()]
+        """Ready when every stream is monitored or knowingly waited for (its fault published), and every
+        broker link is connected or was found down at start (then it is journaling and retrying)."""
+        waits = [p.started.wait() for p in self.pipelines]
+        waits += [lk.connected.wait() for p, lk in self.links.items() if p not in self.broker_down_at_start]
         await asyncio.gather(*waits)
         self.ready.set()
         log.info("ready", extra={"streams": len(self.pipelines),

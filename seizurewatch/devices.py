@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seizurewatch.checks import check_number
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
 
@@ -35,8 +36,8 @@ class DeviceProfile:
         canon = [canonical_label(c) for c in self.channels]
         if len(set(canon)) != len(canon):
             raise ValueError("channels: labels must be unique")
-        if self.sampling_rate <= 0:
-            raise ValueError("sampling_rate: must be > 0")
+        check_number(self.sampling_rate, "sampling_rate", low=0, low_open=True, high=100_000)
+        check_number(self.line_freq, "line_freq", low=0, low_open=True, high=1000)
 
     def canonical(self, label: str) -> str:
         """Map a label as a source spells it to the canonical form of a profile label."""

@@ -19,7 +19,22 @@ class ModelError(SeizurewatchError):
     """A model file is missing, corrupt, or its metadata does not match."""
 
 
+class SourceUnavailable(DataError):
+    """A live source is not there (yet): no stream matches, or it does not answer. A service keeps trying."""
+
+
+class StorageError(SeizurewatchError):
+    """The journal's disk is missing or not writable at start: exit 4, which systemd retries."""
+
+    exit_code = 4
+
+
 class BrokerError(SeizurewatchError):
-    """The MQTT broker cannot be reached or refused us."""
+    """The MQTT broker cannot be reached or refused us. ``transient``: unreachable now, worth retrying
+    (a refused login or a failed TLS handshake is not)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

@@ -7,6 +7,7 @@ one ``patient`` label per stream (the configured id; nothing else about the pati
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import time
@@ -44,6 +45,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     except ValueError:
         raise ConfigError(f"metrics.listen: expected HOST:PORT such as 127.0.0.1:9108, got {listen!r}") from None
     return host or "127.0.0.1", port
+
+
+class PortInUse(ConfigError):
+    """``metrics.listen`` is taken by another process (a service tries again)."""
 
 
 class Metrics:
@@ -102,6 +107,8 @@ class Metrics:
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"metrics.listen: {listen} is in use by another process") from None
             raise ConfigError(f"metrics.listen: cannot listen on {listen} ({exc.strerror})") from None
         log.info("metrics served", extra={"url": f"http://{listen}/metrics"})
 

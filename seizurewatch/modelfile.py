@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from seizurewatch.checks import check_number, check_sha256
 from seizurewatch.errors import ModelError
 from seizurewatch.preprocess import PreprocessSpec
 
@@ -98,6 +101,7 @@ class ModelMeta:
 
 
 def _validate_meta(raw: Any, where: str) -> ModelMeta:
+    """The metadata checked like a config file: every number finite and in range, one line per problem."""
     if not isinstance(raw, dict):
         raise ModelError(f"{where}: metadata.json is not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
@@ -107,12 +111,40 @@ def _validate_meta(raw: Any, where: str) -> ModelMeta:
         raise ModelError(f"{where}: unsupported model format {raw['format']!r} (expected {FORMAT})")
     try:
         meta = ModelMeta(raw)
-        _ = (meta.preprocess, meta.window_samples, meta.hop_samples, meta.threshold)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{where}: metadata.json is malformed ({exc!r})") from None
-    if not meta.outputs:
-        raise ModelError(f"{where}: metadata.json lists no outputs")
+        _check_meta(meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = str(exc) if isinstance(exc, ValueError) else f"malformed ({exc!r})"
+        raise ModelError(f"{where}: metadata.json: {detail}; re-export the model "
+                         "('seizurewatch export') or fix its training recipe") from None
     return meta
+
+
+def _check_meta(meta: ModelMeta) -> None:
+    if not isinstance(meta.raw["preprocess"], dict) or not isinstance(meta.raw["preprocess"].get("channels"), list):
+        raise ValueError("preprocess.channels: expected a list of channel labels")
+    spec = meta.preprocess
+    channels = spec.channels
+    if not channels or not all(isinstance(c, str) and c.strip() for c in channels):
+        raise ValueError("preprocess.channels: expected a non-empty list of channel labels")
+    if len(set(channels)) != len(channels):
+        raise ValueError("preprocess.channels: labels must be unique")
+    check_number(spec.rate, "preprocess.rate", low=0, low_open=True, high=100_000)
+    nyquist = spec.rate / 2
+    if spec.bandpass is not None:
+        lo, hi = spec.bandpass
+        check_number(lo, "preprocess.bandpass[0]", low=0, high=nyquist, high_open=True)
+        check_number(hi, "preprocess.bandpass[1]", low=lo, low_open=True, high=nyquist, high_open=True)
+    if spec.notch is not None:
+        check_number(spec.notch, "preprocess.notch", low=0, low_open=True, high=nyquist, high_open=True)
+    check_number(meta.window_s, "window_s", low=0, low_open=True, high=3600)
+    check_number(meta.hop_s, "hop_s", low=0, low_open=True, high=meta.window_s)
+    if meta.window_samples < 1 or meta.hop_samples < 1:
+        raise ValueError(f"window_s/hop_s: {meta.window_s:g} s / {meta.hop_s:g} s at {spec.rate:g} Hz "
+                         "give no whole sample")
+    check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
+    outputs = meta.raw["outputs"]
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+        raise ValueError("outputs: expected a non-empty list of output names")
 
 
 @dataclass
@@ -121,6 +153,12 @@ class LoadedModel:
     meta: ModelMeta
     path: str
     kind: str  # "torchscript" | "export"
+    file_sha256: str = ""  # of the whole file, as loaded (what model.sha256 pins)
+
+
+def file_sha256(data: bytes) -> str:
+    """What ``model.sha256`` pins: the whole file (TorchScript and .pt2 archives are code, not only weights)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, example: torch.Tensor) -> dict:
@@ -144,21 +182,40 @@ def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, 
 
 
 def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedModel:
-    """Load a model file and check its metadata and weights hash; ModelError on any mismatch."""
+    """Load a model file and check its metadata and weights hash; ModelError on any mismatch.
+
+    ``expect_sha256`` (the config's ``model.sha256``) is the whole file's SHA-256, full length: the
+    bytes are read once, hashed, and only if they match handed to torch's loader (never the path, so
+    the file cannot be swapped between the check and the load). Loading a model runs its code; an
+    unpinned file is loaded only where the caller allowed it."""
     p = Path(path)
     where = str(p)
     if not p.is_file():
         raise ModelError(f"{where}: model file not found")
+    pin = None
+    if expect_sha256 is not None:
+        try:
+            pin = check_sha256(expect_sha256, "model.sha256")
+        except ValueError as exc:
+            raise ModelError(f"{where}: {exc}") from None
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read model file ({exc.strerror})") from None
+    digest = file_sha256(data)
+    if pin is not None and digest != pin:
+        raise ModelError(f"{where}: file sha256 {digest} is not the pinned {pin} (model.sha256); "
+                         "refused before loading: a model file is code")
     extra: dict[str, Any] = {METADATA_FILE: ""}
     try:
         if p.suffix == ".pt2":
-            ep = torch.export.load(str(p), extra_files=extra)
+            ep = torch.export.load(io.BytesIO(data), extra_files=extra)
             state = dict(ep.state_dict)
             module: Any = ep.module()
             kind = "export"
         else:
             with quiet_torchscript():
-                module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+                module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
             state = dict(module.state_dict())
             kind = "torchscript"
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt archive
@@ -176,11 +233,47 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
         raise ModelError(
             f"{where}: weights checksum mismatch (metadata says {meta.sha256[:12]}…, weights are {actual[:12]}…)"
         )
-    if expect_sha256 and not actual.startswith(expect_sha256.lower()):
-        raise ModelError(f"{where}: weights sha256 {actual[:12]}… is not the pinned {expect_sha256[:12]}…")
     if kind == "torchscript":
         module.eval()  # (an ExportedProgram's module was exported in eval mode and refuses .eval())
-    return LoadedModel(module=module, meta=meta, path=where, kind=kind)
+    return LoadedModel(module=module, meta=meta, path=where, kind=kind, file_sha256=digest)
+
+
+def check_forward(model: LoadedModel) -> None:
+    """A dry forward pass on windows of the shape the metadata gives: the output must be (batch, outputs)
+    probabilities.
+
+    Run at start (and by ``run --check``), so a model that cannot take the windows its metadata promises,
+    or answers with the wrong shape, NaN or values outside [0, 1], is refused before the first sample.
+    The windows are seeded noise at an EEG-like 20 µV, not zeros: an all-zero window is a flatline, which
+    the quality checks keep from the model (and on which a correlation-based model legitimately fails)."""
+    meta = model.meta
+    shape = (2, len(meta.preprocess.channels), meta.window_samples)
+    x = torch.from_numpy(np.random.default_rng(0).normal(0.0, 20.0, shape).astype(np.float32))
+    try:
+        with torch.inference_mode():
+            out = model.module(x)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a shape mismatch
+        raise ModelError(f"{model.path}: the model fails on a window of the shape its metadata gives "
+                         f"{shape} ({type(exc).__name__}: {str(exc)[:200]})") from None
+    problem = output_problem(out, shape[0], len(meta.outputs))
+    if problem:
+        raise ModelError(f"{model.path}: on noise windows of shape {shape} the model {problem}")
+
+
+def output_problem(out: Any, batch: int, n_outputs: int) -> str | None:
+    """Why ``out`` is not ``batch`` rows of ``n_outputs`` probabilities, or None when it is."""
+    if not isinstance(out, torch.Tensor | np.ndarray):
+        return f"returns {type(out).__name__}, not a tensor"
+    if tuple(out.shape) != (batch, n_outputs):
+        return f"returns shape {tuple(out.shape)}, expected {(batch, n_outputs)} (batch, outputs in metadata)"
+    values = out.detach().numpy() if isinstance(out, torch.Tensor) else out
+    bad = ~np.isfinite(values)
+    if bad.any():
+        return f"returns {int(bad.sum())} non-finite value(s) (NaN or infinite)"
+    if (values < 0).any() or (values > 1).any():
+        lo, hi = float(values.min()), float(values.max())
+        return f"returns values outside [0, 1] ({lo:.3g} to {hi:.3g}): not probabilities"
+    return None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

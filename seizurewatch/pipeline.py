@@ -6,16 +6,21 @@ The model runs in its own thread: a block's windows go to it in one hand-over, a
 classifies them the event loop already prepares the next block (up to two blocks in its hands).
 Each batch is decided on as soon as the model finishes it, so on a live stream the overlap never
 delays an alarm; the events of what is decided together are journaled together, in order.
+
+This module is the loop (source, backpressure, batches in flight, preprocessing, ring, quality); what
+the windows decided — alarm decision, faults, context, stats, the published state — is the patient's
+``patient.PatientState``, which readers (``Service``, the watchdog) see through ``snapshot()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,17 +28,20 @@ import numpy as np
 from seizurewatch.config import DecisionConfig, StreamConfig
 from seizurewatch.decision import AlarmDecision, FaultTracker
 from seizurewatch.devices import DeviceProfile
+from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
-from seizurewatch.preprocess import Preprocessor
+from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
+from seizurewatch.preprocess import Preprocessor, check_rate_carries_band
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
 from seizurewatch.streamquality import StreamingQuality
-from seizurewatch.types import Block, Gap, StreamStatus, Window
+from seizurewatch.types import Block, Gap, RateStatus, StreamStatus, Window
 
 log = logging.getLogger(__name__)
 
+SOURCE_RETRY_S = 3.0  # a live source not there at start is looked for again this often
 MAX_BLOCKS_IN_FLIGHT = 2  # blocks handed to the model and not yet decided on, beyond which the loop waits
 
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
@@ -53,18 +61,6 @@ class StageTimes:
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 6) for k, v in self.__dict__.items()}
-
-
-@dataclass
-class StreamStats:
-    samples: int = 0
-    windows: int = 0
-    last_probability: float | None = None
-    last_t: float = 0.0  # stream time of the latest decided window
-    last_window_t: float = 0.0  # of the latest window at all (unusable ones too: a flat signal is never decided)
-    first_sample_at: float | None = None
-    last_progress: float = field(default_factory=time.monotonic)
-    probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
 
 
 @dataclass
@@ -96,25 +92,47 @@ class StreamPipeline:
         self.source = source
         self.predictor = predictor
         self.meta = predictor.meta
-        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
-        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
-        self.decision = AlarmDecision(decision, threshold)
-        self.faults = FaultTracker()
+        self.status = PatientState(self.patient, self.meta, decision, record_probabilities, metrics)
         self.sink = sink
         self.line_freq = line_freq if line_freq is not None else (device.line_freq if device else 50.0)
-        self.record = record_probabilities
         self.metrics = metrics
-        self.stats = StreamStats()
         self.times = StageTimes()
         self.pre: Preprocessor | None = None
         self.ring: RingBuffer | None = None
         self.quality: StreamingQuality | None = None
         self._in_flight: deque[_Batch] = deque()
         self.first_samples = asyncio.Event()
+        self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
+        self.waiting: str | None = None  # why the source could not be opened yet; run() keeps trying
         self._stop = asyncio.Event()
-        self.state = "unknown"
-        self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # ----- the patient's state (decision, faults, context, stats): patient.PatientState ----
+    @property
+    def faults(self) -> FaultTracker:
+        return self.status.faults
+
+    @property
+    def decision(self) -> AlarmDecision:
+        return self.status.decision
+
+    @property
+    def context(self) -> Context:
+        return self.status.context
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.status.stats
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def on_state(self) -> list[Callable[[str, dict[str, Any]], None]]:
+        return self.status.on_state
+
+    def snapshot(self) -> PatientSnapshot:
+        return self.status.snapshot(self.waiting)
 
     # ----- control ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -122,10 +140,7 @@ class StreamPipeline:
         self._stop.set()
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        threshold = decision.threshold if decision.threshold is not None else self.meta.threshold
-        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        self.context = Context(self.patient, self.meta.name, self.meta.sha256, policy)
-        self.decision.reconfigure(decision, threshold)
+        self.status.reconfigure(decision)
 
     # ----- running ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -141,6 +156,11 @@ class StreamPipeline:
                         extra={"patient": self.patient, "source_rate": self.source.rate,
                                "device_rate": self.device.sampling_rate})
         self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
+        check_rate_carries_band(self.source.rate, spec, where)
+        duration = getattr(self.source, "duration", None)  # a recording's length (a live stream has none)
+        if duration is not None and duration < self.meta.window_s:
+            raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
+                            f"({self.meta.window_s:g} s): nothing could be classified")
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
         # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
@@ -148,7 +168,10 @@ class StreamPipeline:
                                         self.meta.window_samples, self.meta.hop_samples)
 
     async def run(self) -> None:
-        if self.pre is None:
+        if self.waiting is not None:
+            if not await self._open_when_there():
+                return
+        elif self.pre is None:
             await self.open()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         done = object()
@@ -195,6 +218,37 @@ class StreamPipeline:
             await self._finish()
             await self.source.close()
 
+    async def _open_when_there(self) -> bool:
+        """The source was not there at start: a ``stream_lost`` fault (published: the bed is not monitored)
+        and a new attempt every SOURCE_RETRY_S. Each finished attempt counts as progress for the watchdog;
+        a hung attempt does not. False when stopped before the source appeared."""
+        await self._emit(self.faults.set("stream_lost", True, 0.0, detail=f"cannot see the stream: {self.waiting}"))
+        self.started.set()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SOURCE_RETRY_S)
+                break
+            try:
+                await self.open()
+            except DataError as exc:  # not there yet; or there, but not what the model needs: keep saying so
+                if not isinstance(exc, SourceUnavailable) and str(exc) != self.waiting:
+                    log.error("stream found but refused; still waiting", extra={"patient": self.patient,
+                                                                                 "error": str(exc)})
+                with contextlib.suppress(Exception):
+                    await self.source.close()
+                self.waiting = str(exc)
+                self.stats.last_progress = time.monotonic()
+                continue
+            self.waiting = None
+            self.stats.last_progress = time.monotonic()
+            log.warning("stream found; monitoring starts", extra={"patient": self.patient,
+                                                                 "stream": self.source.description})
+            await self._emit(self.faults.set("stream_lost", False, 0.0, detail=f"stream found: "
+                                                                             f"{self.source.description}"))
+            return True
+        await self._finish()
+        return False
+
     async def _finish(self) -> None:
         await self._settle()
         t = max(self.stats.last_t, self.stats.last_window_t)  # a fault with no decided window ends when it did
@@ -203,7 +257,7 @@ class StreamPipeline:
         for ftype in list(self.faults.active):
             await self._emit(self.faults.set(ftype, False, t, detail="stream ended"))
 
-    async def _handle(self, item: Block | Gap | StreamStatus) -> None:
+    async def _handle(self, item: Block | Gap | StreamStatus | RateStatus) -> None:
         self.stats.last_progress = time.monotonic()  # the systemd watchdog pings only while this moves
         if isinstance(item, Block):
             await self._on_block(item)
@@ -213,6 +267,10 @@ class StreamPipeline:
             await self._on_gap(item)
         elif isinstance(item, StreamStatus):
             await self._on_status(item)
+        elif isinstance(item, RateStatus):
+            detail = (f"the stream declares {item.nominal:g} Hz and its timestamps carry {item.effective:.1f} "
+                      "samples/s" if not item.ok else f"back to {item.effective:.1f} samples/s")
+            await self._emit(self.faults.set("rate_mismatch", not item.ok, item.t, detail=detail))
 
     async def _on_block(self, block: Block) -> None:
         assert self.pre and self.ring and self.quality
@@ -222,6 +280,7 @@ class StreamPipeline:
             self.stats.first_sample_at = time.monotonic()
             self._reset_rings(block.t0)
             self.first_samples.set()
+            self.started.set()
         if self.metrics:
             self.metrics.samples(self.patient, block.n_samples)
         t0 = time.perf_counter()
@@ -284,30 +343,15 @@ class StreamPipeline:
             log.exception("inference failed", extra={"patient": self.patient})
             return self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200])
         self.times.inference += dt
-        events = self.faults.set("model_error", False, usable[-1].t_end)
         if self.metrics:
             self.metrics.inference(self.patient, dt, len(usable))
         t1 = time.perf_counter()
-        for w, row in zip(usable, probs):
-            p = float(row[0])
-            self.stats.windows += 1
-            self.stats.last_probability = p
-            self.stats.last_t = w.t_end
-            if self.record:
-                self.stats.probabilities.append((w.t_end, p))
-            events.extend(self.decision.update(w.t_end, p))
-            if self.metrics:
-                self.metrics.window(self.patient, p, w.wall_received)
+        events = self.status.decide(usable, probs)
         self.times.decision += time.perf_counter() - t1
-        self.stats.last_progress = time.monotonic()
         return events
 
     def _quality_events(self, verdict: Any, t: float) -> list[Event]:
-        events: list[Event] = []
-        for ftype, channels in verdict.faults.items():
-            events += self.faults.set(ftype, bool(channels), t, tuple(channels),
-                                      detail=f"{ftype} on {', '.join(channels)}" if channels else "")
-        return events
+        return self.status.quality_events(verdict, t)
 
     async def _on_gap(self, gap: Gap) -> None:
         assert self.pre
@@ -347,26 +391,7 @@ class StreamPipeline:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)
         self.times.publish += time.perf_counter() - t0
-        self._update_state(events[-1].t)
+        self.status.update_state(events[-1].t, events)
 
     def _update_state(self, t: float) -> None:
-        if self.faults.active:
-            state = "fault"
-        elif self.decision.active:
-            state = "alarm"
-        elif self.stats.windows:
-            state = "ok"
-        else:
-            state = "unknown"
-        if state != self.state:
-            self.state = state
-            info = {
-                "state": state,
-                "t": round(t, 3),
-                "wall_time": round(time.time(), 3),
-                "probability": self.stats.last_probability,
-                "faults": sorted(self.faults.active),
-                "alarm_id": self.decision.alarm_id,
-            }
-            for cb in self.on_state:
-                cb(state, info)
+        self.status.update_state(t)

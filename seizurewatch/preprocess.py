@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal
 
-from seizurewatch.devices import canonical_label
+from seizurewatch.devices import DeviceProfile, canonical_label
 from seizurewatch.errors import DataError
 
 
@@ -60,6 +60,28 @@ def channel_indices(
             f"the source has: {', '.join(source_labels)}; the model needs: {', '.join(wanted)}"
         )
     return [index[canonical_label(w)] for w in wanted]
+
+
+def band_edge(spec: PreprocessSpec) -> float:
+    """The highest frequency the model looks at: its band-pass's upper edge, else its own Nyquist frequency."""
+    return spec.bandpass[1] if spec.bandpass else spec.rate / 2
+
+
+def check_rate_carries_band(rate: float, spec: PreprocessSpec, where: str) -> None:
+    """DataError when a source at ``rate`` cannot carry the model's band: upsampling a 37 Hz recording to
+    400 Hz adds samples, not the 18.5-150 Hz the model was trained to look at."""
+    edge = band_edge(spec)
+    if rate / 2 < edge:
+        band = f"band-pass {spec.bandpass[0]:g}-{spec.bandpass[1]:g} Hz" if spec.bandpass else f"{spec.rate:g} Hz"
+        raise DataError(f"{where}: sampled at {rate:g} Hz, it carries frequencies up to {rate / 2:g} Hz, below the "
+                        f"model's band edge of {edge:g} Hz ({band}); record at {2 * edge:g} Hz or more, or use a "
+                        "model made for this rate")
+
+
+def check_device_fits_model(device: DeviceProfile, spec: PreprocessSpec, where: str) -> None:
+    """At start, before any sample: the device profile has the model's channels and a rate that carries its band."""
+    channel_indices(device.channels, spec.channels, f"{where} (device profile {device.name})", canon=device.canonical)
+    check_rate_carries_band(device.sampling_rate, spec, f"{where} (device profile {device.name})")
 
 
 class StreamingResampler:

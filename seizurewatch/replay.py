@@ -14,6 +14,7 @@ from seizurewatch.config import (
     SourceConfig,
     StreamConfig,
 )
+from seizurewatch.errors import ConfigError
 from seizurewatch.resources import default_model_path
 
 
@@ -28,7 +29,16 @@ def replay_config(
     outbox: str | None = None,
 ) -> Config:
     """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
-    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory."""
+    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory.
+    ConfigError (one line, naming the option) for a patient id, speed or broker URL the config would refuse."""
+    try:
+        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox)
+    except ValueError as exc:
+        raise ConfigError(f"replay: --{str(exc).replace('url:', 'mqtt-url:', 1)}") from None
+
+
+def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: str | None, patient: str,
+                   device: str | None, base: Config | None, outbox: str | None) -> Config:
     stream = StreamConfig(
         patient=patient,
         device=str(Path(device).resolve()) if device else None,

@@ -29,13 +29,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from seizurewatch.config import Config, load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import SeizurewatchError
 from seizurewatch.pipeline import StreamPipeline
+from seizurewatch.signals import capture_signals
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +89,26 @@ def is_stalled(pipe: StreamPipeline, now: float, stale_after: float) -> bool:
     its job; restarting would only turn "cannot tell" into "offline". Anything else that
     stops the flow — a hung read, a stuck model call — is what the watchdog is for.
     """
-    if "stream_lost" in pipe.faults.active:
+    snap = pipe.snapshot()
+    if "stream_lost" in snap.faults and snap.waiting is None:
         return False
-    return now - pipe.stats.last_progress > stale_after
+    # Waiting for a stream that was not there at start: every finished attempt to find it is progress;
+    # an attempt that hangs is not.
+    return now - snap.last_progress > stale_after
 
 
 def describe(daemon: Daemon) -> str:
     """What the daemon is doing, for ``STATUS=`` (patient ids only, no other PHI)."""
     parts = []
-    for p in daemon.pipelines:
-        prob = p.stats.last_probability
-        link = daemon.links.get(p.patient)
+    for snap in (p.snapshot() for p in daemon.pipelines):
+        prob = snap.probability
+        link = daemon.links.get(snap.patient)
         broker = "" if link is None else ("" if link.connected.is_set() else ", broker down (journaling)")
-        faults = f" {'+'.join(sorted(p.faults.active))}" if p.faults.active else ""
-        parts.append(f"{p.patient}: {p.state}{faults} p={0.0 if prob is None else prob:.2f} "
-                     f"{p.stats.windows} windows{broker}")
+        faults = f" {'+'.join(snap.faults)}" if snap.faults else ""
+        if snap.waiting is not None:
+            faults += " (cannot see the stream; looking for it)"
+        parts.append(f"{snap.patient}: {snap.state}{faults} p={0.0 if prob is None else prob:.2f} "
+                     f"{snap.windows} windows{broker}")
     return "running; " + "; ".join(parts)
 
 
@@ -116,7 +122,7 @@ class Service:
         self.format_from_cli = args is not None and getattr(args, "log_format", None) is not None
         self.notifier = notifier or Notifier()
         self.drain_timeout_s = drain_timeout_s
-        self.daemon = Daemon(cfg, DaemonOptions(publish=True))
+        self.daemon = Daemon(cfg, DaemonOptions(publish=True, keep_trying=True, require_pin=True))
         self.stopping = False
         self.forced = False
         self.prepared = False
@@ -126,16 +132,11 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ----- signals ---------------------------------------------------------------------
-    def install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-
-    def remove_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+    def signal_handlers(self) -> dict[signal.Signals, Callable[[signal.Signals], None]]:
+        """What each signal does (installed by ``signals.capture_signals`` around run())."""
+        return {signal.SIGTERM: lambda sig: self.request_stop(sig.name),
+                signal.SIGINT: lambda sig: self.request_stop(sig.name),
+                signal.SIGHUP: lambda sig: self.request_reload()}
 
     def request_stop(self, why: str = "stop") -> None:
         if self.stopping:
@@ -302,7 +303,10 @@ class Service:
         await d.run()
 
     async def run(self) -> int:
-        self.install_signals()
+        with capture_signals(self.signal_handlers()):
+            return await self._run()
+
+    async def _run(self) -> int:
         self._main = asyncio.create_task(self._prepare_and_run(), name="service")
         try:
             await self._main
@@ -315,7 +319,6 @@ class Service:
             if not self.prepared:
                 log.info("stopped during start-up")
         finally:
-            self.remove_signals()
             for t in list(self._tasks):
                 t.cancel()
             for t in list(self._tasks):

@@ -7,6 +7,7 @@ Every error names the file, the dotted key path and what was expected, e.g.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -123,6 +124,8 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
+                raise ConfigError(f"{_where(source, path)}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):

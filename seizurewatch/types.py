@@ -73,3 +73,14 @@ class StreamStatus:
     up: bool
     t: float
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class RateStatus:
+    """A live source's effective rate, from its timestamps, left (``ok=False``) or came back within tolerance
+    of its nominal rate (a stream that declares 200 Hz and delivers 400 samples/s is not 200 Hz EEG)."""
+
+    ok: bool
+    t: float
+    nominal: float
+    effective: float

@@ -95,42 +95,17 @@ def test_a_model_writing_into_its_input_never_touches_the_ring(tmp_path, suffix)
     np.testing.assert_allclose(got[:, 0], 1 / (1 + np.exp(-before.mean(axis=(1, 2)))), rtol=1e-5)
 
 
-def test_configure_compute_keeps_the_models_buffers_instead_of_faulting_them_in_again():
-    """Measured in a fresh process (the setting is process-wide): page faults per model call."""
+def test_configure_compute_sizes_the_pools_and_tunes_the_allocator_where_it_can():
+    """What the setting does, not how fast it makes the model (that is bench/bench_allocator.py): torch's
+    pools are sized and, on glibc, the allocator's thresholds are set."""
     script = textwrap.dedent("""
-        import resource, sys, torch
-        from concurrent.futures import ThreadPoolExecutor
-        from seizurewatch.research.architectures import build
-        if sys.argv[1] == "tuned":
-            from seizurewatch.inference import configure_compute
-            assert configure_compute(1)
-        else:
-            torch.set_num_threads(1)
-        net = build("seed_convnet", n_channels=23, n_samples=7680, n_outputs=1).eval()
-        x = torch.randn(8, 23, 7680)
-
-        def call():  # in a worker thread (its own malloc arena), a fresh 5.6 MB input each call
-            with torch.inference_mode():
-                return net(x * 1.0)
-
-        model_thread = ThreadPoolExecutor(1)
-        for _ in range(3):
-            model_thread.submit(call).result()
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(200):
-            model_thread.submit(call).result()
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 200)
+        import sys, torch
+        from seizurewatch.inference import configure_compute
+        tuned = configure_compute(2)
+        print(torch.get_num_threads(), torch.get_num_interop_threads(), tuned)
     """)
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc's allocator only")
-
-    def faults(mode: str) -> float:
-        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return float(out.stdout.strip().splitlines()[-1])
-
-    tuned, untuned = faults("tuned"), faults("untuned")
-    # Tuned, a call faults in nothing once warm (at most a one-off heap growth spread over the calls);
-    # untuned, glibc hands its big blocks back to the kernel and faults them in again every call.
-    assert tuned < 20, f"{tuned} page faults per call with the allocator tuned"
-    assert untuned > 3 * max(tuned, 1), f"untuned {untuned} vs tuned {tuned}: the measurement cannot tell"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    threads, interop, tuned = out.stdout.split()
+    assert (threads, interop) == ("2", "1")
+    assert tuned == ("True" if sys.platform.startswith("linux") else "False")

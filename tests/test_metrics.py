@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import ConfigError
-from seizurewatch.metrics import Metrics, parse_listen
+from seizurewatch.metrics import Metrics, PortInUse, parse_listen
 from seizurewatch.replay import replay_config
 
 
@@ -57,13 +57,14 @@ def test_served_on_loopback_by_default_and_scrapable():
         m.shutdown()
 
 
-def test_port_in_use_is_a_config_error():
+def test_port_in_use_is_a_config_error_a_service_retries():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(ConfigError, match=f"metrics.listen: cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(PortInUse, match=f"metrics.listen: 127.0.0.1:{port} is in use") as e:
             Metrics().serve(f"127.0.0.1:{port}")
+        assert isinstance(e.value, ConfigError)  # exit 2 for a tool; run keeps trying (test_startup)
 
 
 def test_names_follow_prometheus_conventions():

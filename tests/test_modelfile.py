@@ -97,7 +97,7 @@ def test_model_without_metadata_is_refused(tmp_path):
 
 def test_pinned_sha_mismatch_and_garbage(tmp_path):
     with pytest.raises(ModelError, match="not the pinned"):
-        load_model(MODEL, expect_sha256="deadbeef")
+        load_model(MODEL, expect_sha256="deadbeef" * 8)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
     with pytest.raises(ModelError, match="cannot load model"):

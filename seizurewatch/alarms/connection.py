@@ -38,7 +38,13 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from seizurewatch.alarms.security import client_kwargs, connect_error_message, describe_broker, protocol_attempts
+from seizurewatch.alarms.security import (
+    client_kwargs,
+    connect_error_message,
+    describe_broker,
+    is_transient,
+    protocol_attempts,
+)
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError
 
@@ -145,7 +151,7 @@ class ConnectionPolicy:
             except CONNECTION_ERRORS as exc:
                 if self.fall_back(exc):
                     continue
-                raise BrokerError(self.message(exc)) from None
+                raise BrokerError(self.message(exc), is_transient(exc)) from None  # transient: run waits
 
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None] | None]

@@ -114,6 +114,12 @@ def protocol_attempts(setting: str) -> list[aiomqtt.ProtocolVersion]:
     return [aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311]
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A connection failure a retry may cure (broker down, network) rather than a refusal or a TLS failure."""
+    return not (isinstance(exc, MqttConnectError) or isinstance(exc, ssl.SSLError)
+                or "certificate" in str(exc).lower())
+
+
 def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:
     """One line: which broker, what went wrong, what to check. Never contains the password."""
     where = f"MQTT broker {broker or describe_broker(kw)}"

@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from typing import Any
 
+from seizurewatch.cli.argtypes import out_file
 from seizurewatch.errors import SeizurewatchError
+from seizurewatch.signals import capture_signals
 
 log = logging.getLogger("seizurewatch.cli")
 
@@ -33,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the daemon: every stream in the config, until SIGTERM. "
                                    "SIGHUP reloads threshold, decision parameters and log level.")
     p.add_argument("--config", "-c", required=True, help="daemon config YAML (see config/bedside.yaml)")
-    p.add_argument("--check", action="store_true", help="validate config, model and devices, then exit")
+    p.add_argument("--check", action="store_true",
+                   help="check everything 'run' would refuse (config, model pin and a dry forward pass, device "
+                        "profiles, recordings, journal folder, metrics address, broker login), then exit")
     p.set_defaults(func=cmd_run, default_log_level="INFO")
 
     p = sub.add_parser("replay", help="replay an EDF recording through the daemon's pipeline",
@@ -47,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patient", default="replay", help="patient id used in topics (default: replay)")
     p.add_argument("--mqtt-url", help="publish to this broker, e.g. mqtt://127.0.0.1:1883")
     p.add_argument("--jsonl", action="store_true", help="print each event as one JSON line on stdout")
-    p.add_argument("--probabilities", metavar="CSV", help="also write t,probability per hop to this CSV")
+    p.add_argument("--probabilities", metavar="CSV", type=out_file,
+                   help="also write t,probability per hop to this CSV")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="replay a bundled recording into a broker and print the alarms",
@@ -61,34 +67,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo, default_log_level="ERROR")
 
 
-def _install_signals(daemon: Any, reload: Any = None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop)
-    if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from seizurewatch.config import load_config
     from seizurewatch.service import run_service
 
     cfg = load_config(args.config)
     if args.check:
-        from seizurewatch.devices import load_device
-        from seizurewatch.modelfile import load_model
-
-        m = load_model(cfg.model.path, cfg.model.sha256)
-        for s in cfg.streams:
-            if s.device:
-                load_device(s.device)
-        if cfg.mqtt.url != "embedded":
-            from seizurewatch.alarms.security import client_kwargs
-
-            client_kwargs(cfg.mqtt)  # TLS files, password file/env, plaintext rule: without connecting
-        print(f"{args.config}: OK ({len(cfg.streams)} stream(s), model {m.meta.name} {m.meta.sha256[:12]})")
-        return 0
+        return asyncio.run(check_run(cfg, str(args.config)))
     return asyncio.run(run_service(cfg, args))
+
+
+async def check_run(cfg: Any, name: str) -> int:
+    """``run --check``: the start-up of ``run`` (the same code) without running; what it would wait for is
+    listed, what it would refuse raises the same one-line error."""
+    from seizurewatch.daemon import Daemon, DaemonOptions
+
+    daemon = Daemon(cfg, DaemonOptions(publish=cfg.mqtt.url != "embedded", keep_trying=True, require_pin=True,
+                                       check_only=True))
+    try:
+        await daemon.prepare()
+    finally:
+        await daemon.close_unstarted()
+    meta = daemon.pipelines[0].meta
+    for note in daemon.notes:
+        print(f"{name}: run would wait: {note}")
+    print(f"{name}: OK ({len(cfg.streams)} stream(s), model {meta.name}, file sha256 "
+          f"{daemon.model_sha256[:12]}…{', waiting for ' + str(len(daemon.notes)) if daemon.notes else ''})")
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -102,22 +107,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
     events: list[dict[str, Any]] = []
 
+    out = StdoutLines()
+
     def sink(p: dict[str, Any]) -> None:
         events.append(p)
         if args.jsonl:
-            print(json.dumps(p, separators=(",", ":")), flush=True)
+            out.write(json.dumps(p, separators=(",", ":")))
         else:
             from seizurewatch.alarms.subscriber import format_event
 
-            print(format_event(p), flush=True)
+            out.write(format_event(p))
 
     async def main() -> Daemon:
         daemon = Daemon(cfg, DaemonOptions(mqtt_url=args.mqtt_url, publish=publish,
                                            record_probabilities=bool(args.probabilities)))
         daemon.payload_sinks.append(sink)
         await daemon.prepare()
-        _install_signals(daemon)
-        await daemon.run()
+        with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
+            await daemon.run()
         return daemon
 
     t0 = time.perf_counter()
@@ -137,8 +144,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
                      alarms=[e for e in events if e["kind"] == "alarm" and e["event"] == "start"])
     line = (f"{res.summary()}; {pipe.stats.windows} windows, {duration:.1f} s of signal in {wall:.2f} s "
             f"({duration / wall:.0f}x real time)")
-    print(line, file=sys.stderr if args.jsonl else sys.stdout)
+    if args.jsonl:
+        print(line, file=sys.stderr)
+    else:
+        out.write(line)
     return 0
+
+
+class StdoutLines:
+    """Lines to stdout that survive a reader going away (``replay --jsonl | head``): the rest is dropped
+    quietly, the replay finishes, and Python's exit flush does not raise either."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has somewhere to go
+            os.close(devnull)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

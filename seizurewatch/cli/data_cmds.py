@@ -10,6 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from seizurewatch.cli.argtypes import out_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="header, traces, statistics and value distribution of an EDF (PNG + HTML)",
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--all", action="store_true", help="plot every channel (the default)")
     p.add_argument("--start", type=float, default=0.0, help="first second to plot (default 0)")
     p.add_argument("--window", type=float, default=10.0, help="seconds to plot (default 10)")
-    p.add_argument("--out", default=None, help="output folder (default: inspect-<file stem>)")
+    p.add_argument("--out", default=None, type=out_dir, help="output folder (default: inspect-<file stem>)")
     p.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dataset", help="build a windowed dataset from annotated recordings",
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "override the spec. Splits are by recording, seizure or subject, never by "
                                     "window.")
     b.add_argument("--spec", help="dataset spec YAML")
-    b.add_argument("--out", required=True, help="dataset folder to write")
+    b.add_argument("--out", required=True, type=out_dir, help="dataset folder to write")
     b.add_argument("--recordings", nargs="+", metavar="PATH",
                    help="EDF files/globs, Kaggle or Delhi clip folders, .mat clips")
     b.add_argument("--device", help="device profile YAML (channels, rate)")

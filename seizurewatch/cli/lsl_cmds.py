@@ -8,6 +8,7 @@ import sys
 import threading
 
 from seizurewatch.cli.daemon_cmds import speed_arg
+from seizurewatch.signals import capture_signals
 
 
 def _gap_arg(value: str) -> tuple[float, float]:
@@ -63,8 +64,6 @@ def cmd_play(args: argparse.Namespace) -> int:
         print(f"seizurewatch: error: play: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     player = Player(args.edf, opts)
     speed = "as fast as possible" if opts.speed == "max" else f"at {float(opts.speed):g}x real time"
     print(f"play: {args.edf} -> LSL outlet '{opts.name}' (type {opts.type}, source_id {player.source_id}, "
@@ -72,7 +71,8 @@ def cmd_play(args: argparse.Namespace) -> int:
           + (", looping" if opts.loop else "")
           + (f"; markers on '{opts.name}-markers'" if player.marker_outlet is not None else ""), flush=True)
     try:
-        stats = player.run(stop)
+        with capture_signals({signal.SIGTERM: lambda sig: stop.set(), signal.SIGINT: lambda sig: stop.set()}):
+            stats = player.run(stop)
     finally:
         player.close()
     print(f"play: pushed {stats.samples / player.rate:.1f} s of signal ({stats.chunks} chunks, "

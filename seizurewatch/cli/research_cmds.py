@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seizurewatch.cli.argtypes import out_dir, out_file
 from seizurewatch.errors import ConfigError
 
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", nargs="?", help="training recipe YAML (see config/train-dog1.yaml)")
     p.add_argument("--dataset", help="dataset folder written by 'seizurewatch dataset build'")
     p.add_argument("--model", help="model YAML (config/models/*.yaml): arch, arch_kwargs, training settings")
-    p.add_argument("--output", "-o", help="model file to write (.pt TorchScript or .pt2 torch.export); "
+    p.add_argument("--output", "-o", type=out_file, help="model file to write (.pt TorchScript or .pt2 torch.export); "
                                           "with --per-subject it must contain {subject}")
     p.add_argument("--per-subject", action="store_true", help="one model per subject of the dataset")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUTPUT.ckpt")
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", help="baseline model file; 'auto' (default with --dataset) trains the band-power "
                                       "logistic regression on the dataset's train split; 'none' skips it")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
-    p.add_argument("--out", default=None, help="output folder (default: eval-<model stem>)")
+    p.add_argument("--out", default=None, type=out_dir, help="output folder (default: eval-<model stem>)")
     _early_arg(p)
     _decision_args(p)
     p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
@@ -105,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="dataset folder (its --split windows and recordings)")
     p.add_argument("--split", default="val", help="dataset split to choose on (default val)")
     p.add_argument("--recordings", nargs="+", default=[], metavar="EDF", help="validation recordings")
-    p.add_argument("--output", "-o", help="write the model here instead of in place")
+    p.add_argument("--output", "-o", type=out_file, help="write the model here instead of in place")
     _early_arg(p)
     _decision_args(p)
     p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
@@ -114,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Re-export a model file in either format; the exported file is reloaded and "
                                    "must give the same outputs as the trained module (max abs diff <= 1e-5).")
     p.add_argument("model", help="model file (.pt / .pt2) written by train")
-    p.add_argument("--output", "-o", required=True, help="file to write: .pt or .pt2")
+    p.add_argument("--output", "-o", required=True, type=out_file, help="file to write: .pt or .pt2")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="per-window probabilities over a recording (CSV + timeline PNG)",
@@ -123,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "STEM-timeline.png with annotated seizures and alarms.")
     p.add_argument("edf", help="EDF/EDF+ recording")
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
-    p.add_argument("--out", default=None, help="output folder (default: predict-<recording stem>)")
+    p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
     _decision_args(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
@@ -147,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alarms, latency within 2 s of the least, then the middle in log-odds; default), "
                         "seconds (Youden J on per-second probabilities), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
-    p.add_argument("--out", default="compare", help="output folder (default compare)")
+    p.add_argument("--out", default="compare", type=out_dir, help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
     _decision_args(p)
@@ -243,10 +244,14 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import hashlib
+    from pathlib import Path
+
     from seizurewatch.research.export import export
 
     meta = export(args.model, args.output)
-    _print({"output": args.output, "name": meta["name"], "sha256": meta["weights_sha256"],
+    pin = hashlib.sha256(Path(args.output).read_bytes()).hexdigest()  # what model.sha256 pins
+    _print({"output": args.output, "name": meta["name"], "file_sha256": pin, "weights_sha256": meta["weights_sha256"],
             "max_abs_diff": meta["max_abs_diff"], "threshold": meta["threshold"]["value"]})
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from seizurewatch.checks import check_output_dir
 from seizurewatch.errors import DataError
 from seizurewatch.research.windowplan import (  # noqa: F401 - the spec is part of this module's API
     DatasetSpec,
@@ -102,8 +103,11 @@ def _balance(rows: list[tuple[int, int]], pieces: list[Piece], split_of: list[st
 
 def build_dataset(spec: DatasetSpec, out: str | Path, command: str = "") -> dict[str, Any]:
     """Write the dataset directory ``out``; returns the manifest."""
+    try:
+        out_dir = check_output_dir(out, "dataset folder")
+    except ValueError as exc:
+        raise DataError(f"{exc}; choose an empty or new folder") from None
     spec.check("dataset spec")
-    out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
         raise DataError(f"{out_dir}: exists and is not a dataset directory; choose an empty or new folder")
     pieces, pre, device = plan(spec)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import seizurewatch
+from seizurewatch.checks import check_number
 from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
@@ -72,6 +73,15 @@ class Recipe:
     model: TrainConfig = field(default_factory=TrainConfig)
     threshold: ThresholdRecipe = field(default_factory=ThresholdRecipe)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_number(self.window_s, "window_s", low=0, low_open=True, high=3600)
+        check_number(self.hop_s, "hop_s", low=0, low_open=True, high=self.window_s)
+        for key in ("stride_s", "stride_ictal_s"):
+            check_number(getattr(self, key), key, low=0, low_open=True, high=3600)
+        check_number(self.exclusion_s, "exclusion_s", low=0, high=86_400 * 7)
+        for h in self.horizons_s:
+            check_number(h, "horizons_s", low=0, low_open=True, high=86_400 * 7)
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from seizurewatch.errors import SeizurewatchError
+from seizurewatch.checks import check_int, check_number
+from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.roc import roc
@@ -34,6 +35,14 @@ class TrainConfig:
     patience: int = 8  # early stopping on validation loss; 0 disables
     class_weights: bool = True
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", low=1, high=100_000)
+        check_number(self.lr, "lr", low=0, low_open=True, high=10)
+        check_number(self.weight_decay, "weight_decay", low=0, high=10)
+        check_int(self.batch_size, "batch_size", low=1, high=65_536)
+        check_int(self.patience, "patience", low=0, high=100_000)
+        check_int(self.threads, "threads", low=1, high=256)
 
 
 class TrainingError(SeizurewatchError):
@@ -67,6 +76,19 @@ def channel_stats(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 25
     mean = s1 / max(n, 1)
     std = np.sqrt(np.maximum(s2 / max(n, 1) - mean**2, 0.0))
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded ``weights_only``: tensors and plain values, never code (a crafted
+    checkpoint's pickle is refused, not run)."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle raises many types for a crafted or corrupt file
+        raise DataError(f"{path}: not a checkpoint this trainer can resume from safely "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); delete it to start over") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= state.keys():
+        raise DataError(f"{path}: not a training checkpoint (no model/optimizer/epoch); delete it to start over")
+    return state
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -132,7 +154,7 @@ def train(
     start_epoch, best, best_epoch, best_state = 0, float("inf"), -1, None
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.is_file() and resume:
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"] + 1, state["history"]
@@ -174,9 +196,12 @@ def train(
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
+            # Tensors and plain Python values only (no numpy scalars), so resuming can load it weights_only.
+            plain_history = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in history]
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history, "best": best, "best_epoch": best_epoch, "best_state": best_state,
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
+                        "history": plain_history, "best": float(best), "best_epoch": best_epoch,
+                        "best_state": best_state, "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state()}, ckpt)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             log.info("early stopping", extra={"epoch": epoch, "best_epoch": best_epoch})
             break

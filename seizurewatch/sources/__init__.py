@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from seizurewatch.types import Annotation, Block, Gap, StreamStatus
+from seizurewatch.types import Annotation, Block, Gap, RateStatus, StreamStatus
 
-SourceItem = Block | Gap | StreamStatus
+SourceItem = Block | Gap | StreamStatus | RateStatus
 
 
 class Source(Protocol):

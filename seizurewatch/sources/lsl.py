@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.config import SourceConfig
-from seizurewatch.errors import DataError
+from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.lslconfig import import_pylsl
-from seizurewatch.types import Annotation, Block, Gap, StreamStatus
+from seizurewatch.types import Annotation, Block, Gap, RateStatus, StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ UNIT_SCALE = {"uv": 1.0, "µv": 1.0, "microvolts": 1.0, "microvolt": 1.0, "mv": 
               "v": 1e6, "volts": 1e6, "nv": 1e-3}
 _DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
 POLL_S = 0.5  # pull_chunk timeout (data returns at once): how often an idle reader checks its stop flag
+RETRY_RESOLVE_S = 2.0  # resolve timeout of attempts after the first
 QUEUE_ITEMS = 256  # bounded hand-over queue; LSL's own inlet buffer (360 s) absorbs longer stalls
 
 
@@ -129,6 +131,44 @@ class GapTracker:
         return out
 
 
+class RateMonitor:
+    """The effective rate from the timestamps (samples per second of stream time over the last ``window_s``),
+    against the nominal one. Off by more than ``tolerance``: a fault; back within half of it: the fault ends.
+    A device clock a fraction of a percent off (399.6 Hz for 400) is well within."""
+
+    def __init__(self, nominal: float, window_s: float = 10.0, tolerance: float = 0.05) -> None:
+        self.nominal = nominal
+        self.window_s = window_s
+        self.tolerance = tolerance
+        self.points: deque[tuple[float, int]] = deque()  # (timestamp of a chunk's last sample, samples so far)
+        self.total = 0
+        self.off = False
+        self.effective: float | None = None
+
+    def restart(self) -> None:
+        """After a gap or a loss: the span would include time without samples."""
+        self.points.clear()
+
+    def feed(self, ts: np.ndarray) -> bool | None:
+        """The new verdict (True: off) when it changed, else None."""
+        if not len(ts):
+            return None
+        self.total += len(ts)
+        self.points.append((float(ts[-1]), self.total))
+        while len(self.points) > 2 and self.points[-1][0] - self.points[1][0] >= self.window_s:
+            self.points.popleft()
+        (t0, n0), (t1, n1) = self.points[0], self.points[-1]
+        if t1 - t0 < self.window_s:
+            return None
+        self.effective = (n1 - n0) / (t1 - t0)
+        deviation = abs(self.effective - self.nominal) / self.nominal
+        off = deviation > (self.tolerance / 2 if self.off else self.tolerance)
+        if off == self.off:
+            return None
+        self.off = off
+        return off
+
+
 class LslSource:
     """The Source protocol over an LSL inlet; see the module docstring."""
 
@@ -142,6 +182,7 @@ class LslSource:
         self.description = f"lsl:{self.predicate}"
         self.source_id = cfg.source_id or ""
         self.lost_count = 0
+        self.open_attempts = 0
         self._pylsl: Any = None
         self._inlet: Any = None
         self._layout: tuple[tuple[str, ...], float] | None = None
@@ -158,15 +199,14 @@ class LslSource:
     def _resolve(self, predicate: str, timeout: float) -> list[Any]:
         return list(self._pylsl.resolve_bypred(predicate, minimum=1, timeout=timeout))
 
-    def _resolve_or_explain(self) -> Any:
-        found = self._resolve(self.predicate, self.cfg.resolve_timeout_s)
+    def _resolve_or_explain(self, timeout: float) -> Any:
+        found = self._resolve(self.predicate, timeout)
         if len(found) == 1:
             return found[0]
         if not found:
             others = self._pylsl.resolve_streams(wait_time=1.0)
             seen = "; ".join(describe_info(i) for i in others) or "no LSL streams at all (is the outlet running?)"
-            raise DataError(f"LSL: no stream matches {self.predicate} within {self.cfg.resolve_timeout_s:g} s; "
-                            f"found: {seen}")
+            raise SourceUnavailable(f"LSL: no stream matches {self.predicate} within {timeout:g} s; found: {seen}")
         if len({i.source_id() for i in found}) == 1 and found[0].source_id():
             return found[0]  # the same device seen twice (e.g. two interfaces)
         raise DataError(f"LSL: {len(found)} streams match {self.predicate}: "
@@ -193,11 +233,17 @@ class LslSource:
 
     def _open_sync(self) -> None:
         self._pylsl = import_pylsl()
-        info = self._resolve_or_explain()
+        self._stop.clear()  # opened again after a failed attempt (close() set it)
+        # The first attempt waits resolve_timeout_s; later ones (a service waiting for the amplifier) are short,
+        # so each one ends well within the watchdog's period.
+        timeout = self.cfg.resolve_timeout_s if not self.open_attempts else min(self.cfg.resolve_timeout_s,
+                                                                                RETRY_RESOLVE_S)
+        self.open_attempts += 1
+        info = self._resolve_or_explain(timeout)
         try:
-            inlet, desc, rate = self._open_inlet(info, max(self.cfg.resolve_timeout_s, 2.0))
+            inlet, desc, rate = self._open_inlet(info, max(timeout, 2.0))
         except (TimeoutError, self._pylsl.util.LostError) as exc:
-            raise DataError(f"LSL stream {describe_info(info)}: found, but it did not answer "
+            raise SourceUnavailable(f"LSL stream {describe_info(info)}: found, but it did not answer "
                             f"({type(exc).__name__}: {exc})") from None
         self._inlet = inlet
         self.channels, self.units, self.rate = desc.labels, desc.units, rate
@@ -307,12 +353,13 @@ class LslSource:
         return inlet
 
     # ----- the asyncio side -------------------------------------------------------------
-    async def items(self) -> AsyncIterator[Block | Gap | StreamStatus]:
+    async def items(self) -> AsyncIterator[Block | Gap | StreamStatus | RateStatus]:
         assert self.tracker is not None, "open() first"
         if self._thread is None:
             self._start_reader()
         assert self._wake is not None
         tracker = self.tracker
+        rate_check = RateMonitor(self.rate)
         up = True
         last_data = time.monotonic()
         last_end = 0.0  # stream time just after the last sample delivered
@@ -329,6 +376,7 @@ class LslSource:
                         up = False
                         self.lost_count += 1
                         tracker.restart()
+                        rate_check.restart()
                         silent = time.monotonic() - last_data
                         yield StreamStatus(False, last_end, f"no samples for {silent:.1f} s from {self.description}")
                 continue
@@ -348,7 +396,16 @@ class LslSource:
             for out in tracker.feed(data, ts, wall):
                 if isinstance(out, Block):
                     last_end = out.t0 + out.n_samples / out.rate
+                elif isinstance(out, Gap):
+                    rate_check.restart()
                 yield out
+            verdict = rate_check.feed(ts)
+            if verdict is not None and rate_check.effective is not None:
+                log.log(logging.ERROR if verdict else logging.INFO, "LSL effective rate %s",
+                        "off nominal" if verdict else "back to nominal",
+                        extra={"stream": self.description, "nominal": self.rate,
+                               "effective": round(rate_check.effective, 2)})
+                yield RateStatus(not verdict, last_end, self.rate, rate_check.effective)
 
     async def close(self) -> None:
         self._stop.set()

@@ -1,0 +1,157 @@
+"""One patient's monitoring state: what the windows decided (alarm decision, faults, context, stats) and
+the state the outside world sees. ``StreamPipeline`` owns the loop (source, backpressure, batches in
+flight) and hands each decided batch here; ``Service``, ``STATUS=`` and the watchdog read a snapshot."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seizurewatch.config import DecisionConfig
+from seizurewatch.decision import AlarmDecision, FaultTracker
+from seizurewatch.events import Context, Event
+from seizurewatch.modelfile import ModelMeta, output_problem
+from seizurewatch.types import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamStats:
+    samples: int = 0
+    windows: int = 0
+    last_probability: float | None = None
+    last_t: float = 0.0  # stream time of the latest decided window
+    last_window_t: float = 0.0  # of the latest window at all (unusable ones too: a flat signal is never decided)
+    first_sample_at: float | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+    probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+
+
+@dataclass(frozen=True)
+class PatientSnapshot:
+    """What a reader (status line, watchdog, metrics) may know of a patient at one moment."""
+
+    patient: str
+    state: str
+    faults: tuple[str, ...]
+    probability: float | None
+    windows: int
+    last_progress: float
+    waiting: str | None
+    threshold: float
+    alarm_id: str | None
+
+
+class PatientState:
+    def __init__(self, patient: str, meta: ModelMeta, decision: DecisionConfig, record_probabilities: bool = False,
+                 metrics: Any = None) -> None:
+        self.patient = patient
+        self.meta = meta
+        self.record = record_probabilities
+        self.metrics = metrics
+        self.faults = FaultTracker()
+        self.stats = StreamStats()
+        self.state = "unknown"
+        self._shown_alarm: str | None = None  # what the last published state said
+        self._shown_faults: set[str] = set()
+        self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+        self.decision = AlarmDecision(decision, self._threshold(decision))
+        self.context = self._context(decision)
+
+    def _threshold(self, decision: DecisionConfig) -> float:
+        return decision.threshold if decision.threshold is not None else self.meta.threshold
+
+    def _context(self, decision: DecisionConfig) -> Context:
+        policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
+        return Context(self.patient, self.meta.name, self.meta.sha256, policy)
+
+    def reconfigure(self, decision: DecisionConfig) -> None:
+        self.context = self._context(decision)
+        self.decision.reconfigure(decision, self._threshold(decision))
+
+    def snapshot(self, waiting: str | None = None) -> PatientSnapshot:
+        return PatientSnapshot(self.patient, self.state, tuple(sorted(self.faults.active)),
+                               self.stats.last_probability, self.stats.windows, self.stats.last_progress, waiting,
+                               self.decision.threshold, self.decision.alarm_id)
+
+    # ----- deciding ----------------------------------------------------------------------
+    def decide(self, usable: list[Window], probs: np.ndarray) -> list[Event]:
+        """The model's answer for ``usable`` windows -> events. What is not a probability is never decided on."""
+        expected = (len(usable), len(self.meta.outputs))
+        if probs.shape != expected:  # not one row per window: nothing of this batch can be decided on
+            problem = f"returns shape {probs.shape}, expected {expected}"
+            log.error("model output unusable", extra={"patient": self.patient, "problem": problem})
+            return self.faults.set("model_error", True, usable[-1].t_end, detail=f"the model {problem}")
+        # A row that is not a probability (NaN, infinite, outside [0, 1]) is "cannot tell" for its window:
+        # a fault while it lasts, never a value the decision sees.
+        valid = np.isfinite(probs).all(axis=1) & (probs >= 0).all(axis=1) & (probs <= 1).all(axis=1)
+        events: list[Event] = []
+        for w, row, ok in zip(usable, probs, valid):
+            if not ok:
+                if "model_error" not in self.faults.active:
+                    log.error("model output is not a probability", extra={"patient": self.patient,
+                                                                        "output": row.tolist()[:4]})
+                events += self.faults.set("model_error", True, w.t_end,
+                                          detail=f"the model {output_problem(row[None, :], 1, len(row))}")
+                continue
+            events += self.faults.set("model_error", False, w.t_end)
+            p = float(row[0])
+            self.stats.windows += 1
+            self.stats.last_probability = p
+            self.stats.last_t = w.t_end
+            if self.record:
+                self.stats.probabilities.append((w.t_end, p))
+            events.extend(self.decision.update(w.t_end, p))
+            if self.metrics:
+                self.metrics.window(self.patient, p, w.wall_received)
+        self.stats.last_progress = time.monotonic()
+        return events
+
+    def quality_events(self, verdict: Any, t: float) -> list[Event]:
+        events: list[Event] = []
+        for ftype, channels in verdict.faults.items():
+            events += self.faults.set(ftype, bool(channels), t, tuple(channels),
+                                      detail=f"{ftype} on {', '.join(channels)}" if channels else "")
+        return events
+
+    @staticmethod
+    def _state_of(alarm: bool, faults: bool, windows: int) -> str:
+        # an alarm outranks a fault: a seizure often clips the amplifier, and "cannot tell" must not
+        # hide "seizure" from the station; the faults still travel in the same state message
+        return "alarm" if alarm else "fault" if faults else "ok" if windows else "unknown"
+
+    def update_state(self, t: float, events: list[Event] | None = None) -> None:
+        """Publish every state the patient passed through: ``events`` (just emitted, in order) are
+        walked first, so an alarm that started and ended inside one block (a fast replay decides
+        30 s at a time) still shows as ``alarm`` between them; then the state as it is now."""
+        if events:
+            alarm_id = self._shown_alarm
+            faults = set(self._shown_faults)
+            for ev in events:
+                if ev.kind == "alarm" and ev.event in ("start", "end"):
+                    alarm_id = ev.alarm_id if ev.event == "start" else None
+                elif ev.kind == "fault" and ev.event in ("start", "end") and ev.fault_type:
+                    (faults.add if ev.event == "start" else faults.discard)(ev.fault_type)
+                else:
+                    continue
+                prob = ev.probability if ev.probability is not None else self.stats.last_probability
+                self._show(self._state_of(alarm_id is not None, bool(faults), self.stats.windows), ev.t, prob,
+                           faults, alarm_id)
+        self._show(self._state_of(self.decision.active, bool(self.faults.active), self.stats.windows), t,
+                   self.stats.last_probability, set(self.faults.active), self.decision.alarm_id)
+
+    def _show(self, state: str, t: float, probability: float | None, faults: set[str], alarm_id: str | None) -> None:
+        self._shown_alarm, self._shown_faults = alarm_id, faults
+        if state == self.state:
+            return
+        self.state = state
+        info = {"state": state, "t": round(t, 3), "wall_time": round(time.time(), 3), "probability": probability,
+                "faults": sorted(faults), "alarm_id": alarm_id}
+        for cb in self.on_state:
+            cb(state, info)
