@@ -16,7 +16,6 @@ import base64
 import binascii
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import aiomqtt
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.alarms.subscriber import Handlers
+from seizurewatch.alarms.security import is_loopback
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -73,21 +73,12 @@ class StationOptions:
                 raise ConfigError(f"--password-file: cannot read {password_file} ({exc.strerror})") from None
             if not password:
                 raise ConfigError(f"--password-file: {password_file} is empty")
-        if not _is_loopback(host) and password is None:
+        if not is_loopback(host) and password is None:
             raise ConfigError(f"--listen {listen}: not a loopback address; give --password-file so that only staff "
                               f"can see the ward and acknowledge alarms (and --ssl-certfile/--ssl-keyfile)")
         if bool(kw.get("ssl_certfile")) != bool(kw.get("ssl_keyfile")):
             raise ConfigError("--ssl-certfile and --ssl-keyfile: give both or neither")
         return cls(host=host, port=int(port_s), password=password, **{k: v for k, v in kw.items() if v is not None})
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Station:
