@@ -29,8 +29,8 @@ import aiomqtt
 
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
-from seizurewatch.alarms.subscriber import Handlers
 from seizurewatch.alarms.security import is_loopback
+from seizurewatch.alarms.subscriber import Handlers
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
