@@ -61,3 +61,23 @@ def test_model_arguments_may_bring_their_own_dataset():
 def test_unknown_threshold_method_is_refused(tmp_path):
     with pytest.raises(DataError, match="threshold method 'magic'"):
         compare(make_dataset(tmp_path / "ds"), [], tmp_path / "out", threshold_method="magic")
+
+
+def test_a_model_fitted_once_trains_on_the_validation_recording_too(tmp_path):
+    from seizurewatch.modelfile import load_model
+    from seizurewatch.research.crossval import fits_once
+    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.training_run import load_model_config
+
+    ds_path = make_dataset(tmp_path / "ds")
+    models = tmp_path / "models"
+    models.mkdir()
+    convnet = _yaml(models / "convnet.yaml", "seed_convnet")
+    forest = models / "forest.yaml"
+    forest.write_text("name: forest\narch: hills_forest\narch_kwargs: {clip_s: 1.0, trees: 5}\nseed: 0\n")
+    ds = open_dataset(ds_path)
+    assert fits_once(ds, load_model_config(str(forest))) and not fits_once(ds, load_model_config(convnet))
+    compare(ds_path, [convnet, str(forest)], tmp_path / "out", threshold_method=None, baseline=None)
+    for name, n_train in (("convnet", 1), ("forest", 2)):  # of three recordings, one is the test
+        meta = load_model(tmp_path / "out" / name / "test-s1_test.pt").meta.raw["training"]
+        assert len(meta["train_recordings"]) == n_train and meta["test_recordings"] == ["s1_test.edf"]

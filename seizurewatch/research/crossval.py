@@ -105,10 +105,27 @@ def out_of_fold(ds: DatasetDir, spec: ModelSpec, recordings: list[str], workdir:
     return traces
 
 
+def fits_once(ds: DatasetDir, spec: ModelSpec) -> bool:
+    """Whether ``spec`` is fitted once (``FittedModel``: no epochs, no early stopping)."""
+    from seizurewatch.research.architectures import build
+    from seizurewatch.research.hills import FittedModel
+
+    try:
+        net = build(spec.train.arch, int(ds.x.shape[1]), int(ds.x.shape[2]), int(ds.y.shape[1]), ds.spec.rate,
+                    **spec.train.arch_kwargs)
+    except (KeyError, TypeError, ValueError):
+        return False  # training names the problem with the config
+    return isinstance(net, FittedModel)
+
+
 def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decision: DecisionConfig,
           method: str | None, rules: EventRules, early_s: float, progress: bool, dataset_arg: str) -> dict[str, Any]:
-    """Train, choose the threshold out-of-fold, replay the test recording once, evaluate."""
-    fold = with_splits(ds, test, val)
+    """Train, choose the threshold out-of-fold, replay the test recording once, evaluate. A model
+    fitted once (a forest) has nothing to stop early: the validation recording trains it too."""
+    if fits_once(ds, spec):
+        fold = with_roles(ds, {r: "train" for r in recordings_of(ds) if r != test} | {test: "test"})
+    else:
+        fold = with_splits(ds, test, val)
     stem = Path(test).stem
     model_path = out / spec.name / f"test-{stem}.pt"
     try:
