@@ -186,3 +186,22 @@ def cli_env():
 def run_cli(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seizurewatch", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
+
+
+async def run_daemon_until(daemon, done, timeout: float = 60.0) -> None:
+    """Run ``daemon`` (prepared here unless a test already did) until ``done()`` is true (polled), then
+    stop it cleanly."""
+    import asyncio
+
+    if not daemon.pipelines:
+        await daemon.prepare()
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not done():
+                if task.done():
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)

@@ -19,7 +19,7 @@ import aiomqtt
 import numpy as np
 import pylsl
 import pytest
-from conftest import DOG1, MODEL, ROOT
+from conftest import DOG1, MODEL, ROOT, run_daemon_until
 
 from seizurewatch.config import Config, ModelConfig, OutboxConfig, SourceConfig, StreamConfig
 from seizurewatch.daemon import Daemon, DaemonOptions
@@ -56,19 +56,6 @@ def config(tmp_path: Path, *streams: StreamConfig) -> Config:
                   outbox=OutboxConfig(path=str(tmp_path / "outbox.sqlite3")))
 
 
-async def run_daemon_until(daemon: Daemon, done, timeout: float = 60.0) -> None:
-    """Run ``daemon`` until ``done()`` is true (polled), then stop it cleanly."""
-    await daemon.prepare()
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(timeout):
-            while not done():
-                if task.done():
-                    break
-                await asyncio.sleep(0.1)
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 30)
 
 
 # ----- pieces ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alarm_support import validate
-from conftest import DOG1, MODEL, ROOT, free_port, run_cli
+from conftest import DOG1, MODEL, ROOT, free_port, run_cli, run_daemon_until
 
 from seizurewatch import daemon as daemon_mod
 from seizurewatch.config import Config, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig, SourceConfig, StreamConfig
@@ -70,17 +70,6 @@ class Outlet:
         del self.outlet
 
 
-async def run_until(daemon: Daemon, done, timeout: float = 60.0) -> None:
-    task = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(timeout):
-            while not done():
-                if task.done():
-                    break
-                await asyncio.sleep(0.1)
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 30)
 
 
 def sid(tag: str) -> str:
@@ -118,7 +107,7 @@ def test_no_stream_at_start_is_waited_for_faulted_then_monitored(tmp_path):
                 outlet.append(Outlet(source_id, 400.0, 400.0))  # the amplifier is switched on
             return pipe.stats.windows >= 3
 
-        await run_until(daemon, progress, timeout=90)
+        await run_daemon_until(daemon, progress, timeout=90)
 
     try:
         asyncio.run(main())
@@ -206,7 +195,7 @@ def test_metrics_port_in_use_is_retried_not_fatal(tmp_path, monkeypatch):
                     return False
             return bool(scraped)
 
-        await run_until(daemon, progress, timeout=60)
+        await run_daemon_until(daemon, progress, timeout=60)
 
     try:
         asyncio.run(main())
@@ -240,7 +229,7 @@ def test_a_stream_declaring_400_hz_and_delivering_800_is_a_fault_with_the_figure
 
     async def main() -> None:
         await daemon.prepare()
-        await run_until(daemon, lambda: bool(mismatch()), timeout=60)
+        await run_daemon_until(daemon, lambda: bool(mismatch()), timeout=60)
 
     try:
         asyncio.run(main())
