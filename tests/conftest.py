@@ -205,3 +205,15 @@ async def run_daemon_until(daemon, done, timeout: float = 60.0) -> None:
     finally:
         daemon.stop()
         await asyncio.wait_for(task, 30)
+
+
+def mount_tmpfs(mnt, options: str) -> None:
+    """Mount a tmpfs with ``options`` on the folder ``mnt`` (needs root); skip the test where mounting
+    is not allowed. The caller unmounts (``umount -l``)."""
+    import subprocess
+
+    import pytest
+
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")

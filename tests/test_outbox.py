@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from alarm_support import daemon_config
-from conftest import DOG1, run_cli
+from conftest import DOG1, mount_tmpfs, run_cli
 
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.errors import ConfigError
@@ -176,9 +176,7 @@ def small_mount(tmp_path):
     """A tiny tmpfs (needs root); skipped where mounting is not allowed."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    mount_tmpfs(mnt, "size=64k")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -243,9 +241,7 @@ def test_disk_filling_up_while_running_keeps_events_in_memory_then_journals_them
 
     mnt = tmp_path / "mnt2"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    mount_tmpfs(mnt, "size=2m")
     try:
         box = Outbox.open_sync(str(mnt / "j.sqlite3"))
         assert box.append_sync("bed1", TOPIC, ev(0)) == 1
@@ -302,9 +298,7 @@ def test_numbers_issued_from_memory_on_a_full_disk_are_reissued_only_under_a_new
     `sequences` table and the next run issues their numbers again, but in its own epoch."""
     mnt = tmp_path / "mnt3"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    mount_tmpfs(mnt, "size=2m")
     try:
         box = Outbox.open_sync(str(mnt / "j.sqlite3"))
         assert box.append_sync("bed1", TOPIC, ev(0)) == 1

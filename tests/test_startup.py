@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alarm_support import validate
-from conftest import DOG1, MODEL, ROOT, free_port, run_cli, run_daemon_until
+from conftest import DOG1, MODEL, ROOT, free_port, mount_tmpfs, run_cli, run_daemon_until
 
 from seizurewatch import daemon as daemon_mod
 from seizurewatch.config import Config, MetricsConfig, ModelConfig, MqttConfig, OutboxConfig, SourceConfig, StreamConfig
@@ -247,9 +247,7 @@ def test_journal_disk_not_mounted_is_exit_4_which_systemd_retries(tmp_path):
     unit does not list in RestartPreventExitStatus=; a folder that is there but read-only stays exit 2."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    mount_tmpfs(mnt, "size=64k,ro")
     try:
         cfg = tmp_path / "bed1.yaml"
         cfg.write_text(f"streams:\n  - patient: bed1\n    source: {{kind: edf, path: {REC04}}}\n"
