@@ -70,6 +70,8 @@ def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str,
         p["fault_type"] = ev.fault_type
         p["channels"] = list(ev.channels)
         p["detail"] = ev.detail
+    elif ev.detail:  # an alarm's start during a refractory period, an end because the stream ended
+        p["detail"] = ev.detail
     if ev.action is not None:
         p["action"] = ev.action
         p["by"] = ev.by

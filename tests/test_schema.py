@@ -42,6 +42,22 @@ def test_fault_lifecycle_payloads_validate():
         validate(p)
 
 
+def test_a_start_during_the_refractory_period_says_so_in_its_payload():
+    from seizurewatch.config import DecisionConfig
+    from seizurewatch.decision import AlarmDecision
+
+    dec = AlarmDecision(DecisionConfig(k=1, n=1, off_hops=1, refractory_s=30, update_every_s=100), 0.5)
+    evs = [e for t, p in enumerate([0.6, 0.1, 0.9, 0.1]) for e in dec.update(float(t), p)]
+    payloads = [{**to_payload(e, CTX, seq=i + 1, wall_time=1.7e9), "epoch": EPOCH} for i, e in enumerate(evs)]
+    assert [p["event"] for p in payloads] == ["start", "end", "start", "end"]
+    assert "detail" not in payloads[0]  # nothing to say about an ordinary start
+    assert "refractory" in payloads[2]["detail"] and "0.600" in payloads[2]["detail"]
+    for p in payloads:
+        validate(p)
+    empty = {**payloads[2], "detail": ""}
+    assert not VALIDATOR.is_valid(empty)
+
+
 @pytest.mark.parametrize("mutate, why", [
     (lambda p: p.pop("seq"), "seq missing"),
     (lambda p: p.pop("epoch"), "epoch missing"),
