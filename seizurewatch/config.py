@@ -33,6 +33,7 @@ class SourceConfig:
     speed: float | Literal["max"] = 1.0  # edf: 1 = real time, 50 = 50x, "max" = as fast as possible
     chunk_s: float = 0.25  # edf: seconds per block pushed into the pipeline
     loop: bool = False  # edf: start over at the end (soak tests)
+    rate: float | None = None  # edf: sample rate (Hz) of a text signal (.csv/.txt) without a STEM.json sidecar
     # lsl: how to find the stream; at least one of name / type / source_id
     name: str | None = None
     type: str | None = "EEG"
@@ -48,6 +49,8 @@ class SourceConfig:
         if self.speed != "max":
             check_number(self.speed, "speed", low=0, low_open=True, high=10_000)
         check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
+        if self.rate is not None:
+            check_number(self.rate, "rate", low=0, low_open=True, high=1_000_000)
         if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
             raise ValueError("lsl: give at least one of name, type, source_id, predicate")
         for key in ("name", "type", "source_id", "predicate"):

@@ -55,7 +55,7 @@ def make_source(stream: StreamConfig) -> Source:
         from seizurewatch.sources.edf import EdfReplaySource
 
         assert s.path is not None
-        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop)
+        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop, rate=s.rate)
     from seizurewatch.sources.lsl import LslSource
 
     return LslSource(s)

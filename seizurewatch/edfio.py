@@ -1,4 +1,4 @@
-"""Chunked EDF/EDF+ reading with pyedflib, shared by replay and by the offline tools.
+"""Chunked EDF/EDF+ and BDF/BDF+ reading with pyedflib, shared by replay and by the offline tools.
 
 Never reads a whole file at once: ``read(start, n)`` pulls ``n`` samples per channel.
 """
@@ -6,6 +6,7 @@ Never reads a whole file at once: ``read(start, n)`` pulls ``n`` samples per cha
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,16 @@ from seizurewatch.errors import DataError
 from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
+
+
+_TUH_RE = re.compile(r"^EEG\s+(\S+?)-(REF|LE)$", re.I)
+
+
+def electrode_label(label: str) -> str:
+    """A TUH referential label (``EEG FP1-REF``, ``EEG T3-LE``) -> the electrode (``FP1``); others unchanged.
+    The reference (average or linked ears) is the file's montage and the same for every channel."""
+    m = _TUH_RE.match(label.strip())
+    return m.group(1) if m else label
 
 
 def dedupe_labels(labels: list[str]) -> list[str]:
@@ -59,9 +70,9 @@ class EdfRecording:
         try:
             self._reader = pyedflib.EdfReader(self.path)
         except OSError as exc:
-            raise DataError(f"{self.path}: not a readable EDF/EDF+ file ({exc})") from None
+            raise DataError(f"{self.path}: not a readable EDF/EDF+/BDF file ({exc})") from None
         r = self._reader
-        labels = dedupe_labels([lab.strip() for lab in r.getSignalLabels()])
+        labels = dedupe_labels([electrode_label(lab.strip()) for lab in r.getSignalLabels()])
         rates = [float(x) for x in r.getSampleFrequencies()]
         if not labels:
             raise DataError(f"{self.path}: no signals in file")

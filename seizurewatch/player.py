@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from seizurewatch.edfio import EdfRecording
 from seizurewatch.errors import DataError
 from seizurewatch.lslconfig import import_pylsl
+from seizurewatch.recordings import open_recording
 from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class PlayOptions:
     start_s: float = 0.0  # play from this recording time
     duration_s: float | None = None  # and for this long (None: to the end)
     markers: bool = True
+    rate: float | None = None  # text signals without a STEM.json sidecar
     wait_consumer_s: float = 0.0  # wait this long for an inlet before the clock starts
     channel_order: tuple[str, ...] | None = None  # publish these channels in this order (tests: shuffled, missing)
     gap_at_s: float | None = None  # test aid: skip ``gap_s`` of timestamps at this recording time
@@ -84,7 +85,7 @@ class Player:
         self.path = path
         self.opts = options or PlayOptions()
         self.stats = PlayStats()
-        self.rec = EdfRecording(path)
+        self.rec = open_recording(path, rate=self.opts.rate)
         h = self.rec.header
         self.rate = h.rate
         units = dict(zip(h.channels, h.units))

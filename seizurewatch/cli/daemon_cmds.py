@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="replay an EDF recording through the daemon's pipeline",
                        description="Replay a recording through the same pipeline as 'run'. Without --mqtt-url "
                                    "nothing is published; events are printed.")
-    p.add_argument("edf", help="EDF/EDF+ recording")
+    p.add_argument("edf", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt) with --rate or a "
+                               "STEM.json sidecar")
+    p.add_argument("--rate", type=float, default=None, metavar="HZ",
+                   help="sample rate of a text signal without a STEM.json sidecar")
     p.add_argument("--speed", type=speed_arg, default="max", help="1 = real time, 50 = 50x, max (default)")
     p.add_argument("--model", help="model file (.pt / .pt2); default: the shipped dog1 model or the config's")
     p.add_argument("--config", "-c", help="take decision, MQTT and model settings from this daemon config")
@@ -104,6 +107,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     base = load_config(args.config) if args.config else None
     cfg = replay_config(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url,
                         patient=args.patient, device=args.device, base=base)
+    if args.rate is not None:
+        import dataclasses
+
+        (stream,) = cfg.streams
+        cfg = dataclasses.replace(cfg, streams=(dataclasses.replace(
+            stream, source=dataclasses.replace(stream.source, rate=args.rate)),))
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
     events: list[dict[str, Any]] = []
 

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(seizures shaded, seams marked), whole-file per-channel statistics (mean, "
                                    "std, min, max, 50/60 Hz line-noise share, flatline) and value histograms. "
                                    "Writes PNGs, stats.json and report.html (opens offline).")
-    p.add_argument("file", help="EDF/EDF+ recording")
+    p.add_argument("file", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt)")
+    p.add_argument("--rate", type=float, default=None, metavar="HZ",
+                   help="sample rate of a text signal without a STEM.json sidecar")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--channel", help="plot this channel only (label as in the file)")
     g.add_argument("--all", action="store_true", help="plot every channel (the default)")
@@ -75,7 +77,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from seizurewatch.research.inspect import inspect_recording
 
     out = args.out or f"inspect-{Path(args.file).stem}"
-    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window)
+    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window, rate=args.rate)
     flagged = {s.channel: list(s.flags) for s in res.stats if s.flags}
     print(json.dumps({"report": str(res.report), "images": [str(i) for i in res.images],
                       "channels": len(res.header.channels), "duration_s": res.header.duration,

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "faster), timestamps from the recording's sample clock anchored at local_clock() when "
                     "playback starts. EDF+ annotations go out on a companion 'Markers' stream. Uses the "
                     "loopback-only liblsl config unless LSLAPICFG is set.")
-    p.add_argument("edf", help="EDF/EDF+ recording")
+    p.add_argument("edf", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt)")
+    p.add_argument("--rate", type=float, default=None, metavar="HZ",
+                   help="sample rate of a text signal without a STEM.json sidecar")
     p.add_argument("--name", default="seizurewatch-play", help="LSL stream name (default: seizurewatch-play)")
     p.add_argument("--type", default="EEG", help="LSL stream type (default: EEG)")
     p.add_argument("--source-id", default="", help="LSL source_id (default: seizurewatch-play:<file name>)")
@@ -55,7 +57,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         opts = PlayOptions(
             name=args.name, type=args.type, source_id=args.source_id, speed=args.speed, loop=args.loop,
             chunk_s=args.chunk_s, start_s=args.start, duration_s=args.duration, markers=not args.no_markers,
-            wait_consumer_s=args.wait,
+            wait_consumer_s=args.wait, rate=args.rate,
             channel_order=tuple(c.strip() for c in args.channels.split(",")) if args.channels else None,
             gap_at_s=args.inject_gap[0] if args.inject_gap else None,
             gap_s=args.inject_gap[1] if args.inject_gap else 0.0,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seizurewatch.edfio import EdfRecording
 from seizurewatch.errors import DataError
+from seizurewatch.recordings import EDF_SUFFIXES, open_recording
 from seizurewatch.research.labels import is_join, is_seizure
 from seizurewatch.types import Annotation
 
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- recordings
 
 def read_edf_annotations(path: str | Path) -> list[Annotation]:
-    """The EDF+ annotations stored in the file itself (empty for plain EDF such as CHB-MIT)."""
-    with EdfRecording(path) as rec:
+    """The EDF+/BDF+ annotations stored in the file itself (empty for plain EDF such as CHB-MIT)."""
+    with open_recording(path) as rec:
         return list(rec.header.annotations)
 
 
@@ -144,6 +144,53 @@ def read_tuh_csv_bi(path: str | Path) -> list[Annotation]:
     return [Annotation(a, b - a, "seizure") for a, b in merged]
 
 
+def events_path(path: str | Path) -> Path:
+    """The BIDS events file of a recording: ``sub-01_task-x_eeg.edf`` -> ``sub-01_task-x_events.tsv``;
+    a file without the ``_eeg`` suffix (a text signal) -> ``STEM_events.tsv``."""
+    p = Path(path)
+    stem = p.stem[:-4] if p.stem.endswith("_eeg") else p.stem
+    return p.with_name(f"{stem}_events.tsv")
+
+
+def read_bids_events(path: str | Path) -> list[Annotation]:
+    """BIDS ``*_events.tsv`` (tab-separated, header row): ``onset`` and ``duration`` in seconds and the
+    event in ``eventType`` (SzCORE: ``sz``, ``sz_foc_ia``..., ``bckg``) or ``trial_type``. Seizure events
+    (``sz*``) become ``seizure`` annotations; background rows are dropped; other events are kept as named."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: events file not found")
+    lines = p.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise DataError(f"{p}: empty; expected a header row with onset, duration, eventType or trial_type")
+    header = [h.strip() for h in lines[0].split("\t")]
+    col = next((c for c in ("eventType", "trial_type", "value") if c in header), None)
+    if "onset" not in header or "duration" not in header or col is None:
+        raise DataError(f"{p}:1: expected tab-separated columns onset, duration and eventType or trial_type; "
+                        f"got {', '.join(header)}")
+    io, idur, iev = header.index("onset"), header.index("duration"), header.index(col)
+    out = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        row = line.split("\t")
+        if len(row) != len(header):
+            raise DataError(f"{p}:{lineno}: {len(row)} tab-separated values, expected {len(header)}")
+        event = row[iev].strip()
+        if event.lower() in ("bckg", "n/a", ""):
+            continue
+        try:
+            onset = float(row[io])
+            duration = 0.0 if row[idur].strip() == "n/a" else float(row[idur])
+        except ValueError:
+            raise DataError(f"{p}:{lineno}: onset and duration must be numbers (seconds); "
+                            f"got {row[io]!r}, {row[idur]!r}") from None
+        if not np.isfinite(onset) or not np.isfinite(duration) or duration < 0:
+            raise DataError(f"{p}:{lineno}: onset must be finite and duration >= 0; got {onset}, {duration}")
+        desc = "seizure" if event.lower().startswith("sz") else event
+        out.append(Annotation(onset, duration, desc))
+    return sorted(out, key=lambda a: a.onset)
+
+
 @dataclass(frozen=True)
 class FoundAnnotations:
     annotations: list[Annotation]
@@ -151,12 +198,13 @@ class FoundAnnotations:
 
 
 def find_annotations(path: str | Path, required: bool = True) -> FoundAnnotations | None:
-    """The annotations of one recording, looked up in this order: a sidecar ``STEM.csv``,
-    ``STEM.csv_bi`` (TUH), a ``*-summary.txt`` in the folder listing the file (CHB-MIT), the
+    """The annotations of one recording, looked up in this order: a sidecar ``STEM.csv`` (not for a
+    CSV signal: that is the signal), ``STEM.csv_bi`` (TUH), the BIDS ``*_events.tsv`` (also
+    ``STEM_events.tsv`` next to a text signal), a ``*-summary.txt`` in the folder listing the file (CHB-MIT), the
     EDF+ annotations inside. Seams (``join``) inside the EDF+ are always kept: they describe
     the file. ``required`` and nothing found -> DataError naming the recording."""
     p = Path(path)
-    inside = read_edf_annotations(p) if p.suffix.lower() == ".edf" else []
+    inside = read_edf_annotations(p) if p.suffix.lower() in EDF_SUFFIXES else []
     joins = [a for a in inside if is_join(a.description)]
 
     def with_joins(anns: list[Annotation]) -> list[Annotation]:
@@ -164,11 +212,14 @@ def find_annotations(path: str | Path, required: bool = True) -> FoundAnnotation
         return sorted(anns + [j for j in joins if (j.onset, j.description) not in have], key=lambda a: a.onset)
 
     csv_path = p.with_suffix(".csv")
-    if csv_path.is_file():
+    if csv_path.is_file() and csv_path != p:
         return FoundAnnotations(with_joins(read_csv_annotations(csv_path)), str(csv_path))
     bi = p.with_suffix(".csv_bi")
     if bi.is_file():
         return FoundAnnotations(with_joins(read_tuh_csv_bi(bi)), str(bi))
+    events = events_path(p)
+    if events.is_file():
+        return FoundAnnotations(with_joins(read_bids_events(events)), str(events))
     for summary in sorted(p.parent.glob("*-summary.txt")):
         table = read_chbmit_summary(summary)
         if p.name in table:
@@ -177,7 +228,8 @@ def find_annotations(path: str | Path, required: bool = True) -> FoundAnnotation
         return FoundAnnotations(inside, str(p))
     if required:
         raise DataError(f"{p}: no annotations found (looked for seizure/join annotations inside the EDF+, "
-                        f"{csv_path.name}, {bi.name}, and a *-summary.txt in {p.parent} listing {p.name})")
+                        f"{csv_path.name}, {bi.name}, {events.name}, and a *-summary.txt in {p.parent} "
+                        f"listing {p.name})")
     return FoundAnnotations(inside, str(p)) if inside else None
 
 

@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
 
 from seizurewatch.devices import canonical_label  # noqa: E402
-from seizurewatch.edfio import EdfHeader, EdfRecording  # noqa: E402
+from seizurewatch.edfio import EdfHeader  # noqa: E402
 from seizurewatch.errors import DataError  # noqa: E402
 from seizurewatch.quality import QualityChecker  # noqa: E402
+from seizurewatch.recordings import Recording, open_recording  # noqa: E402
 from seizurewatch.research.annotations import find_annotations  # noqa: E402
 from seizurewatch.research.labels import is_join, is_seizure  # noqa: E402
 from seizurewatch.research.report import Section, write_report  # noqa: E402
@@ -54,7 +55,7 @@ def _line_share(freqs: np.ndarray, psd: np.ndarray, f0: float) -> np.ndarray:
     return psd[:, np.abs(freqs - f0) <= 1.0].sum(axis=1) / total
 
 
-def channel_stats(rec: EdfRecording, chunk_s: float = 60.0) -> list[ChannelStats]:
+def channel_stats(rec: Recording, chunk_s: float = 60.0) -> list[ChannelStats]:
     """Whole-file statistics per channel, accumulated chunk by chunk (float64 sums)."""
     h = rec.header
     rate, C = h.rate, len(h.channels)
@@ -102,7 +103,7 @@ def channel_stats(rec: EdfRecording, chunk_s: float = 60.0) -> list[ChannelStats
     return out
 
 
-def histograms(rec: EdfRecording, stats: list[ChannelStats], chunk_s: float = 60.0) -> list[tuple[np.ndarray,
+def histograms(rec: Recording, stats: list[ChannelStats], chunk_s: float = 60.0) -> list[tuple[np.ndarray,
                                                                                                    np.ndarray]]:
     """Per-channel value histograms over the whole file (second chunked pass; ranges from ``stats``)."""
     edges = [np.linspace(s.min, s.max if s.max > s.min else s.min + 1.0, HIST_BINS + 1) for s in stats]
@@ -123,7 +124,7 @@ def _pick(h: EdfHeader, channel: str | None) -> list[int]:
     raise DataError(f"{h.path}: no channel {channel!r}; the file has: {', '.join(h.channels)}")
 
 
-def plot_traces(rec: EdfRecording, anns: list[Annotation], out: Path, channel: str | None, start: float,
+def plot_traces(rec: Recording, anns: list[Annotation], out: Path, channel: str | None, start: float,
                 window: float) -> Path:
     h = rec.header
     if start < 0 or start >= h.duration:
@@ -203,14 +204,15 @@ class InspectResult:
 
 
 def inspect_recording(path: str | Path, out_dir: str | Path, channel: str | None = None, start: float = 0.0,
-                      window: float = 10.0) -> InspectResult:
+                      window: float = 10.0, rate: float | None = None) -> InspectResult:
     """Header, traces (one channel or all) from ``start`` over ``window`` seconds, whole-file stats and
-    value distributions of one EDF; writes PNGs, stats.json and report.html into ``out_dir``."""
+    value distributions of one recording (any format of seizurewatch.recordings; ``rate`` for text);
+    writes PNGs, stats.json and report.html into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     found = find_annotations(path, required=False)
     anns = found.annotations if found else []
-    with EdfRecording(path) as rec:
+    with open_recording(path, rate=rate) as rec:
         h = rec.header
         stem = Path(h.path).stem
         traces = plot_traces(rec, anns, out / f"{stem}-traces-{start:g}s.png", channel, start, window)

@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
-from seizurewatch.edfio import EdfRecording
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
+from seizurewatch.recordings import open_recording
 from seizurewatch.research.annotations import (
     Clip,
     find_annotations,
@@ -221,7 +221,7 @@ class Planner:
     # -- continuous recordings
     def edf(self, path: Path) -> Piece:
         spec = self.spec
-        with EdfRecording(path) as rec:
+        with open_recording(path) as rec:
             h = rec.header
         channel_indices(h.channels, self.pre.channels, str(path), self.canon)
         n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
@@ -375,7 +375,7 @@ def read_annotation_file(path: str, recording: str) -> list[Annotation]:
     if p.suffix == ".csv_bi":
         return read_tuh_csv_bi(p)
     if p.suffix.lower() == ".edf":
-        with EdfRecording(p) as rec:
+        with open_recording(p) as rec:
             return list(rec.header.annotations)
     return read_csv_annotations(p)
 
@@ -388,7 +388,7 @@ def preprocess_spec(spec: DatasetSpec, device: DeviceProfile | None, first: Path
         channels, rate = spec.channels, spec.rate
     else:
         if first.suffix.lower() == ".edf":
-            with EdfRecording(first) as rec:
+            with open_recording(first) as rec:
                 channels0, rate0 = rec.header.channels, rec.header.rate
         else:
             clip = (read_clip(first, with_data=False)[0] if first.is_file() else find_clips(first)[0])
@@ -421,7 +421,7 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
 def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None) -> np.ndarray:
     canon = device.canonical if device else canonical_label
     if piece.clip is None:
-        with EdfRecording(piece.path) as rec:
+        with open_recording(piece.path) as rec:
             h = rec.header
             proc = Preprocessor(pre, h.channels, _nominal(h.rate, pre.rate), where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label
-from seizurewatch.edfio import EdfRecording
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec
+from seizurewatch.recordings import Recording, open_recording
 from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of, window_starts
 from seizurewatch.types import Annotation
 
@@ -23,9 +23,9 @@ class RecordingWindows:
 
 
 def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile | None = None,
-                         chunk_s: float = 30.0) -> tuple[np.ndarray, EdfRecording]:
+                         chunk_s: float = 30.0) -> tuple[np.ndarray, Recording]:
     """The whole recording as the daemon would see it: (channels, samples) at spec.rate."""
-    rec = EdfRecording(path)
+    rec = open_recording(path)
     h = rec.header
     canon = device.canonical if device else canonical_label
     pre = Preprocessor(spec, h.channels, h.rate, where=path, canon=canon)

@@ -1,4 +1,5 @@
-"""Replays an EDF/EDF+ recording as if it were a device: chunked reads, real-time pacing
+"""Replays a recording (EDF/EDF+, BDF/BDF+, text with its rate; see seizurewatch.recordings)
+as if it were a device: chunked reads, real-time pacing
 (or ``speed`` times faster, or as fast as the pipeline takes it with ``speed="max"``)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from seizurewatch.edfio import EdfRecording
+from seizurewatch.recordings import Recording, open_recording
 from seizurewatch.types import Annotation, Block, Gap, StreamStatus
 
 # At speed max: a window's worth of windows per hand-over to the model (fewer, longer turns for its thread).
@@ -17,12 +18,14 @@ FAST_CHUNK_S = 30.0
 
 
 class EdfReplaySource:
-    def __init__(self, path: str, speed: float | str = 1.0, chunk_s: float = 0.25, loop: bool = False) -> None:
+    def __init__(self, path: str, speed: float | str = 1.0, chunk_s: float = 0.25, loop: bool = False,
+                 rate: float | None = None) -> None:
         self.path = path
+        self.file_rate = rate  # text signals without a sidecar
         self.speed = speed
         self.chunk_s = chunk_s
         self.loop = loop
-        self._rec: EdfRecording | None = None
+        self._rec: Recording | None = None
         self.channels: tuple[str, ...] = ()
         self.rate = 0.0
         self.annotations: tuple[Annotation, ...] = ()
@@ -31,7 +34,7 @@ class EdfReplaySource:
         self.read_seconds = 0.0
 
     async def open(self) -> None:
-        self._rec = await asyncio.to_thread(EdfRecording, self.path)
+        self._rec = await asyncio.to_thread(open_recording, self.path, self.file_rate)
         h = self._rec.header
         self.channels, self.rate, self.annotations = h.channels, h.rate, h.annotations
 
@@ -70,7 +73,7 @@ class EdfReplaySource:
             offset_t += rec.header.duration
             yield Gap(offset_t, 0.0, reason="replay_loop")
 
-    def _timed_read(self, rec: EdfRecording, pos: int, n: int) -> np.ndarray:
+    def _timed_read(self, rec: Recording, pos: int, n: int) -> np.ndarray:
         # Timed inside the worker thread: the time spent reading, not waiting for the event loop.
         t0 = time.perf_counter()
         try:

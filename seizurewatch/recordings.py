@@ -1,0 +1,223 @@
+"""One opener for every signal format recordings are published in.
+
+``open_recording(path, rate=None)`` returns a ``Recording`` (the interface of ``EdfRecording``:
+``header``, ``read(start, n, channels)``, ``chunks(chunk)``, ``close()``, context manager):
+
+- EDF/EDF+ and BDF/BDF+ (``.edf``, ``.bdf``): pyedflib reads both, chunk by chunk.
+- Text signals (``.csv``, ``.txt``, ``.tsv``, ``.asc``): a header row of channel names or none,
+  columns separated by commas, semicolons, tabs or spaces, or a bare column of numbers
+  (one value per line, as in the Bonn EEG database's ``Z001.txt``). Text carries no rate:
+  it comes from ``rate=`` or from a sidecar ``STEM.json`` (``{"rate": 173.61}``, or BIDS's
+  ``SamplingFrequency``; optional ``channels`` and ``units``). Text corpora are small, so a
+  text file is parsed whole into memory once (float32); EDF/BDF are never loaded whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from seizurewatch.edfio import EdfHeader, EdfRecording, dedupe_labels
+from seizurewatch.errors import DataError
+
+EDF_SUFFIXES = (".edf", ".bdf")
+TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".asc")
+SIGNAL_SUFFIXES = EDF_SUFFIXES + TEXT_SUFFIXES
+RecordingHeader = EdfHeader  # one header type for every format
+
+
+@runtime_checkable
+class Recording(Protocol):
+    """What every reader offers (EdfRecording's interface)."""
+
+    path: str
+    header: EdfHeader
+
+    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray: ...
+
+    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Recording: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def signal_format(path: str | Path) -> str:
+    """``"edf"``, ``"bdf"`` or ``"text"`` from the file name; DataError for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix in EDF_SUFFIXES:
+        return suffix[1:]
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    raise DataError(f"{path}: unknown signal format {suffix or '(no suffix)'!r}; readable: "
+                    f"{', '.join(SIGNAL_SUFFIXES)}")
+
+
+def open_recording(path: str | Path, rate: float | None = None) -> Recording:
+    """Open ``path`` with the reader its format needs. ``rate`` (Hz) is for text signals without a
+    sidecar; given for an EDF/BDF it must agree with the file's header."""
+    kind = signal_format(path)
+    if kind == "text":
+        return TextRecording(path, rate=rate)
+    rec = EdfRecording(path)
+    if rate is not None and not math.isclose(rate, rec.header.rate, rel_tol=1e-6):
+        rec.close()
+        raise DataError(f"{path}: the file says {rec.header.rate:g} Hz; --rate {rate:g} disagrees "
+                        "(drop the rate option for EDF/BDF files)")
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+def sidecar_path(path: str | Path) -> Path:
+    """``STEM.json`` next to a text signal."""
+    return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The text signal's sidecar (``{}`` when there is none); keys checked, file named in errors."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{side}: not readable JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{side}: expected a JSON object such as {{\"rate\": 173.61}}")
+    return meta
+
+
+def _sidecar_rate(side: Path, meta: dict) -> float | None:
+    for key in ("rate", "SamplingFrequency"):
+        if key in meta:
+            value = meta[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                    or not math.isfinite(value):
+                raise DataError(f"{side}: {key}: expected a positive number of Hz, got {value!r}")
+            return float(value)
+    return None
+
+
+_SPLIT = {",": re.compile(r"\s*,\s*"), ";": re.compile(r"\s*;\s*"), "\t": re.compile(r"\t"),
+          " ": re.compile(r"\s+")}
+
+
+def _delimiter(line: str) -> str:
+    for d in (",", ";", "\t"):
+        if d in line:
+            return d
+    return " "
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+class TextRecording:
+    """A text signal parsed once into a (channels, samples) float32 array; use as a context manager."""
+
+    def __init__(self, path: str | Path, rate: float | None = None) -> None:
+        self.path = str(path)
+        p = Path(self.path)
+        if not p.is_file():
+            raise DataError(f"{self.path}: recording not found")
+        side = sidecar_path(p)
+        meta = read_sidecar(p)
+        side_rate = _sidecar_rate(side, meta)
+        if rate is not None and (not math.isfinite(rate) or rate <= 0):
+            raise DataError(f"{self.path}: rate must be a positive number of Hz, got {rate!r}")
+        if rate is not None and side_rate is not None and not math.isclose(rate, side_rate, rel_tol=1e-6):
+            raise DataError(f"{self.path}: --rate {rate:g} disagrees with {side.name} ({side_rate:g} Hz); "
+                            "give one of them")
+        fs = rate if rate is not None else side_rate
+        if fs is None:
+            raise DataError(f"{self.path}: a text signal carries no sample rate; give it with --rate HZ "
+                            f"(rate= in Python, source.rate in a config) or a sidecar {side.name} "
+                            '{"rate": HZ}')
+        names, data = self._parse(p)
+        if "channels" in meta:
+            chans = meta["channels"]
+            if not isinstance(chans, list) or not all(isinstance(c, str) for c in chans) \
+                    or len(chans) != data.shape[0]:
+                raise DataError(f"{side}: channels: expected a list of {data.shape[0]} names "
+                                f"(one per column of {p.name}), got {chans!r}")
+            names = list(chans)
+        units = meta.get("units", "uV")
+        if isinstance(units, str):
+            units = [units] * data.shape[0]
+        if not isinstance(units, list) or len(units) != data.shape[0]:
+            raise DataError(f"{side}: units: expected one string or {data.shape[0]} strings, got {units!r}")
+        self._data = data
+        self.header = EdfHeader(path=self.path, channels=tuple(dedupe_labels(names)), rate=float(fs),
+                                n_samples=data.shape[1], units=tuple(str(u) for u in units), annotations=(),
+                                start_datetime="", skipped_channels=())
+
+    def _parse(self, p: Path) -> tuple[list[str], np.ndarray]:
+        names: list[str] | None = None
+        rows: list[list[float]] = []
+        split: re.Pattern[str] | None = None
+        width = 0
+        with p.open(encoding="utf-8-sig", errors="replace") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if split is None:
+                    split = _SPLIT[_delimiter(line)]
+                    tokens = split.split(line)
+                    width = len(tokens)
+                    if not all(_is_number(t) for t in tokens):
+                        names = [t.strip().strip('"') for t in tokens]
+                        continue
+                tokens = split.split(line)
+                if len(tokens) != width:
+                    raise DataError(f"{p}:{lineno}: {len(tokens)} values, expected {width} "
+                                    f"(one per channel); got {line[:80]!r}")
+                try:
+                    values = [float(t) for t in tokens]
+                except ValueError:
+                    bad = next(t for t in tokens if not _is_number(t))
+                    raise DataError(f"{p}:{lineno}: {bad!r} is not a number; got {line[:80]!r}") from None
+                if not all(math.isfinite(v) for v in values):
+                    raise DataError(f"{p}:{lineno}: values must be finite; got {line[:80]!r}")
+                rows.append(values)
+        if not rows:
+            raise DataError(f"{p}: no samples (expected one row per sample, one column per channel)")
+        data = np.asarray(rows, dtype=np.float32).T.copy()
+        return (names or [f"ch{i + 1}" for i in range(width)]), data
+
+    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
+        """Samples ``start .. start+n`` (clipped to the file): (channels, n) float32."""
+        start = max(0, start)
+        n = max(0, min(n, self.header.n_samples - start))
+        block = self._data[:, start:start + n] if channels is None else self._data[channels, start:start + n]
+        return np.array(block, dtype=np.float32)
+
+    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        pos = start
+        while pos < self.header.n_samples:
+            block = self.read(pos, chunk)
+            yield pos, block
+            pos += block.shape[1]
+
+    def close(self) -> None:
+        self._data = np.empty((0, 0), dtype=np.float32)
+
+    def __enter__(self) -> TextRecording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
