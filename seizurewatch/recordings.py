@@ -4,6 +4,8 @@
 ``header``, ``read(start, n, channels)``, ``chunks(chunk)``, ``close()``, context manager):
 
 - EDF/EDF+ and BDF/BDF+ (``.edf``, ``.bdf``): pyedflib reads both, chunk by chunk.
+- BrainVision (``.vhdr`` + ``.vmrk`` + ``.eeg``): mne's reader (``preload=False``: read on demand),
+  markers as annotations.
 - Text signals (``.csv``, ``.txt``, ``.tsv``, ``.asc``): a header row of channel names or none,
   columns separated by commas, semicolons, tabs or spaces, or a bare column of numbers
   (one value per line, as in the Bonn EEG database's ``Z001.txt``). Text carries no rate:
@@ -25,10 +27,12 @@ import numpy as np
 
 from seizurewatch.edfio import EdfHeader, EdfRecording, dedupe_labels
 from seizurewatch.errors import DataError
+from seizurewatch.types import Annotation
 
 EDF_SUFFIXES = (".edf", ".bdf")
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".asc")
-SIGNAL_SUFFIXES = EDF_SUFFIXES + TEXT_SUFFIXES
+BRAINVISION_SUFFIXES = (".vhdr",)
+SIGNAL_SUFFIXES = EDF_SUFFIXES + TEXT_SUFFIXES + BRAINVISION_SUFFIXES
 RecordingHeader = EdfHeader  # one header type for every format
 
 
@@ -51,12 +55,14 @@ class Recording(Protocol):
 
 
 def signal_format(path: str | Path) -> str:
-    """``"edf"``, ``"bdf"`` or ``"text"`` from the file name; DataError for anything else."""
+    """``"edf"``, ``"bdf"``, ``"text"`` or ``"brainvision"`` from the file name; DataError for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix in EDF_SUFFIXES:
         return suffix[1:]
     if suffix in TEXT_SUFFIXES:
         return "text"
+    if suffix in BRAINVISION_SUFFIXES:
+        return "brainvision"
     raise DataError(f"{path}: unknown signal format {suffix or '(no suffix)'!r}; readable: "
                     f"{', '.join(SIGNAL_SUFFIXES)}")
 
@@ -67,7 +73,8 @@ def open_recording(path: str | Path, rate: float | None = None) -> Recording:
     kind = signal_format(path)
     if kind == "text":
         return TextRecording(path, rate=rate)
-    rec = EdfRecording(path)
+    rec: EdfRecording | BrainVisionRecording
+    rec = BrainVisionRecording(path) if kind == "brainvision" else EdfRecording(path)
     if rate is not None and not math.isclose(rate, rec.header.rate, rel_tol=1e-6):
         rec.close()
         raise DataError(f"{path}: the file says {rec.header.rate:g} Hz; --rate {rate:g} disagrees "
@@ -217,6 +224,57 @@ class TextRecording:
         self._data = np.empty((0, 0), dtype=np.float32)
 
     def __enter__(self) -> TextRecording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------- BrainVision
+
+class BrainVisionRecording:
+    """A BrainVision recording through ``mne.io.read_raw_brainvision`` (not preloaded); µV like the EDF reader."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if not Path(self.path).is_file():
+            raise DataError(f"{self.path}: recording not found")
+        import mne
+
+        try:
+            self._raw = mne.io.read_raw_brainvision(self.path, preload=False, verbose="error")
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise DataError(f"{self.path}: not a readable BrainVision header ({exc})") from None
+        raw = self._raw
+        anns = tuple(Annotation(float(a["onset"]), max(float(a["duration"]), 0.0), str(a["description"]))
+                     for a in raw.annotations)
+        meas = raw.info["meas_date"]
+        self.header = EdfHeader(
+            path=self.path, channels=tuple(dedupe_labels(list(raw.ch_names))), rate=float(raw.info["sfreq"]),
+            n_samples=int(raw.n_times), units=("uV",) * len(raw.ch_names), annotations=anns,
+            start_datetime=meas.isoformat() if meas is not None else "", skipped_channels=())
+
+    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
+        """Samples ``start .. start+n`` (clipped to the file): (channels, n) float32 µV."""
+        start = max(0, start)
+        n = max(0, min(n, self.header.n_samples - start))
+        picks = list(range(len(self.header.channels))) if channels is None else channels
+        if not n:
+            return np.empty((len(picks), 0), dtype=np.float32)
+        data = self._raw.get_data(picks=picks, start=start, stop=start + n)  # volts
+        return (data * 1e6).astype(np.float32)
+
+    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        pos = start
+        while pos < self.header.n_samples:
+            block = self.read(pos, chunk)
+            yield pos, block
+            pos += block.shape[1]
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> BrainVisionRecording:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -222,3 +222,33 @@ def test_cli_replays_a_bare_text_file_given_its_rate(tmp_path):
     rows = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert len(rows) >= 35 and np.allclose(rows[rows[:, 0] <= 19, 1], 0.1, atol=0.01)
     assert np.allclose(rows[(rows[:, 0] >= 23) & (rows[:, 0] <= 30), 1], 0.9, atol=0.01)
+
+
+def _write_brainvision(folder, stem, data, rate, labels, markers):
+    """A minimal BrainVision triplet (vhdr/vmrk + float32 multiplexed eeg), as recorders write it."""
+    (folder / f"{stem}.eeg").write_bytes(np.ascontiguousarray(data.T, dtype="<f4").tobytes())
+    chans = "".join(f"Ch{i + 1}={lab},,1,µV\n" for i, lab in enumerate(labels))
+    (folder / f"{stem}.vhdr").write_text(
+        "Brain Vision Data Exchange Header File Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+        f"DataFile={stem}.eeg\nMarkerFile={stem}.vmrk\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\n"
+        f"NumberOfChannels={len(labels)}\nSamplingInterval={1e6 / rate:g}\n\n[Binary Infos]\n"
+        f"BinaryFormat=IEEE_FLOAT_32\n\n[Channel Infos]\n{chans}", encoding="utf-8")
+    mk = "".join(f"Mk{i + 2}=Comment,{desc},{int(onset * rate) + 1},{int(dur * rate)},0\n"
+                 for i, (onset, dur, desc) in enumerate(markers))
+    (folder / f"{stem}.vmrk").write_text(
+        "Brain Vision Data Exchange Marker File, Version 1.0\n\n[Common Infos]\nCodepage=UTF-8\n"
+        f"DataFile={stem}.eeg\n\n[Marker Infos]\nMk1=New Segment,,1,1,0\n{mk}", encoding="utf-8")
+    return folder / f"{stem}.vhdr"
+
+
+def test_brainvision_signal_and_markers(tmp_path):
+    data = np.round(np.random.default_rng(6).normal(0, 40, (2, 10 * RATE)), 2)
+    vhdr = _write_brainvision(tmp_path, "bv", data, RATE, ["Fz", "Cz"], [(5.0, 3.0, "seizure")])
+    with open_recording(vhdr) as rec:
+        assert rec.header.channels == ("Fz", "Cz") and rec.header.rate == RATE and rec.header.n_samples == 1000
+        np.testing.assert_allclose(rec.read(100, 300), data[:, 100:400], atol=1e-3)
+    found = find_annotations(vhdr)
+    assert [(a.onset, a.duration) for a in found.annotations] == [(5.0, 3.0)]
+    assert "seizure" in found.annotations[0].description
+    (r,) = discover(tmp_path)
+    assert r.format == "brainvision" and len(r.annotations) == 1

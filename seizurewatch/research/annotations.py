@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import EDF_SUFFIXES, open_recording
+from seizurewatch.recordings import BRAINVISION_SUFFIXES, EDF_SUFFIXES, open_recording
 from seizurewatch.research.labels import is_join, is_seizure
 from seizurewatch.types import Annotation
 
@@ -204,7 +204,7 @@ def find_annotations(path: str | Path, required: bool = True) -> FoundAnnotation
     EDF+ annotations inside. Seams (``join``) inside the EDF+ are always kept: they describe
     the file. ``required`` and nothing found -> DataError naming the recording."""
     p = Path(path)
-    inside = read_edf_annotations(p) if p.suffix.lower() in EDF_SUFFIXES else []
+    inside = read_edf_annotations(p) if p.suffix.lower() in EDF_SUFFIXES + BRAINVISION_SUFFIXES else []
     joins = [a for a in inside if is_join(a.description)]
 
     def with_joins(anns: list[Annotation]) -> list[Annotation]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import EDF_SUFFIXES, SIGNAL_SUFFIXES, signal_format
+from seizurewatch.recordings import SIGNAL_SUFFIXES, signal_format
 from seizurewatch.research.annotations import find_annotations
 from seizurewatch.types import Annotation
 
@@ -43,12 +43,14 @@ class CorpusRecording:
 
 
 def _is_sidecar(f: Path) -> bool:
-    """A table next to a signal of another suffix (``rec.csv`` next to ``rec.edf``), or a BIDS/summary table."""
+    """A BIDS/summary table, or ``STEM.csv`` annotations next to a signal of another suffix (``rec.edf``)."""
     name = f.name.lower()
     if name.endswith(("_events.tsv", "_channels.tsv", "_electrodes.tsv", "-summary.txt", "participants.tsv",
                       "_scans.tsv", "_sessions.tsv")) or name in ("readme.txt", "changes.txt", "license.txt"):
         return True
-    return f.suffix.lower() not in EDF_SUFFIXES and any(f.with_suffix(s).is_file() for s in EDF_SUFFIXES)
+    if f.suffix.lower() != ".csv":
+        return False
+    return any(f.with_suffix(s).is_file() for s in SIGNAL_SUFFIXES if s != ".csv")
 
 
 def _identify(root: Path, f: Path) -> tuple[str, str, str]:
