@@ -252,3 +252,17 @@ def test_brainvision_signal_and_markers(tmp_path):
     assert "seizure" in found.annotations[0].description
     (r,) = discover(tmp_path)
     assert r.format == "brainvision" and len(r.annotations) == 1
+
+
+def test_inspect_a_text_signal_and_csv_annotations_next_to_it(tmp_path):
+    from seizurewatch.research.inspect import inspect_recording
+
+    z = tmp_path / "S" / "S001.txt"
+    z.parent.mkdir()
+    z.write_text("".join(f"{v:.2f}\n" for v in np.sin(np.arange(2000) / 10.0) * 50))
+    (z.parent / "S001.csv").write_text("onset,duration,description\n3,4,seizure\n")
+    res = inspect_recording(z, tmp_path / "out", rate=173.61)
+    assert res.header.rate == 173.61 and res.header.channels == ("ch1",)
+    assert res.annotations == [Annotation(3.0, 4.0, "seizure")]
+    (r,) = discover(tmp_path / "S")  # S001.csv is the annotations of S001.txt, not a second signal
+    assert r.path == str(z) and r.annotations == (Annotation(3.0, 4.0, "seizure"),)
