@@ -65,7 +65,7 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
             yield client
         return
     with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                      dashboard_address=None, memory_limit=0) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
         client.register_worker_callbacks(_one_thread)
         yield client
 
