@@ -5,7 +5,6 @@ pyedflib -> slice windows with numpy -> model per window), so the pipeline's ove
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -18,39 +17,26 @@ STAGES = ("read", "preprocess", "buffer", "inference", "decision", "publish")
 
 
 def replay_max(edf: Path, model: Path, max_batch: int = 64) -> dict[str, Any]:
-    """One ``replay --speed max`` run (Daemon, no MQTT); wall seconds, stage seconds, probabilities."""
+    """One ``replay --speed max`` run (``seizurewatch.replay.replay``, no MQTT); wall seconds, stage seconds,
+    probabilities."""
     import dataclasses
 
-    from seizurewatch.daemon import Daemon, DaemonOptions
-    from seizurewatch.replay import replay_config
+    from seizurewatch.replay import replay, replay_config
 
     cfg = replay_config(str(edf), model=str(model), speed="max")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_batch=max_batch))
-
-    async def main() -> tuple[Daemon, float, float]:
-        daemon = Daemon(cfg, DaemonOptions(publish=False, record_probabilities=True))
-        t0 = time.perf_counter()
-        await daemon.prepare()
-        t1 = time.perf_counter()
-        await daemon.run()
-        return daemon, t1 - t0, time.perf_counter() - t1
-
-    daemon, prepare_s, run_s = asyncio.run(main())
-    pipe = daemon.pipelines[0]
-    stages = pipe.times.as_dict()
-    stages["read"] = round(pipe.source.read_seconds, 6)  # type: ignore[attr-defined]  # on the event loop at speed max
-    signal_s = pipe.stats.samples / pipe.source.rate
+    res = replay(edf, base=cfg)
     return {
-        "signal_s": signal_s,
-        "prepare_s": prepare_s,
-        "run_s": run_s,
-        "windows": pipe.stats.windows,
-        "events": daemon.events_emitted,
-        "stages": stages,
-        "probabilities": np.array([p for _, p in pipe.stats.probabilities]),
-        "model_name": pipe.meta.name,
+        "signal_s": res.duration,
+        "prepare_s": res.prepare_s,
+        "run_s": res.run_s,
+        "windows": res.windows,
+        "events": len(res.events),
+        "stages": res.stages,
+        "probabilities": res.p,
+        "model_name": res.meta.name,
         "threads": cfg.model.threads,
-        "chunk": pipe.predictor.chunk,
+        "chunk": res.model_chunk,
     }
 
 

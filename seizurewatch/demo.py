@@ -12,8 +12,7 @@ from typing import Any, TextIO
 
 from seizurewatch.alarms.embedded import embedded_broker
 from seizurewatch.alarms.subscriber import format_event, subscribe
-from seizurewatch.daemon import Daemon, DaemonOptions
-from seizurewatch.replay import replay_config
+from seizurewatch.replay import ReplayStart, replay_async, replay_config
 from seizurewatch.research.labels import is_seizure
 from seizurewatch.resources import demo_recording_path
 
@@ -69,16 +68,8 @@ async def run_demo(
         cfg = replay_config(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo")
         if embedded:  # amqtt speaks MQTT 3.1.1 only
             cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, protocol="v311"))
-        daemon = Daemon(cfg, DaemonOptions(mqtt_url=mqtt_url))
-        await daemon.prepare()
-        pipe = daemon.pipelines[0]
-        anns = pipe.source.annotations
-        result = DemoResult(seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)])
-        meta = pipe.meta
-        print(f"demo: replaying {path} at {speed}x through model {meta.name} "
-              f"(window {meta.window_s:g} s, hop {meta.hop_s:g} s, threshold {pipe.decision.threshold:.3f} "
-              f"by {meta.threshold_policy})", file=out)
-        print("demo: subscribed to seizurewatch/demo/alarm and /fault; events as they arrive:", file=out)
+        result = DemoResult(seizures=[])
+        sub: asyncio.Task[None] | None = None
 
         def on_event(p: dict[str, Any]) -> None:
             result.events.append(p)
@@ -86,18 +77,29 @@ async def run_demo(
                 result.alarms.append(p)
             print("  " + format_event(p), file=out, flush=True)
 
-        ready = asyncio.Event()
-        sub = asyncio.create_task(subscribe(cfg.mqtt, on_event, patient="demo", url=mqtt_url, ready=ready))
-        await asyncio.wait_for(ready.wait(), timeout=10)
-        await daemon.run()
+        async def on_start(start: ReplayStart) -> None:
+            nonlocal sub
+            result.seizures[:] = [(a.onset, a.end) for a in start.annotations if is_seizure(a.description)]
+            meta = start.meta
+            print(f"demo: replaying {path} at {speed}x through model {meta.name} "
+                  f"(window {meta.window_s:g} s, hop {meta.hop_s:g} s, threshold {start.threshold:.3f} "
+                  f"by {meta.threshold_policy})", file=out)
+            print("demo: subscribed to seizurewatch/demo/alarm and /fault; events as they arrive:", file=out)
+            ready = asyncio.Event()
+            sub = asyncio.create_task(subscribe(cfg.mqtt, on_event, patient="demo", url=mqtt_url, ready=ready))
+            await asyncio.wait_for(ready.wait(), timeout=10)
+
+        res = await replay_async(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo", base=cfg,
+                                 publish=True, on_start=on_start)
         # The daemon returns once the broker acknowledged everything; give the subscriber a moment.
-        expected = daemon.events_emitted
+        expected = len(res.events)
         for _ in range(50):
             if len(result.events) >= expected:
                 break
             await asyncio.sleep(0.1)
-        sub.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sub
+        if sub is not None:
+            sub.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sub
     print(result.summary(), file=out)
     return result

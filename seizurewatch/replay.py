@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from seizurewatch.config import (
     Config,
@@ -16,6 +24,10 @@ from seizurewatch.config import (
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.resources import default_model_path
+from seizurewatch.types import Annotation
+
+if TYPE_CHECKING:
+    from seizurewatch.modelfile import ModelMeta
 
 
 def replay_config(
@@ -27,22 +39,25 @@ def replay_config(
     device: str | None = None,
     base: Config | None = None,
     outbox: str | None = None,
+    rate: float | None = None,
 ) -> Config:
     """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
-    given. The journal is ``outbox``, else the base config's ``outbox.path``, else in memory.
+    given; ``rate`` is a text signal's sample rate (Hz) when no sidecar gives it. The journal is
+    ``outbox``, else the base config's ``outbox.path``, else in memory.
     ConfigError (one line, naming the option) for a patient id, speed or broker URL the config would refuse."""
     try:
-        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox)
+        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox, rate)
     except ValueError as exc:
         raise ConfigError(f"replay: --{str(exc).replace('url:', 'mqtt-url:', 1)}") from None
 
 
 def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: str | None, patient: str,
-                   device: str | None, base: Config | None, outbox: str | None) -> Config:
+                   device: str | None, base: Config | None, outbox: str | None, rate: float | None) -> Config:
     stream = StreamConfig(
         patient=patient,
         device=str(Path(device).resolve()) if device else None,
-        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed),  # type: ignore[arg-type]
+        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed,  # type: ignore[arg-type]
+                            rate=rate),
     )
     model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
     if base is not None:
@@ -57,4 +72,117 @@ def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: st
         decision=DecisionConfig(),
         mqtt=MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"),
         outbox=OutboxConfig(outbox or ":memory:"),
+    )
+
+
+@dataclass(frozen=True)
+class ReplayStart:
+    """What is known once the daemon has prepared and before the first sample flows."""
+
+    recording: str
+    meta: ModelMeta
+    threshold: float
+    annotations: tuple[Annotation, ...]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """One recording replayed through the daemon's own pipeline (``seizurewatch run``'s code path).
+
+    ``events``: every payload the daemon emitted (alarm starts/ends, faults...), in order;
+    ``t``/``p``: window end time (s, stream time) and first output per hop; ``annotations``: from
+    the file, or from a sidecar next to it when there is one (``annotation_source`` says which)."""
+
+    recording: str
+    events: tuple[dict[str, Any], ...]
+    t: np.ndarray
+    p: np.ndarray
+    annotations: tuple[Annotation, ...]
+    annotation_source: str
+    duration: float
+    threshold: float
+    meta: ModelMeta
+    windows: int
+    prepare_s: float
+    run_s: float
+    stages: dict[str, float]
+    model_chunk: int
+
+    @property
+    def alarms(self) -> list[tuple[float, float]]:
+        """(start, end) of each alarm as the daemon raised it; one still on at the end ends there."""
+        starts = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "start"}
+        ends = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "end"}
+        return sorted((s, ends.get(a, max(self.duration, s))) for a, s in starts.items())
+
+
+def recording_annotations(edf: str, inside: tuple[Annotation, ...] = ()) -> tuple[tuple[Annotation, ...], str]:
+    """The annotations of ``edf``: a sidecar's (``find_annotations``) when there is one, else ``inside``
+    (those the EDF+ carries, as the replay source read them); and where they came from."""
+    from seizurewatch.research.annotations import find_annotations
+
+    found = find_annotations(edf, required=False)
+    if found is not None:
+        return tuple(found.annotations), found.source
+    return tuple(inside), edf
+
+
+def replay(edf: str | Path, *, model: str | Path | None = None, decision: DecisionConfig | None = None,
+           device: str | None = None, speed: float | str = "max", publish: bool = False,
+           mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
+           outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
+           on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
+           handle_signals: bool = False, rate: float | None = None) -> ReplayResult:
+    """Replay ``edf`` through a real ``Daemon`` (the code path of ``seizurewatch run``) and return what it
+    did. ``decision`` replaces the config's decision rules; ``publish`` sends the events to MQTT
+    (``mqtt_url`` or the ``base`` config's broker); ``sinks`` see each payload as it is emitted;
+    ``on_start`` runs after start-up, before the first sample (e.g. to subscribe);
+    ``handle_signals``: SIGTERM/SIGINT stop the replay cleanly (for the CLI); ``rate``: a text signal's
+    sample rate when no sidecar gives it."""
+    return asyncio.run(replay_async(edf, model=model, decision=decision, device=device, speed=speed, publish=publish,
+                                    mqtt_url=mqtt_url, patient=patient, base=base, outbox=outbox, sinks=sinks,
+                                    on_start=on_start, handle_signals=handle_signals, rate=rate))
+
+
+async def replay_async(edf: str | Path, *, model: str | Path | None = None, decision: DecisionConfig | None = None,
+                       device: str | None = None, speed: float | str = "max", publish: bool = False,
+                       mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
+                       outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
+                       on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
+                       handle_signals: bool = False, rate: float | None = None) -> ReplayResult:
+    """``replay`` inside a running event loop."""
+    from seizurewatch.daemon import Daemon, DaemonOptions
+    from seizurewatch.signals import capture_signals
+
+    cfg = replay_config(str(edf), model=str(model) if model else None, speed=speed, mqtt_url=mqtt_url,
+                        patient=patient, device=device, base=base, outbox=outbox, rate=rate)
+    if decision is not None:
+        cfg = dataclasses.replace(cfg, decision=decision)
+    daemon = Daemon(cfg, DaemonOptions(mqtt_url=mqtt_url, publish=publish, record_probabilities=True))
+    events: list[dict[str, Any]] = []
+    daemon.payload_sinks.append(events.append)
+    daemon.payload_sinks.extend(sinks)
+    t0 = time.perf_counter()
+    await daemon.prepare()
+    t1 = time.perf_counter()
+    pipe = daemon.pipelines[0]  # the one stream replay_config made
+    if on_start is not None:
+        await on_start(ReplayStart(str(edf), pipe.meta, float(pipe.decision.threshold),
+                                   tuple(pipe.source.annotations)))
+    if handle_signals:
+        with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
+            await daemon.run()
+    else:
+        await daemon.run()
+    t2 = time.perf_counter()
+    probs = np.asarray(pipe.stats.probabilities, dtype=np.float64).reshape(-1, 2)
+    rate = pipe.source.rate
+    anns, source = recording_annotations(str(edf), tuple(pipe.source.annotations))
+    stages = pipe.times.as_dict()
+    stages["read"] = round(float(getattr(pipe.source, "read_seconds", 0.0)), 6)
+    return ReplayResult(
+        recording=str(edf), events=tuple(events), t=probs[:, 0].copy(), p=probs[:, 1].copy(), annotations=anns,
+        annotation_source=source, duration=pipe.stats.samples / rate if rate else 0.0,
+        threshold=float(pipe.decision.threshold), meta=pipe.meta, windows=int(pipe.stats.windows),
+        prepare_s=t1 - t0, run_s=t2 - t1, stages=stages, model_chunk=int(pipe.predictor.chunk),
     )

@@ -7,14 +7,12 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any
 
 from seizurewatch.cli.argtypes import out_file
 from seizurewatch.errors import SeizurewatchError
-from seizurewatch.signals import capture_signals
 
 log = logging.getLogger("seizurewatch.cli")
 
@@ -101,25 +99,13 @@ async def check_run(cfg: Any, name: str) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from seizurewatch.config import load_config
-    from seizurewatch.daemon import Daemon, DaemonOptions
-    from seizurewatch.replay import replay_config
+    from seizurewatch.replay import replay
 
     base = load_config(args.config) if args.config else None
-    cfg = replay_config(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url,
-                        patient=args.patient, device=args.device, base=base)
-    if args.rate is not None:
-        import dataclasses
-
-        (stream,) = cfg.streams
-        cfg = dataclasses.replace(cfg, streams=(dataclasses.replace(
-            stream, source=dataclasses.replace(stream.source, rate=args.rate)),))
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
-    events: list[dict[str, Any]] = []
-
     out = StdoutLines()
 
     def sink(p: dict[str, Any]) -> None:
-        events.append(p)
         if args.jsonl:
             out.write(json.dumps(p, separators=(",", ":")))
         else:
@@ -127,32 +113,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
             out.write(format_event(p))
 
-    async def main() -> Daemon:
-        daemon = Daemon(cfg, DaemonOptions(mqtt_url=args.mqtt_url, publish=publish,
-                                           record_probabilities=bool(args.probabilities)))
-        daemon.payload_sinks.append(sink)
-        await daemon.prepare()
-        with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
-            await daemon.run()
-        return daemon
-
     t0 = time.perf_counter()
-    daemon = asyncio.run(main())
+    res = replay(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url, patient=args.patient,
+                 device=args.device, base=base, publish=publish, sinks=[sink], handle_signals=True,
+                 rate=args.rate)
     wall = time.perf_counter() - t0
-    pipe = daemon.pipelines[0]
-    duration = pipe.stats.samples / pipe.source.rate if pipe.source.rate else 0.0
     if args.probabilities:
         with open(args.probabilities, "w", encoding="utf-8") as f:
             f.write("t,probability\n")
-            for t, p in pipe.stats.probabilities:
+            for t, p in zip(res.t.tolist(), res.p.tolist()):
                 f.write(f"{t:.3f},{p:.6f}\n")
     from seizurewatch.demo import DemoResult
     from seizurewatch.research.labels import is_seizure
 
-    res = DemoResult([(a.onset, a.end) for a in pipe.source.annotations if is_seizure(a.description)],
-                     alarms=[e for e in events if e["kind"] == "alarm" and e["event"] == "start"])
-    line = (f"{res.summary()}; {pipe.stats.windows} windows, {duration:.1f} s of signal in {wall:.2f} s "
-            f"({duration / wall:.0f}x real time)")
+    seizures = [(a.onset, a.end) for a in res.annotations if is_seizure(a.description)]
+    res_ = DemoResult(seizures, alarms=[e for e in res.events if e["kind"] == "alarm" and e["event"] == "start"])
+    line = (f"{res_.summary()}; {res.windows} windows, {res.duration:.1f} s of signal in {wall:.2f} s "
+            f"({res.duration / wall:.0f}x real time)")
     if args.jsonl:
         print(line, file=sys.stderr)
     else:

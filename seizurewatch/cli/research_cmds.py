@@ -86,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: eval-<model stem>)")
     _early_arg(p)
     _decision_args(p)
+    _scheduler_arg(p)
     p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("threshold", help="pick the operating point from the ROC trade-off and store it in the model",
@@ -109,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=out_file, help="write the model here instead of in place")
     _early_arg(p)
     _decision_args(p)
+    _scheduler_arg(p)
     p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("export", help="write TorchScript (.pt) or torch.export (.pt2) with metadata and SHA-256",
@@ -122,11 +124,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Replays the recording through the daemon's own pipeline (preprocessing, ring "
                                    "buffer, model, alarm decision) and writes STEM-probabilities.csv and "
                                    "STEM-timeline.png with annotated seizures and alarms.")
-    p.add_argument("edf", help="EDF/EDF+ recording")
+    p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task")
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
     _decision_args(p)
+    _scheduler_arg(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
@@ -152,7 +155,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
     _decision_args(p)
+    _scheduler_arg(p)
     p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
+
+
+def _scheduler_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler (tcp://host:port) to run one task per recording/fold on; default "
+                        "$SEIZUREWATCH_SCHEDULER, else an in-process cluster with one worker per core")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -216,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
-                 windows=windows, early_s=args.early_s)
+                 windows=windows, early_s=args.early_s, scheduler=args.scheduler)
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:
@@ -238,7 +248,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
     th = choose_threshold(args.model, args.policy, args.target, recordings=args.recordings, dataset=args.dataset,
                           split=args.split, output=args.output, decision=_decision(args), method=args.method,
-                          early_s=args.early_s)
+                          early_s=args.early_s, scheduler=args.scheduler)
     _print({"model": args.output or args.model, "threshold": th})
     return 0
 
@@ -257,10 +267,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import functools
+
+    from seizurewatch.research.parallel import run_tasks
     from seizurewatch.research.predict import predict_recording
 
-    out = args.out or f"predict-{Path(args.edf).stem}"
-    _print(predict_recording(args.edf, args.model, out, decision=_decision(args, args.threshold)))
+    stems = [Path(e).stem for e in args.edf]
+    out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
+    fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))
+    results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
+    _print(results[0] if len(results) == 1 else results)
     return 0
 
 
@@ -272,6 +288,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     method = None if args.threshold_method == "none" else args.threshold_method
     res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
                   threshold_method=method, early_s=args.early_s,
-                  baseline=None if args.baseline == "none" else args.baseline)
+                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler)
     print(res["markdown"])
     return 0

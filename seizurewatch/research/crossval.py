@@ -32,6 +32,7 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.datadir import DatasetDir, open_dataset
 from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, second_scores
+from seizurewatch.research.parallel import run_tasks
 from seizurewatch.research.predict import Trace, stream_probabilities
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transfer
@@ -281,13 +282,40 @@ def default_baseline(model_configs: list[str]) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldTask:
+    """One fold x model of ``compare``: what a worker needs to open, train and score it."""
+
+    dataset: str
+    config: str
+    test: str
+    val: str
+    out: str
+    decision: DecisionConfig
+    method: str | None
+    rules: EventRules
+    early_s: float
+
+    def __str__(self) -> str:
+        return f"{Path(self.config).stem} (test {Path(self.test).stem})"
+
+
+def run_fold(task: FoldTask) -> dict[str, Any]:
+    """``_fold`` of one task, in whichever process runs it."""
+    spec = load_model_config(task.config)
+    return _fold(open_dataset(task.dataset), spec, task.test, task.val, Path(task.out), task.decision, task.method,
+                 task.rules, task.early_s, False, task.dataset)
+
+
 def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, progress: bool = False,
             decision: DecisionConfig | None = None, threshold_method: str | None = "events",
-            early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto") -> dict[str, Any]:
+            early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto",
+            scheduler: str | None = None) -> dict[str, Any]:
     """Leave-one-recording-out over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
     plus the strongest ``baseline`` ("auto": the first of BASELINE_CONFIGS beside them; None: none).
     ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
-    fold model's validation Youden threshold (no extra trainings)."""
+    fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
+    (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
     decision = decision or DecisionConfig()
     if threshold_method is not None and threshold_method not in TRANSFER:
         raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")
@@ -300,17 +328,22 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
     out = Path(out_dir)
     fs = folds(ds)
     summaries, sections = [], []
+    plans: list[tuple[str, str, Any]] = []
+    tasks: list[FoldTask] = []
     for arg in configs:
         cfg_path, data = parse_model_arg(arg, dataset)
         mds = ds if Path(data).resolve() == Path(dataset).resolve() else open_dataset(data)
         if {Path(r).name for r in recordings_of(mds)} != {Path(r).name for r in recordings_of(ds)}:
             raise DataError(f"{data}: its recordings differ from those of {dataset}; folds must hold out the same ones")
         spec = load_model_config(cfg_path)
-        runs = []
-        for test, val, _train in folds(mds):
-            m = _fold(mds, spec, test, val, out, decision, threshold_method, rules, early_s, progress, str(data))
-            runs.append(m)
-            log.info("fold done", extra={"model": spec.name, "test": Path(test).stem,
+        plans.append((cfg_path, str(data), spec))
+        tasks += [FoldTask(str(data), cfg_path, test, val, str(out), decision, threshold_method, rules, early_s)
+                  for test, val, _train in folds(mds)]
+    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold")
+    for cfg_path, data, spec in plans:
+        runs = [m for t, m in zip(tasks, results) if t.config == cfg_path and t.dataset == data]
+        for m in runs:
+            log.info("fold done", extra={"model": spec.name, "test": Path(m["fold_test"]).stem,
                                          "seizure_auc": (m.get("seconds") or {}).get("pooled", {}).get("seizure_auc")})
         s = _summary(spec.name, runs, early_s)
         s["config"], s["dataset"] = cfg_path, str(data)

@@ -3,7 +3,7 @@
 Window level: ROC AUC, PR AUC (average precision), confusion matrix and accuracy at the
 model's threshold, the share of interictal windows flagged at 99 % sensitivity, and the
 same for a logistic-regression baseline. Event level: each recording is replayed through
-the daemon's own pipeline (``predict.stream_probabilities``), the daemon's AlarmDecision
+the daemon's own pipeline (``seizurewatch.replay.replay``), the daemon's AlarmDecision
 turns probabilities into alarms, and ``timescoring`` scores them the SzCORE way (any
 overlap, 30 s before / 60 s after tolerances): event sensitivity, precision, false alarms
 per 24 h, latency from onset to the first alarm. Time level (``timescore``): the probability in
@@ -28,7 +28,7 @@ from seizurewatch.errors import DataError
 from seizurewatch.modelfile import ModelMeta, load_model
 from seizurewatch.research import plots
 from seizurewatch.research.labels import LabelRules
-from seizurewatch.research.predict import Trace, alarm_spans, plot_timeline, stream_probabilities
+from seizurewatch.research.predict import Trace, alarm_spans, plot_timeline, stream_many
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
@@ -167,12 +167,14 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
              decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
              windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
              early_s: float = EARLY_S, traces: list[Trace] | None = None,
-             threshold_policy: str | None = None) -> dict[str, Any]:
+             threshold_policy: str | None = None, scheduler: str | None = None,
+             progress: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
     writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
     ``traces``: replays of ``recordings`` with this model and ``decision`` already made by the
     caller (``predict.stream_probabilities``), so a recording is not replayed twice.
-    ``threshold_policy``: how ``decision.threshold`` was chosen (default: "override")."""
+    ``threshold_policy``: how ``decision.threshold`` was chosen (default: "override").
+    Each recording is replayed as one task (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
@@ -203,7 +205,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         pngs.append(plots.roc_pr(curves, out / "roc_pr.png", point=pt))
     pngs.append(plots.confusion(wm["confusion"], threshold, out / "confusion.png"))
     if traces is None:
-        traces = [stream_probabilities(r, model, decision) for r in recordings]
+        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress)
     for tr in traces:
         pngs.append(plot_timeline(tr, out / f"{Path(tr.recording).stem}-timeline.png"))
     if traces:

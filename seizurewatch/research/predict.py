@@ -4,18 +4,20 @@ researcher sees is what the nurse would have seen. Writes a CSV and a timeline P
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.decision import AlarmDecision
 from seizurewatch.research.labels import is_join, is_seizure
-from seizurewatch.types import Annotation
+
+if TYPE_CHECKING:
+    from seizurewatch.replay import ReplayResult
 
 
 @dataclass
@@ -53,52 +55,37 @@ def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionCon
     return spans
 
 
-def _annotations(edf: str, inside: tuple[Annotation, ...]) -> tuple[list[Annotation], str]:
-    try:
-        from seizurewatch.research.annotations import find_annotations
-
-        found = find_annotations(edf, required=False)
-    except ImportError:  # pragma: no cover - the readers ship with the package
-        found = None
-    if found is not None:
-        return list(found.annotations), found.source
-    return list(inside), edf
-
-
-async def _replay(edf: str, model: str | None, decision: DecisionConfig, device: str | None) -> tuple[Any, list]:
-    from seizurewatch.daemon import Daemon, DaemonOptions
-    from seizurewatch.replay import replay_config
-
-    cfg = replay_config(edf, model=model, speed="max", device=device, outbox=":memory:")
-    cfg = dataclasses.replace(cfg, decision=decision)
-    daemon = Daemon(cfg, DaemonOptions(publish=False, record_probabilities=True))
-    events: list[dict[str, Any]] = []
-    daemon.payload_sinks.append(events.append)
-    await daemon.prepare()
-    await daemon.run()
-    return daemon, events
-
-
 def stream_probabilities(edf: str | Path, model: str | Path | None = None, decision: DecisionConfig | None = None,
                          device: str | None = None) -> Trace:
-    """Replay ``edf`` through a real Daemon (no MQTT) and collect probabilities and alarms."""
+    """Replay ``edf`` through a real Daemon (``seizurewatch.replay.replay``, no MQTT): probabilities and alarms."""
+    from seizurewatch.replay import replay
+
     decision = decision or DecisionConfig()
-    daemon, events = asyncio.run(_replay(str(edf), str(model) if model else None, decision, device))
-    pipe = daemon.pipelines[0]
-    meta = pipe.meta
-    threshold = pipe.decision.threshold
-    probs = np.asarray(pipe.stats.probabilities, dtype=np.float64).reshape(-1, 2)
-    duration = pipe.stats.samples / pipe.source.rate if pipe.source.rate else 0.0
-    anns, source = _annotations(str(edf), pipe.source.annotations)
-    starts = {e["alarm_id"]: e["t"] for e in events if e["kind"] == "alarm" and e["event"] == "start"}
-    ends = {e["alarm_id"]: e["t"] for e in events if e["kind"] == "alarm" and e["event"] == "end"}
-    alarms = sorted((s, ends.get(a, duration)) for a, s in starts.items())
+    res = replay(edf, model=model, decision=decision, device=device)
+    return trace_of(res, decision)
+
+
+def trace_of(res: ReplayResult, decision: DecisionConfig) -> Trace:
+    """The research view of one replay: seizures and seams from its annotations."""
+    anns = res.annotations
     return Trace(
-        recording=str(edf), model=meta.name, t=probs[:, 0], p=probs[:, 1], duration=duration,
-        threshold=float(threshold), decision=decision,
+        recording=res.recording, model=res.meta.name, t=res.t, p=res.p, duration=res.duration,
+        threshold=res.threshold, decision=decision,
         seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)],
-        joins=[a.onset for a in anns if is_join(a.description)], alarms=alarms, annotation_source=source,
+        joins=[a.onset for a in anns if is_join(a.description)], alarms=res.alarms,
+        annotation_source=res.annotation_source,
     )
+
+
+def stream_many(recordings: Sequence[str | Path], model: str | Path | None = None,
+                decision: DecisionConfig | None = None, device: str | None = None,
+                scheduler: str | None = None, progress: bool = False) -> list[Trace]:
+    """``stream_probabilities`` of each recording, one task per recording (``parallel.run_tasks``)."""
+    from seizurewatch.research.parallel import run_tasks
+
+    fn = functools.partial(stream_probabilities, model=str(model) if model else None, decision=decision,
+                           device=device)
+    return run_tasks(fn, [str(r) for r in recordings], scheduler=scheduler, progress=progress)
 
 
 def write_csv(trace: Trace, path: str | Path) -> Path:

@@ -35,11 +35,13 @@ import numpy as np
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import load_model
-from seizurewatch.research.evaluate import SZCORE, EventRules, score_events, windows_for
+from seizurewatch.research.evaluate import SZCORE, EventRules, score_events
 from seizurewatch.research.export import example_input, rebuild_eager, save_checked
-from seizurewatch.research.predict import Trace, stream_probabilities
+from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of
+from seizurewatch.research.predict import Trace, stream_many
 from seizurewatch.research.roc import Curve, roc, target_sensitivity, youden
 from seizurewatch.research.train import predict
+from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +223,26 @@ def by_policy(policy: str, curve: Curve | None, target: float | None, table: lis
     return youden(curve)
 
 
+def streamed_windows(traces: list[Trace], window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, ictal) of every replayed window the detection labels keep (``label_window``:
+    wholly ictal or wholly interictal, not across a seam), from the replays' own probabilities."""
+    ps, ys = [], []
+    rules = LabelRules(task="detection")
+    for tr in traces:
+        anns = [Annotation(a, b - a, "seizure") for a, b in tr.seizures] + [Annotation(j, 0.0, "join")
+                                                                         for j in tr.joins]
+        seizures, joins = seizures_of(anns, tr.duration, tr.recording), joins_of(anns)
+        for t, p in zip(tr.t.tolist(), tr.p.tolist()):
+            lab = label_window(t - window_s, t, seizures, joins, rules)
+            if lab is not None:
+                ps.append(p)
+                ys.append(lab[0])
+    return np.asarray(ps, dtype=np.float64), np.asarray(ys, dtype=np.int64)
+
+
 def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | None, recordings: list[str] | None,
-                   dataset: str | Path | None, split: str, decision: DecisionConfig, rules: EventRules
+                   dataset: str | Path | None, split: str, decision: DecisionConfig, rules: EventRules,
+                   scheduler: str | None = None, progress: bool = False
                    ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """The ROC / false-alarm-budget policies, on one validation split or recordings."""
     recordings = list(recordings or [])
@@ -237,15 +257,16 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
         p = predict(loaded.module, x, rows=rows)[:, 0]
         recordings = recordings or [r for r in ds.recordings(split) if Path(r).is_file()]
         where = [f"{Path(dataset).name}:{split}"]
+        yv = y[:, 0]
+        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress) if recordings else []
     elif recordings:
-        x, y = windows_for(loaded.meta, recordings)
-        p = predict(loaded.module, x)[:, 0]
+        # one replay per recording: its windows, labelled, give the window-level ROC as well
+        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress)
+        p, yv = streamed_windows(traces, loaded.meta.window_s)
         where = [Path(r).name for r in recordings]
     else:
         raise ConfigError("threshold: give --dataset DIR or validation recordings")
-    yv = y[:, 0]
     curve = roc(yv, p) if 0 < yv.sum() < len(yv) else None
-    traces = [stream_probabilities(r, model, decision) for r in recordings] if recordings else []
     table = event_table(traces, candidates(traces), decision, rules, curve) if traces else None
     th = by_policy(policy, curve, target, table)
     th["auc"] = curve.auc if curve is not None else None
@@ -293,8 +314,11 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
 def choose_threshold(model: str | Path, policy: str, target: float | None = None,
                      recordings: list[str] | None = None, dataset: str | Path | None = None, split: str = "val",
                      output: str | Path | None = None, decision: DecisionConfig | None = None,
-                     rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0) -> dict[str, Any]:
-    """Choose and store the threshold; returns the new ``threshold`` metadata block."""
+                     rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
+                     scheduler: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Choose and store the threshold; returns the new ``threshold`` metadata block. Validation
+    recordings are replayed once each, one task per recording (``parallel.run_tasks``: ``scheduler``
+    or an in-process cluster)."""
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = dict(loaded.meta.raw)
@@ -306,7 +330,8 @@ def choose_threshold(model: str | Path, policy: str, target: float | None = None
                                    workdir=Path(output or model).with_suffix(".oof"))
         table = None
     else:
-        th, table = _on_validation(model, loaded, policy, target, recordings, dataset, split, decision, rules)
+        th, table = _on_validation(model, loaded, policy, target, recordings, dataset, split, decision, rules,
+                                   scheduler, progress)
     meta["threshold"] = th
     eager = rebuild_eager(loaded)
     dst = Path(output) if output else Path(model)

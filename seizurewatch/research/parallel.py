@@ -1,0 +1,151 @@
+"""One task per recording (or per fold x model) on a Dask cluster, results in input order.
+
+``run_tasks(fn, items)`` is the only way offline work fans out: evaluate/predict/threshold
+replay each recording as one task, ``compare`` trains and scores each fold x model as one.
+Without ``scheduler`` an in-process ``LocalCluster`` sized to the machine runs the tasks (worker
+processes, one thread each, torch limited to one thread per worker); ``scheduler='tcp://host:port'``
+sends them to a running cluster (``dask scheduler`` + ``dask worker``); ``workers=1`` (or one item)
+runs them here, serially, with no cluster at all (as does a call from inside a task): the same
+function on the same items, so the same results. The scheduler can also come from the
+environment: ``SEIZUREWATCH_SCHEDULER``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from seizurewatch.errors import ConfigError, SeizurewatchError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
+
+
+class TaskError(SeizurewatchError):
+    """One or more tasks failed; every other task finished first."""
+
+
+def _one_thread() -> None:
+    """Worker set-up: one torch thread per worker process (the cluster is the parallelism)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def scheduler_from_env(scheduler: str | None) -> str | None:
+    """``scheduler`` if given, else ``$SEIZUREWATCH_SCHEDULER`` (empty: none)."""
+    return scheduler or os.environ.get(SCHEDULER_ENV) or None
+
+
+@contextlib.contextmanager
+def cluster_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` on ``scheduler``, or on a new in-process LocalCluster of ``workers``
+    processes with one thread each (closed on exit)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
+                              "`dask scheduler` and `dask worker ADDRESS`, or leave --scheduler out") from None
+        with client:
+            client.register_worker_callbacks(_one_thread)
+            yield client
+        return
+    with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
+                      dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
+        client.register_worker_callbacks(_one_thread)
+        yield client
+
+
+def in_worker() -> bool:
+    """Whether this runs inside a Dask task (nested fan-out runs serially there: the cluster is busy already)."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _describe(item: Any) -> str:
+    return str(item)
+
+
+def run_tasks(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None = None, progress: bool = False,
+              what: str = "recording", workers: int | None = None, client: Any = None) -> list[R]:
+    """``[fn(item) for item in items]``, one task per item, results in input order.
+
+    ``scheduler``: address of a running Dask scheduler (``tcp://host:port``; default
+    ``$SEIZUREWATCH_SCHEDULER``), else an in-process LocalCluster of ``workers`` processes (default: one per
+    core); ``workers=1`` or a single item: serially in this process. ``client``: an existing
+    ``distributed.Client`` to use instead. ``fn`` and the items must pickle (a module-level function or a
+    ``functools.partial`` of one). ``progress``: a tqdm bar over tasks. When tasks fail the others still
+    finish, then one ``TaskError`` names each failing ``what`` (its item) and its error."""
+    items = list(items)
+    scheduler = scheduler_from_env(scheduler)
+    if client is None and (in_worker() or (not scheduler and (workers == 1 or len(items) <= 1))):
+        return _serial(fn, items, progress, what)
+    if client is not None:
+        return _on_client(client, fn, items, progress, what)
+    with cluster_client(scheduler, min(workers or default_workers(), len(items))) as c:
+        return _on_client(c, fn, items, progress, what)
+
+
+def _bar(total: int, progress: bool, what: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not progress, unit=what, desc=f"{what}s", leave=False)
+
+
+def _serial(fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> list[R]:
+    out: list[Any] = []
+    failed: list[tuple[T, BaseException]] = []
+    with _bar(len(items), progress, what) as bar:
+        for item in items:
+            try:
+                out.append(fn(item))
+            except Exception as exc:  # the others still run; one error names them all below
+                failed.append((item, exc))
+                out.append(None)
+            bar.update(1)
+    _raise_failed(failed, what)
+    return out
+
+
+def _on_client(client: Any, fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> list[R]:
+    from distributed import as_completed
+
+    # pure=False: the same item given twice is two tasks; keys stay unique per call
+    futures = client.map(fn, items, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    failed: dict[int, BaseException] = {}
+    with _bar(len(items), progress, what) as bar:
+        for fut in as_completed(futures):
+            if fut.status == "error":
+                failed[index[fut.key]] = fut.exception()
+            bar.update(1)
+    _raise_failed([(items[i], failed[i]) for i in sorted(failed)], what)
+    results: list[R] = client.gather(futures)
+    return results
+
+
+def _raise_failed(failed: list[tuple[Any, BaseException]], what: str) -> None:
+    if not failed:
+        return
+    lines = [f"{what} {_describe(item)}: {type(exc).__name__}: {exc}" for item, exc in failed]
+    first = failed[0][1]
+    raise TaskError(f"{len(failed)} task(s) failed: " + "; ".join(lines)) from first

@@ -1,0 +1,107 @@
+"""research.parallel.run_tasks on a real Dask cluster (a `dask scheduler` + `dask worker` started here on
+loopback, and the default in-process LocalCluster): results in input order, one error naming the failing
+item after the others finished, and evaluate giving exactly the serial results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DOG1, MODEL, free_port, wait_port
+
+from seizurewatch.errors import ConfigError
+from seizurewatch.research.evaluate import evaluate
+from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, run_tasks
+from seizurewatch.research.predict import stream_probabilities
+
+RECS = [str(DOG1 / "dog1_rec03.edf"), str(DOG1 / "dog1_rec04.edf")]
+BIN = Path(sys.executable).parent
+
+
+def square_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"no {x}")
+    time.sleep(0.01 * (5 - x))  # later items finish first: order comes from the input, not completion
+    return x * x
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A real two-process cluster on 127.0.0.1 free ports (one worker, one thread), no dashboards."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    # the workers import this module for the test's own task function
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_port(port, timeout=30)
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                       "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "0"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with cluster_client(address) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def serial_traces():
+    return [stream_probabilities(r, MODEL) for r in RECS]
+
+
+def test_results_in_input_order_on_every_path(scheduler):
+    items = [0, 1, 2, 4]
+    want = [0, 1, 4, 16]
+    assert run_tasks(square_or_fail, items, workers=1) == want
+    assert run_tasks(square_or_fail, items, scheduler=scheduler) == want
+    assert run_tasks(square_or_fail, items, workers=2) == want  # a LocalCluster of two processes
+    assert run_tasks(square_or_fail, [], scheduler=scheduler) == []
+
+
+def test_one_error_names_the_failing_item_after_the_others_finished(scheduler, tmp_path):
+    for kw in ({"workers": 1}, {"scheduler": scheduler}):
+        with pytest.raises(TaskError, match=r"1 task\(s\) failed: recording 3: ValueError: no 3") as err:
+            run_tasks(square_or_fail, [1, 3, 4], **kw)
+        assert isinstance(err.value.__cause__, ValueError)
+    # a missing recording among real ones: named by its path, the real one still replayed
+    missing = str(tmp_path / "gone.edf")
+    with pytest.raises(TaskError, match="gone.edf") as err:
+        run_tasks(stream_probabilities, [RECS[1], missing], scheduler=scheduler)
+    assert "dog1_rec04" not in str(err.value)
+
+
+def test_scheduler_from_the_environment_and_a_wrong_address(scheduler, monkeypatch):
+    monkeypatch.setenv(SCHEDULER_ENV, scheduler)
+    assert run_tasks(square_or_fail, [2]) == [4]  # one item, but the env names a cluster: it runs there
+    port = free_port()
+    with pytest.raises(ConfigError, match=f"--scheduler tcp://127.0.0.1:{port}: no Dask scheduler"):
+        run_tasks(square_or_fail, [1, 2], scheduler=f"tcp://127.0.0.1:{port}")
+
+
+def _metrics(out: Path, **kw) -> dict:
+    evaluate(MODEL, RECS, out, **kw)
+    m = json.loads((out / "metrics.json").read_text())
+    m.pop("model_path")
+    return m
+
+
+def test_evaluate_on_a_cluster_equals_the_serial_run(scheduler, serial_traces, tmp_path):
+    serial = _metrics(tmp_path / "serial", traces=serial_traces)
+    remote = _metrics(tmp_path / "remote", scheduler=scheduler)
+    local = _metrics(tmp_path / "local")  # the default: an in-process LocalCluster
+    assert remote == serial
+    assert local == serial
+    assert serial["events"]["seizures"] >= 1 and len(serial["events"]["recordings"]) == 2
