@@ -6,8 +6,10 @@ and ``seizurewatch train --dataset ... --model config/models/seed-convnet.yaml``
 dataset and the model go to the bench work folder, never the repository.
 
 Then the training time of each fold of ``compare``'s leave-one-recording-out for each model
-config (``MODELS`` plus the strongest baseline found, ``crossval.BASELINE_CONFIGS``): the
-outer training per fold; the out-of-fold threshold adds one training per non-test recording.
+config: the networks (``MODELS``) on the 10-s dataset, and the shipped default
+(``hills-early.yaml``) and the peer baseline (``hills-forest.yaml``, ``crossval.BASELINE_CONFIGS``)
+on their 1-s dataset (config/dataset-dog1-1s.yaml): the outer training per fold; the out-of-fold
+threshold adds one training per non-test recording. Quick mode: 3 epochs, 20 trees per forest.
 """
 
 from __future__ import annotations
@@ -16,31 +18,38 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, figure, log, workdir
 
 TARGET_S = 300.0
 MODELS = ("seed-convnet.yaml", "cnn1d.yaml", "bandpower-lr.yaml")
+MODELS_1S = ("hills-early.yaml", "hills-forest.yaml")  # the shipped default, the peer baseline
+QUICK_TREES = 20
 
 
-def fold_times(dataset: Any, threads: int, quick: bool, out: Any) -> dict[str, Any]:
+def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, out: Any) -> dict[str, Any]:
     """Seconds of training per leave-one-recording-out fold for each model config (JSON figures)."""
     import dataclasses
 
-    from seizurewatch.research.crossval import BASELINE_CONFIGS, folds, with_splits
+    from seizurewatch.research.crossval import folds, with_splits
     from seizurewatch.research.datadir import open_dataset
     from seizurewatch.research.training_run import load_model_config, train_from_dataset
 
     ds = open_dataset(dataset)
-    names = list(MODELS) + [b for b in BASELINE_CONFIGS if b not in MODELS][:1]
     figures: dict[str, Any] = {}
     for name in names:
         path = ROOT / "config" / "models" / name
         if not path.is_file():
-            continue
+            raise SystemExit(f"{path}: model config not found (bench_research.MODELS / MODELS_1S)")
         spec = load_model_config(path)
-        cfg = dataclasses.replace(spec.train, threads=threads, **({"epochs": 3} if quick else {}))
+        quick_kw: dict[str, Any] = {}
+        if quick:
+            quick_kw["epochs"] = 3
+            if "trees" in spec.train.arch_kwargs:
+                quick_kw["arch_kwargs"] = {**spec.train.arch_kwargs, "trees": QUICK_TREES}
+        cfg = dataclasses.replace(spec.train, threads=threads, **quick_kw)
         spec = dataclasses.replace(spec, train=cfg)
         per_fold = {}
         for test, val, _ in folds(ds):
@@ -51,7 +60,8 @@ def fold_times(dataset: Any, threads: int, quick: bool, out: Any) -> dict[str, A
         vals = list(per_fold.values())
         figures[f"dog1.fold_train_s.{spec.name}"] = figure(
             sum(vals) / len(vals), "s", f"mean training seconds per leave-one-recording-out fold ({len(vals)} folds), "
-            f"threads {threads}" + (" [quick: 3 epochs]" if quick else ""), per_fold_s=per_fold)
+            f"on {Path(dataset).name}, threads {threads}"
+            + (f" [quick: 3 epochs, {QUICK_TREES} trees]" if quick else ""), per_fold_s=per_fold)
     return figures
 
 
@@ -87,7 +97,13 @@ def run(quick: bool) -> dict[str, Any]:
         "dog1.validation_roc_auc": figure(meta["metrics"]["validation"].get("roc_auc", float("nan")), "",
                                           "window ROC AUC on the dataset's val split (dog1_rec03)"),
     }
-    figures |= fold_times(out / "dog1-dataset", threads, quick, out)
+    figures |= fold_times(out / "dog1-dataset", MODELS, threads, quick, out)
+    log("research: dataset build dog1 1-s windows (config/dataset-dog1-1s.yaml)")
+    t0 = time.perf_counter()
+    manifest_1s = build_dataset(load_spec(ROOT / "config" / "dataset-dog1-1s.yaml"), out / "dog1-1s-dataset")
+    figures["dog1.dataset_build_1s_s"] = figure(time.perf_counter() - t0, "s", "dataset build of the 4 Dog_1 "
+                                                f"recordings, 1-s windows ({manifest_1s['n']} windows)")
+    figures |= fold_times(out / "dog1-1s-dataset", MODELS_1S, threads, quick, out)
     return {"figures": figures}
 
 
