@@ -28,8 +28,9 @@ R = TypeVar("R")
 SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
 
 
-class TaskError(SeizurewatchError):
-    """One or more tasks failed; every other task finished first."""
+class TaskError(RuntimeError):
+    """One or more tasks failed with an internal error; every other task finished first. (Failures that are
+    all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
 
 
 def _one_thread() -> None:
@@ -94,7 +95,8 @@ def run_tasks(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None
     core); ``workers=1`` or a single item: serially in this process. ``client``: an existing
     ``distributed.Client`` to use instead. ``fn`` and the items must pickle (a module-level function or a
     ``functools.partial`` of one). ``progress``: a tqdm bar over tasks. When tasks fail the others still
-    finish, then one ``TaskError`` names each failing ``what`` (its item) and its error."""
+    finish, then one error names each failing ``what`` (its item) and its error: ``TaskError``, or the
+    failures' own ``SeizurewatchError`` class when they are all bad input of one kind."""
     items = list(items)
     scheduler = scheduler_from_env(scheduler)
     if client is None and (in_worker() or (not scheduler and (workers == 1 or len(items) <= 1))):
@@ -148,4 +150,13 @@ def _raise_failed(failed: list[tuple[Any, BaseException]], what: str) -> None:
         return
     lines = [f"{what} {_describe(item)}: {type(exc).__name__}: {exc}" for item, exc in failed]
     first = failed[0][1]
-    raise TaskError(f"{len(failed)} task(s) failed: " + "; ".join(lines)) from first
+    message = f"{len(failed)} task(s) failed: " + "; ".join(lines)
+    kinds = {type(exc) for _, exc in failed}
+    if all(isinstance(exc, SeizurewatchError) for _, exc in failed):
+        kind = kinds.pop() if len(kinds) == 1 else SeizurewatchError
+        try:
+            err: BaseException = kind(message)
+        except TypeError:  # an error class that wants more than a message
+            err = SeizurewatchError(message)
+        raise err from first
+    raise TaskError(message) from first
