@@ -99,7 +99,7 @@ def run_tasks(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None
     failures' own ``SeizurewatchError`` class when they are all bad input of one kind."""
     items = list(items)
     scheduler = scheduler_from_env(scheduler)
-    if client is None and (in_worker() or (not scheduler and (workers == 1 or len(items) <= 1))):
+    if client is None and (in_worker() or workers == 1 or (not scheduler and len(items) <= 1)):
         return _serial(fn, items, progress, what)
     if client is not None:
         return _on_client(client, fn, items, progress, what)
