@@ -13,6 +13,7 @@ environment: ``SEIZUREWATCH_SCHEDULER``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -33,11 +34,13 @@ class TaskError(RuntimeError):
     all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
 
 
-def _one_thread() -> None:
-    """Worker set-up: one torch thread per worker process (the cluster is the parallelism)."""
+def _worker_setup(level: int) -> None:
+    """Worker set-up: one torch thread per worker process (the cluster is the parallelism), and the
+    caller's log level for seizurewatch (a replay's alarm warnings are the caller's output, not the log's)."""
     import torch
 
     torch.set_num_threads(1)
+    logging.getLogger("seizurewatch").setLevel(level)
 
 
 def default_workers() -> int:
@@ -55,6 +58,10 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
     processes with one thread each (closed on exit)."""
     from distributed import Client, LocalCluster
 
+    setup = functools.partial(_worker_setup, logging.getLogger("seizurewatch").getEffectiveLevel())
+    quiet = logging.getLogger("distributed")
+    if quiet.getEffectiveLevel() < logging.WARNING:  # the cluster's start/stop chatter is not ours to show
+        quiet.setLevel(logging.WARNING)
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")
@@ -62,12 +69,12 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
             raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
                               "`dask scheduler` and `dask worker ADDRESS`, or leave --scheduler out") from None
         with client:
-            client.register_worker_callbacks(_one_thread)
+            client.register_worker_callbacks(setup)
             yield client
         return
     with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
                       dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
-        client.register_worker_callbacks(_one_thread)
+        client.register_worker_callbacks(setup)
         yield client
 
 
