@@ -217,3 +217,24 @@ def mount_tmpfs(mnt, options: str) -> None:
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    """One small in-process Dask LocalCluster (two workers, one thread each) for a whole test module, named by
+    SEIZUREWATCH_SCHEDULER so every run_tasks in the module uses it instead of starting its own."""
+    from distributed import LocalCluster
+
+    from seizurewatch.research.parallel import SCHEDULER_ENV
+
+    old = os.environ.get(SCHEDULER_ENV)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit=0) as cluster:
+        os.environ[SCHEDULER_ENV] = cluster.scheduler_address
+        try:
+            yield cluster.scheduler_address
+        finally:
+            if old is None:
+                os.environ.pop(SCHEDULER_ENV, None)
+            else:
+                os.environ[SCHEDULER_ENV] = old

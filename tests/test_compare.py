@@ -14,6 +14,8 @@ from seizurewatch.errors import DataError
 from seizurewatch.research.crossval import compare, default_baseline, parse_model_arg
 from seizurewatch.research.train import TrainingError
 
+pytestmark = pytest.mark.usefixtures("shared_cluster")  # one Dask cluster runs every fold task here
+
 
 def _yaml(path, arch, batch_size=16, epochs=2):
     path.write_text(f"name: {path.stem}\narch: {arch}\nepochs: {epochs}\nlr: 0.01\nbatch_size: {batch_size}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import DOG1, MODEL, free_port, wait_port
 
-from seizurewatch.errors import ConfigError
+from seizurewatch.errors import ConfigError, SeizurewatchError
 from seizurewatch.research.evaluate import evaluate
 from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, run_tasks
 from seizurewatch.research.predict import stream_probabilities
@@ -78,7 +78,7 @@ def test_one_error_names_the_failing_item_after_the_others_finished(scheduler, t
         assert isinstance(err.value.__cause__, ValueError)
     # a missing recording among real ones: named by its path, the real one still replayed
     missing = str(tmp_path / "gone.edf")
-    with pytest.raises(TaskError, match="gone.edf") as err:
+    with pytest.raises(SeizurewatchError, match="1 task\\(s\\) failed: recording .*gone.edf") as err:
         run_tasks(stream_probabilities, [RECS[1], missing], scheduler=scheduler)
     assert "dog1_rec04" not in str(err.value)
 

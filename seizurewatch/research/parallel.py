@@ -13,6 +13,7 @@ environment: ``SEIZUREWATCH_SCHEDULER``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -28,15 +29,18 @@ R = TypeVar("R")
 SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
 
 
-class TaskError(SeizurewatchError):
-    """One or more tasks failed; every other task finished first."""
+class TaskError(RuntimeError):
+    """One or more tasks failed with an internal error; every other task finished first. (Failures that are
+    all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
 
 
-def _one_thread() -> None:
-    """Worker set-up: one torch thread per worker process (the cluster is the parallelism)."""
+def _worker_setup(level: int) -> None:
+    """Worker set-up: one torch thread per worker process (the cluster is the parallelism), and the
+    caller's log level for seizurewatch (a replay's alarm warnings are the caller's output, not the log's)."""
     import torch
 
     torch.set_num_threads(1)
+    logging.getLogger("seizurewatch").setLevel(level)
 
 
 def default_workers() -> int:
@@ -54,6 +58,10 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
     processes with one thread each (closed on exit)."""
     from distributed import Client, LocalCluster
 
+    setup = functools.partial(_worker_setup, logging.getLogger("seizurewatch").getEffectiveLevel())
+    quiet = logging.getLogger("distributed")
+    if quiet.getEffectiveLevel() < logging.WARNING:  # the cluster's start/stop chatter is not ours to show
+        quiet.setLevel(logging.WARNING)
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")
@@ -61,12 +69,12 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
             raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
                               "`dask scheduler` and `dask worker ADDRESS`, or leave --scheduler out") from None
         with client:
-            client.register_worker_callbacks(_one_thread)
+            client.register_worker_callbacks(setup)
             yield client
         return
     with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
                       dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
-        client.register_worker_callbacks(_one_thread)
+        client.register_worker_callbacks(setup)
         yield client
 
 
@@ -94,10 +102,11 @@ def run_tasks(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None
     core); ``workers=1`` or a single item: serially in this process. ``client``: an existing
     ``distributed.Client`` to use instead. ``fn`` and the items must pickle (a module-level function or a
     ``functools.partial`` of one). ``progress``: a tqdm bar over tasks. When tasks fail the others still
-    finish, then one ``TaskError`` names each failing ``what`` (its item) and its error."""
+    finish, then one error names each failing ``what`` (its item) and its error: ``TaskError``, or the
+    failures' own ``SeizurewatchError`` class when they are all bad input of one kind."""
     items = list(items)
     scheduler = scheduler_from_env(scheduler)
-    if client is None and (in_worker() or (not scheduler and (workers == 1 or len(items) <= 1))):
+    if client is None and (in_worker() or workers == 1 or (not scheduler and len(items) <= 1)):
         return _serial(fn, items, progress, what)
     if client is not None:
         return _on_client(client, fn, items, progress, what)
@@ -148,4 +157,13 @@ def _raise_failed(failed: list[tuple[Any, BaseException]], what: str) -> None:
         return
     lines = [f"{what} {_describe(item)}: {type(exc).__name__}: {exc}" for item, exc in failed]
     first = failed[0][1]
-    raise TaskError(f"{len(failed)} task(s) failed: " + "; ".join(lines)) from first
+    message = f"{len(failed)} task(s) failed: " + "; ".join(lines)
+    kinds = {type(exc) for _, exc in failed}
+    if all(isinstance(exc, SeizurewatchError) for _, exc in failed):
+        kind = kinds.pop() if len(kinds) == 1 else SeizurewatchError
+        try:
+            err: BaseException = kind(message)
+        except TypeError:  # an error class that wants more than a message
+            err = SeizurewatchError(message)
+        raise err from first
+    raise TaskError(message) from first
