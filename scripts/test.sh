@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (Mosquitto from Debian, the package into .venv) and
-# runs the whole suite, slow end-to-end tests included. Extra arguments go to pytest.
+# runs the whole suite, slow end-to-end tests included, on 2 pytest-xdist workers (CI has 2 cores; most
+# end-to-end tests wait on real time, not the CPU). Extra arguments go to pytest (`-n 0`: one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -18,4 +19,4 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 export LSLAPICFG="$PWD/config/lsl_loopback.cfg"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n 2 "$@"
