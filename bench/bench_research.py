@@ -29,7 +29,7 @@ def fold_times(dataset: Any, threads: int, quick: bool, out: Any) -> dict[str, A
     import dataclasses
 
     from seizurewatch.research.crossval import BASELINE_CONFIGS, folds, with_splits
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
     from seizurewatch.research.training_run import load_model_config, train_from_dataset
 
     ds = open_dataset(dataset)

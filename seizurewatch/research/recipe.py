@@ -24,10 +24,10 @@ from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
 from seizurewatch.preprocess import PreprocessSpec
+from seizurewatch.research.dataset.recording import RecordingWindows, windows_from_recording
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, target_sensitivity, youden
 from seizurewatch.research.train import TrainConfig, predict, train
-from seizurewatch.research.windows import RecordingWindows, windows_from_recording
 from seizurewatch.typedyaml import load_typed, read_yaml
 
 log = logging.getLogger(__name__)
