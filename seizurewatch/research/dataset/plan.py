@@ -143,7 +143,9 @@ class Planner:
         return match_name(path.name, self.spec.subjects) or fallback
 
     # -- continuous recordings
-    def edf(self, path: Path) -> Piece:
+    def edf(self, path: Path, annotations: list[Annotation] | None = None) -> Piece:
+        """The windows of one recording, labelled from ``annotations`` when given, else from the
+        spec's annotation file for it, else from what ``find_annotations`` finds."""
         spec = self.spec
         with EdfRecording(path) as rec:
             h = rec.header
@@ -151,7 +153,9 @@ class Planner:
         n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
         duration = n_out / self.pre.rate
         explicit = match_name(path.name, spec.annotations)
-        if explicit:
+        if annotations is not None:
+            anns, source = sorted(annotations, key=lambda a: a.onset), "given"
+        elif explicit:
             anns = read_annotation_file(explicit, path.name)
             inside = [a for a in h.annotations if a.description.strip().lower() == "join"]
             anns = sorted(anns + inside, key=lambda a: a.onset)

@@ -1,15 +1,19 @@
-"""Cut labelled windows out of one recording, through the daemon's own preprocessing."""
+"""Labelled windows of one recording in memory (evaluation, threshold, prediction), planned by the
+dataset build's own planner and cut from the daemon's own preprocessing: one windowing path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label
 from seizurewatch.edfio import EdfRecording
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec
-from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of, window_starts
+from seizurewatch.research.dataset.plan import Planner
+from seizurewatch.research.dataset.spec import DatasetSpec
+from seizurewatch.research.labels import LabelRules
 from seizurewatch.types import Annotation
 
 
@@ -33,6 +37,16 @@ def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile 
     return np.concatenate(parts, axis=1), rec
 
 
+def cut(signal: np.ndarray, starts: list[float], rate: float, window_s: float) -> np.ndarray:
+    """(n, channels, samples) windows starting at ``starts`` seconds (the dataset reader cuts the same)."""
+    n_win = int(round(window_s * rate))
+    out = np.empty((len(starts), signal.shape[0], n_win), dtype=np.float32)
+    for k, t in enumerate(starts):
+        i0 = int(round(t * rate))
+        out[k] = signal[:, i0: i0 + n_win]
+    return out
+
+
 def windows_from_recording(
     path: str,
     spec: PreprocessSpec,
@@ -43,28 +57,17 @@ def windows_from_recording(
     annotations: list[Annotation] | None = None,
     device: DeviceProfile | None = None,
 ) -> RecordingWindows:
+    """Windows and labels of one recording; ``annotations`` default to the ones inside the file."""
+    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=window_s, stride_s=stride_s,  # type: ignore[arg-type]
+                     stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
+                     interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
+    if annotations is None:
+        with EdfRecording(path) as rec:
+            annotations = list(rec.header.annotations)
+    piece = Planner(ds, spec, device).edf(Path(path), annotations)
     signal, rec = preprocess_recording(path, spec, device)
-    with rec:
-        anns = list(annotations) if annotations is not None else list(rec.header.annotations)
-        duration = signal.shape[1] / spec.rate
-    seizures = seizures_of(anns, duration, path)
-    joins = joins_of(anns)
-    n_win = int(round(window_s * spec.rate))
-    xs, ys, ts = [], [], []
-    dropped = {"seam": 0, "excluded": 0}
-    for t in window_starts(duration, window_s, stride_s, stride_ictal_s, seizures):
-        lab = label_window(t, t + window_s, seizures, joins, rules)
-        if lab is None:
-            key = "seam" if any(t < j < t + window_s for j in joins) else "excluded"
-            dropped[key] += 1
-            continue
-        i0 = int(round(t * spec.rate))
-        if i0 + n_win > signal.shape[1]:
-            continue
-        xs.append(signal[:, i0 : i0 + n_win])
-        ys.append(lab)
-        ts.append(t)
+    rec.close()
     n_out = len(rules.outputs())
-    x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, len(spec.channels), n_win), np.float32)
-    y = np.asarray(ys, dtype=np.int8).reshape(-1, n_out)
-    return RecordingWindows(path, x, y, np.asarray(ts, dtype=np.float64), dropped)
+    x = cut(signal, piece.starts, spec.rate, window_s)
+    y = np.asarray(piece.labels, dtype=np.int8).reshape(-1, n_out)
+    return RecordingWindows(path, x, y, np.asarray(piece.starts, dtype=np.float64), dict(piece.dropped))
