@@ -170,6 +170,8 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
                command: str | None = None) -> dict[str, Any]:
     """Build windows, train, choose the threshold (on validation, or out of fold), export.
     Returns the metadata."""
+    from seizurewatch.research.training_run import architecture_meta
+
     recipe, _ = load_recipe(path)
     device = load_device(recipe.device)
     spec = spec_for(recipe, device)
@@ -203,6 +205,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         "preprocess": spec.to_json(),
         "window_s": recipe.window_s,
         "hop_s": recipe.hop_s,
+        "architecture": architecture_meta(recipe.model, x_tr.shape, y_tr.shape[1], spec.rate),
         "training": {
             "command": command or f"seizurewatch train {path}",
             "recipe": Path(path).name,
