@@ -134,6 +134,7 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
     assert th["policy"] == "oof_events" and 0 < th["value"] < 1
     assert th["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
     assert meta["training"]["validation_recordings"] == [] and meta["outputs"] == ["seizure", "early"]
+    assert meta["architecture"]["arch"] == "hills_forest" and meta["architecture"]["n_outputs"] == 2
     assert load_model(tmp_path / "m.pt").meta.threshold == pytest.approx(th["value"])
     # chosen on the three out-of-fold replays (one seizure each), which the metadata reports
     val = meta["metrics"]["validation"]
