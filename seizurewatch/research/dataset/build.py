@@ -84,6 +84,11 @@ def build_recording(job: RecordingJob) -> RecordingEntry:
 def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dict[str, Any]]:
     """Plan, split, balance and check; one job per recording, and the manifest fields known so far."""
     pieces, pre, device = plan(spec)
+    seen: dict[str, str] = {}
+    for p in pieces:
+        if seen.setdefault(p.name, p.path) != p.path:
+            raise DataError(f"{p.path}: same file name as {seen[p.name]}; the index names recordings by file "
+                            f"name, so rename one of them")
     warnings: list[str] = []
     outputs = spec.outputs()
 
