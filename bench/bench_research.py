@@ -34,7 +34,7 @@ def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, 
     import dataclasses
 
     from seizurewatch.research.crossval import folds, with_splits
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
     from seizurewatch.research.training_run import load_model_config, train_from_dataset
 
     ds = open_dataset(dataset)

@@ -32,7 +32,7 @@ from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
 from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
-from seizurewatch.preprocess import Preprocessor, check_rate_carries_band
+from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
@@ -151,7 +151,7 @@ class StreamPipeline:
                                         sampling_rate=self.source.rate)
         spec = self.meta.preprocess
         where = f"{self.source.description} (patient {self.patient}, device {self.device.name})"
-        if abs(self.source.rate - self.device.sampling_rate) > 0.01 * self.device.sampling_rate:
+        if not same_rate(self.source.rate, self.device.sampling_rate):
             log.warning("source rate differs from device profile; resampling",
                         extra={"patient": self.patient, "source_rate": self.source.rate,
                                "device_rate": self.device.sampling_rate})

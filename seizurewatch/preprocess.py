@@ -84,6 +84,14 @@ def check_device_fits_model(device: DeviceProfile, spec: PreprocessSpec, where: 
     check_rate_carries_band(device.sampling_rate, spec, f"{where} (device profile {device.name})")
 
 
+SAME_RATE_TOLERANCE = 1e-3  # the one tolerance: rates closer than 0.1 % pass through, others are resampled
+
+
+def same_rate(rate_in: float, rate_out: float) -> bool:
+    """Whether ``rate_in`` is taken as ``rate_out`` unchanged (live and in dataset build alike)."""
+    return abs(rate_out / rate_in - 1.0) <= SAME_RATE_TOLERANCE
+
+
 class StreamingResampler:
     """Rational-rate polyphase resampler, state carried across blocks.
 
@@ -92,13 +100,11 @@ class StreamingResampler:
     other (a device clock at 399.61 Hz for a nominal 400 Hz) are passed through unchanged.
     """
 
-    SAME_RATE_TOLERANCE = 1e-3
-
     def __init__(self, n_channels: int, rate_in: float, rate_out: float) -> None:
         self.rate_in, self.rate_out = rate_in, rate_out
         frac = Fraction(rate_out / rate_in).limit_denominator(1000)
         self.up, self.down = frac.numerator, frac.denominator
-        self.identity = abs(rate_out / rate_in - 1.0) <= self.SAME_RATE_TOLERANCE or self.up == self.down
+        self.identity = same_rate(rate_in, rate_out) or self.up == self.down
         if self.identity:
             return
         max_rate = max(self.up, self.down)

@@ -8,13 +8,18 @@ import numpy as np
 import pyedflib
 
 
-def write_edf(path: Path, data: np.ndarray, rate: int, labels: list[str],
+def write_edf(path: Path, data: np.ndarray, rate: float, labels: list[str],
               annotations: list[tuple[float, float, str]] = (), plus: bool = True) -> Path:
-    """(channels, samples) µV -> EDF (EDF+ with ``annotations`` when ``plus``). Whole seconds only."""
-    n = data.shape[1] - data.shape[1] % rate
+    """(channels, samples) µV -> EDF (EDF+ with ``annotations`` when ``plus``). Whole data records
+    only: 1 s, or 2 s for a half-integer rate (398.5 Hz)."""
+    record = 1 if float(rate).is_integer() else 2
+    per_record = int(round(rate * record))
+    n = data.shape[1] - data.shape[1] % per_record
     kind = pyedflib.FILETYPE_EDFPLUS if plus else pyedflib.FILETYPE_EDF
     w = pyedflib.EdfWriter(str(path), len(labels), file_type=kind)
     try:
+        if record != 1:
+            w.setDatarecordDuration(record)
         heads = []
         for i, lab in enumerate(labels):
             lo, hi = float(np.floor(data[i].min())) - 1.0, float(np.ceil(data[i].max())) + 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seizurewatch.research.datadir import write_dataset
+from seizurewatch.research.dataset import write_dataset
 
 RATE = 256.0
 WINDOW_S = 12.0

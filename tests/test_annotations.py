@@ -15,7 +15,7 @@ from seizurewatch.research.annotations import (
     read_edf_annotations,
     read_tuh_csv_bi,
 )
-from seizurewatch.research.windowplan import _clip_groups
+from seizurewatch.research.dataset.plan import _clip_groups
 from seizurewatch.types import Annotation
 
 # As published on PhysioNet (chb01 uses "Seizure Start Time:", later patients "Seizure 1 Start Time:").

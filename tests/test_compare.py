@@ -68,7 +68,7 @@ def test_unknown_threshold_method_is_refused(tmp_path):
 def test_a_model_fitted_once_trains_on_the_validation_recording_too(tmp_path):
     from seizurewatch.modelfile import load_model
     from seizurewatch.research.crossval import fits_once
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
     from seizurewatch.research.training_run import load_model_config
 
     ds_path = make_dataset(tmp_path / "ds")

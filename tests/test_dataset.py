@@ -11,7 +11,6 @@ from edf_writer import noise, write_edf
 
 from seizurewatch.errors import DataError
 from seizurewatch.preprocess import PreprocessSpec
-from seizurewatch.research.datadir import open_dataset
 from seizurewatch.research.dataset import (
     DatasetSpec,
     SplitSpec,
@@ -19,9 +18,10 @@ from seizurewatch.research.dataset import (
     build_dataset,
     default_subject,
     load_spec,
+    open_dataset,
 )
+from seizurewatch.research.dataset.recording import windows_from_recording
 from seizurewatch.research.labels import LabelRules
-from seizurewatch.research.windows import windows_from_recording
 
 RATE = 100
 
@@ -51,8 +51,8 @@ def test_windowing_exclusion_and_seams_arithmetic(tmp_path):
     assert [t for t, v in zip(ts, y[:, 0]) if v] == list(np.arange(100.0, 121.0))
     assert {r["seizure_id"] for r, v in zip(rows, y[:, 0]) if v} == {"s1_rec01#1"}
     assert all(r["seizure_id"] == "" for r, v in zip(rows, y[:, 0]) if not v)
-    x = np.load(tmp_path / "ds" / "x.npy", mmap_mode="r")
-    assert x.shape == (59, 2, 1000) and x.dtype == np.float32
+    x = open_dataset(tmp_path / "ds").x
+    assert x.shape == (59, 2, 1000) and x[:3].dtype == np.float32
 
 
 def test_prediction_multi_horizon_arithmetic(tmp_path):
@@ -186,15 +186,15 @@ def test_dog1_dataset_matches_the_recordings(tmp_path):
     spec = load_spec(ROOT / "config" / "dataset-dog1.yaml")
     out = tmp_path / "dog1"
     m = build_dataset(spec, out, command="test")
-    assert m["format"] == "seizurewatch-dataset/1" and m["task"] == "detection" and m["outputs"] == ["seizure"]
+    assert m["format"] == "seizurewatch-dataset/2" and m["task"] == "detection" and m["outputs"] == ["seizure"]
     # rec01-03: 322 windows, 72 ictal, 54 straddling a seam (the shipped model's figures); rec04: 83, 32 ictal
     assert m["counts"]["train"]["total"] + m["counts"]["val"]["total"] == 322
     assert m["counts"]["train"]["ictal"] + m["counts"]["val"]["ictal"] == 72
     assert m["counts"]["test"] == {"total": 83, "ictal": 32, "interictal": 51}
     assert sum(r["dropped"].get("seam", 0) for r in m["recordings"][:3]) == 54
     assert [r["split"] for r in m["recordings"]] == ["train", "train", "val", "test"]
-    x = np.load(out / "x.npy", mmap_mode="r")
-    assert isinstance(x, np.memmap) and x.shape == (m["n"], 16, 4000) == tuple(m["shape"]) and x.dtype == np.float32
+    x = open_dataset(out).x
+    assert x.shape == (m["n"], 16, 4000) == tuple(m["shape"]) and x[:2].dtype == np.float32
     y = np.load(out / "y.npy")
     assert y.shape == (m["n"], 1) and y.dtype == np.int8
     assert int(y.sum()) == sum(c["ictal"] for c in m["counts"].values())
@@ -220,7 +220,7 @@ def test_kaggle_detection_clip_folder(tmp_path):
     assert len(where) == 4 and all(len(s) == 1 for s in where.values())
     assert all(m["counts"][s]["ictal"] > 0 for s in ("train", "val", "test"))
     assert m["counts"]["train"]["ictal"] == m["counts"]["train"]["interictal"]
-    assert np.load(tmp_path / "clips" / "x.npy", mmap_mode="r").shape == (m["n"], 16, 400)
+    assert open_dataset(tmp_path / "clips").x.shape == (m["n"], 16, 400)
     with pytest.raises(DataError, match=r"window of 2 s is longer than the clip \(1 s\)"):
         build_dataset(replace(spec, window_s=2), tmp_path / "clips2")
 
@@ -253,3 +253,69 @@ def test_cli_build_and_show(tmp_path):
     assert show.returncode == 0 and "dog1_rec04.edf" in show.stdout and f"{m['n']} windows" in show.stdout
     bad = run_cli("dataset", "build", "--recordings", str(tmp_path / "missing.edf"), "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "missing.edf: recording not found" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def _stored_bytes(folder):
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_stores_the_signal_once_whatever_the_stride(tmp_path):
+    """10 s windows every 1 s: the folder is about the preprocessed signal (the x.npy layout was ~10x),
+    and every window read back is the preprocessed signal's slice."""
+    from seizurewatch.research.dataset.recording import preprocess_recording
+
+    r = rec(tmp_path, "s1_rec01.edf", 600, [(300, 40, "seizure")], labels=("a", "b", "c", "d"))
+    spec = DatasetSpec(recordings=(str(r),), window_s=10, stride_s=1, stride_ictal_s=1, exclusion_s=60,
+                       split=SplitSpec(assign={"*": "train"}))
+    out = tmp_path / "ds"
+    m = build_dataset(spec, out)
+    signal, _ = preprocess_recording(str(r), PreprocessSpec.from_json(m["preprocess"]))
+    assert m["n"] > 400  # about 10x the signal if every window were copied
+    assert _stored_bytes(out) <= 1.1 * signal.nbytes
+    ds = open_dataset(out)
+    assert len(ds.x) == m["n"]
+    for row in (0, 17, m["n"] - 1):
+        i0 = int(round(ds.index[row].t_start * RATE))
+        np.testing.assert_array_equal(ds.x[row], signal[:, i0: i0 + 1000])
+    batch = ds.x[np.array([3, 1, 2])]
+    assert batch.shape == (3, 4, 1000) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[1], ds.x[1])
+
+
+def test_old_layout_is_refused_with_how_to_rebuild(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    np.save(old / "x.npy", np.zeros((2, 2, 10), np.float32))
+    np.save(old / "y.npy", np.zeros((2, 1), np.int8))
+    (old / "manifest.json").write_text(json.dumps({"format": "seizurewatch-dataset/1"}))
+    (old / "index.csv").write_text("i,recording,subject,t_start,seizure_id,split\n")
+    with pytest.raises(DataError, match=r"old\b.*x\.npy.*seizurewatch dataset build --spec"):
+        open_dataset(old)
+
+
+def test_a_398_5_hz_file_is_resampled_as_the_daemon_does(tmp_path):
+    """The daemon resamples a 398.5 Hz source for a 400 Hz model (the rates differ by more than the one
+    tolerance); dataset build stores the same samples."""
+    from seizurewatch.preprocess import Preprocessor, same_rate
+
+    assert not same_rate(398.5, 400.0) and same_rate(399.61, 400.0)
+    rate = 398.5
+    data = np.random.default_rng(3).normal(0, 20, (2, int(60 * rate)))
+    r = write_edf(tmp_path / "s1_rec01.edf", data, rate, ["a", "b"], annotations=[(30, 10, "seizure")])
+    spec = DatasetSpec(recordings=(str(r),), channels=("a", "b"), rate=400.0, window_s=5, stride_s=1,
+                       exclusion_s=5, split=SplitSpec(assign={"*": "train"}))
+    out = tmp_path / "ds"
+    build_dataset(spec, out)
+    ds = open_dataset(out)
+    stored = np.load(out / ds.manifest["signals"]["s1_rec01.edf"])
+    from seizurewatch.edfio import EdfRecording
+
+    with EdfRecording(r) as edf:
+        assert edf.header.rate == pytest.approx(rate)
+        live = Preprocessor(ds.spec, edf.header.channels, edf.header.rate, where="live")
+        expected = np.concatenate([live.process(b) for _, b in edf.chunks(797)], axis=1)
+    assert abs(stored.shape[1] - 60 * 400) <= 2  # at 400 Hz, not 398.5 Hz taken as 400
+    np.testing.assert_allclose(stored, expected[:, : stored.shape[1]], rtol=1e-5, atol=1e-4)

@@ -12,7 +12,7 @@ from synthetic_dataset import CHANNELS, RATE, WINDOW_S, make_dataset, tiny_model
 
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import load_model
-from seizurewatch.research.datadir import open_dataset
+from seizurewatch.research.dataset import open_dataset
 from seizurewatch.research.export import export, rebuild_eager, save_checked
 from seizurewatch.research.train import predict, train
 from seizurewatch.research.training_run import load_model_config

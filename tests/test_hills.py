@@ -15,13 +15,12 @@ import scipy.stats
 import torch
 
 from seizurewatch.modelfile import load_model
-from seizurewatch.research.dataset import build_dataset
+from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset
 from seizurewatch.research.hills import HillsFeatures
 from seizurewatch.research.predict import stream_probabilities
 from seizurewatch.research.timescore import SecondScores, score_seconds
 from seizurewatch.research.train import TrainConfig
 from seizurewatch.research.training_run import ModelSpec, train_from_dataset
-from seizurewatch.research.windowplan import DatasetSpec, SplitSpec
 
 DOG1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dog1"
 RATE = 400
@@ -76,7 +75,7 @@ def dog1_1s(tmp_path_factory):
 
 
 def test_early_labels_mark_the_first_15_seconds_of_each_seizure(dog1_1s):
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
 
     ds = open_dataset(dog1_1s)
     assert ds.outputs == ["seizure", "early"]
@@ -112,7 +111,7 @@ def test_forest_trains_once_exports_and_streams_probabilities_through_the_daemon
 
 def test_a_forest_without_the_early_output_refuses_to_combine(dog1_1s, tmp_path):
     from seizurewatch.errors import ConfigError
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
 
     ds = open_dataset(dog1_1s)
     one = dataclasses.replace(ds, y=ds.y[:, :1], manifest={**ds.manifest, "outputs": ["seizure"]})
@@ -135,6 +134,7 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
     assert th["policy"] == "oof_events" and 0 < th["value"] < 1
     assert th["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
     assert meta["training"]["validation_recordings"] == [] and meta["outputs"] == ["seizure", "early"]
+    assert meta["architecture"]["arch"] == "hills_forest" and meta["architecture"]["n_outputs"] == 2
     assert load_model(tmp_path / "m.pt").meta.threshold == pytest.approx(th["value"])
     # chosen on the three out-of-fold replays (one seizure each), which the metadata reports
     val = meta["metrics"]["validation"]

@@ -39,8 +39,7 @@ def test_daemon_marks_export_and_dataset_build(mosquitto, tmp_path):
     from seizurewatch.alarms.ack import Ack, publish_ack
     from seizurewatch.config import load_config
     from seizurewatch.daemon import Daemon
-    from seizurewatch.research.dataset import build_dataset
-    from seizurewatch.research.windowplan import DatasetSpec, SplitSpec
+    from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset
 
     journal = tmp_path / "outbox.sqlite3"
     cfg_path = tmp_path / "bedside.yaml"

@@ -13,7 +13,7 @@ from synthetic_dataset import CHANNELS, RATE, WINDOW_S, make_dataset, tiny_model
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import load_model
 from seizurewatch.research.architectures import REGISTRY, BandPowerLR, build
-from seizurewatch.research.datadir import open_dataset
+from seizurewatch.research.dataset import open_dataset
 from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.training_run import load_model_config, train_from_dataset, train_per_subject
 
@@ -139,7 +139,7 @@ def test_model_yaml_errors_name_the_file_and_key(tmp_path):
 
 
 def test_dataset_directory_errors(tmp_path):
-    with pytest.raises(DataError, match="x.npy missing"):
+    with pytest.raises(DataError, match="y.npy missing"):
         open_dataset(tmp_path)
     ds = make_dataset(tmp_path / "ds")
     manifest = json.loads((ds / "manifest.json").read_text())

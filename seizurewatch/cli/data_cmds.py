@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dataset", help="build a windowed dataset from annotated recordings",
-                       description="Build (or show) a windowed dataset directory: x.npy (memory-mapped N x C x T "
-                                   "float32), y.npy, index.csv, manifest.json.")
+                       description="Build (or show) a dataset directory: signals/*.npy (each recording's "
+                                   "preprocessed signal, once), y.npy, index.csv (the windows), manifest.json.")
     dsub = d.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
     b = dsub.add_parser("build", help="recordings + annotations -> windows on disk",
                         description="From a spec YAML (see config/dataset-dog1.yaml) and/or flags; flags "
@@ -161,7 +161,7 @@ def summary(m: dict, path: str) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
 
     ds = open_dataset(args.dir)
     print(json.dumps(ds.manifest, indent=1) if args.json else summary(ds.manifest, args.dir))

@@ -200,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out or f"eval-{Path(args.model).stem}")
     recordings, windows, baseline = list(args.recordings), None, args.baseline
     if args.dataset:
-        from seizurewatch.research.datadir import open_dataset
+        from seizurewatch.research.dataset import open_dataset
 
         ds = open_dataset(args.dataset)
         rows = ds.rows(args.split)

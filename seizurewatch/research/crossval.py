@@ -30,7 +30,7 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
-from seizurewatch.research.datadir import DatasetDir, open_dataset
+from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, second_scores
 from seizurewatch.research.parallel import run_tasks
 from seizurewatch.research.predict import Trace, stream_probabilities

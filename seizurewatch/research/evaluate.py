@@ -84,7 +84,7 @@ def window_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, 
 def windows_for(meta: ModelMeta, recordings: list[str], stride_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Labelled windows of held-out recordings, cut with the model's own preprocessing."""
     from seizurewatch.research.annotations import find_annotations
-    from seizurewatch.research.windows import windows_from_recording
+    from seizurewatch.research.dataset.recording import windows_from_recording
 
     xs, ys = [], []
     for r in recordings:

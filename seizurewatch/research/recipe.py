@@ -24,10 +24,10 @@ from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
 from seizurewatch.preprocess import PreprocessSpec
+from seizurewatch.research.dataset.recording import RecordingWindows, windows_from_recording
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, target_sensitivity, youden
 from seizurewatch.research.train import TrainConfig, predict, train
-from seizurewatch.research.windows import RecordingWindows, windows_from_recording
 from seizurewatch.typedyaml import load_typed, read_yaml
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
                command: str | None = None) -> dict[str, Any]:
     """Build windows, train, choose the threshold (on validation, or out of fold), export.
     Returns the metadata."""
+    from seizurewatch.research.training_run import architecture_meta
+
     recipe, _ = load_recipe(path)
     device = load_device(recipe.device)
     spec = spec_for(recipe, device)
@@ -203,6 +205,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         "preprocess": spec.to_json(),
         "window_s": recipe.window_s,
         "hop_s": recipe.hop_s,
+        "architecture": architecture_meta(recipe.model, x_tr.shape, y_tr.shape[1], spec.rate),
         "training": {
             "command": command or f"seizurewatch train {path}",
             "recipe": Path(path).name,

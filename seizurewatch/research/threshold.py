@@ -247,14 +247,14 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
     """The ROC / false-alarm-budget policies, on one validation split or recordings."""
     recordings = list(recordings or [])
     if dataset is not None:
-        from seizurewatch.research.datadir import open_dataset
+        from seizurewatch.research.dataset import open_dataset
 
         ds = open_dataset(dataset)
         rows = ds.rows(split)
         if not len(rows):
             raise DataError(f"{dataset}: split {split!r} has no windows")
-        x, y = ds.x, ds.y[rows]
-        p = predict(loaded.module, x, rows=rows)[:, 0]
+        y = ds.y[rows]
+        p = predict(loaded.module, ds.x, rows=rows)[:, 0]
         recordings = recordings or [r for r in ds.recordings(split) if Path(r).is_file()]
         where = [f"{Path(dataset).name}:{split}"]
         yv = y[:, 0]
@@ -288,7 +288,7 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
     """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
     config (its metadata) on the others, replay the left-out one; choose on those traces."""
     from seizurewatch.research.crossval import out_of_fold
-    from seizurewatch.research.datadir import open_dataset
+    from seizurewatch.research.dataset import open_dataset
     from seizurewatch.research.train import TrainConfig
     from seizurewatch.research.training_run import ModelSpec
 

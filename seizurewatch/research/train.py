@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.roc import roc
+
+if TYPE_CHECKING:
+    from seizurewatch.research.dataset.store import Windows
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,11 @@ class TrainResult:
     config: dict[str, Any]
 
 
-def channel_stats(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(x: np.ndarray | Windows, rows: np.ndarray | None = None,
+                  chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std over all training windows (the model's input standardisation),
     accumulated in chunks so a memory-mapped dataset is never loaded whole."""
-    if rows is None and not isinstance(x, np.memmap):  # in memory: the exact formula the shipped model used
+    if rows is None and isinstance(x, np.ndarray) and not isinstance(x, np.memmap):  # in memory: the shipped formula
         mean64, std64 = x.mean(axis=(0, 2), dtype=np.float64), x.std(axis=(0, 2), dtype=np.float64)
         return torch.from_numpy(mean64).float(), torch.from_numpy(std64).float()
     rows = np.arange(len(x)) if rows is None else rows
@@ -101,7 +105,7 @@ def _batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndar
     return out
 
 
-def _take(x: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+def _take(x: np.ndarray | Windows, rows: np.ndarray) -> torch.Tensor:
     """Rows of a (possibly memory-mapped) array as a float32 tensor (sorted reads are faster on disk)."""
     return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32))
 
@@ -116,9 +120,9 @@ def _loss_fn(y: np.ndarray, use_weights: bool) -> nn.Module:
 
 
 def train(
-    x_train: np.ndarray,
+    x_train: np.ndarray | Windows,
     y_train: np.ndarray,
-    x_val: np.ndarray | None,
+    x_val: np.ndarray | Windows | None,
     y_val: np.ndarray | None,
     cfg: TrainConfig,
     checkpoint: str | Path | None = None,
@@ -212,8 +216,8 @@ def train(
 
 
 @torch.no_grad()
-def _fit_once(model: Deployable, net: FittedModel, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
-              x_val: np.ndarray | None, y_val: np.ndarray | None, va: np.ndarray | None, loss_fn: nn.Module,
+def _fit_once(model: Deployable, net: FittedModel, x: np.ndarray | Windows, y: np.ndarray, tr: np.ndarray,
+              x_val: np.ndarray | Windows | None, y_val: np.ndarray | None, va: np.ndarray | None, loss_fn: nn.Module,
               cfg: TrainConfig, chunk: int = 256) -> TrainResult:
     """A model fitted once (a forest): features of the standardised training windows, in
     chunks so a memory-mapped dataset is never loaded whole, then one ``fit_features``.
@@ -231,7 +235,7 @@ def _fit_once(model: Deployable, net: FittedModel, x: np.ndarray, y: np.ndarray,
 
 
 @torch.no_grad()
-def _validate(model: Deployable, x: np.ndarray, y: np.ndarray, rows: np.ndarray, loss_fn: nn.Module,
+def _validate(model: Deployable, x: np.ndarray | Windows, y: np.ndarray, rows: np.ndarray, loss_fn: nn.Module,
               chunk: int = 256) -> dict[str, float]:
     model.eval()
     logits = torch.cat([model.net((_take(x, rows[i : i + chunk]) - model.mean) / model.std)  # type: ignore[operator]
@@ -247,7 +251,7 @@ def _validate(model: Deployable, x: np.ndarray, y: np.ndarray, rows: np.ndarray,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch: int = 256, rows: np.ndarray | None = None) -> np.ndarray:
+def predict(model: nn.Module, x: np.ndarray | Windows, batch: int = 256, rows: np.ndarray | None = None) -> np.ndarray:
     """(N, C, T) -> (N, outputs) probabilities, with a deployed (or loaded) model; ``rows``
     picks windows of a memory-mapped array."""
     if isinstance(model, (Deployable, torch.jit.ScriptModule)):

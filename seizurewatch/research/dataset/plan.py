@@ -8,7 +8,6 @@ through the daemon's own preprocessing when the windows are written.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import math
@@ -16,12 +15,12 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
-from seizurewatch.errors import ConfigError, DataError
+from seizurewatch.errors import DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
 from seizurewatch.recordings import open_recording
 from seizurewatch.research.annotations import (
@@ -33,8 +32,8 @@ from seizurewatch.research.annotations import (
     read_csv_annotations,
     read_tuh_csv_bi,
 )
+from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.labels import (
-    LabelRules,
     Seizure,
     drop_reason,
     joins_of,
@@ -43,81 +42,10 @@ from seizurewatch.research.labels import (
     seizures_of,
     window_starts,
 )
-from seizurewatch.typedyaml import load_typed_file, resolve_path
 from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
 
-NOMINAL_RATE_TOLERANCE = 0.005  # 399.61 Hz (Kaggle's nominal rate) is taken as 400 Hz, not resampled
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    by: Literal["recording", "seizure", "subject"] = "recording"
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test (by window count)
-    assign: dict[str, Literal["train", "val", "test"]] = field(default_factory=dict)  # name or glob -> split
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    recordings: tuple[str, ...]  # EDF files, globs, clip folders (Kaggle, Delhi), single clips
-    task: Literal["detection", "prediction"] = "detection"
-    device: str | None = None  # device profile: channels and rate (else `channels`/`rate`, else the first file)
-    channels: tuple[str, ...] | None = None
-    rate: float | None = None
-    bandpass: tuple[float, float] | None = None
-    notch: float | None = None
-    window_s: float = 10.0
-    stride_s: float = 1.0  # between interictal (negative) windows
-    stride_ictal_s: float = 1.0  # inside the positive class: seizures (detection), preictal spans (prediction)
-    exclusion_s: float = 300.0  # detection: interictal windows at least this far from a seizure
-    horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
-    interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
-    postictal_s: float = 600.0
-    early_s: float | None = None  # detection: add the output "early" (window ends <= early_s after onset)
-    balance: Literal["none", "subject"] = "none"  # subject: undersample the majority class per subject
-    balance_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
-    split: SplitSpec = field(default_factory=SplitSpec)
-    subjects: dict[str, str] = field(default_factory=dict)  # recording name or glob -> subject
-    annotations: dict[str, str] = field(default_factory=dict)  # recording name -> annotation file
-    seed: int = 0
-    name: str = ""
-
-    def rules(self) -> LabelRules:
-        return LabelRules(task=self.task, exclusion_s=self.exclusion_s, horizons_s=tuple(self.horizons_s),
-                          interictal_min_s=self.interictal_min_s, postictal_s=self.postictal_s, early_s=self.early_s)
-
-    def outputs(self) -> list[str]:
-        return self.rules().outputs()
-
-    def check(self, where: str) -> None:
-        if self.window_s <= 0 or self.stride_s <= 0 or self.stride_ictal_s <= 0:
-            raise ConfigError(f"{where}: window_s, stride_s and stride_ictal_s must be > 0")
-        if self.exclusion_s < 0:
-            raise ConfigError(f"{where}: exclusion_s must be >= 0")
-        if self.task == "prediction" and (not self.horizons_s or min(self.horizons_s) <= 0):
-            raise ConfigError(f"{where}: horizons_s: prediction needs at least one horizon > 0")
-        fr = self.split.fractions
-        if min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
-            raise ConfigError(f"{where}: split.fractions must be >= 0 and sum to 1, got {list(fr)}")
-        if not self.recordings:
-            raise ConfigError(f"{where}: recordings: at least one recording or clip folder is needed")
-
-
-def load_spec(path: str | Path) -> DatasetSpec:
-    """A dataset spec YAML; relative paths are relative to the file."""
-    spec, base = load_typed_file(DatasetSpec, path)
-
-    def res(s: str) -> str:
-        return resolve_path(base, s)
-
-    spec = dataclasses.replace(
-        spec, recordings=tuple(res(r) for r in spec.recordings),
-        device=res(spec.device) if spec.device else None,
-        annotations={k: res(v) for k, v in spec.annotations.items()},
-    )
-    spec.check(str(path))
-    return spec
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -183,13 +111,9 @@ def default_subject(stem: str) -> str:
     return m.group(1) if m else stem
 
 
-def _nominal(rate_in: float, rate_out: float) -> float:
-    return rate_out if abs(rate_in - rate_out) / rate_out < NOMINAL_RATE_TOLERANCE else rate_in
-
-
 def _out_len(n: int, rate_in: float, rate_out: float) -> int:
     """Samples the streaming resampler yields for ``n`` input samples."""
-    r = StreamingResampler(1, _nominal(rate_in, rate_out), rate_out)
+    r = StreamingResampler(1, rate_in, rate_out)
     return n if r.identity else math.ceil(n * r.up / r.down)
 
 
@@ -219,7 +143,9 @@ class Planner:
         return match_name(path.name, self.spec.subjects) or fallback
 
     # -- continuous recordings
-    def edf(self, path: Path) -> Piece:
+    def edf(self, path: Path, annotations: list[Annotation] | None = None) -> Piece:
+        """The windows of one recording, labelled from ``annotations`` when given, else from the
+        spec's annotation file for it, else from what ``find_annotations`` finds."""
         spec = self.spec
         with open_recording(path) as rec:
             h = rec.header
@@ -227,7 +153,9 @@ class Planner:
         n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
         duration = n_out / self.pre.rate
         explicit = match_name(path.name, spec.annotations)
-        if explicit:
+        if annotations is not None:
+            anns, source = sorted(annotations, key=lambda a: a.onset), "given"
+        elif explicit:
             anns = read_annotation_file(explicit, path.name)
             inside = [a for a in h.annotations if a.description.strip().lower() == "join"]
             anns = sorted(anns + inside, key=lambda a: a.onset)
@@ -423,11 +351,11 @@ def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None)
     if piece.clip is None:
         with open_recording(piece.path) as rec:
             h = rec.header
-            proc = Preprocessor(pre, h.channels, _nominal(h.rate, pre.rate), where=piece.path, canon=canon)
+            proc = Preprocessor(pre, h.channels, h.rate, where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]
         return np.concatenate(parts, axis=1)
     clip, data = read_clip(piece.path)
     assert data is not None
     labels = _clip_channels(clip.channels, pre.channels, piece.path, canon)
-    proc = Preprocessor(pre, labels, _nominal(clip.rate, pre.rate), where=piece.path, canon=canon)
+    proc = Preprocessor(pre, labels, clip.rate, where=piece.path, canon=canon)
     return proc.process(data)

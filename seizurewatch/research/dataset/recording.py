@@ -1,0 +1,73 @@
+"""Labelled windows of one recording in memory (evaluation, threshold, prediction), planned by the
+dataset build's own planner and cut from the daemon's own preprocessing: one windowing path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seizurewatch.devices import DeviceProfile, canonical_label
+from seizurewatch.preprocess import Preprocessor, PreprocessSpec
+from seizurewatch.recordings import Recording, open_recording
+from seizurewatch.research.dataset.plan import Planner
+from seizurewatch.research.dataset.spec import DatasetSpec
+from seizurewatch.research.labels import LabelRules
+from seizurewatch.types import Annotation
+
+
+@dataclass
+class RecordingWindows:
+    recording: str
+    x: np.ndarray  # (n, channels, samples) float32
+    y: np.ndarray  # (n, outputs) int8
+    t_start: np.ndarray  # (n,) seconds
+    dropped: dict[str, int]
+
+
+def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile | None = None,
+                         chunk_s: float = 30.0) -> tuple[np.ndarray, Recording]:
+    """The whole recording as the daemon would see it: (channels, samples) at spec.rate."""
+    rec = open_recording(path)
+    h = rec.header
+    canon = device.canonical if device else canonical_label
+    pre = Preprocessor(spec, h.channels, h.rate, where=path, canon=canon)
+    parts = [pre.process(block) for _, block in rec.chunks(max(1, int(chunk_s * h.rate)))]
+    return np.concatenate(parts, axis=1), rec
+
+
+def cut(signal: np.ndarray, starts: list[float], rate: float, window_s: float) -> np.ndarray:
+    """(n, channels, samples) windows starting at ``starts`` seconds (the dataset reader cuts the same)."""
+    n_win = int(round(window_s * rate))
+    out = np.empty((len(starts), signal.shape[0], n_win), dtype=np.float32)
+    for k, t in enumerate(starts):
+        i0 = int(round(t * rate))
+        out[k] = signal[:, i0: i0 + n_win]
+    return out
+
+
+def windows_from_recording(
+    path: str,
+    spec: PreprocessSpec,
+    window_s: float,
+    stride_s: float,
+    stride_ictal_s: float,
+    rules: LabelRules,
+    annotations: list[Annotation] | None = None,
+    device: DeviceProfile | None = None,
+) -> RecordingWindows:
+    """Windows and labels of one recording; ``annotations`` default to the ones inside the file."""
+    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=window_s, stride_s=stride_s,  # type: ignore[arg-type]
+                     stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
+                     interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
+    if annotations is None:
+        with open_recording(path) as rec:
+            annotations = list(rec.header.annotations)
+    piece = Planner(ds, spec, device).edf(Path(path), annotations)
+    signal, rec = preprocess_recording(path, spec, device)
+    rec.close()
+    n_out = len(rules.outputs())
+    x = cut(signal, piece.starts, spec.rate, window_s)
+    y = np.asarray(piece.labels, dtype=np.int8).reshape(-1, n_out)
+    return RecordingWindows(path, x, y, np.asarray(piece.starts, dtype=np.float64), dict(piece.dropped))
