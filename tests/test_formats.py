@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyedflib
@@ -266,3 +267,41 @@ def test_inspect_a_text_signal_and_csv_annotations_next_to_it(tmp_path):
     assert res.annotations == [Annotation(3.0, 4.0, "seizure")]
     (r,) = discover(tmp_path / "S")  # S001.csv is the annotations of S001.txt, not a second signal
     assert r.path == str(z) and r.annotations == (Annotation(3.0, 4.0, "seizure"),)
+
+
+def test_dataset_build_reads_a_chbmit_folder_and_text_signals(tmp_path):
+    """dataset build takes a corpus folder in any readable format: recordings found by discover(),
+    seizures from the layout's own annotation files, subjects from the file names."""
+    from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset, open_dataset
+
+    labels = ["FP1-F7", "F7-T7", "T8-P8"]
+    for s in ("chb01", "chb02"):
+        (tmp_path / "chb" / s).mkdir(parents=True)
+        for i in (1, 2):
+            write_edf(tmp_path / "chb" / s / f"{s}_0{i}.edf", noise(3, 60, 256, seed=i), 256, labels, plus=False)
+        (tmp_path / "chb" / s / f"{s}-summary.txt").write_text(
+            f"File Name: {s}_01.edf\nNumber of Seizures in File: 0\n\n"
+            f"File Name: {s}_02.edf\nNumber of Seizures in File: 1\nSeizure 1 Start Time: 20 seconds\n"
+            "Seizure 1 End Time: 30 seconds\n")
+    spec = DatasetSpec(recordings=(str(tmp_path / "chb"),), window_s=2, stride_s=2, stride_ictal_s=1, exclusion_s=5,
+                       split=SplitSpec(by="subject", assign={"chb01": "train", "chb02": "test"}))
+    build_dataset(spec, tmp_path / "ds")
+    ds = open_dataset(tmp_path / "ds")
+    rows = ds.index
+    assert sorted({r.recording for r in rows}) == ["chb01_01.edf", "chb01_02.edf", "chb02_01.edf", "chb02_02.edf"]
+    assert {r.subject: r.split for r in rows} == {"chb01": "train", "chb02": "test"}
+    ictal = [r for r in rows if ds.y[r.i, 0] > 0.5]
+    assert {r.recording for r in ictal} == {"chb01_02.edf", "chb02_02.edf"}  # from the summary files only
+
+    text = tmp_path / "txt"
+    text.mkdir()
+    for i in (1, 2):
+        np.savetxt(text / f"s{i}.csv", noise(2, 30, 100, seed=i).T, delimiter=",", header="a,b", comments="")
+        (text / f"s{i}.json").write_text(json.dumps({"rate": 100}))
+        (text / f"s{i}_events.tsv").write_text("onset\tduration\teventType\n10\t6\tsz\n")
+    spec = DatasetSpec(recordings=(str(text),), window_s=2, stride_s=2, exclusion_s=2,
+                       split=SplitSpec(assign={"*": "train"}))
+    m = build_dataset(spec, tmp_path / "ds-text")
+    assert [Path(r["path"]).name for r in m["recordings"]] == ["s1.csv", "s2.csv"]
+    assert all(r["positive"] and r["annotations"].endswith("_events.tsv") for r in m["recordings"])
+    assert open_dataset(tmp_path / "ds-text").x.shape[1:] == (2, 200)

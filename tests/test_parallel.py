@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DOG1, MODEL, free_port, wait_port
+from conftest import DOG1, MODEL, ROOT, free_port, wait_port
 
 from seizurewatch.errors import ConfigError, SeizurewatchError
 from seizurewatch.research.evaluate import evaluate
@@ -105,3 +105,19 @@ def test_evaluate_on_a_cluster_equals_the_serial_run(scheduler, serial_traces, t
     assert remote == serial
     assert local == serial
     assert serial["events"]["seizures"] >= 1 and len(serial["events"]["recordings"]) == 2
+
+
+def test_dataset_build_on_a_cluster_writes_the_serial_folder(scheduler, tmp_path):
+    """One task per recording on the tcp cluster; the folder (signals, labels, index) equals the serial build."""
+    import numpy as np
+
+    from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset, open_dataset
+
+    spec = DatasetSpec(recordings=tuple(RECS), device=str(ROOT / "devices" / "dog1-ecog16.yaml"), window_s=10, stride_s=5, stride_ictal_s=1, bandpass=(1.0, 150.0),
+                       split=SplitSpec(assign={"dog1_rec03": "train", "dog1_rec04": "test"}))
+    build_dataset(spec, tmp_path / "serial")
+    build_dataset(spec, tmp_path / "cluster", scheduler=scheduler)
+    a, b = open_dataset(tmp_path / "serial"), open_dataset(tmp_path / "cluster")
+    assert a.index == b.index and len(a.index) > 50
+    assert np.array_equal(a.y, b.y) and np.array_equal(a.x[:], b.x[:])
+

@@ -31,3 +31,10 @@ def in_file(value: str) -> str:
     if not Path(value).is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     return value
+
+
+def scheduler_arg(p: argparse.ArgumentParser) -> None:
+    """``--scheduler`` for every command that runs one task per recording or fold (research.parallel)."""
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler (tcp://host:port) to run one task per recording/fold on; default "
+                        "$SEIZUREWATCH_SCHEDULER, else an in-process cluster with one worker per core")

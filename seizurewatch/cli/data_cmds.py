@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from seizurewatch.cli.argtypes import out_dir
+from seizurewatch.cli.argtypes import out_dir, scheduler_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "override the spec. Splits are by recording, seizure or subject, never by "
                                     "window.")
     b.add_argument("--spec", help="dataset spec YAML")
+    scheduler_arg(b)
     b.add_argument("--out", required=True, type=out_dir, help="dataset folder to write")
     b.add_argument("--recordings", nargs="+", metavar="PATH",
                    help="EDF files/globs, Kaggle or Delhi clip folders, .mat clips")
@@ -134,7 +135,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     command = "seizurewatch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
-    manifest = build_dataset(spec, args.out, command=command)
+    manifest = build_dataset(spec, args.out, command=command, scheduler=args.scheduler, workers=None,
+                             progress=sys.stderr.isatty())
     print(summary(manifest, args.out))
     print(f"built in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seizurewatch.cli.argtypes import out_dir, out_file
+from seizurewatch.cli.argtypes import out_dir, out_file, scheduler_arg
 from seizurewatch.errors import ConfigError
 
 
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: eval-<model stem>)")
     _early_arg(p)
     _decision_args(p)
-    _scheduler_arg(p)
+    scheduler_arg(p)
     p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("threshold", help="pick the operating point from the ROC trade-off and store it in the model",
@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=out_file, help="write the model here instead of in place")
     _early_arg(p)
     _decision_args(p)
-    _scheduler_arg(p)
+    scheduler_arg(p)
     p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("export", help="write TorchScript (.pt) or torch.export (.pt2) with metadata and SHA-256",
@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
     _decision_args(p)
-    _scheduler_arg(p)
+    scheduler_arg(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
 
     p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
@@ -155,14 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
     _decision_args(p)
-    _scheduler_arg(p)
+    scheduler_arg(p)
     p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
-
-
-def _scheduler_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler (tcp://host:port) to run one task per recording/fold on; default "
-                        "$SEIZUREWATCH_SCHEDULER, else an in-process cluster with one worker per core")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

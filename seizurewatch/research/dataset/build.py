@@ -150,8 +150,12 @@ def write_dataset_folder(out_dir: Path, entries: list[RecordingEntry], fields: d
     return manifest
 
 
-def build_dataset(spec: DatasetSpec, out: str | Path, command: str = "") -> dict[str, Any]:
-    """Write the dataset folder ``out``; returns the manifest."""
+def build_dataset(spec: DatasetSpec, out: str | Path, command: str = "", scheduler: str | None = None,
+                  workers: int | None = 1, progress: bool = False) -> dict[str, Any]:
+    """Write the dataset folder ``out``; returns the manifest. One task per recording
+    (``research.parallel.run_tasks``): serially here by default (``workers=1``), on an in-process
+    LocalCluster with ``workers=None`` (what ``dataset build`` does), on a running Dask cluster with
+    ``scheduler`` (its workers must see ``out``: a shared file system)."""
     try:
         out_dir = check_output_dir(out, "dataset folder")
     except ValueError as exc:
@@ -163,5 +167,8 @@ def build_dataset(spec: DatasetSpec, out: str | Path, command: str = "") -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / "x.npy", *out_dir.glob("signals/*.npy")):  # rebuilding over an older folder
         stale.unlink(missing_ok=True)
-    entries = [build_recording(job) for job in jobs]
+    from seizurewatch.research.parallel import run_tasks
+
+    entries = run_tasks(build_recording, jobs, scheduler=scheduler, workers=None if scheduler else workers,
+                        progress=progress, what="recording")
     return write_dataset_folder(out_dir, entries, fields, command)

@@ -22,11 +22,12 @@ import numpy as np
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
 from seizurewatch.errors import DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
-from seizurewatch.recordings import open_recording
+from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording
 from seizurewatch.research.annotations import (
     Clip,
     find_annotations,
     find_clips,
+    is_clip_file,
     read_chbmit_summary,
     read_clip,
     read_csv_annotations,
@@ -80,8 +81,12 @@ def _expand(recordings: tuple[str, ...]) -> list[Path]:
             if not p.exists():
                 raise DataError(f"{p}: recording not found")
             if p.is_dir():
-                edfs = sorted(p.glob("*.edf"))
-                out += edfs if edfs else [p]
+                if any(is_clip_file(f) for f in p.rglob("*.mat")):
+                    out.append(p)  # a folder of clips (Kaggle, Delhi)
+                else:
+                    from seizurewatch.research.corpus import discover
+
+                    out += [Path(c.path) for c in discover(p)]  # signals in any format, sidecars left out
             else:
                 out.append(p)
     return out
@@ -302,7 +307,7 @@ def read_annotation_file(path: str, recording: str) -> list[Annotation]:
         return table[recording]
     if p.suffix == ".csv_bi":
         return read_tuh_csv_bi(p)
-    if p.suffix.lower() == ".edf":
+    if p.suffix.lower() in SIGNAL_SUFFIXES and p.suffix.lower() not in TEXT_SUFFIXES:
         with open_recording(p) as rec:
             return list(rec.header.annotations)
     return read_csv_annotations(p)
@@ -315,7 +320,7 @@ def preprocess_spec(spec: DatasetSpec, device: DeviceProfile | None, first: Path
     elif spec.channels and spec.rate:
         channels, rate = spec.channels, spec.rate
     else:
-        if first.suffix.lower() == ".edf":
+        if first.suffix.lower() in SIGNAL_SUFFIXES:
             with open_recording(first) as rec:
                 channels0, rate0 = rec.header.channels, rec.header.rate
         else:
@@ -337,10 +342,10 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
             clips += find_clips(p)
         elif p.suffix.lower() == ".mat":
             clips.append(read_clip(p, with_data=False)[0])
-        elif p.suffix.lower() == ".edf":
+        elif p.suffix.lower() in SIGNAL_SUFFIXES:
             pieces.append(planner.edf(p))
         else:
-            raise DataError(f"{p}: not a recording (.edf), a clip (.mat) or a clip folder")
+            raise DataError(f"{p}: not a recording ({', '.join(SIGNAL_SUFFIXES)}), a clip (.mat) or a clip folder")
     if clips:
         pieces += planner.clips(clips)
     return pieces, pre, device
