@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyedflib
@@ -60,7 +62,34 @@ class EdfHeader:
         return self.n_samples / self.rate
 
 
-class EdfRecording:
+class ChunkedReader:
+    """What every signal reader shares: ``chunks`` over ``read``, and ``with`` closing it. A reader sets
+    ``header`` and defines ``read(start, n, channels)`` and ``close()``."""
+
+    header: EdfHeader
+
+    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_sample, block)`` over the file, ``chunk`` samples at a time."""
+        pos = start
+        while pos < self.header.n_samples:
+            block = self.read(pos, chunk)
+            yield pos, block
+            pos += block.shape[1]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EdfRecording(ChunkedReader):
     """An open EDF file; use as a context manager."""
 
     def __init__(self, path: str | Path) -> None:
@@ -116,19 +145,5 @@ class EdfRecording:
                 out[row] = self._reader.readSignal(sig, start, n, digital=False)
         return out
 
-    def chunks(self, chunk: int, start: int = 0):
-        """Yield ``(first_sample, block)`` over the file, ``chunk`` samples at a time."""
-        pos = start
-        while pos < self.header.n_samples:
-            block = self.read(pos, chunk)
-            yield pos, block
-            pos += block.shape[1]
-
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> EdfRecording:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from seizurewatch.edfio import EdfHeader, EdfRecording, dedupe_labels
+from seizurewatch.edfio import ChunkedReader, EdfHeader, EdfRecording, dedupe_labels
 from seizurewatch.errors import DataError
 from seizurewatch.types import Annotation
 
@@ -133,7 +133,7 @@ def _is_number(token: str) -> bool:
     return True
 
 
-class TextRecording:
+class TextRecording(ChunkedReader):
     """A text signal parsed once into a (channels, samples) float32 array; use as a context manager."""
 
     def __init__(self, path: str | Path, rate: float | None = None) -> None:
@@ -213,26 +213,13 @@ class TextRecording:
         block = self._data[:, start:start + n] if channels is None else self._data[channels, start:start + n]
         return np.array(block, dtype=np.float32)
 
-    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        pos = start
-        while pos < self.header.n_samples:
-            block = self.read(pos, chunk)
-            yield pos, block
-            pos += block.shape[1]
-
     def close(self) -> None:
         self._data = np.empty((0, 0), dtype=np.float32)
-
-    def __enter__(self) -> TextRecording:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------------- BrainVision
 
-class BrainVisionRecording:
+class BrainVisionRecording(ChunkedReader):
     """A BrainVision recording through ``mne.io.read_raw_brainvision`` (not preloaded); µV like the EDF reader."""
 
     def __init__(self, path: str | Path) -> None:
@@ -264,18 +251,5 @@ class BrainVisionRecording:
         data = self._raw.get_data(picks=picks, start=start, stop=start + n)  # volts
         return (data * 1e6).astype(np.float32)
 
-    def chunks(self, chunk: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        pos = start
-        while pos < self.header.n_samples:
-            block = self.read(pos, chunk)
-            yield pos, block
-            pos += block.shape[1]
-
     def close(self) -> None:
         self._raw.close()
-
-    def __enter__(self) -> BrainVisionRecording:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -113,7 +113,8 @@ def test_dataset_build_on_a_cluster_writes_the_serial_folder(scheduler, tmp_path
 
     from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset, open_dataset
 
-    spec = DatasetSpec(recordings=tuple(RECS), device=str(ROOT / "devices" / "dog1-ecog16.yaml"), window_s=10, stride_s=5, stride_ictal_s=1, bandpass=(1.0, 150.0),
+    spec = DatasetSpec(recordings=tuple(RECS), device=str(ROOT / "devices" / "dog1-ecog16.yaml"), window_s=10,
+                       stride_s=5, stride_ictal_s=1, bandpass=(1.0, 150.0),
                        split=SplitSpec(assign={"dog1_rec03": "train", "dog1_rec04": "test"}))
     build_dataset(spec, tmp_path / "serial")
     build_dataset(spec, tmp_path / "cluster", scheduler=scheduler)
