@@ -25,7 +25,8 @@ ATOL = 1e-5
 
 
 def architecture_of(raw: dict[str, Any]) -> dict[str, Any]:
-    """The metadata's ``architecture`` block, or (older files) the training config's arch."""
+    """The metadata's ``architecture`` block (every model file written by ``train`` carries one, the recipe's
+    included), or for a file written before the block existed, the training config's arch."""
     if "architecture" in raw:
         return dict(raw["architecture"])
     cfg = raw.get("training", {}).get("config", {})
