@@ -7,10 +7,7 @@ Paths in a recipe are relative to the recipe file.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
-import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +15,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-import seizurewatch
 from seizurewatch.checks import check_number
 from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import ConfigError, DataError
@@ -170,7 +166,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
                command: str | None = None) -> dict[str, Any]:
     """Build windows, train, choose the threshold (on validation, or out of fold), export.
     Returns the metadata."""
-    from seizurewatch.research.training_run import architecture_meta
+    from seizurewatch.research.training_run import architecture_meta, training_meta
 
     recipe, _ = load_recipe(path)
     device = load_device(recipe.device)
@@ -206,25 +202,14 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         "window_s": recipe.window_s,
         "hop_s": recipe.hop_s,
         "architecture": architecture_meta(recipe.model, x_tr.shape, y_tr.shape[1], spec.rate),
-        "training": {
-            "command": command or f"seizurewatch train {path}",
+        "training": training_meta(result, command or f"seizurewatch train {path}", {
             "recipe": Path(path).name,
             "train_recordings": [Path(f).name for f in recipe.train],
             "validation_recordings": [Path(f).name for f in recipe.validation],
             "train_windows": int(len(y_tr)), "train_positive": int(y_tr[:, 0].sum()),
             "validation_windows": int(len(y_va)), "validation_positive": int(y_va[:, 0].sum()) if len(y_va) else 0,
             "dropped": {Path(p.recording).name: p.dropped for p in train_parts + val_parts},
-            "config": result.config,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "seconds": round(result.seconds, 2),
-            "seed": recipe.model.seed,
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-            "machine": platform.machine(),
-            "seizurewatch": seizurewatch.__version__,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        },
+        }),
         "history": result.history,
     }
     example = torch.from_numpy((x_va if len(x_va) else x_tr)[:2].astype(np.float32))
