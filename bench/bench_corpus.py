@@ -12,6 +12,7 @@ runs in its own process (``python -m bench.bench_corpus build``), serially (``wo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -190,7 +191,23 @@ def run(quick: bool) -> dict[str, Any]:
                           f"evaluate (replay of each 1-h file through the daemon, one task per file, then metrics) "
                           f"of the shipped {MODEL.name} on the {h0:g} h tiled corpus ({len(recs)} files); target "
                           f"2 workers >= 1.7x one")
+    log(f"corpus: the replays alone on the {h0:g} h corpus on 1 and 2 workers")
+    figs |= workers_ratio(f"replay_{h0:g}h", _replays_on(recs, MODEL),
+                          f"the replays alone (research.parallel.run_tasks over predict.stream_probabilities, one "
+                          f"task per 1-h file) of the shipped {MODEL.name} on the {h0:g} h tiled corpus: the part of "
+                          f"evaluate that runs per recording (its window metrics and plots run in the caller)")
     return {"figures": figs, "sizes_h": list(hs)}
+
+
+def _replays_on(recordings: list[str], model: Path) -> Any:
+    from seizurewatch.research.parallel import run_tasks
+    from seizurewatch.research.predict import stream_probabilities
+
+    def run(workers: int) -> Any:
+        traces = run_tasks(functools.partial(stream_probabilities, model=str(model)), recordings, workers=workers)
+        return [(t.t.tobytes(), t.p.tobytes()) for t in traces]
+
+    return run
 
 
 if __name__ == "__main__":
