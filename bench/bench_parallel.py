@@ -4,6 +4,7 @@ seconds and their ratio, and whether the metrics are identical. ``workers_ratio`
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -41,7 +42,7 @@ def _evaluate_on(recordings: list[str], model: Path) -> Callable[[int], Any]:
     def run(workers: int) -> Any:
         with tempfile.TemporaryDirectory() as out:
             # workers=1: serially, no cluster; else an in-process LocalCluster of that many processes
-            traces = run_tasks(stream_probabilities, recordings, workers=workers)
+            traces = run_tasks(functools.partial(stream_probabilities, model=model), recordings, workers=workers)
             m = evaluate(model, recordings, out, traces=traces)
             m.pop("model_path", None)
             return json.dumps(m, sort_keys=True, default=float)
