@@ -2,7 +2,8 @@
 
 Smoothing: an alarm starts when at least ``k`` of the last ``n`` probabilities reach the
 threshold (the config's k and n, else the rule the model file stores beside its threshold).
-Hysteresis: it ends only after ``off_hops`` consecutive hops below ``threshold - hysteresis``. Refractory: within ``refractory_s`` of an end, the same k-of-n
+Hysteresis: it ends only after ``off_hops`` consecutive hops below ``threshold - hysteresis``.
+Refractory: within ``refractory_s`` of an end, the same k-of-n
 evidence no longer starts an alarm, so one event ringing around the threshold does not page
 the nurse twice; but *stronger* evidence does: a start during the refractory period goes out
 when at least ``k`` of the last ``n`` probabilities exceed the peak probability of the alarm
