@@ -37,7 +37,7 @@ def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile 
     return np.concatenate(parts, axis=1), rec
 
 
-def cut(signal: np.ndarray, starts: list[float], rate: float, window_s: float) -> np.ndarray:
+def cut(signal: np.ndarray, starts: np.ndarray, rate: float, window_s: float) -> np.ndarray:
     """(n, channels, samples) windows starting at ``starts`` seconds (the dataset reader cuts the same)."""
     n_win = int(round(window_s * rate))
     out = np.empty((len(starts), signal.shape[0], n_win), dtype=np.float32)
@@ -67,7 +67,5 @@ def windows_from_recording(
     piece = Planner(ds, spec, device).edf(Path(path), annotations)
     signal, rec = preprocess_recording(path, spec, device)
     rec.close()
-    n_out = len(rules.outputs())
     x = cut(signal, piece.starts, spec.rate, window_s)
-    y = np.asarray(piece.labels, dtype=np.int8).reshape(-1, n_out)
-    return RecordingWindows(path, x, y, np.asarray(piece.starts, dtype=np.float64), dict(piece.dropped))
+    return RecordingWindows(path, x, piece.labels, piece.starts, dict(piece.dropped))
