@@ -188,14 +188,15 @@ def run(quick: bool) -> dict[str, Any]:
     recs = [str(p) for p in corpus(h0)]
     log(f"corpus: evaluate {MODEL.name} on the {h0:g} h corpus on 1 and 2 workers")
     figs |= workers_ratio(f"evaluate_{h0:g}h", _evaluate_on(recs, MODEL),
-                          f"evaluate (replay of each 1-h file through the daemon, one task per file, then metrics) "
+                          f"evaluate (one task per 1-h file: its replay through the daemon, its windows and their "
+                          f"probabilities, its timeline; the caller gathers the metrics) "
                           f"of the shipped {MODEL.name} on the {h0:g} h tiled corpus ({len(recs)} files); target "
                           f"2 workers >= 1.7x one")
     log(f"corpus: the replays alone on the {h0:g} h corpus on 1 and 2 workers")
     figs |= workers_ratio(f"replay_{h0:g}h", _replays_on(recs, MODEL),
                           f"the replays alone (research.parallel.run_tasks over predict.stream_probabilities, one "
                           f"task per 1-h file) of the shipped {MODEL.name} on the {h0:g} h tiled corpus: the part of "
-                          f"evaluate that runs per recording (its window metrics and plots run in the caller)")
+                          f"evaluate's task that is not windows, window probabilities or the timeline")
     return {"figures": figs, "sizes_h": list(hs)}
 
 

@@ -4,7 +4,6 @@ seconds and their ratio, and whether the metrics are identical. ``workers_ratio`
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 import time
@@ -36,14 +35,11 @@ def workers_ratio(name: str, fn: Callable[[int], Any], what: str, workers: tuple
 
 def _evaluate_on(recordings: list[str], model: Path) -> Callable[[int], Any]:
     from seizurewatch.research.evaluate import evaluate
-    from seizurewatch.research.parallel import run_tasks
-    from seizurewatch.research.predict import stream_probabilities
 
     def run(workers: int) -> Any:
         with tempfile.TemporaryDirectory() as out:
             # workers=1: serially, no cluster; else an in-process LocalCluster of that many processes
-            traces = run_tasks(functools.partial(stream_probabilities, model=model), recordings, workers=workers)
-            m = evaluate(model, recordings, out, traces=traces)
+            m = evaluate(model, recordings, out, workers=workers)
             m.pop("model_path", None)
             return json.dumps(m, sort_keys=True, default=float)
 
@@ -75,5 +71,6 @@ def run(quick: bool) -> dict[str, Any]:
     figs = cluster_startup(2)
     return {"figures": figs | workers_ratio(
         "evaluate_dog1_rec03_rec04", _evaluate_on(recs, model),
-        "evaluate (window metrics + replay of each recording through the daemon, one task per recording) of the "
+        "evaluate (one task per recording: its replay through the daemon, its windows and their probabilities, its "
+        "timeline; then the metrics) of the "
         "shipped dog1-convnet on dog1_rec03.edf + dog1_rec04.edf")}

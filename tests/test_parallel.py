@@ -99,12 +99,19 @@ def _metrics(out: Path, **kw) -> dict:
 
 
 def test_evaluate_on_a_cluster_equals_the_serial_run(scheduler, serial_traces, tmp_path):
-    serial = _metrics(tmp_path / "serial", traces=serial_traces)
+    """Each recording's replay, windows, window probabilities and timeline run as its task; wherever the
+    tasks ran, the metrics and the timelines are the serial run's."""
+    serial = _metrics(tmp_path / "serial", workers=1)  # every task here, one after the other
     remote = _metrics(tmp_path / "remote", scheduler=scheduler)
-    local = _metrics(tmp_path / "local")  # the default: an in-process LocalCluster
+    local = _metrics(tmp_path / "local", traces=serial_traces)  # replays given; the rest on a LocalCluster
     assert remote == serial
     assert local == serial
     assert serial["events"]["seizures"] >= 1 and len(serial["events"]["recordings"]) == 2
+    assert serial["windows"]["windows"] > 100 and 0 < serial["windows"]["positive"] < serial["windows"]["windows"]
+    pngs = sorted(p.name for p in (tmp_path / "serial").glob("*-timeline.png"))
+    assert pngs == ["dog1_rec03-timeline.png", "dog1_rec04-timeline.png"]
+    for name in pngs:
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
 
 
 def test_dataset_build_on_a_cluster_writes_the_serial_folder(scheduler, tmp_path):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from timescoring.annotations import Annotation as TsAnnotation
@@ -28,11 +28,15 @@ from seizurewatch.errors import DataError
 from seizurewatch.modelfile import ModelMeta, load_model
 from seizurewatch.research import plots
 from seizurewatch.research.labels import LabelRules
-from seizurewatch.research.predict import Trace, alarm_spans, plot_timeline, stream_many
+from seizurewatch.research.parallel import run_tasks
+from seizurewatch.research.predict import Trace, alarm_spans, stream_probabilities, timeline_png
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
+
+if TYPE_CHECKING:
+    from seizurewatch.research.dataset.store import Windows
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +85,17 @@ def window_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, 
     return out
 
 
-def windows_for(meta: ModelMeta, recordings: list[str], stride_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled windows of held-out recordings, cut with the model's own preprocessing."""
+def recording_windows(meta: ModelMeta, recording: str, stride_s: float = 1.0) -> tuple[Windows, np.ndarray]:
+    """Labelled windows of one held-out recording, cut on read with the model's own preprocessing."""
     from seizurewatch.research.annotations import find_annotations
-    from seizurewatch.research.dataset.recording import windows_from_recording
+    from seizurewatch.research.dataset.recording import plan_recording, preprocess_recording, window_views
 
-    xs, ys = [], []
-    for r in recordings:
-        found = find_annotations(r, required=False)
-        rw = windows_from_recording(r, meta.preprocess, meta.window_s, stride_s, stride_s,
-                                    LabelRules(task="detection"), annotations=found.annotations if found else None)
-        xs.append(rw.x)
-        ys.append(rw.y)
-    if not xs:
-        raise DataError("no recordings to evaluate")
-    return np.concatenate(xs), np.concatenate(ys)
+    found = find_annotations(recording, required=False)
+    piece = plan_recording(recording, meta.preprocess, meta.window_s, stride_s, stride_s, LabelRules(task="detection"),
+                           annotations=found.annotations if found else None)
+    signal, rec = preprocess_recording(recording, meta.preprocess)
+    rec.close()
+    return window_views(signal, piece.starts, meta.preprocess.rate, meta.window_s, recording), piece.labels
 
 
 # ----- event level --------------------------------------------------------------------------
@@ -163,18 +163,64 @@ def second_scores(traces: list[Trace], early_s: float = EARLY_S) -> list[SecondS
             for tr in traces]
 
 
+@dataclass(frozen=True)
+class RecordingTask:
+    """What evaluating one recording needs: its replay (``trace``: done already by the caller, else replayed
+    here) and, with ``windows``, its labelled windows scored by the model (and the baseline)."""
+
+    recording: str
+    model: str
+    decision: DecisionConfig
+    trace: Trace | None = None
+    windows: bool = True
+    baseline: str | None = None
+
+
+def _none() -> np.ndarray:
+    return np.zeros((0, 1))
+
+
+@dataclass(frozen=True, eq=False)
+class RecordingResult:
+    """One recording evaluated: its replay, its timeline PNG and (when its windows were scored) their
+    labels and probabilities."""
+
+    trace: Trace
+    timeline: bytes
+    y: np.ndarray = field(default_factory=_none)  # (n, outputs) int8
+    p: np.ndarray = field(default_factory=_none)  # (n, outputs) model probabilities
+    p_baseline: np.ndarray = field(default_factory=_none)  # (n, outputs) the baseline's
+
+
+def evaluate_recording(task: RecordingTask) -> RecordingResult:
+    """Everything ``evaluate`` does per recording, as one task: the replay through the daemon, the window
+    predictions and the timeline; the caller only aggregates."""
+    trace = task.trace or stream_probabilities(task.recording, task.model, task.decision)
+    if not task.windows:
+        return RecordingResult(trace, timeline_png(trace))
+    loaded = load_model(task.model)
+    x, y = recording_windows(loaded.meta, task.recording)
+    p = predict(loaded.module, x)
+    pb = predict(load_model(task.baseline).module, x) if task.baseline else _none()
+    return RecordingResult(trace, timeline_png(trace), y, p, pb)
+
+
 def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, baseline: str | Path | None = None,
              decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
              windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
              early_s: float = EARLY_S, traces: list[Trace] | None = None,
              threshold_policy: str | None = None, scheduler: str | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, workers: int | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
     writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
+    ``windows``: (x, y) to score instead of the recordings' own windows.
     ``traces``: replays of ``recordings`` with this model and ``decision`` already made by the
     caller (``predict.stream_probabilities``), so a recording is not replayed twice.
     ``threshold_policy``: how ``decision.threshold`` was chosen (default: "override").
-    Each recording is replayed as one task (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
+    Each recording is one task (``evaluate_recording`` through ``parallel.run_tasks``: ``scheduler``, else an
+    in-process cluster of ``workers``; ``workers=1``: serially here): its replay, its windows and their
+    probabilities, its timeline. The caller gathers them in recording order, so the metrics do not depend
+    on where the tasks ran."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
@@ -182,8 +228,24 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     meta = loaded.meta
     decision = decision.for_model(meta.raw.get("threshold"))  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
-    x, y = windows if windows is not None else windows_for(meta, recordings)
-    p = predict(loaded.module, x)
+    if windows is None and not recordings:
+        raise DataError("no recordings to evaluate")
+    if traces is not None and len(traces) != len(recordings):
+        raise DataError(f"evaluate: {len(traces)} traces for {len(recordings)} recordings")
+    bl = load_model(baseline) if baseline else None
+    tasks = [RecordingTask(str(r), str(model), decision, traces[k] if traces is not None else None,
+                           windows is None, str(baseline) if baseline else None) for k, r in enumerate(recordings)]
+    heavy = traces is None or windows is None  # else the tasks only draw: not worth a cluster
+    done = run_tasks(evaluate_recording, tasks, scheduler=scheduler, workers=workers if heavy else 1,
+                     progress=progress)
+    if windows is not None:
+        x, y = windows
+        p = predict(loaded.module, x)
+        pb = predict(bl.module, x) if bl else None
+    else:
+        y = np.concatenate([d.y for d in done])
+        p = np.concatenate([d.p for d in done])
+        pb = np.concatenate([d.p_baseline for d in done]) if bl else None
     wm = window_metrics(y[:, 0], p[:, 0], threshold)
     curves = {}
     if "roc_auc" in wm:
@@ -192,9 +254,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
                                "threshold": {"value": threshold, "policy": meta.threshold_policy
                                              if decision.threshold is None else threshold_policy or "override"},
                                "held_out": [Path(r).name for r in recordings], "windows": wm}
-    if baseline:
-        bl = load_model(baseline)
-        pb = predict(bl.module, x)
+    if bl is not None and pb is not None:
         bwm = window_metrics(y[:, 0], pb[:, 0], bl.meta.threshold)
         metrics["baseline"] = {"model": bl.meta.name, "windows": bwm}
         if "roc_auc" in bwm:
@@ -205,10 +265,11 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         pt = (1 - wm["specificity"], wm["sensitivity"])
         pngs.append(plots.roc_pr(curves, out / "roc_pr.png", point=pt))
     pngs.append(plots.confusion(wm["confusion"], threshold, out / "confusion.png"))
-    if traces is None:
-        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress)
-    for tr in traces:
-        pngs.append(plot_timeline(tr, out / f"{Path(tr.recording).stem}-timeline.png"))
+    for d in done:
+        png = out / f"{Path(d.trace.recording).stem}-timeline.png"
+        png.write_bytes(d.timeline)
+        pngs.append(png)
+    traces = [d.trace for d in done]
     if traces:
         metrics["events"] = score_events(traces, threshold, decision, rules)
         metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)

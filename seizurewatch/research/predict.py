@@ -102,6 +102,18 @@ def write_csv(trace: Trace, path: str | Path) -> Path:
 
 
 def plot_timeline(trace: Trace, path: str | Path) -> Path:
+    """Write the timeline PNG of ``trace`` to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(timeline_png(trace))
+    return p
+
+
+def timeline_png(trace: Trace) -> bytes:
+    """The timeline of one replay as PNG bytes: probability, threshold, annotated seizures, alarms, seams
+    (bytes, so a task on another machine can hand it back)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,11 +139,10 @@ def plot_timeline(trace: Trace, path: str | Path) -> Path:
     # above the axes, so it never covers the trace
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=6, frameon=False)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    return p
+    return buf.getvalue()
 
 
 def predict_recording(edf: str | Path, model: str | Path | None, out_dir: str | Path,

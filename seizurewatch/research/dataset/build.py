@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,57 +27,65 @@ from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.research.dataset.plan import Piece, load_signal, plan
 from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.dataset.split import assign_splits, balance, check_classes, check_leakage, counts
-from seizurewatch.research.dataset.store import FORMAT, write_signal, write_table
+from seizurewatch.research.dataset.store import FORMAT, SPLITS, IndexBlock, write_signal, write_table
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordingJob:
-    """One recording to store: its planned windows and the split of each kept one."""
+    """One recording to store: its planned windows and the split of each (codes into SPLITS, -1: left out)."""
 
     k: int  # its number in the folder (signals/NNNN.npy)
     piece: Piece
-    keep: tuple[tuple[int, str], ...]  # (window number in the piece, split)
+    split: np.ndarray  # (windows of the piece,) int8
     pre: PreprocessSpec
     device: DeviceProfile | None
     out: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordingEntry:
-    """What storing one recording gives back: its signal file, index rows, labels and manifest entry."""
+    """What storing one recording gives back: its signal file, index rows (as columns), labels and manifest entry."""
 
     name: str
     signal: str  # file relative to the folder, "" when no window was kept
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    y: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int8))
+    index: IndexBlock
+    y: np.ndarray  # (kept windows, outputs) int8
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def build_recording(job: RecordingJob) -> RecordingEntry:
     """Preprocess one recording as the daemon would and store its signal; the entry lists its windows."""
     p = job.piece
+    kept = np.flatnonzero(job.split >= 0)
     file = ""
-    if job.keep:
+    if len(kept):
         sig = load_signal(p, job.pre, job.device)
         file = write_signal(job.out, job.k, sig)
-    rows = []
-    for i, s in job.keep:
-        start = int(round(p.starts[i] * job.pre.rate))
-        rows.append({"recording": p.name, "subject": p.subject, "t_start": p.starts[i],
-                     "seizure_id": p.seizure_ids[i], "split": s, "start": start})
-    y = (np.asarray([p.labels[i] for i, _ in job.keep], dtype=np.int8) if job.keep else np.zeros((0, 1), np.int8))
-    splits = Counter(s for _, s in job.keep)
+        del sig
+    t = p.starts[kept]
+    split = job.split[kept]
+    index = IndexBlock(p.name, p.subject, t, np.rint(t * job.pre.rate).astype(np.int64), split,
+                       p.seizure[kept], p.ids)
+    codes, first, n = np.unique(split, return_index=True, return_counts=True)
+    per_split = {SPLITS[codes[j]]: int(n[j]) for j in np.argsort(first)}  # in window order
     entry = {
         "path": p.path, "subject": p.subject,
-        "split": (next(iter(splits)) if len(splits) == 1 else ("mixed" if splits else "")),
-        "windows": len(job.keep), "windows_per_split": dict(splits),
-        "positive": int(sum(any(p.labels[i]) for i, _ in job.keep)),
+        "split": (next(iter(per_split)) if len(per_split) == 1 else ("mixed" if per_split else "")),
+        "windows": len(kept), "windows_per_split": per_split,
+        "positive": int(p.positive[kept].sum()),
         "dropped": dict(p.dropped), "annotations": p.annotations_from, "signal": file,
     }
-    log.info("recording stored", extra={"recording": p.name, "windows": len(job.keep), "dropped": dict(p.dropped)})
-    return RecordingEntry(p.name, file, rows, y, entry)
+    log.info("recording stored", extra={"recording": p.name, "windows": len(kept), "dropped": dict(p.dropped)})
+    return RecordingEntry(p.name, file, index, p.labels[kept], entry)
+
+
+def _units(p: Piece, by: str) -> tuple[list[str], np.ndarray]:
+    """The split units of a piece's windows: unit names and each window's code into them."""
+    if by == "seizure":
+        return list(p.ids), p.near
+    return [p.group if by == "recording" else p.subject], np.zeros(len(p), np.int32)
 
 
 def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dict[str, Any]]:
@@ -91,31 +98,28 @@ def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dic
                             f"name, so rename one of them")
     warnings: list[str] = []
     outputs = spec.outputs()
-
-    def unit(p: Piece, i: int) -> str:
-        return {"recording": p.group, "subject": p.subject, "seizure": p.near[i]}[spec.split.by]
-
-    units: dict[str, tuple[int, int]] = {}
-    for p in pieces:
-        for i in range(len(p.starts)):
-            n, npos = units.get(unit(p, i), (0, 0))
-            units[unit(p, i)] = (n + 1, npos + int(any(p.labels[i])))
-    split_of_unit = assign_splits(dict(units), spec.split, spec.seed)
-    rows = [(pi, i) for pi, p in enumerate(pieces) for i in range(len(p.starts))]
-    if not rows:
+    if not any(len(p) for p in pieces):
         detail = "; ".join(f"{p.name}: {dict(p.dropped)}" for p in pieces[:10])
         raise DataError(f"no windows at all after labelling ({detail})")
-    split_of = [split_of_unit[unit(pieces[pi], i)] for pi, i in rows]
-    removed = balance(rows, pieces, split_of, spec, warnings)
-    keep = [(r, s) for r, s in zip(rows, split_of) if r not in removed]
-    for (pi, _i) in removed:
-        pieces[pi].dropped["balance"] += 1
-    check_leakage(pieces, keep)
-    check_classes(pieces, keep, outputs, spec, warnings)
-    by_piece: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for (pi, i), s in keep:
-        by_piece[pi].append((i, s))
-    jobs = [RecordingJob(k, p, tuple(by_piece.get(k, [])), pre, device, out_dir) for k, p in enumerate(pieces)]
+    units: dict[str, tuple[int, int]] = {}  # unit -> (windows, positive windows)
+    for p in pieces:
+        names, code = _units(p, spec.split.by)
+        n = np.bincount(code, minlength=len(names))
+        npos = np.bincount(code, weights=p.positive, minlength=len(names))
+        for name, a, b in zip(names, n.tolist(), npos.tolist()):
+            if a:
+                w, wp = units.get(name, (0, 0))
+                units[name] = (w + a, wp + int(b))
+    split_of_unit = assign_splits(units, spec.split, spec.seed)
+    splits = []  # per piece: each window's split, codes into SPLITS (-1: left out)
+    for p in pieces:
+        names, code = _units(p, spec.split.by)
+        table = np.array([SPLITS.index(split_of_unit[u]) if u in split_of_unit else -1 for u in names], np.int8)
+        splits.append(table[code] if len(names) else np.zeros(0, np.int8))
+    balance(pieces, splits, spec, warnings)
+    check_leakage(pieces, splits)
+    check_classes(pieces, splits, outputs, spec, warnings)
+    jobs = [RecordingJob(k, p, sp, pre, device, out_dir) for k, (p, sp) in enumerate(zip(pieces, splits))]
     fields = {
         "name": spec.name, "task": spec.task, "outputs": outputs,
         "preprocess": pre.to_json(), "window_s": spec.window_s, "stride_s": spec.stride_s,
@@ -133,20 +137,20 @@ def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dic
 def write_dataset_folder(out_dir: Path, entries: list[RecordingEntry], fields: dict[str, Any],
                          command: str = "") -> dict[str, Any]:
     """Gather the stored recordings' entries into the index, labels and manifest; returns the manifest."""
-    rows = [r for e in entries for r in e.rows]
     K = len(fields["outputs"])
     y = np.concatenate([e.y.reshape(-1, K) for e in entries]) if entries else np.zeros((0, K), np.int8)
+    split = np.concatenate([e.index.split for e in entries]) if entries else np.zeros(0, np.int8)
     pre = PreprocessSpec.from_json(fields["preprocess"])
-    n, C, T = len(rows), len(pre.channels), int(round(fields["window_s"] * pre.rate))
+    n, C, T = len(y), len(pre.channels), int(round(fields["window_s"] * pre.rate))
     for w in fields["warnings"]:
         log.warning(w)
     manifest = {
         "format": FORMAT, **fields, "n": n, "shape": [n, C, T],
-        "counts": counts(y, [r["split"] for r in rows], fields["outputs"]),
+        "counts": counts(y, split, fields["outputs"]),
         "recordings": [e.manifest for e in entries], "signals": {e.name: e.signal for e in entries if e.signal},
         "command": command, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    write_table(out_dir, y, rows, manifest)
+    write_table(out_dir, y, [e.index for e in entries], manifest)
     return manifest
 
 

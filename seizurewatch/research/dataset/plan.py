@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import math
 import re
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,10 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- plan
 
-@dataclass
+@dataclass(eq=False)
 class Piece:
-    """One unit read at a time: an EDF recording or one clip."""
+    """One unit read at a time: an EDF recording or one clip, with its planned windows as numpy columns
+    (a few bytes a window, so planning a corpus of hundreds of hours stays small)."""
 
     name: str  # file name, as in index.csv
     path: str
@@ -61,11 +63,50 @@ class Piece:
     group: str  # the 'recording' unit for splits (EDF: the file; clips: their seizure / hour / block)
     annotations_from: str = ""
     clip: Clip | None = None
-    starts: list[float] = field(default_factory=list)
-    labels: list[tuple[int, ...]] = field(default_factory=list)
-    seizure_ids: list[str] = field(default_factory=list)  # positives: their seizure; negatives: ""
-    near: list[str] = field(default_factory=list)  # the seizure group of each window (split by seizure)
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) float64, s
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int8))  # (n, outputs) int8
+    seizure: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (n,) into ids; -1: negative
+    near: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (n,) into ids: the seizure group
+    ids: tuple[str, ...] = ()  # the seizure ids and seizure groups the codes name
     dropped: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def positive(self) -> np.ndarray:
+        """(n,) bool: windows positive for any output."""
+        return np.asarray(self.labels.any(axis=1), dtype=bool)
+
+    def seizure_id(self, i: int) -> str:
+        """The seizure of window ``i`` ("" for a negative window)."""
+        k = int(self.seizure[i])
+        return self.ids[k] if k >= 0 else ""
+
+
+class _Columns:
+    """The windows of one piece while it is planned, appended as compact arrays; ``into`` stores them
+    on the piece as numpy columns."""
+
+    def __init__(self, outputs: int) -> None:
+        self.outputs = outputs
+        self.starts, self.labels = array("d"), array("b")
+        self.seizure, self.near = array("i"), array("i")
+        self.ids: dict[str, int] = {}
+
+    def add(self, t: float, label: tuple[int, ...], seizure_id: str, near: str) -> None:
+        self.starts.append(t)
+        self.labels.extend(label)
+        self.seizure.append(self.ids.setdefault(seizure_id, len(self.ids)) if seizure_id else -1)
+        self.near.append(self.ids.setdefault(near, len(self.ids)))
+
+    def into(self, piece: Piece) -> Piece:
+        piece.starts = np.array(self.starts, dtype=np.float64)
+        piece.labels = np.array(self.labels, dtype=np.int8).reshape(-1, self.outputs)
+        piece.seizure = np.array(self.seizure, dtype=np.int32)
+        piece.near = np.array(self.near, dtype=np.int32)
+        piece.ids = tuple(self.ids)
+        return piece
 
 
 def _expand(recordings: tuple[str, ...]) -> list[Path]:
@@ -143,6 +184,7 @@ class Planner:
         self.spec, self.pre, self.rules = spec, pre, spec.rules()
         self.canon = device.canonical if device else canonical_label
         self.n_win = int(round(spec.window_s * pre.rate))
+        self.outputs = len(spec.outputs())
 
     def subject_of(self, path: Path, fallback: str) -> str:
         return match_name(path.name, self.spec.subjects) or fallback
@@ -174,6 +216,7 @@ class Planner:
         seizures = seizures_of(anns, duration, f"{path} (annotations from {source})")
         joins = joins_of(anns)
         piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source)
+        cols = _Columns(self.outputs)
         if spec.task == "detection":
             dense = seizures
         else:  # prediction: the dense stride applies to the preictal span, the positive class
@@ -189,13 +232,10 @@ class Planner:
             pos = any(lab)
             k = seizure_index(t, t + spec.window_s, seizures, joins, self.rules, pos)
             sid = f"{path.stem}#{k + 1}" if k is not None else ""
-            piece.starts.append(t)
-            piece.labels.append(lab)
-            piece.seizure_ids.append(sid if pos else "")
-            piece.near.append(sid or path.name)
-        if not piece.starts:
+            cols.add(t, lab, sid if pos else "", sid or path.name)
+        if not len(cols.starts):
             log.warning("recording gives no windows", extra={"recording": str(path), "dropped": dict(piece.dropped)})
-        return piece
+        return cols.into(piece)
 
     # -- clips
     def clips(self, clips: list[Clip]) -> list[Piece]:
@@ -217,6 +257,7 @@ class Planner:
         seizure_id, unit = group
         piece = Piece(path.name, clip.path, self.subject_of(path, clip.subject), unit, "clip label", clip)
         stride = spec.stride_ictal_s if clip.label == "ictal" else spec.stride_s
+        cols = _Columns(self.outputs)
         t = 0.0
         while t + spec.window_s <= duration + 1e-9:
             lab = _clip_label(clip, t, spec)
@@ -225,12 +266,9 @@ class Planner:
             elif int(round(t * self.pre.rate)) + self.n_win > n_out:
                 piece.dropped["tail"] += 1
             else:
-                piece.starts.append(round(t, 6))
-                piece.labels.append(lab)
-                piece.seizure_ids.append(seizure_id if any(lab) else "")
-                piece.near.append(unit)
+                cols.add(round(t, 6), lab, seizure_id if any(lab) else "", unit)
             t += stride
-        return piece
+        return cols.into(piece)
 
 
 def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | None:

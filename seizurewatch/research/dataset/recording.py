@@ -11,8 +11,9 @@ import numpy as np
 from seizurewatch.devices import DeviceProfile, canonical_label
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec
 from seizurewatch.recordings import Recording, open_recording
-from seizurewatch.research.dataset.plan import Planner
+from seizurewatch.research.dataset.plan import Piece, Planner
 from seizurewatch.research.dataset.spec import DatasetSpec
+from seizurewatch.research.dataset.store import Windows
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.types import Annotation
 
@@ -37,14 +38,26 @@ def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile 
     return np.concatenate(parts, axis=1), rec
 
 
-def cut(signal: np.ndarray, starts: list[float], rate: float, window_s: float) -> np.ndarray:
-    """(n, channels, samples) windows starting at ``starts`` seconds (the dataset reader cuts the same)."""
+def window_views(signal: np.ndarray, starts: np.ndarray, rate: float, window_s: float, name: str = "") -> Windows:
+    """(n, channels, samples) windows of ``signal`` starting at ``starts`` seconds, cut on read (the dataset
+    reader's own ``Windows``): nothing is copied until rows are asked for."""
     n_win = int(round(window_s * rate))
-    out = np.empty((len(starts), signal.shape[0], n_win), dtype=np.float32)
-    for k, t in enumerate(starts):
-        i0 = int(round(t * rate))
-        out[k] = signal[:, i0: i0 + n_win]
-    return out
+    first = np.rint(np.asarray(starts, dtype=np.float64) * rate).astype(np.int64)
+    return Windows({name: signal}, [name] * len(first), first, n_win, signal.shape[0])
+
+
+def plan_recording(path: str, spec: PreprocessSpec, window_s: float, stride_s: float, stride_ictal_s: float,
+                   rules: LabelRules, annotations: list[Annotation] | None = None,
+                   device: DeviceProfile | None = None) -> Piece:
+    """The labelled window starts of one recording (no sample read); ``annotations`` default to the ones
+    inside the file."""
+    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=window_s, stride_s=stride_s,  # type: ignore[arg-type]
+                     stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
+                     interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
+    if annotations is None:
+        with open_recording(path) as rec:
+            annotations = list(rec.header.annotations)
+    return Planner(ds, spec, device).edf(Path(path), annotations)
 
 
 def windows_from_recording(
@@ -57,17 +70,9 @@ def windows_from_recording(
     annotations: list[Annotation] | None = None,
     device: DeviceProfile | None = None,
 ) -> RecordingWindows:
-    """Windows and labels of one recording; ``annotations`` default to the ones inside the file."""
-    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=window_s, stride_s=stride_s,  # type: ignore[arg-type]
-                     stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
-                     interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
-    if annotations is None:
-        with open_recording(path) as rec:
-            annotations = list(rec.header.annotations)
-    piece = Planner(ds, spec, device).edf(Path(path), annotations)
+    """Windows (copied out) and labels of one recording; ``annotations`` default to the ones inside the file."""
+    piece = plan_recording(path, spec, window_s, stride_s, stride_ictal_s, rules, annotations, device)
     signal, rec = preprocess_recording(path, spec, device)
     rec.close()
-    n_out = len(rules.outputs())
-    x = cut(signal, piece.starts, spec.rate, window_s)
-    y = np.asarray(piece.labels, dtype=np.int8).reshape(-1, n_out)
-    return RecordingWindows(path, x, y, np.asarray(piece.starts, dtype=np.float64), dict(piece.dropped))
+    x = window_views(signal, piece.starts, spec.rate, window_s)[:]
+    return RecordingWindows(path, x, piece.labels, piece.starts, dict(piece.dropped))

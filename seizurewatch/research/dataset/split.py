@@ -46,35 +46,40 @@ def assign_splits(units: dict[str, tuple[int, int]], spec: SplitSpec, seed: int)
     return out
 
 
-def balance(rows: list[tuple[int, int]], pieces: list[Piece], split_of: list[str], spec: DatasetSpec,
-             warnings: list[str]) -> set[tuple[int, int]]:
-    """Rows (piece, window) removed to balance classes per subject in the chosen splits."""
-    removed: set[tuple[int, int]] = set()
+def balance(pieces: list[Piece], splits: list[np.ndarray], spec: DatasetSpec, warnings: list[str]) -> None:
+    """Undersample the majority class per subject in the chosen splits: the removed windows get split
+    code -1 in ``splits`` (one int8 array of codes into SPLITS per piece) and count as dropped."""
     if spec.balance == "none":
-        return removed
+        return
     rng = np.random.default_rng(spec.seed)
-    cells: dict[tuple[str, str], dict[bool, list[tuple[int, int]]]] = defaultdict(lambda: {True: [], False: []})
-    for r, s in zip(rows, split_of):
-        if s in spec.balance_splits:
-            p = pieces[r[0]]
-            cells[(p.subject, s)][any(p.labels[r[1]])].append(r)
-    for (subject, s), cls in sorted(cells.items()):
-        pos, neg = cls[True], cls[False]
-        if not pos or not neg:
-            warnings.append(f"balance: subject {subject} has no {'positive' if not pos else 'negative'} windows "
-                            f"in {s}; left unbalanced")
+    offsets = np.cumsum([0] + [len(p) for p in pieces])
+    cells: dict[tuple[str, str], dict[bool, list[np.ndarray]]] = defaultdict(lambda: {True: [], False: []})
+    for k, (p, sp) in enumerate(zip(pieces, splits)):
+        pos = p.positive
+        for s in spec.balance_splits:
+            m = sp == SPLITS.index(s)
+            if m.any():  # window numbers over all pieces, in plan order
+                cells[(p.subject, s)][True].append(np.flatnonzero(m & pos) + offsets[k])
+                cells[(p.subject, s)][False].append(np.flatnonzero(m & ~pos) + offsets[k])
+    for (subject, split), cls in sorted(cells.items()):
+        pos, neg = np.concatenate(cls[True]), np.concatenate(cls[False])
+        if not len(pos) or not len(neg):
+            warnings.append(f"balance: subject {subject} has no {'positive' if not len(pos) else 'negative'} "
+                            f"windows in {split}; left unbalanced")
             continue
         major = pos if len(pos) > len(neg) else neg
-        drop = rng.choice(len(major), size=len(major) - min(len(pos), len(neg)), replace=False)
-        removed.update(major[i] for i in drop)
-    return removed
+        drop = major[rng.choice(len(major), size=len(major) - min(len(pos), len(neg)), replace=False)]
+        owner = np.searchsorted(offsets, drop, side="right") - 1
+        for k in np.unique(owner):
+            splits[k][drop[owner == k] - offsets[k]] = -1
+            pieces[k].dropped["balance"] += int((owner == k).sum())
 
 
-def counts(y: np.ndarray, splits: list[str], outputs: list[str]) -> dict[str, dict[str, int]]:
+def counts(y: np.ndarray, split: np.ndarray, outputs: list[str]) -> dict[str, dict[str, int]]:
+    """Windows per split (``split``: codes into SPLITS), positives per output, negatives."""
     out: dict[str, dict[str, int]] = {}
-    arr = np.asarray(splits)
-    for s in SPLITS:
-        m = arr == s
+    for code, s in enumerate(SPLITS):
+        m = split == code
         ys = y[m]
         c = {"total": int(m.sum())}
         if len(outputs) == 1:
@@ -86,18 +91,23 @@ def counts(y: np.ndarray, splits: list[str], outputs: list[str]) -> dict[str, di
     return out
 
 
-def check_leakage(pieces: list[Piece], keep: list[tuple[tuple[int, int], str]]) -> None:
+def check_leakage(pieces: list[Piece], splits: list[np.ndarray]) -> None:
     seen: dict[str, str] = {}
-    for (pi, i), s in keep:
-        sid = pieces[pi].seizure_ids[i]
-        if sid and seen.setdefault(sid, s) != s:
-            raise DataError(f"split: windows of seizure {sid} would land in both {seen[sid]} and {s}; "
-                            f"assign whole recordings/subjects, or split by seizure")
+    for p, sp in zip(pieces, splits):
+        m = (sp >= 0) & (p.seizure >= 0)
+        sz, ss = p.seizure[m], sp[m]
+        _, first = np.unique(sz.astype(np.int64) * len(SPLITS) + ss, return_index=True)
+        for j in np.sort(first):  # each (seizure, split) pair, in window order
+            sid, s = p.ids[sz[j]], SPLITS[ss[j]]
+            if seen.setdefault(sid, s) != s:
+                raise DataError(f"split: windows of seizure {sid} would land in both {seen[sid]} and {s}; "
+                                f"assign whole recordings/subjects, or split by seizure")
 
 
-def check_classes(pieces: list[Piece], keep: list[tuple[tuple[int, int], str]], outputs: list[str],
+def check_classes(pieces: list[Piece], splits_of: list[np.ndarray], outputs: list[str],
                    spec: DatasetSpec, warnings: list[str]) -> None:
-    labels = np.array([pieces[pi].labels[i] for (pi, i), _ in keep], dtype=np.int8).reshape(len(keep), -1)
+    labels = np.concatenate([p.labels[sp >= 0] for p, sp in zip(pieces, splits_of)]).reshape(-1, len(outputs))
+    splits = np.concatenate([sp[sp >= 0] for sp in splits_of])
     dropped: Counter = Counter()
     for p in pieces:
         dropped.update(p.dropped)
@@ -115,9 +125,8 @@ def check_classes(pieces: list[Piece], keep: list[tuple[tuple[int, int], str]], 
             warnings.append(f"output {o}: no positive windows in the whole dataset")
     if len(outputs) > 1 and not labels.any():
         raise DataError(f"no preictal windows for any horizon {why}")
-    splits = np.array([s for _, s in keep])
-    for s in SPLITS:
-        m = splits == s
+    for code, s in enumerate(SPLITS):
+        m = splits == code
         if not m.any():
             warnings.append(f"split {s}: no windows")
             continue

@@ -12,8 +12,9 @@ whatever the stride (the old ``x.npy`` layout copied every window) and training 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,17 +195,60 @@ def write_signal(root: Path, k: int, signal: np.ndarray) -> str:
     return name
 
 
-def write_table(root: Path, y: np.ndarray, rows: Iterable[dict[str, Any]], manifest: dict[str, Any]) -> None:
-    """Labels, index and manifest (``manifest['signals']``: recording name -> signal file)."""
-    rows = list(rows)
-    np.save(root / "y.npy", np.asarray(y, dtype=np.int8).reshape(len(rows), -1))
+@dataclass(frozen=True, eq=False)
+class IndexBlock:
+    """Consecutive index rows of one recording as numpy columns: what building a recording gives
+    back (a few bytes a window), written to index.csv one block at a time."""
+
+    recording: str
+    subject: str
+    t_start: np.ndarray  # (n,) float64, s
+    start: np.ndarray  # (n,) int64: first sample of each window in the recording's stored signal
+    split: np.ndarray  # (n,) int8: codes into SPLITS
+    seizure: np.ndarray  # (n,) int32: codes into ``ids``, -1: no seizure
+    ids: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.t_start)
+
+
+def write_table(root: Path, y: np.ndarray, blocks: Sequence[IndexBlock], manifest: dict[str, Any]) -> None:
+    """Labels, index (streamed block by block) and manifest (``manifest['signals']``: recording name ->
+    signal file)."""
+    n = sum(len(b) for b in blocks)
+    y = np.asarray(y, dtype=np.int8)
+    if len(y) != n:
+        raise DataError(f"{root}: {len(y)} labels for {n} index rows")
+    np.save(root / "y.npy", y.reshape(n, -1))
     with open(root / "index.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(INDEX_COLUMNS)
-        for i, r in enumerate(rows):
-            w.writerow([i, r["recording"], r.get("subject", ""), f"{float(r['t_start']):.6g}",
-                        r.get("seizure_id", ""), r["split"], int(r["start"])])
+        i = 0
+        for b in blocks:
+            ids = (*b.ids, "")  # code -1: ""
+            for t, s, sz, st in zip(b.t_start.tolist(), b.split.tolist(), b.seizure.tolist(), b.start.tolist()):
+                w.writerow([i, b.recording, b.subject, f"{t:.6g}", ids[sz], SPLITS[s], st])
+                i += 1
     (root / "manifest.json").write_text(json.dumps({**manifest, "format": FORMAT}, indent=1) + "\n", encoding="utf-8")
+
+
+def blocks_of_rows(rows: list[dict[str, Any]]) -> list[IndexBlock]:
+    """Index rows given as dicts (recording, subject, t_start, seizure_id, split, start), as blocks of
+    consecutive rows of one recording."""
+    out: list[IndexBlock] = []
+    for n, r in enumerate(rows):
+        if r["split"] not in SPLITS:
+            raise DataError(f"index row {n}: split {r['split']!r}, expected one of {', '.join(SPLITS)}")
+    for (name, subject), run in itertools.groupby(rows, key=lambda r: (r["recording"], r.get("subject", ""))):
+        part = list(run)
+        ids = tuple(dict.fromkeys(sid for r in part if (sid := str(r.get("seizure_id") or ""))))
+        code = {sid: k for k, sid in enumerate(ids)}
+        out.append(IndexBlock(
+            name, str(subject), np.array([float(r["t_start"]) for r in part], dtype=np.float64),
+            np.array([int(r["start"]) for r in part], dtype=np.int64),
+            np.array([SPLITS.index(r["split"]) for r in part], dtype=np.int8),
+            np.array([code.get(str(r.get("seizure_id") or ""), -1) for r in part], dtype=np.int32), ids))
+    return out
 
 
 def write_dataset(path: str | Path, x: np.ndarray, y: np.ndarray, rows: list[dict[str, Any]],
@@ -222,5 +266,5 @@ def write_dataset(path: str | Path, x: np.ndarray, y: np.ndarray, rows: list[dic
         signals[name] = write_signal(root, k, np.concatenate([x[i] for i in mine], axis=1))
         for j, i in enumerate(mine):
             out_rows[i]["start"] = j * T
-    write_table(root, y, out_rows, {**manifest, "signals": signals})
+    write_table(root, y, blocks_of_rows(out_rows), {**manifest, "signals": signals})
     return root
