@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from seizurewatch.checks import (
     check_broker_url,
@@ -73,6 +73,7 @@ class StreamConfig:
         check_topic_level(self.patient, "patient")
 
 
+DEFAULT_RULE = (3, 4)  # k of n hops, when neither the config nor the model says
 MAX_THREADS = 256  # torch.set_num_threads beyond this only oversubscribes (and 100,000 would exhaust the process)
 
 
@@ -96,8 +97,10 @@ class DecisionConfig:
     """Turns one probability per hop into alarm start/update/end events."""
 
     threshold: float | None = None  # None: use the threshold stored in the model
-    k: int = 3  # start when k of the last n probabilities are >= threshold
-    n: int = 4
+    # start when k of the last n probabilities are >= threshold; None: the rule stored in the model
+    # beside its threshold (chosen with it, ``research/threshold.py``), else DEFAULT_RULE (3 of 4)
+    k: int | None = None
+    n: int | None = None
     hysteresis: float = 0.1  # end threshold = threshold - hysteresis
     off_hops: int = 3  # end after this many consecutive hops below the end threshold
     refractory_s: float = 30.0  # no new alarm start this long after an end
@@ -107,14 +110,39 @@ class DecisionConfig:
     def __post_init__(self) -> None:
         if self.threshold is not None:
             check_number(self.threshold, "threshold", low=0, high=1, low_open=True, high_open=True)
-        check_int(self.n, "n", low=1, high=1000)
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"k: must satisfy 1 <= k <= n (k={self.k}, n={self.n})")
+        if (self.k is None) != (self.n is None):
+            raise ValueError(f"k, n: set both or neither (k={self.k}, n={self.n}); neither: the model's rule")
+        if self.k is not None and self.n is not None:
+            check_int(self.n, "n", low=1, high=1000)
+            if not 1 <= self.k <= self.n:
+                raise ValueError(f"k: must satisfy 1 <= k <= n (k={self.k}, n={self.n})")
         check_number(self.hysteresis, "hysteresis", low=0, high=1, high_open=True)
         check_int(self.off_hops, "off_hops", low=1, high=10_000)
         check_number(self.refractory_s, "refractory_s", low=0, high=86_400)
         check_number(self.update_every_s, "update_every_s", low=0, low_open=True, high=86_400)
         check_number(self.escalate_after_s, "escalate_after_s", low=0, high=86_400)  # 0 turns escalation off
+
+    @property
+    def rule(self) -> tuple[int, int]:
+        """(k, n) in force: the configured ones, else DEFAULT_RULE (``for_model`` fills the model's)."""
+        return (self.k, self.n) if self.k is not None and self.n is not None else DEFAULT_RULE
+
+    def for_model(self, threshold_block: Any) -> DecisionConfig:
+        """This config with k and n filled in: the configured ones, else the rule a model file stores
+        beside its threshold (``threshold.decision.k/n``, chosen together with it), else DEFAULT_RULE."""
+        if self.k is not None:
+            return self
+        d = threshold_block.get("decision") if isinstance(threshold_block, dict) else None
+        k, n = (d.get("k"), d.get("n")) if isinstance(d, dict) else (None, None)
+        if isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000:
+            return dataclasses.replace(self, k=k, n=n)
+        return dataclasses.replace(self, k=DEFAULT_RULE[0], n=DEFAULT_RULE[1])
+
+    def describe(self) -> dict[str, Any]:
+        """The decision settings in force, for metadata and reports."""
+        k, n = self.rule
+        return {"k": k, "n": n, "hysteresis": self.hysteresis, "off_hops": self.off_hops,
+                "refractory_s": self.refractory_s}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """From one probability per hop to alarm start / update / end events.
 
 Smoothing: an alarm starts when at least ``k`` of the last ``n`` probabilities reach the
-threshold. Hysteresis: it ends only after ``off_hops`` consecutive hops below
-``threshold - hysteresis``. Refractory: within ``refractory_s`` of an end, the same k-of-n
+threshold (the config's k and n, else the rule the model file stores beside its threshold).
+Hysteresis: it ends only after ``off_hops`` consecutive hops below ``threshold - hysteresis``.
+Refractory: within ``refractory_s`` of an end, the same k-of-n
 evidence no longer starts an alarm, so one event ringing around the threshold does not page
 the nurse twice; but *stronger* evidence does: a start during the refractory period goes out
 when at least ``k`` of the last ``n`` probabilities exceed the peak probability of the alarm
@@ -23,8 +24,9 @@ from seizurewatch.events import Event, new_id
 class AlarmDecision:
     def __init__(self, cfg: DecisionConfig, threshold: float) -> None:
         self.cfg = cfg
+        self.k, self.n = cfg.rule  # a config without k/n (no model to ask): the default rule
         self.threshold = threshold
-        self.history: deque[float] = deque(maxlen=cfg.n)  # the last n probabilities
+        self.history: deque[float] = deque(maxlen=self.n)  # the last n probabilities
         self.alarm_id: str | None = None
         self.started_t = 0.0
         self.peak = 0.0
@@ -44,7 +46,8 @@ class AlarmDecision:
     def reconfigure(self, cfg: DecisionConfig, threshold: float) -> None:
         """New parameters (SIGHUP); the current alarm, if any, carries on."""
         self.cfg, self.threshold = cfg, threshold
-        self.history = deque(self.history, maxlen=cfg.n)
+        self.k, self.n = cfg.rule
+        self.history = deque(self.history, maxlen=self.n)
 
     def reset_history(self) -> None:
         """After a gap the recent hops say nothing about the next ones."""
@@ -52,7 +55,7 @@ class AlarmDecision:
 
     def _k_over(self, level: float, strict: bool = False) -> bool:
         """At least k of the last n probabilities reach ``level`` (exceed it when ``strict``)."""
-        return sum(q > level if strict else q >= level for q in self.history) >= self.cfg.k
+        return sum(q > level if strict else q >= level for q in self.history) >= self.k
 
     def update(self, t: float, p: float) -> list[Event]:
         self.history.append(p)
@@ -63,7 +66,7 @@ class AlarmDecision:
             if t < self.refractory_until:
                 if not self._k_over(self.ended_peak, strict=True):
                     return []
-                detail = (f"during the refractory period: {self.cfg.k} of {self.cfg.n} above the ended "
+                detail = (f"during the refractory period: {self.k} of {self.n} above the ended "
                           f"alarm's peak {self.ended_peak:.3f}")
             self.alarm_id = new_id()
             self.started_t = self.last_update_t = t

@@ -61,6 +61,7 @@ class PatientState:
         self._shown_alarm: str | None = None  # what the last published state said
         self._shown_faults: set[str] = set()
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+        decision = decision.for_model(meta.raw.get("threshold"))
         self.decision = AlarmDecision(decision, self._threshold(decision))
         self.context = self._context(decision)
 
@@ -72,6 +73,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
+        decision = decision.for_model(self.meta.raw.get("threshold"))
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
 

@@ -214,8 +214,9 @@ class Service:
         self.cfg = dataclasses.replace(old, decision=new.decision, logging=new.logging)
         self.daemon.cfg = self.cfg
         self._publish_thresholds()
-        threshold = self.daemon.pipelines[0].decision.threshold if self.daemon.pipelines else None
-        log.info("config reloaded", extra={"threshold": threshold, "k": new.decision.k, "n": new.decision.n,
+        first = self.daemon.pipelines[0].decision if self.daemon.pipelines else None
+        threshold, (k, n) = (first.threshold, (first.k, first.n)) if first else (None, new.decision.rule)
+        log.info("config reloaded", extra={"threshold": threshold, "k": k, "n": n,
                                            "hysteresis": new.decision.hysteresis, "level": new.logging.level})
 
     def _publish_thresholds(self) -> None:

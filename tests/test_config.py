@@ -27,7 +27,7 @@ def test_good_config_loads_with_defaults(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.streams[0].patient == "bed1"
     assert cfg.streams[0].source.speed == "max"
-    assert cfg.decision.k == 3 and cfg.decision.threshold is None
+    assert cfg.decision.k is None and cfg.decision.rule == (3, 4) and cfg.decision.threshold is None
     with pytest.raises(AttributeError):
         cfg.decision.k = 5  # frozen
 

@@ -9,6 +9,7 @@ period ran out (19 s after onset); evidence stronger than the false alarm's peak
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from edf_writer import write_edf
 
@@ -69,3 +70,35 @@ def test_a_false_alarm_does_not_delay_the_seizure_alarm_in_replay_and_evaluate(t
     sec = m["seconds"]["pooled"]
     assert sec["seconds_unscored"] == 1  # the first 2-s window ends at 2 s: second 0 has no probability
     assert sec["seizure_auc"] > 0.9
+
+
+def test_the_daemon_applies_the_rule_stored_beside_the_threshold_unless_the_config_sets_one(tmp_path):
+    """A model file's ``threshold.decision`` (k of n, chosen with the threshold) is what the daemon
+    and ``evaluate`` apply; ``decision.k``/``decision.n`` in the config override it."""
+    edf, _ = _files(tmp_path)
+    starts = {}
+    for k, n in ((1, 1), (5, 5)):
+        meta = {"name": f"level-{k}of{n}", "outputs": ["seizure"], "window_s": 2.0, "hop_s": 1.0,
+                "preprocess": {"channels": CHANNELS, "rate": float(RATE), "bandpass": None, "notch": None},
+                "threshold": {"value": 0.9, "policy": "test", "decision": {"k": k, "n": n}}}
+        model = tmp_path / f"level-{k}of{n}.pt"
+        save_model(_Level(), meta, model, torch.zeros(2, len(CHANNELS), 2 * RATE))
+        tr = stream_probabilities(edf, model, DecisionConfig())
+        starts[(k, n)] = tr.alarms[0][0]  # 0.9 only inside the seizure: one alarm, at the k-th hop over
+        m = evaluate(model, [str(edf)], tmp_path / f"eval-{k}", decision=DecisionConfig(),
+                     windows=(np.zeros((2, 3, 200)), np.eye(2)[:, :1]), traces=[tr])
+        assert m["decision"]["k"] == k and m["decision"]["n"] == n
+        assert m["events"]["latency_s"]["values"] == [pytest.approx(starts[(k, n)] - ONSET)]
+        fixed = stream_probabilities(edf, model, DecisionConfig(k=3, n=3))
+        starts[(k, n, "config 3/3")] = fixed.alarms[0][0]
+    assert starts[(5, 5)] - starts[(1, 1)] == pytest.approx(4.0)  # four more hops of evidence
+    assert starts[(1, 1, "config 3/3")] == starts[(5, 5, "config 3/3")] == pytest.approx(starts[(1, 1)] + 2.0)
+
+
+def test_k_and_n_are_set_together_or_left_to_the_model():
+    with pytest.raises(ValueError, match="set both or neither"):
+        DecisionConfig(k=2)
+    assert DecisionConfig().for_model({"decision": {"k": 2, "n": 6}}).rule == (2, 6)
+    assert DecisionConfig(k=3, n=4).for_model({"decision": {"k": 2, "n": 6}}).rule == (3, 4)
+    assert DecisionConfig().for_model({"decision": {"k": 7, "n": 6}}).rule == (3, 4)  # not a rule: the default
+    assert DecisionConfig().for_model(None).rule == (3, 4)

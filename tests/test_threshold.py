@@ -246,3 +246,25 @@ def test_an_alarm_starting_well_before_the_onset_is_a_false_alarm_to_the_nurse()
     ev = score_events([tr], 0.5, QUICK)
     assert ev["alarmed"] == 1 and ev["unrelated_alarms"] == 0 and ev["latency_s"]["values"] == [-1.0]
     assert score_events([tr], 0.5, QUICK, EventRules(alarm_before_onset_s=0.0))["alarmed"] == 0
+
+
+def test_events_criterion_chooses_the_k_of_n_rule_with_the_threshold_when_the_config_leaves_it():
+    from seizurewatch.research.threshold import RULES, by_events, outcome
+
+    # a 2-hop bump at 0.9 on the first recording: every 2-of-n rule alarms on it at any threshold that
+    # catches the seizures, so the fastest rule without a false alarm needs 3 hops (latency 2 s); of the
+    # 3-of-n rules, equally fast, the most persistent (3 of 6) is kept
+    free = DecisionConfig(hysteresis=0.0, off_hops=1, refractory_s=0.0)
+    bumpy = [_oof((150.0, 200.0), 0.9), _oof((100.0, 150.0), 0.9)]
+    bumpy[0].p[(bumpy[0].t >= 50) & (bumpy[0].t < 52)] = 0.9
+    th = by_events(bumpy, free)
+    assert th["decision"]["k"] == 3 and th["decision"]["n"] == 6
+    assert th["point"]["false_alarms"] == 0 and th["point"]["latency_s_median"] == 2.0
+    assert th["rules_tried"] == [f"{k}/{n}" for k, n in RULES] and (1, 1) not in RULES
+    # without the bump two hops suffice (latency 1 s)
+    th = by_events([_oof((150.0, 200.0), 0.9), _oof((100.0, 150.0), 0.9)], free)
+    assert (th["decision"]["k"], th["decision"]["n"]) == (2, 6) and th["point"]["latency_s_median"] == 1.0
+    # a config that fixes k and n keeps them
+    fixed = by_events(bumpy, QUICK)
+    assert fixed["decision"]["k"] == 3 and fixed["decision"]["n"] == 4 and "rules_tried" not in fixed
+    assert outcome(bumpy, th["value"], free.for_model(th))["rule"] == "2/6"

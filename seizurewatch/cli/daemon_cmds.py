@@ -90,6 +90,12 @@ async def check_run(cfg: Any, name: str) -> int:
     finally:
         await daemon.close_unstarted()
     meta = daemon.pipelines[0].meta
+    for pipe in daemon.pipelines:
+        d = pipe.decision
+        stored = isinstance(pipe.meta.raw["threshold"].get("decision"), dict)
+        rule = "from the config" if cfg.decision.k is not None else "stored in the model" if stored else "default"
+        print(f"{name}: {pipe.patient}: alarm when {d.k} of the last {d.n} hops reach {d.threshold:.4g} "
+              f"(threshold: {pipe.context.threshold_policy}; rule: {rule})")
     for note in daemon.notes:
         print(f"{name}: run would wait: {note}")
     print(f"{name}: OK ({len(cfg.streams)} stream(s), model {meta.name}, file sha256 "

@@ -21,7 +21,9 @@ def _command_line() -> str | None:
 def _decision_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("alarm decision (as the daemon's 'decision:' config; defaults are the daemon's)")
     g.add_argument("--config", help="daemon config YAML whose decision settings to use")
-    g.add_argument("--k", type=int, help="alarm when k of the last n probabilities reach the threshold")
+    g.add_argument("--k", type=int, help="alarm when k of the last n probabilities reach the threshold (with --n; "
+                                         "default: the rule stored in the model beside its threshold, else 3 of 4; "
+                                         "threshold choice then also chooses the rule)")
     g.add_argument("--n", type=int, help="see --k")
     g.add_argument("--refractory", type=float, dest="refractory_s",
                    help="seconds without a new alarm on the same evidence after one ends (k of n above the "

@@ -110,7 +110,7 @@ def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decis
         chosen = transfer(oof, method, decision, rules, early_s)
         other = transfer(oof, next(m for m in TRANSFER if m != method), decision, rules, early_s)
         oof_seconds = time.perf_counter() - t0
-    dec = dataclasses.replace(decision, threshold=float(chosen["value"]))
+    dec = dataclasses.replace(decision.for_model(chosen), threshold=float(chosen["value"]))
     rows = fold.rows("test")
     traces = [stream_probabilities(rec, model_path, dec)] if replayable else []
     m = evaluate(model_path, [rec] if replayable else [], out / spec.name / f"eval-{stem}",
@@ -121,11 +121,12 @@ def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decis
     m["threshold_seconds"] = round(oof_seconds, 2)
     if traces:
         tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
-            traces, chosen["value"], decision, rules) | {"policy": chosen.get("policy", "youden")}}
+            traces, chosen["value"], decision.for_model(chosen), rules) | {"policy": chosen.get("policy", "youden")}}
         if other is not None:
-            tt["other"] = outcome(traces, other["value"], decision, rules) | {"policy": other["policy"]}
+            tt["other"] = outcome(traces, other["value"], decision.for_model(other), rules) | {
+                "policy": other["policy"]}
         best = by_events(traces, decision, rules, policy="best_on_test")
-        tt["best_on_test"] = outcome(traces, best["value"], decision, rules) | {
+        tt["best_on_test"] = outcome(traces, best["value"], decision.for_model(best), rules) | {
             "tied_range": best["point"]["tied_range"]}
         m["threshold_transfer"] = tt
         m["_second_scores"] = second_scores(traces, early_s)
@@ -170,7 +171,7 @@ def _aucs(sec: dict[str, Any] | None, key: str) -> str:
 def _out(o: dict[str, Any] | None) -> str:
     if not o:
         return "-"
-    return (f"{o['threshold']:.3f}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
+    return (f"{o['threshold']:.3f} {o.get('rule', '')}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
             f"{_fmt(o['latency_s_median'], '.0f')} s")
 
 

@@ -180,6 +180,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = loaded.meta
+    decision = decision.for_model(meta.raw.get("threshold"))  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     x, y = windows if windows is not None else windows_for(meta, recordings)
     p = predict(loaded.module, x)
@@ -211,8 +212,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     if traces:
         metrics["events"] = score_events(traces, threshold, decision, rules)
         metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
-    metrics["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
-                           "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
+    metrics["decision"] = decision.describe()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
     return metrics

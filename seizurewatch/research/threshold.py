@@ -19,7 +19,11 @@ out_of_fold`` on its training recordings), two criteria for what the nurse sees:
            ``unrelated_alarms``): alarm on the most out-of-fold seizures, then the fewest
            false alarms, then a median latency within 2 s of the least (an alarm at or before
            the onset counts 0 s); the middle, in log-odds, of the thresholds still in (a margin
-           on both sides for a recording not yet seen)
+           on both sides for a recording not yet seen). Unless the decision config fixes k and n,
+           the k-of-n rule is chosen with the threshold (``RULES``: 2..6 hops, at least 2 over):
+           the most seizures, the fewest false alarms, the least latency, ties to the more
+           persistent rule; the model file stores it (``threshold.decision``) and the daemon
+           applies it unless its config sets ``decision.k``/``decision.n``
   seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
 ``compare`` reports both on every test recording beside the threshold that would have been
 best there (``events`` applied to the test recording itself).
@@ -27,6 +31,7 @@ best there (``events`` applied to the test recording itself).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,9 @@ log = logging.getLogger(__name__)
 POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
 TRANSFER = ("events", "seconds")
 LATENCY_SLACK_S = 2.0  # "least latency" to within this: a margin from the false-alarm edge is worth 2 s
+# the k-of-n rules ``events`` chooses among when the decision leaves k and n to the model: at least
+# 2 hops of evidence (one hop never pages the nurse), within the last 2..6 hops
+RULES = tuple((k, n) for n in range(2, 7) for k in range(2, n + 1))
 
 
 def candidates(traces: list[Trace], most: int = 200) -> np.ndarray:
@@ -137,6 +145,28 @@ def _widest_run(rows: list[dict[str, Any]], ok: list[bool]) -> tuple[float, floa
 
 def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
               policy: str = "oof_events") -> dict[str, Any]:
+    """``events`` at the decision's k of n, or, when it leaves them unset (the model's rule), the
+    threshold and the rule chosen together: each rule of ``RULES`` gets its threshold
+    (``events_at``), and the rule that alarms on the most seizures, then with the fewest false
+    alarms, then with the least median latency wins; ties go to the more persistent rule (larger
+    k, then larger n). The block's ``decision`` says which rule; the daemon applies it."""
+    if decision.k is not None:
+        return events_at(traces, decision, rules, policy)
+    best: tuple[tuple[float, ...], dict[str, Any]] | None = None
+    for k, n in RULES:
+        th = events_at(traces, dataclasses.replace(decision, k=k, n=n), rules, policy)
+        pt = th["point"]
+        lat = pt["latency_s_median"]
+        key = (-pt["detected"], pt["false_alarms"], float("inf") if lat is None else float(lat), -k, -n)
+        if best is None or key < best[0]:
+            best = (key, th)
+    assert best is not None
+    best[1]["rules_tried"] = [f"{k}/{n}" for k, n in RULES]
+    return best[1]
+
+
+def events_at(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
+              policy: str = "oof_events") -> dict[str, Any]:
     """After the daemon's decision rules: the most seizures alarmed, then the fewest false alarms,
     then a median latency within ``LATENCY_SLACK_S`` of the least (an alarm at or before the onset
     counts 0 s), then the middle in log-odds of the widest run of consecutive thresholds still in:
@@ -167,10 +197,11 @@ def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
     return {"value": value, "policy": policy, "target": None,
             "point": {"detected": at["alarmed"], "seizures": at["seizures"], "false_alarms": at["unrelated_alarms"],
                       "latency_s_median": at["latency_s"]["median"], "tied_range": [lo, hi]},
-            "chosen_on": [Path(t.recording).name for t in traces]}
+            "decision": decision.describe(), "chosen_on": [Path(t.recording).name for t in traces]}
 
 
-def by_seconds(traces: list[Trace], early_s: float = 15.0) -> dict[str, Any]:
+def by_seconds(traces: list[Trace], early_s: float = 15.0, decision: DecisionConfig | None = None
+               ) -> dict[str, Any]:
     """Youden's J on the per-second probabilities in force (ictal seconds vs every other)."""
     from seizurewatch.research.evaluate import second_scores
 
@@ -181,6 +212,7 @@ def by_seconds(traces: list[Trace], early_s: float = 15.0) -> dict[str, Any]:
         raise DataError("choosing a threshold on seconds needs ictal and interictal seconds")
     th = youden(roc(y, p))
     th["policy"] = "oof_seconds"
+    th["decision"] = (decision or DecisionConfig()).describe()
     th["chosen_on"] = [Path(t.recording).name for t in traces]
     return th
 
@@ -190,14 +222,15 @@ def transfer(traces: list[Trace], method: str, decision: DecisionConfig, rules: 
     """The operating point from out-of-fold ``traces`` (see the module docstring)."""
     if method not in TRANSFER:
         raise ConfigError(f"threshold method {method!r}: expected one of {', '.join(TRANSFER)}")
-    return by_events(traces, decision, rules) if method == "events" else by_seconds(traces, early_s)
+    return by_events(traces, decision, rules) if method == "events" else by_seconds(traces, early_s, decision)
 
 
 def outcome(traces: list[Trace], threshold: float, decision: DecisionConfig,
             rules: EventRules = SZCORE) -> dict[str, Any]:
     """What the nurse would have seen at ``threshold``: seizures alarmed, false alarms, latency."""
     ev = score_events(traces, threshold, decision, rules)
-    return {"threshold": float(threshold), "detected": ev["alarmed"], "seizures": ev["seizures"],
+    k, n = decision.rule
+    return {"threshold": float(threshold), "rule": f"{k}/{n}", "detected": ev["alarmed"], "seizures": ev["seizures"],
             "false_alarms": ev["unrelated_alarms"], "latency_s_median": ev["latency_s"]["median"],
             "latency_s": ev["latency_s"]["values"]}
 
@@ -278,8 +311,7 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
         ev = score_events(traces, th["value"], decision, rules)
         th["point"].update(event_sensitivity=ev["sensitivity"], fa_per_24h=ev["fa_per_24h"],
                            latency_s=ev["latency_s"]["mean"], hours=ev["hours"])
-        th["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
-                          "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
+        th["decision"] = decision.describe()
     return th, table
 
 
@@ -306,10 +338,7 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
     recs = ds.recordings("train") + ds.recordings("val")
     best = int(training.get("best_epoch", -1))
     traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None)
-    th = transfer(traces, method, decision, rules, early_s)
-    th["decision"] = {"k": decision.k, "n": decision.n, "hysteresis": decision.hysteresis,
-                      "off_hops": decision.off_hops, "refractory_s": decision.refractory_s}
-    return th
+    return transfer(traces, method, decision, rules, early_s)
 
 
 def choose_threshold(model: str | Path, policy: str, target: float | None = None,
