@@ -93,3 +93,46 @@ def test_export_refuses_unknown_format_and_tampered_files(dataset, tmp_path):
             zout.writestr(item, data)
     with pytest.raises(ModelError, match="checksum mismatch"):
         export(bad, tmp_path / "b.pt2")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_model_gives_its_architecture_block_and_export_rebuilds_from_it(arch, dataset, tmp_path):
+    from seizurewatch.research.architectures import from_config
+    from seizurewatch.research.training_run import train_from_dataset
+
+    meta = train_from_dataset(dataset, tiny_model_yaml(tmp_path / "m.yaml", arch, epochs=1), tmp_path / "a.pt",
+                              progress=False)
+    block = meta["architecture"]
+    assert block["arch"] == arch and block["n_channels"] == len(CHANNELS)
+    assert block["n_samples"] == int(RATE * WINDOW_S) and block["n_outputs"] == 1 and block["rate"] == RATE
+    assert block["kwargs"] == meta["training"]["config"]["arch_kwargs"]  # the training config stays beside it
+    assert from_config(block).get_config() == block
+    rebuilt = rebuild_eager(load_model(tmp_path / "a.pt"))
+    assert rebuilt.get_config() == block  # the rebuilt module describes itself as the file does
+    export(tmp_path / "a.pt", tmp_path / "b.pt2")
+    assert rebuild_eager(load_model(tmp_path / "b.pt2")).get_config() == block
+
+
+def test_a_network_constructed_outside_build_has_no_config_to_give():
+    from seizurewatch.research.architectures import SeedConvNet
+
+    with pytest.raises(ValueError, match="SeedConvNet was constructed directly"):
+        SeedConvNet(2, 2000).get_config()
+
+
+def test_a_file_without_the_architecture_block_is_refused_with_the_command_that_retrains_it(tmp_path):
+    from seizurewatch.modelfile import save_model
+    from seizurewatch.research.architectures import Deployable, build
+
+    net = build("bandpower_lr", len(CHANNELS), int(RATE * WINDOW_S), 1, rate=RATE)
+    meta = {k: v for k, v in _meta("bandpower_lr").items() if k != "architecture"}
+    x = torch.randn(2, len(CHANNELS), int(RATE * WINDOW_S))
+    old = tmp_path / "old.pt"
+    save_model(Deployable(net, torch.zeros(len(CHANNELS)), torch.ones(len(CHANNELS))),
+               {**meta, "training": {"command": "seizurewatch train config/train-old.yaml"}}, old, x)
+    with pytest.raises(ModelError, match=r"predates the architecture block .*retrain it: seizurewatch train "
+                                         r"config/train-old.yaml"):
+        export(old, tmp_path / "new.pt2")
+    save_model(Deployable(net, torch.zeros(len(CHANNELS)), torch.ones(len(CHANNELS))), meta, old, x)
+    with pytest.raises(ModelError, match=r"predates the architecture block .*seizurewatch train RECIPE"):
+        rebuild_eager(load_model(old))

@@ -57,7 +57,8 @@ def _print(obj: Any) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (from a recipe YAML, or a built dataset + a model YAML)",
-                       description="Either RECIPE (windows -> train -> threshold -> export in one go), or "
+                       description="Either RECIPE (dataset build -> train -> threshold -> model file in one go; "
+                                   "the dataset is built in a temporary folder unless --keep-dataset), or "
                                    "--dataset DIR --model config/models/X.yaml (train split; early stopping on "
                                    "the val split; first threshold by Youden's J on val). Deterministic for a "
                                    "given seed; a checkpoint is written every epoch (OUTPUT.ckpt) and --resume "
@@ -68,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=out_file, help="model file to write (.pt TorchScript or .pt2 torch.export); "
                                           "with --per-subject it must contain {subject}")
     p.add_argument("--per-subject", action="store_true", help="one model per subject of the dataset")
+    p.add_argument("--keep-dataset", type=out_dir, metavar="DIR",
+                   help="with a RECIPE: build its dataset in DIR and keep it (for evaluate, threshold --policy oof, "
+                        "train --dataset); default a temporary folder")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUTPUT.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -168,13 +172,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("train: give a RECIPE or --dataset with --model, not both")
         from seizurewatch.research.recipe import run_recipe
 
-        meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command)
+        meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command,
+                          keep_dataset=args.keep_dataset)
         _print({"model": meta["name"], "output": args.output or "(recipe output)", "sha256": meta["weights_sha256"],
                 "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
                 "train_seconds": meta["training"]["seconds"]})
         return 0
     if not (args.dataset and args.model and args.output):
         raise ConfigError("train: give a RECIPE, or --dataset DIR --model MODEL.yaml --output FILE")
+    if args.keep_dataset:
+        raise ConfigError("train: --keep-dataset goes with a RECIPE (it keeps the dataset the recipe builds)")
     from seizurewatch.research.training_run import train_from_dataset, train_per_subject
 
     kw = {"resume": args.resume, "progress": not args.no_progress, "command": command}

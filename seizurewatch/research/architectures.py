@@ -3,10 +3,16 @@
 Every network maps (batch, channels, samples) standardised input to (batch, outputs) logits;
 ``Deployable`` wraps it with the input standardisation and the sigmoid, so the exported
 file takes physical units and returns probabilities.
+
+The model owns the description of its architecture (braindecode's ``get_config`` /
+``from_config``): a network made by ``build`` answers ``get_config()`` with the block every
+model file stores as ``architecture`` (arch, kwargs, n_channels, n_samples, n_outputs, rate),
+and ``from_config`` of that block builds the same network again (export, threshold re-save).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +20,28 @@ from typing import Any
 import torch
 from torch import nn
 
-REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+ARCHITECTURE_KEYS = ("arch", "kwargs", "n_channels", "n_samples", "n_outputs", "rate")
 
 
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+class Architecture(nn.Module):
+    """Base of every registered network: ``build`` records the block that rebuilds it, and
+    ``get_config`` returns it (a copy). A network constructed directly has none to give."""
+
+    __jit_ignored_attributes__ = ["_config"]  # a plain dict for Python, never part of the exported module
+
+    def get_config(self) -> dict[str, Any]:
+        config = self.__dict__.get("_config")
+        if config is None:
+            raise ValueError(f"{type(self).__name__} was constructed directly; architectures.build(name, ...) "
+                             "records the config a model file needs")
+        return copy.deepcopy(config)
+
+
+REGISTRY: dict[str, Callable[..., Architecture]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Architecture]], Callable[..., Architecture]]:
+    def deco(fn: Callable[..., Architecture]) -> Callable[..., Architecture]:
         REGISTRY[name] = fn
         return fn
 
@@ -26,14 +49,32 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 
 def build(name: str, n_channels: int, n_samples: int, n_outputs: int, rate: float | None = None,
-          **kwargs: Any) -> nn.Module:
-    """``rate`` (Hz) reaches architectures that take it (band powers need it), and no others."""
+          **kwargs: Any) -> Architecture:
+    """``rate`` (Hz) reaches architectures that take it (band powers need it), and no others;
+    the network's ``get_config()`` records it either way (the rate of the windows it was built for)."""
     if name not in REGISTRY:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(REGISTRY))}")
     factory = REGISTRY[name]
+    config = {"arch": name, "kwargs": copy.deepcopy(kwargs), "n_channels": int(n_channels),
+              "n_samples": int(n_samples), "n_outputs": int(n_outputs),
+              "rate": None if rate is None else float(rate)}
     if rate is not None and "rate" in inspect.signature(factory).parameters and "rate" not in kwargs:
         kwargs["rate"] = rate
-    return factory(n_channels=n_channels, n_samples=n_samples, n_outputs=n_outputs, **kwargs)
+    net = factory(n_channels=n_channels, n_samples=n_samples, n_outputs=n_outputs, **kwargs)
+    if not isinstance(net, Architecture):
+        raise TypeError(f"architecture {name!r}: its factory must return an architectures.Architecture, "
+                        f"got {type(net).__name__}")
+    net.__dict__["_config"] = config
+    return net
+
+
+def from_config(config: dict[str, Any], where: str = "architecture") -> Architecture:
+    """The network a ``get_config()`` block (a model file's ``architecture``) describes, untrained."""
+    missing = [k for k in ARCHITECTURE_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)} (expected {', '.join(ARCHITECTURE_KEYS)})")
+    return build(str(config["arch"]), int(config["n_channels"]), int(config["n_samples"]),
+                 int(config["n_outputs"]), rate=config["rate"], **dict(config["kwargs"]))
 
 
 def _flat_size(features: nn.Module, n_channels: int, n_samples: int) -> int:
@@ -44,7 +85,7 @@ def _flat_size(features: nn.Module, n_channels: int, n_samples: int) -> int:
         raise ValueError(f"the layers do not fit a window of {n_samples} samples ({str(exc)[:120]})") from None
 
 
-class SeedConvNet(nn.Module):
+class SeedConvNet(Architecture):
     """The CHB-MIT detection tool's 1-D ConvNet, with input channels and flatten size adapted:
     Conv1d C->10 k10 s5 p9, ReLU, MaxPool 15/10, Conv1d 10->5 k5 s4 p4, ReLU, MaxPool 10/5,
     Dropout 0.5, Linear F->15, Linear 15->outputs (the original had 2 softmax outputs; one
@@ -70,7 +111,7 @@ class SeedConvNet(nn.Module):
 
 
 @register("seed_convnet")
-def seed_convnet(n_channels: int, n_samples: int, n_outputs: int = 1) -> nn.Module:
+def seed_convnet(n_channels: int, n_samples: int, n_outputs: int = 1) -> Architecture:
     return SeedConvNet(n_channels, n_samples, n_outputs)
 
 
@@ -82,6 +123,12 @@ class Deployable(nn.Module):
         self.net = net
         self.register_buffer("mean", mean.reshape(1, -1, 1).float())
         self.register_buffer("std", std.reshape(1, -1, 1).float().clamp_min(1e-6))
+
+    def get_config(self) -> dict[str, Any]:
+        """The network's architecture block (see ``Architecture.get_config``)."""
+        if not isinstance(self.net, Architecture):
+            raise ValueError(f"{type(self.net).__name__} is not an architectures.Architecture; no config to give")
+        return self.net.get_config()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean) / self.std
@@ -130,7 +177,7 @@ class BasicBlock(nn.Module):
         return torch.relu(y + self.short(x))
 
 
-class SpectrogramResNet(nn.Module):
+class SpectrogramResNet(Architecture):
     """Log-spectrogram per channel -> ResNet18-style 2-D CNN trained from scratch ([2,2,2,2]
     basic blocks, widths w, 2w, 4w, 8w; a strided stem as in ResNet, kept small for CPUs).
     The EEG channels are the input planes of the stem convolution, so channels mix from the
@@ -162,7 +209,7 @@ class SpectrogramResNet(nn.Module):
 
 
 @register("spectrogram_resnet")
-def spectrogram_resnet(n_channels: int, n_samples: int, n_outputs: int = 1, **kwargs: Any) -> nn.Module:
+def spectrogram_resnet(n_channels: int, n_samples: int, n_outputs: int = 1, **kwargs: Any) -> Architecture:
     return SpectrogramResNet(n_channels, n_samples, n_outputs, **kwargs)
 
 
@@ -188,7 +235,7 @@ def _conv_layer(c_in: int, spec: dict[str, Any], i: int) -> tuple[list[nn.Module
     return mods, c_out
 
 
-class ConfigurableCNN(nn.Module):
+class ConfigurableCNN(Architecture):
     """A 1-D CNN whose conv layers (channels, kernel, stride, padding, pooling, dropout) and
     dense layers are listed in the YAML, as the CHB-MIT tool allowed."""
 
@@ -216,7 +263,7 @@ class ConfigurableCNN(nn.Module):
 
 
 @register("cnn1d")
-def cnn1d(n_channels: int, n_samples: int, n_outputs: int = 1, **kwargs: Any) -> nn.Module:
+def cnn1d(n_channels: int, n_samples: int, n_outputs: int = 1, **kwargs: Any) -> Architecture:
     return ConfigurableCNN(n_channels, n_samples, n_outputs, **kwargs)
 
 
@@ -227,7 +274,7 @@ BANDS_HZ: dict[str, tuple[float, float]] = {
 }
 
 
-class BandPowerLR(nn.Module):
+class BandPowerLR(Architecture):
     """Logistic regression on per-channel log band powers (delta..gamma) and log line length.
     A torch module, so it trains, exports and deploys exactly like the networks."""
 
@@ -261,7 +308,7 @@ class BandPowerLR(nn.Module):
 
 @register("bandpower_lr")
 def bandpower_lr(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
-                 **kwargs: Any) -> nn.Module:
+                 **kwargs: Any) -> Architecture:
     return BandPowerLR(n_channels, n_samples, n_outputs, rate=rate, **kwargs)
 
 
@@ -270,7 +317,7 @@ def bandpower_lr(n_channels: int, n_samples: int, n_outputs: int = 1, rate: floa
 
 @register("hills_forest")
 def hills_forest(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
-                 **kwargs: Any) -> nn.Module:
+                 **kwargs: Any) -> Architecture:
     from seizurewatch.research.hills import HillsForest
 
     return HillsForest(n_channels, n_samples, n_outputs, rate=rate, **kwargs)

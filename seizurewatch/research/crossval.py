@@ -2,9 +2,9 @@
 
 Fold i holds recording i out for testing, validates on the next recording (early stopping)
 and trains on the rest. The operating point transfers: it is chosen on out-of-fold traces of
-the fold's non-test recordings (``out_of_fold``: each one left out in turn, the same config
-trained on the others for the outer model's number of epochs, the left-out recording replayed
-through the daemon), by ``threshold.transfer`` after the daemon's decision rules. The test
+the fold's non-test recordings (``outoffold.out_of_fold``: each one left out in turn, the same
+config trained on the others for the outer model's number of epochs, the left-out recording
+replayed through the daemon), by ``threshold.transfer`` after the daemon's decision rules. The test
 recording is replayed once; that one replay gives the event figures, the time-resolved
 figures and the threshold that would have been best there (for the report, never used).
 
@@ -32,8 +32,9 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, second_scores
+from seizurewatch.research.outoffold import out_of_fold, recording_paths, with_roles
 from seizurewatch.research.parallel import run_tasks
-from seizurewatch.research.predict import Trace, stream_probabilities
+from seizurewatch.research.predict import stream_probabilities
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transfer
 from seizurewatch.research.timescore import EARLY_S, score_seconds
@@ -62,48 +63,9 @@ def folds(ds: DatasetDir) -> list[tuple[str, str, list[str]]]:
             for i in range(len(recs))]
 
 
-def with_roles(ds: DatasetDir, roles: dict[str, str], default: str = "unused") -> DatasetDir:
-    """The dataset with each recording's split set from ``roles`` (by file name), others ``default``."""
-    by_name = {Path(k).name: v for k, v in roles.items()}
-    index = [dataclasses.replace(r, split=by_name.get(Path(r.recording).name, default)) for r in ds.index]
-    return dataclasses.replace(ds, index=index)
-
-
 def with_splits(ds: DatasetDir, test: str, val: str) -> DatasetDir:
     roles = {r: "train" for r in recordings_of(ds)} | {val: "val", test: "test"}
     return with_roles(ds, roles)
-
-
-def recording_paths(ds: DatasetDir) -> dict[str, str]:
-    """File name -> path of the dataset's recordings (absolute when the manifest has them)."""
-    return {Path(r).name: r for split in {x.split for x in ds.index} for r in ds.recordings(split)}
-
-
-def out_of_fold(ds: DatasetDir, spec: ModelSpec, recordings: list[str], workdir: str | Path,
-                decision: DecisionConfig, epochs: int | None = None, progress: bool = False) -> list[Trace]:
-    """One trace per recording of ``recordings``, each replayed through the daemon with a model of
-    ``spec`` trained on the other ``recordings`` only (no validation: ``epochs`` fixed, no early
-    stopping), so every probability is out-of-fold. The one place thresholds that transfer come from."""
-    if len(recordings) < 2:
-        raise DataError(f"{ds.root}: out-of-fold thresholds need >= 2 recordings besides the test one")
-    paths = recording_paths(ds)
-    missing = [r for r in recordings if not Path(paths.get(Path(r).name, r)).is_file()]
-    if missing:
-        raise DataError(f"{ds.root}: out-of-fold thresholds replay the recordings, not found: {', '.join(missing)}")
-    cfg = spec.train if epochs is None else dataclasses.replace(spec.train, epochs=max(1, int(epochs)), patience=0)
-    inner = dataclasses.replace(spec, train=cfg)
-    traces = []
-    for r in recordings:
-        stem = Path(r).stem
-        path = Path(workdir) / f"oof-{stem}.pt"
-        fold = with_roles(ds, {q: "train" for q in recordings if q != r})
-        try:
-            train_from_dataset(fold, inner, path, progress=progress,
-                               command=f"out-of-fold model for {Path(r).name} ({spec.name})")
-        except SeizurewatchError as exc:
-            raise type(exc)(f"{spec.name}: out-of-fold model for {Path(r).name}: {exc}") from exc
-        traces.append(stream_probabilities(paths.get(Path(r).name, r), path, decision))
-    return traces
 
 
 def fits_once(ds: DatasetDir, spec: ModelSpec) -> bool:

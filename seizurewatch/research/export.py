@@ -2,7 +2,9 @@
 metadata and SHA-256, and check the exported file computes what the trained module computes.
 
 A model file can be re-exported in the other format: the eager module is rebuilt from the
-architecture recorded in the metadata and the file's weights are loaded into it.
+``architecture`` block of its metadata (the trained model's own ``get_config()``, see
+``architectures.from_config``) and the file's weights are loaded into it. A file without that
+block predates it and is refused with the command that retrains it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import LoadedModel, load_model, save_model
-from seizurewatch.research.architectures import Deployable, build
+from seizurewatch.research.architectures import Deployable, from_config
 from seizurewatch.research.hills import FittedModel
 
 log = logging.getLogger(__name__)
@@ -25,17 +27,15 @@ ATOL = 1e-5
 
 
 def architecture_of(raw: dict[str, Any]) -> dict[str, Any]:
-    """The metadata's ``architecture`` block (every model file written by ``train`` carries one, the recipe's
-    included), or for a file written before the block existed, the training config's arch."""
-    if "architecture" in raw:
-        return dict(raw["architecture"])
-    cfg = raw.get("training", {}).get("config", {})
-    if "arch" not in cfg:
-        raise ModelError(f"model {raw.get('name')!r}: metadata records no architecture; cannot rebuild it")
-    pre = raw["preprocess"]
-    return {"arch": cfg["arch"], "kwargs": cfg.get("arch_kwargs", {}), "n_channels": len(pre["channels"]),
-            "n_samples": int(round(float(raw["window_s"]) * float(pre["rate"]))), "n_outputs": len(raw["outputs"]),
-            "rate": float(pre["rate"])}
+    """The metadata's ``architecture`` block (every model file written by ``train`` carries one)."""
+    block = raw.get("architecture")
+    if not isinstance(block, dict):
+        command = (raw.get("training") or {}).get("command")
+        how = (f"retrain it: {command}" if command else
+               "retrain it with 'seizurewatch train RECIPE' or 'seizurewatch train --dataset DIR --model MODEL.yaml'")
+        raise ModelError(f"model {raw.get('name')!r}: its metadata predates the architecture block (no "
+                         f"'architecture'), so the module cannot be rebuilt; {how}")
+    return dict(block)
 
 
 def rebuild_eager(loaded: LoadedModel) -> nn.Module:
@@ -43,7 +43,11 @@ def rebuild_eager(loaded: LoadedModel) -> nn.Module:
     forest) keeps its trees in traced submodules that no architecture rebuilds: its
     TorchScript module is the reference itself (re-export to .pt; .pt2 is not supported)."""
     a = architecture_of(loaded.meta.raw)
-    net = build(a["arch"], a["n_channels"], a["n_samples"], a["n_outputs"], rate=a.get("rate"), **a["kwargs"])
+    try:
+        net = from_config(a, where=f"{loaded.path}: architecture")
+    except (KeyError, TypeError, ValueError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ModelError(f"{loaded.path}: cannot rebuild architecture {a.get('arch')!r}: {why}") from None
     if isinstance(net, FittedModel):
         if loaded.kind != "torchscript":
             raise ModelError(f"{loaded.path}: a fitted {a['arch']!r} model is rebuilt from its TorchScript file only")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seizurewatch.research.architectures import Architecture
+
 
 def _corr(z: torch.Tensor) -> torch.Tensor:
     """(B, C, N) -> (B, C, C) Pearson correlation between rows (a flat row correlates 0)."""
@@ -105,9 +107,10 @@ def forest_to_torch(forest: object, example: torch.Tensor) -> nn.Module:
         return torch.jit.trace(_ForestHead(op.eval()), example, check_trace=False)
 
 
-class FittedModel(nn.Module):
+class FittedModel(Architecture):
     """A model fitted once on features of the training windows (``train.train`` calls
-    ``features`` in chunks, then ``fit_features``) instead of by gradient epochs."""
+    ``features`` in chunks, then ``fit_features``) instead of by gradient epochs. Built by
+    ``architectures.build``, it gives its architecture block by ``get_config`` like any other."""
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -1,29 +1,35 @@
 """A training recipe: one YAML file that says how to go from annotated recordings to a
-deployable model (windows -> train -> threshold on validation -> export with metadata).
+deployable model. It composes the three steps the other commands run one by one:
 
-Paths in a recipe are relative to the recipe file.
+  build      ``dataset_spec`` turns the recipe into a ``DatasetSpec`` (training recordings ->
+             split ``train``, validation recordings -> split ``val``) and ``build_dataset``
+             writes it, in a temporary folder unless ``keep_dataset`` names one (kept, it can be
+             handed to ``evaluate``, ``threshold --policy oof`` or ``train --dataset``);
+  train      ``training_run.fit_dataset``: the same training and the same metadata as
+             ``seizurewatch train --dataset``, plus ``training.recipe``;
+  threshold  on the ``val`` split (``youden`` / ``sensitivity``), or out of fold
+             (``outoffold.out_of_fold``, then ``threshold.transfer``: what ``compare`` and
+             ``threshold --policy oof`` do).
+
+Validation windows are cut like the training ones (ictal windows every ``stride_ictal_s``: the
+dataset layer has one windowing for every split). Paths in a recipe are relative to the recipe file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import torch
-
 from seizurewatch.checks import check_number
-from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
-from seizurewatch.preprocess import PreprocessSpec
-from seizurewatch.research.dataset.recording import RecordingWindows, windows_from_recording
-from seizurewatch.research.labels import LabelRules
-from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, target_sensitivity, youden
-from seizurewatch.research.train import TrainConfig, predict, train
+from seizurewatch.research.dataset import DatasetDir, DatasetSpec, SplitSpec, build_dataset, open_dataset
+from seizurewatch.research.train import TrainConfig
+from seizurewatch.research.training_run import ModelSpec, Trained, fit_dataset
 from seizurewatch.typedyaml import load_typed, read_yaml
 
 log = logging.getLogger(__name__)
@@ -103,132 +109,103 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
     return recipe, base
 
 
-def spec_for(recipe: Recipe, device: DeviceProfile) -> PreprocessSpec:
+def dataset_spec(recipe: Recipe) -> DatasetSpec:
+    """The dataset the recipe trains on: training recordings in split ``train``, validation ones in
+    ``val``, windowed, labelled and preprocessed as the recipe says (rate None: the device's)."""
     pp = recipe.preprocess
-    return PreprocessSpec(channels=device.channels, rate=pp.rate or device.sampling_rate,
-                          bandpass=pp.bandpass, notch=pp.notch)
+    assign: dict[str, Literal["train", "val", "test"]] = {Path(f).name: "train" for f in recipe.train}
+    assign |= {Path(f).name: "val" for f in recipe.validation}
+    return DatasetSpec(recordings=recipe.train + recipe.validation, task=recipe.task, device=recipe.device,
+                       rate=pp.rate, bandpass=pp.bandpass, notch=pp.notch, window_s=recipe.window_s,
+                       stride_s=recipe.stride_s, stride_ictal_s=recipe.stride_ictal_s,
+                       exclusion_s=recipe.exclusion_s, horizons_s=recipe.horizons_s, early_s=recipe.early_s,
+                       split=SplitSpec(by="recording", assign=assign), name=recipe.name)
 
 
-def rules_for(recipe: Recipe) -> LabelRules:
-    return LabelRules(task=recipe.task, exclusion_s=recipe.exclusion_s, horizons_s=recipe.horizons_s,
-                      early_s=recipe.early_s)
+def check_policy(recipe: Recipe, where: str) -> None:
+    th = recipe.threshold
+    oof = th.chosen_on == "out_of_fold"
+    if oof and len(recipe.train) < 2:
+        raise ConfigError(f"{where}: threshold.chosen_on: out_of_fold needs >= 2 training recordings")
+    allowed = OOF_POLICIES if oof else VALIDATION_POLICIES
+    if th.policy not in allowed:
+        raise ConfigError(f"{where}: threshold.policy: {th.policy!r} with chosen_on: {th.chosen_on}; expected one of "
+                          f"{', '.join(allowed)}")
+    if not oof and not recipe.validation:
+        raise ConfigError(f"{where}: threshold.chosen_on: validation needs validation recordings (or chosen_on: "
+                          "out_of_fold)")
+    names = [Path(f).name for f in recipe.train + recipe.validation]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{where}: recordings listed twice (train / validation name them by file name): "
+                          f"{', '.join(twice)}")
 
 
-def collect(files: tuple[str, ...], recipe: Recipe, spec: PreprocessSpec, device: DeviceProfile,
-            stride_ictal_s: float | None = None) -> list[RecordingWindows]:
-    out = []
-    for f in files:
-        rw = windows_from_recording(f, spec, recipe.window_s, recipe.stride_s,
-                                    stride_ictal_s or recipe.stride_ictal_s, rules_for(recipe), device=device)
-        log.info("windows", extra={"recording": Path(f).name, "n": len(rw.y), "positive": int(rw.y[:, 0].sum()),
-                                   "dropped": rw.dropped})
-        out.append(rw)
-    return out
+def on_validation(run: Trained, ds: DatasetDir, recipe: Recipe, where: str) -> None:
+    """The ROC threshold on the ``val`` split: ``fit_dataset`` chose Youden's J there already;
+    ``sensitivity`` moves it to the target."""
+    from seizurewatch.research.roc import roc, target_sensitivity
+    from seizurewatch.research.train import predict
+
+    va = ds.rows("val")
+    y = ds.y[va, 0]
+    if len(y) == 0 or y.all() or not y.any():
+        raise DataError(f"{where}: the validation set needs windows of both classes (got {len(y)} windows, "
+                        f"{int(y.sum())} positive)")
+    th = run.meta["threshold"]
+    if recipe.threshold.policy == "sensitivity":
+        curve = roc(y, predict(run.model, ds.x, rows=va)[:, 0])
+        target = recipe.threshold.target if recipe.threshold.target is not None else 0.95
+        th = target_sensitivity(curve, target)
+        run.meta["metrics"]["validation"].update(sensitivity_at_threshold=th["point"]["tpr"],
+                                                 specificity_at_threshold=th["point"]["specificity"])
+    th["chosen_on"] = [Path(f).name for f in recipe.validation]
+    run.meta["threshold"] = th
 
 
-def stack(parts: list[RecordingWindows]) -> tuple[np.ndarray, np.ndarray]:
-    x = np.concatenate([p.x for p in parts])
-    y = np.concatenate([p.y for p in parts])
-    return x, y
-
-
-def out_of_fold_threshold(parts: list[RecordingWindows], recipe: Recipe, meta: dict[str, Any],
-                          example: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each training recording replayed through the daemon's pipeline with a model trained on
-    the others (no early stopping: the recipe's epochs), then ``threshold.transfer`` on those
-    out-of-fold traces: the same method ``compare`` and ``threshold --policy oof`` use.
-    Returns the threshold block and the out-of-fold time-resolved figures."""
-    import tempfile
-
+def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool) -> None:
+    """Each training recording replayed through the daemon's pipeline with a model trained on the
+    others (the recipe's epochs, no early stopping), then ``threshold.transfer`` on those traces."""
     from seizurewatch.config import DecisionConfig
     from seizurewatch.research.evaluate import second_scores
-    from seizurewatch.research.predict import stream_probabilities
+    from seizurewatch.research.outoffold import out_of_fold as traces_out_of_fold
     from seizurewatch.research.threshold import transfer
     from seizurewatch.research.timescore import score_seconds
 
     decision = DecisionConfig()
-    traces = []
-    with tempfile.TemporaryDirectory(prefix="seizurewatch-oof-") as tmp:
-        for i, part in enumerate(parts):
-            x_o, y_o = stack([q for j, q in enumerate(parts) if j != i])
-            cfg = dataclasses.replace(recipe.model, patience=0)
-            model = train(x_o, y_o, None, None, cfg, progress=False, rate=float(meta["preprocess"]["rate"])).model
-            path = Path(tmp) / f"oof-{i}.pt"
-            save_model(model, {**meta, "threshold": {"value": 0.5, "policy": "out-of-fold placeholder"}}, path,
-                       example)
-            traces.append(stream_probabilities(part.recording, path, decision, device=recipe.device))
-            log.info("out-of-fold replay", extra={"recording": Path(part.recording).name})
-    th = transfer(traces, recipe.threshold.policy, decision, early_s=recipe.early_s or 15.0)
-    return th, score_seconds(second_scores(traces, recipe.early_s or 15.0), recipe.early_s or 15.0)["pooled"]
+    early_s = recipe.early_s or 15.0
+    spec = ModelSpec(name=recipe.name, hop_s=recipe.hop_s, train=recipe.model)
+    traces = traces_out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
+                                epochs=recipe.model.epochs, progress=progress, device=recipe.device)
+    th = transfer(traces, recipe.threshold.policy, decision, early_s=early_s)
+    th["chosen_on"] = [f"out-of-fold: {Path(t.recording).name}" for t in traces]
+    run.meta["threshold"] = th
+    run.meta["metrics"]["validation"] = {"out_of_fold_seconds": score_seconds(second_scores(traces, early_s),
+                                                                              early_s)["pooled"],
+                                         "at_threshold": th["point"]}
 
 
-def run_recipe(path: str | Path, output: str | None = None, progress: bool = True,
-               command: str | None = None) -> dict[str, Any]:
-    """Build windows, train, choose the threshold (on validation, or out of fold), export.
-    Returns the metadata."""
-    from seizurewatch.research.training_run import architecture_meta, training_meta
-
+def run_recipe(path: str | Path, output: str | None = None, progress: bool = True, command: str | None = None,
+               keep_dataset: str | Path | None = None) -> dict[str, Any]:
+    """Build the recipe's dataset, train on it, choose the threshold (on validation, or out of
+    fold), save the model file. ``keep_dataset``: build the dataset there and keep it (default: a
+    temporary folder, removed at the end). Returns the metadata."""
     recipe, _ = load_recipe(path)
-    device = load_device(recipe.device)
-    spec = spec_for(recipe, device)
-    train_parts = collect(recipe.train, recipe, spec, device)
-    th = recipe.threshold
-    oof = th.chosen_on == "out_of_fold"
-    if oof and len(train_parts) < 2:
-        raise ConfigError(f"{path}: threshold.chosen_on: out_of_fold needs >= 2 training recordings")
-    allowed = OOF_POLICIES if oof else VALIDATION_POLICIES
-    if th.policy not in allowed:
-        raise ConfigError(f"{path}: threshold.policy: {th.policy!r} with chosen_on: {th.chosen_on}; expected one of "
-                          f"{', '.join(allowed)}")
-    val_parts = collect(recipe.validation, recipe, spec, device, stride_ictal_s=recipe.stride_s)
-    x_tr, y_tr = stack(train_parts)
-    x_va, y_va = stack(val_parts) if val_parts else (x_tr[:0], y_tr[:0])
-    for name, y in (("train", y_tr), ("validation", y_va)):
-        if (name == "train" or not oof) and (len(y) == 0 or y[:, 0].all() or not y[:, 0].any()):
-            raise DataError(f"{path}: the {name} set needs windows of both classes (got {len(y)} windows, "
-                            f"{int(y[:, 0].sum()) if len(y) else 0} positive)")
-    has_val = len(y_va) > 0
-    result = train(x_tr, y_tr, x_va if has_val else None, y_va if has_val else None, recipe.model,
-                   progress=progress, rate=spec.rate)
+    check_policy(recipe, str(path))
     out_path = output or recipe.output
-    meta: dict[str, Any] = {
-        "name": recipe.name,
-        "description": recipe.description,
-        "task": recipe.task,
-        "outputs": rules_for(recipe).outputs() if recipe.task == "detection"
-        else [f"preictal_{int(h)}s" for h in recipe.horizons_s],
-        "device": device.name,
-        "preprocess": spec.to_json(),
-        "window_s": recipe.window_s,
-        "hop_s": recipe.hop_s,
-        "architecture": architecture_meta(recipe.model, x_tr.shape, y_tr.shape[1], spec.rate),
-        "training": training_meta(result, command or f"seizurewatch train {path}", {
-            "recipe": Path(path).name,
-            "train_recordings": [Path(f).name for f in recipe.train],
-            "validation_recordings": [Path(f).name for f in recipe.validation],
-            "train_windows": int(len(y_tr)), "train_positive": int(y_tr[:, 0].sum()),
-            "validation_windows": int(len(y_va)), "validation_positive": int(y_va[:, 0].sum()) if len(y_va) else 0,
-            "dropped": {Path(p.recording).name: p.dropped for p in train_parts + val_parts},
-        }),
-        "history": result.history,
-    }
-    example = torch.from_numpy((x_va if len(x_va) else x_tr)[:2].astype(np.float32))
-    if oof:
-        threshold, seconds = out_of_fold_threshold(train_parts, recipe, meta, example)
-        threshold["chosen_on"] = [f"out-of-fold: {Path(f).name}" for f in recipe.train]
-        validation: dict[str, Any] = {"out_of_fold_seconds": seconds, "at_threshold": threshold["point"]}
-    else:
-        p_va = predict(result.model, x_va)[:, 0]
-        curve = roc(y_va[:, 0], p_va)
-        threshold = (target_sensitivity(curve, th.target if th.target is not None else 0.95)
-                     if th.policy == "sensitivity" else youden(curve))
-        threshold["chosen_on"] = [Path(f).name for f in recipe.validation]
-        validation = {
-            "roc_auc": round(curve.auc, 4),
-            "fraction_interictal_flagged_at_99_sensitivity": round(fraction_flagged_at_sensitivity(curve), 4),
-            "sensitivity_at_threshold": threshold["point"]["tpr"],
-            "specificity_at_threshold": threshold["point"]["specificity"],
-        }
-    meta["threshold"] = threshold
-    meta["metrics"] = {"validation": validation}
-    return save_model(result.model, meta, out_path, example)
+    with tempfile.TemporaryDirectory(prefix="seizurewatch-recipe-") as tmp:
+        folder = Path(keep_dataset) if keep_dataset else Path(tmp) / "dataset"
+        build_dataset(dataset_spec(recipe), folder, command=f"seizurewatch train {path} (the recipe's dataset)",
+                      progress=progress)
+        ds = open_dataset(folder)
+        spec = ModelSpec(name=recipe.name, description=recipe.description, hop_s=recipe.hop_s, train=recipe.model,
+                         source=str(path))
+        run = fit_dataset(ds, spec, out_path, progress=progress, command=command or f"seizurewatch train {path}",
+                          checkpoint=Path(tmp) / "train.ckpt")
+        run.meta["training"]["recipe"] = Path(path).name
+        run.meta["training"]["dataset"] = str(folder.resolve()) if keep_dataset else None
+        if recipe.threshold.chosen_on == "out_of_fold":
+            out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress)
+        else:
+            on_validation(run, ds, recipe, str(path))
+        return save_model(run.model, run.meta, out_path, run.example)

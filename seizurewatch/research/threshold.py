@@ -12,8 +12,9 @@ Policies:
                the daemon's pipeline, and choose on those out-of-fold traces (``transfer``)
 The daemon uses the stored value unless its config sets ``decision.threshold``.
 
-Choosing on out-of-fold traces (``transfer``; ``compare`` does it per fold, ``threshold --policy
-oof`` on a dataset), two criteria for what the nurse sees:
+Choosing on out-of-fold traces (``outoffold.out_of_fold`` gives them, ``transfer`` chooses;
+``compare`` does it per fold, ``threshold --policy oof`` on a dataset, a recipe with ``chosen_on:
+out_of_fold`` on its training recordings), two criteria for what the nurse sees:
   events   after the daemon's decision rules, by alarm starts (``score_events``: ``alarmed``,
            ``unrelated_alarms``): alarm on the most out-of-fold seizures, then the fewest
            false alarms, then a median latency within 2 s of the least (an alarm at or before
@@ -319,8 +320,8 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
                           workdir: str | Path = "oof") -> dict[str, Any]:
     """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
     config (its metadata) on the others, replay the left-out one; choose on those traces."""
-    from seizurewatch.research.crossval import out_of_fold
     from seizurewatch.research.dataset import open_dataset
+    from seizurewatch.research.outoffold import out_of_fold
     from seizurewatch.research.train import TrainConfig
     from seizurewatch.research.training_run import ModelSpec
 

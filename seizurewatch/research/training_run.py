@@ -1,5 +1,7 @@
 """Train a model described by a model YAML (``config/models/*.yaml``) on a built dataset
 directory, choose a first threshold on its validation split, and save it with metadata.
+Every trained model file gets its metadata here (``fit_dataset``): a recipe (``research/recipe.py``)
+builds its dataset and trains through the same function.
 
 A model YAML holds ``name``, ``description``, ``hop_s`` and the training settings
 (``arch``, ``arch_kwargs``, ``epochs``, ``lr``, ``batch_size``, ``seed``, ``patience``...).
@@ -21,6 +23,7 @@ import torch
 import seizurewatch
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
+from seizurewatch.research.architectures import Deployable
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, youden
 from seizurewatch.research.train import TrainConfig, TrainResult, predict, train
@@ -68,12 +71,6 @@ def first_threshold(y: np.ndarray, p: np.ndarray, where: str) -> dict[str, Any]:
     return {"value": 0.5, "policy": "default", "target": None, "point": None, "auc": None, "chosen_on": where}
 
 
-def architecture_meta(cfg: TrainConfig, x_shape: tuple[int, ...], n_outputs: int, rate: float) -> dict[str, Any]:
-    """Enough to rebuild the eager module (export, threshold re-save)."""
-    return {"arch": cfg.arch, "kwargs": dict(cfg.arch_kwargs), "n_channels": int(x_shape[1]),
-            "n_samples": int(x_shape[2]), "n_outputs": int(n_outputs), "rate": float(rate)}
-
-
 def training_meta(result: TrainResult, command: str, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "command": command, **extra, "config": result.config, "best_epoch": result.best_epoch,
@@ -83,10 +80,22 @@ def training_meta(result: TrainResult, command: str, extra: dict[str, Any]) -> d
     }
 
 
-def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
-                       subject: str | None = None, resume: bool = False, progress: bool = True,
-                       command: str | None = None, checkpoint: str | Path | None = None) -> dict[str, Any]:
-    """Train on the ``train`` split (early stopping on ``val``), save to ``output``; returns the metadata."""
+@dataclass
+class Trained:
+    """A trained model with the metadata its file will carry and an example input for the export."""
+
+    model: Deployable
+    meta: dict[str, Any]
+    example: torch.Tensor
+
+
+def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
+                subject: str | None = None, resume: bool = False, progress: bool = True,
+                command: str | None = None, checkpoint: str | Path | None = None) -> Trained:
+    """Train on the ``train`` split (early stopping on ``val``) and write the metadata: the one
+    writer of every model file's metadata (``train_from_dataset`` saves it as is; a recipe adds
+    its name to ``training`` and may choose ``threshold`` and ``metrics.validation`` otherwise).
+    ``architecture`` is the model's own ``get_config()``; ``training.config`` the training config."""
     ds = dataset if isinstance(dataset, DatasetDir) else open_dataset(dataset)
     spec = model_config if isinstance(model_config, ModelSpec) else load_model_config(model_config)
     tr, va = ds.rows("train", subject), ds.rows("val", subject)
@@ -118,9 +127,12 @@ def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Pat
         val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
                            sensitivity_at_threshold=threshold["point"]["tpr"],
                            specificity_at_threshold=threshold["point"]["specificity"])
-    name = spec.name + (f"-{subject}" if subject else "")
+    train_recs = [Path(r).name for r in ds.recordings("train", subject)]
+    val_recs = [Path(r).name for r in ds.recordings("val", subject)]
+    dropped = {Path(e["path"]).name: e.get("dropped", {}) for e in ds.manifest.get("recordings", [])
+               if Path(e["path"]).name in train_recs + val_recs}
     meta = {
-        "name": name,
+        "name": spec.name + (f"-{subject}" if subject else ""),
         "description": spec.description,
         "task": ds.task,
         "outputs": ds.outputs,
@@ -129,19 +141,29 @@ def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Pat
         "window_s": ds.window_s,
         "hop_s": spec.hop_s,
         "threshold": threshold,
-        "architecture": architecture_meta(spec.train, ds.x.shape, ds.y.shape[1], ds.spec.rate),
+        "architecture": result.model.get_config(),
         "training": training_meta(result, command or f"seizurewatch train --dataset {ds.root} --model {spec.source}", {
             "dataset": str(ds.root), "model_config": spec.source, "subject": subject,
-            "train_recordings": [Path(r).name for r in ds.recordings("train", subject)],
-            "validation_recordings": [Path(r).name for r in ds.recordings("val", subject)],
+            "train_recordings": train_recs, "validation_recordings": val_recs,
             "test_recordings": [Path(r).name for r in ds.recordings("test", subject)],
             "train_windows": int(len(tr)), "train_positive": ds.y[tr].sum(axis=0).tolist(),
+            "validation_windows": int(len(va)), "validation_positive": y_va.sum(axis=0).tolist() if len(va) else [],
+            "dropped": dropped,
         }),
         "metrics": {"validation": val_metrics},
         "history": result.history,
     }
     example = torch.from_numpy(np.ascontiguousarray(ds.x[tr[:2]], dtype=np.float32))
-    return save_model(result.model, meta, out, example)
+    return Trained(result.model, meta, example)
+
+
+def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
+                       subject: str | None = None, resume: bool = False, progress: bool = True,
+                       command: str | None = None, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Train on the ``train`` split (early stopping on ``val``), save to ``output``; returns the metadata."""
+    run = fit_dataset(dataset, model_config, output, subject=subject, resume=resume, progress=progress,
+                      command=command, checkpoint=checkpoint)
+    return save_model(run.model, run.meta, output, run.example)
 
 
 def train_per_subject(dataset: str | Path, model_config: str | Path, output_pattern: str, **kwargs: Any
