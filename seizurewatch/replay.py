@@ -83,6 +83,7 @@ class ReplayStart:
     meta: ModelMeta
     threshold: float
     annotations: tuple[Annotation, ...]
+    rule: tuple[int, int] = (3, 4)  # k of n hops in force
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ async def replay_async(edf: str | Path, *, model: str | Path | None = None, deci
     pipe = daemon.pipelines[0]  # the one stream replay_config made
     if on_start is not None:
         await on_start(ReplayStart(str(edf), pipe.meta, float(pipe.decision.threshold),
-                                   tuple(pipe.source.annotations)))
+                                   tuple(pipe.source.annotations), (pipe.decision.k, pipe.decision.n)))
     if handle_signals:
         with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
             await daemon.run()
