@@ -319,3 +319,20 @@ def test_a_398_5_hz_file_is_resampled_as_the_daemon_does(tmp_path):
         expected = np.concatenate([live.process(b) for _, b in edf.chunks(797)], axis=1)
     assert abs(stored.shape[1] - 60 * 400) <= 2  # at 400 Hz, not 398.5 Hz taken as 400
     np.testing.assert_allclose(stored, expected[:, : stored.shape[1]], rtol=1e-5, atol=1e-4)
+
+
+def test_ready_cut_windows_round_trip_and_a_bad_split_is_named(tmp_path):
+    from seizurewatch.research.dataset import write_dataset
+
+    x = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    rows = [{"recording": r, "subject": "s", "t_start": t, "seizure_id": sid, "split": sp}
+            for r, t, sid, sp in (("a.edf", 0.0, "", "train"), ("a.edf", 1.5, "a#1", "train"),
+                                  ("b.edf", 0.0, "", "test"), ("a.edf", 3.0, "a#1", "val"))]
+    manifest = {"preprocess": PreprocessSpec(channels=("c1", "c2"), rate=2.0).to_json(), "window_s": 1.5}
+    ds = open_dataset(write_dataset(tmp_path / "ok", x, np.eye(4, 1, dtype=np.int8), rows, manifest))
+    assert [(r.recording, r.t_start, r.seizure_id, r.split) for r in ds.index] == [
+        (r["recording"], r["t_start"], r["seizure_id"], r["split"]) for r in rows]
+    np.testing.assert_array_equal(ds.x[:], x)
+    with pytest.raises(DataError, match="index row 2: split 'unused', expected one of train, val, test"):
+        write_dataset(tmp_path / "bad", x, np.zeros((4, 1)), [*rows[:2], {**rows[2], "split": "unused"}, rows[3]],
+                      manifest)
