@@ -9,7 +9,7 @@ from seizurewatch.patient import PatientState
 
 
 def _state() -> tuple[PatientState, list[tuple[str, float, str | None, list[str]]]]:
-    ps = PatientState("bed1", load_model(MODEL).meta, DecisionConfig())
+    ps = PatientState("bed1", load_model(MODEL).meta, DecisionConfig(k=3, n=4))  # not the rule the model stores
     seen: list[tuple[str, float, str | None, list[str]]] = []
     ps.on_state.append(lambda state, info: seen.append((state, info["t"], info["alarm_id"], info["faults"])))
     ps.stats.windows = 1
