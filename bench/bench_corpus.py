@@ -197,7 +197,43 @@ def run(quick: bool) -> dict[str, Any]:
                           f"the replays alone (research.parallel.run_tasks over predict.stream_probabilities, one "
                           f"task per 1-h file) of the shipped {MODEL.name} on the {h0:g} h tiled corpus: the part of "
                           f"evaluate's task that is not windows, window probabilities or the timeline")
+    log("corpus: the machine's own ceiling: the same replays in 1 vs 2 plain processes, no Dask")
+    figs |= process_ceiling(recs[:4], MODEL)
     return {"figures": figs, "sizes_h": list(hs)}
+
+
+_REPLAY_SCRIPT = """
+import logging, sys, torch
+logging.disable(logging.CRITICAL)
+torch.set_num_threads(1)
+from seizurewatch.research.predict import stream_probabilities
+for f in sys.argv[2:]:
+    stream_probabilities(f, sys.argv[1])
+"""
+
+
+def process_ceiling(recordings: list[str], model: Path) -> dict[str, Any]:
+    """What two cores give two independent replays on this machine (no scheduler at all): the files
+    replayed by one process, then split between two processes started together; a Dask speed-up can
+    reach this ratio, not more (shared vCPUs, memory bandwidth)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(groups: list[list[str]]) -> float:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _REPLAY_SCRIPT, str(model), *g], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for g in groups]
+        if any(pr.wait() != 0 for pr in procs):
+            raise RuntimeError("a replay process failed")
+        return time.perf_counter() - t0
+
+    one = run([recordings])
+    two = run([recordings[0::2], recordings[1::2]])
+    what = f"{len(recordings)} 1-h files of the tiled corpus replayed with {model.name}, torch 1 thread per process"
+    return {"processes.seconds_1": figure(one, "s", f"one process: {what} (interpreter start and imports included)"),
+            "processes.seconds_2": figure(two, "s", f"two processes at once, half the files each: {what}"),
+            "processes.speedup_2_vs_1": figure(one / two if two else 0.0, "ratio",
+                                               f"seconds in 1 process / in 2: the ceiling of any 2-worker speed-up "
+                                               f"on this machine ({what})")}
 
 
 def _replays_on(recordings: list[str], model: Path) -> Any:
