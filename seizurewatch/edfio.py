@@ -32,6 +32,16 @@ def electrode_label(label: str) -> str:
     return m.group(1) if m else label
 
 
+REFERENCES = {"REF": "AR", "LE": "LE"}  # TUH: averaged reference (01_tcp_ar), linked ears (02_tcp_le)
+
+
+def reference_of(labels: list[str]) -> str:
+    """The montage a file's TUH referential labels name (``EEG FP1-REF`` -> "AR", ``EEG T3-LE`` -> "LE"),
+    "" when its labels are not TUH's; several references in one file are listed ("AR+LE")."""
+    refs = sorted({REFERENCES[m.group(2).upper()] for lab in labels if (m := _TUH_RE.match(lab.strip()))})
+    return "+".join(refs)
+
+
 def dedupe_labels(labels: list[str]) -> list[str]:
     """Repeated labels become LABEL-0, LABEL-1... in order (MNE's convention; CHB-MIT has T8-P8 twice)."""
     counts = Counter(labels)
@@ -56,6 +66,7 @@ class EdfHeader:
     annotations: tuple[Annotation, ...]
     start_datetime: str
     skipped_channels: tuple[str, ...]  # signals at another rate than the EEG (ECG, SpO2...)
+    reference: str = ""  # the montage its channel labels name (TUH: "AR", "LE"), "" when they name none
 
     @property
     def duration(self) -> float:
@@ -101,7 +112,8 @@ class EdfRecording(ChunkedReader):
         except OSError as exc:
             raise DataError(f"{self.path}: not a readable EDF/EDF+/BDF file ({exc})") from None
         r = self._reader
-        labels = dedupe_labels([electrode_label(lab.strip()) for lab in r.getSignalLabels()])
+        raw = [str(lab).strip() for lab in r.getSignalLabels()]
+        labels = dedupe_labels([electrode_label(lab) for lab in raw])
         rates = [float(x) for x in r.getSampleFrequencies()]
         if not labels:
             raise DataError(f"{self.path}: no signals in file")
@@ -133,6 +145,7 @@ class EdfRecording(ChunkedReader):
             annotations=anns,
             start_datetime=start,
             skipped_channels=skipped,
+            reference=reference_of([raw[i] for i in self._idx]),
         )
 
     def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:

@@ -67,9 +67,24 @@ def test_tusz_layout_montage_from_the_file_and_csv_bi(tmp_path):
     (rec,) = discover(tmp_path)
     assert (rec.subject, rec.session, rec.layout) == ("aaaaaaac", "s001", "tusz")
     assert rec.annotations == (Annotation(10.0, 11.5, "seizure"),)
+    assert rec.montage == "LE"  # from the file's own labels (EEG FP1-LE), not only the folder's name
     with open_recording(rec.path) as r:
         assert r.header.channels == ("FP1", "F7", "T3")
+        assert r.header.reference == "LE"
         np.testing.assert_allclose(r.read(0, 250), data[:, :250], atol=0.05)
+    # a file whose labels name no reference: the release's folder says it (01_tcp_ar)
+    d2 = tmp_path / "edf" / "train" / "aaaaaaad" / "s002_2003" / "01_tcp_ar"
+    d2.mkdir(parents=True)
+    other = write_edf(d2 / "aaaaaaad_s002_t001.edf", data, 250, ["FP1", "F7", "T3"], plus=False)
+    other.with_suffix(".csv_bi").write_text(edf.with_suffix(".csv_bi").read_text())
+    assert {r.subject: r.montage for r in discover(tmp_path)} == {"aaaaaaac": "LE", "aaaaaaad": "tcp_ar"}
+    # the dataset manifest records each recording's montage
+    from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset
+
+    spec = DatasetSpec(recordings=(str(edf),), window_s=2, stride_s=2, stride_ictal_s=1, exclusion_s=2,
+                       split=SplitSpec(by="recording", assign={"aaaaaaac_s001_t000": "train"}))
+    manifest = build_dataset(spec, tmp_path / "ds")
+    assert [e["montage"] for e in manifest["recordings"]] == ["LE"]
 
 
 def test_bids_layout_szcore_events_and_sidecar(tmp_path):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import SIGNAL_SUFFIXES, signal_format
+from seizurewatch.recordings import SIGNAL_SUFFIXES, open_recording, signal_format
 from seizurewatch.research.annotations import find_annotations
 from seizurewatch.types import Annotation
 
@@ -40,6 +40,7 @@ class CorpusRecording:
     format: str  # "edf" | "bdf" | "text"
     annotations: tuple[Annotation, ...]
     annotation_source: str  # the file the annotations came from ("" when none)
+    montage: str = ""  # TUSZ: the reference its channel labels name ("AR", "LE"), else the folder's (01_tcp_ar)
 
 
 def _is_sidecar(f: Path) -> bool:
@@ -69,6 +70,23 @@ def _identify(root: Path, f: Path) -> tuple[str, str, str]:
     return ("text" if signal_format(f) == "text" else "plain"), parent, ""
 
 
+_TUSZ_MONTAGE_RE = re.compile(r"^\d\d_(tcp_(?:ar|le)(?:_a)?)$", re.I)
+
+
+def montage_of(f: Path) -> str:
+    """A TUSZ file's montage: the reference its channel labels name (``-REF``: AR, ``-LE``: LE), as TUH
+    writes it into each EDF, else the release's folder (``01_tcp_ar`` -> "tcp_ar"); "" when neither says."""
+    try:
+        with open_recording(f) as rec:
+            ref = getattr(rec.header, "reference", "")
+    except DataError:
+        ref = ""
+    if ref:
+        return ref
+    m = _TUSZ_MONTAGE_RE.match(f.parent.name)
+    return m.group(1).lower() if m else ""
+
+
 def discover(folder: str | Path) -> list[CorpusRecording]:
     """Every signal file under ``folder`` (recursively), ordered by subject, session, path."""
     root = Path(folder)
@@ -85,7 +103,7 @@ def discover(folder: str | Path) -> list[CorpusRecording]:
         out.append(CorpusRecording(
             path=str(f), subject=subject, session=session, layout=layout, format=signal_format(f),
             annotations=tuple(found.annotations) if found else (),
-            annotation_source=found.source if found else ""))
+            annotation_source=found.source if found else "", montage=montage_of(f) if layout == "tusz" else ""))
     if not out:
         raise DataError(f"{root}: no recordings (looked for {', '.join(SIGNAL_SUFFIXES)} files)")
     return sorted(out, key=lambda r: (r.subject, r.session, r.path))

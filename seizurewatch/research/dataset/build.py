@@ -76,6 +76,7 @@ def build_recording(job: RecordingJob) -> RecordingEntry:
         "windows": len(kept), "windows_per_split": per_split,
         "positive": int(p.positive[kept].sum()),
         "dropped": dict(p.dropped), "annotations": p.annotations_from, "signal": file,
+        **({"montage": p.montage} if p.montage else {}),
     }
     log.info("recording stored", extra={"recording": p.name, "windows": len(kept), "dropped": dict(p.dropped)})
     return RecordingEntry(p.name, file, index, p.labels[kept], entry)

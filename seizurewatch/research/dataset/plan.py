@@ -63,6 +63,7 @@ class Piece:
     group: str  # the 'recording' unit for splits (EDF: the file; clips: their seizure / hour / block)
     annotations_from: str = ""
     clip: Clip | None = None
+    montage: str = ""  # the reference the file's channel labels name (TUH: "AR", "LE"); "" when none
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n,) float64, s
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.int8))  # (n, outputs) int8
     seizure: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (n,) into ids; -1: negative
@@ -215,7 +216,8 @@ class Planner:
             raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s)")
         seizures = seizures_of(anns, duration, f"{path} (annotations from {source})")
         joins = joins_of(anns)
-        piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source)
+        piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source,
+                      montage=getattr(h, "reference", ""))
         cols = _Columns(self.outputs)
         if spec.task == "detection":
             dense = seizures
