@@ -135,8 +135,10 @@ def timeline_png(trace: Trace) -> bytes:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("time (s, window end)")
     ax.set_ylabel("P(seizure)")
-    ax.set_title(f"{Path(trace.recording).name} - {trace.model}", fontsize=10, loc="left")
-    # above the axes, so it never covers the trace
+    k, n = trace.decision.rule
+    ax.set_title(f"{Path(trace.recording).name} - {trace.model}: alarm when {k} of the last {n} hops reach the "
+                 f"threshold", fontsize=10, loc="left", pad=18)
+    # above the axes, under the title, so it never covers the trace
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=6, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
