@@ -336,3 +336,19 @@ def test_ready_cut_windows_round_trip_and_a_bad_split_is_named(tmp_path):
     with pytest.raises(DataError, match="index row 2: split 'unused', expected one of train, val, test"):
         write_dataset(tmp_path / "bad", x, np.zeros((4, 1)), [*rows[:2], {**rows[2], "split": "unused"}, rows[3]],
                       manifest)
+
+    # the reader keeps columns, not a row object per window: splits by code, re-assigned per recording
+    assert ds.index.recording.dtype == np.int32 and ds.index.recording_names == ["a.edf", "b.edf"]
+    assert ds.rows("train").tolist() == [0, 1] and ds.recordings("val") == ["a.edf"] and ds.subjects == ["s"]
+    moved = ds.index.with_splits({"b.edf": "train"}, "unused")
+    assert [r.split for r in moved] == ["unused", "unused", "train", "unused"] and moved != ds.index
+    # a broken index names its file and line; a window outside its signal names its row
+    text = (tmp_path / "ok" / "index.csv").read_text().splitlines()
+    (tmp_path / "ok" / "index.csv").write_text("\n".join([*text[:3], text[3].rsplit(",", 1)[0] + ",x", *text[4:]])
+                                               + "\n")
+    with pytest.raises(DataError, match=r"index.csv line 4: bad row"):
+        open_dataset(tmp_path / "ok")
+    (tmp_path / "ok" / "index.csv").write_text("\n".join([*text[:4], text[4].rsplit(",", 1)[0] + ",99", *text[5:]])
+                                               + "\n")
+    with pytest.raises(DataError, match=r"index.csv row 3: window at sample 99 of a.edf is outside its stored signal"):
+        open_dataset(tmp_path / "ok")

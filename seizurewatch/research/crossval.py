@@ -47,11 +47,7 @@ BASELINE_CONFIGS = ("hills-forest.yaml", "bandpower-lr.yaml")
 
 
 def recordings_of(ds: DatasetDir) -> list[str]:
-    recs: list[str] = []
-    for r in ds.index:
-        if r.recording not in recs:
-            recs.append(r.recording)
-    return recs
+    return ds.index.recordings_in()
 
 
 def folds(ds: DatasetDir) -> list[tuple[str, str, list[str]]]:

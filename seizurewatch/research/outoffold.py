@@ -23,13 +23,12 @@ from seizurewatch.research.training_run import ModelSpec, train_from_dataset
 def with_roles(ds: DatasetDir, roles: dict[str, str], default: str = "unused") -> DatasetDir:
     """The dataset with each recording's split set from ``roles`` (by file name), others ``default``."""
     by_name = {Path(k).name: v for k, v in roles.items()}
-    index = [dataclasses.replace(r, split=by_name.get(Path(r.recording).name, default)) for r in ds.index]
-    return dataclasses.replace(ds, index=index)
+    return dataclasses.replace(ds, index=ds.index.with_splits(by_name, default))
 
 
 def recording_paths(ds: DatasetDir) -> dict[str, str]:
     """File name -> path of the dataset's recordings (absolute when the manifest has them)."""
-    return {Path(r).name: r for split in {x.split for x in ds.index} for r in ds.recordings(split)}
+    return {Path(r).name: r for split in ds.index.splits_present() for r in ds.recordings(split)}
 
 
 def out_of_fold(ds: DatasetDir, spec: ModelSpec, recordings: list[str], workdir: str | Path,

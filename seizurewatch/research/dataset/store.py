@@ -11,10 +11,11 @@ whatever the stride (the old ``x.npy`` layout copied every window) and training 
 
 from __future__ import annotations
 
+import array
 import csv
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,75 @@ class IndexRow:
     seizure_id: str
     split: str
     start: int = 0  # first sample of the window in its recording's stored signal
+
+
+class Index:
+    """The window index as numpy columns (row number, start sample, t_start; recording, subject, seizure id
+    and split as small integer codes into name lists): a few bytes a window, however large the corpus.
+    Iterating gives ``IndexRow`` objects one at a time."""
+
+    def __init__(self, i: np.ndarray, recording: np.ndarray, recordings: list[str], subject: np.ndarray,
+                 subjects: list[str], t_start: np.ndarray, seizure: np.ndarray, seizures: list[str],
+                 split: np.ndarray, splits: list[str], start: np.ndarray) -> None:
+        self.i, self.start = np.asarray(i, np.int64), np.asarray(start, np.int64)
+        self.t_start = np.asarray(t_start, np.float64)
+        self.recording, self.subject = np.asarray(recording, np.int32), np.asarray(subject, np.int32)
+        self.seizure, self.split = np.asarray(seizure, np.int32), np.asarray(split, np.int32)
+        self.recording_names, self.subject_names = list(recordings), list(subjects)
+        self.seizure_names, self.split_names = list(seizures), list(splits)
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def __getitem__(self, k: int) -> IndexRow:
+        k = int(k)
+        return IndexRow(int(self.i[k]), self.recording_names[self.recording[k]], self.subject_names[self.subject[k]],
+                        float(self.t_start[k]), self.seizure_names[self.seizure[k]], self.split_names[self.split[k]],
+                        int(self.start[k]))
+
+    def __iter__(self) -> Iterator[IndexRow]:
+        return (self[k] for k in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Index) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def mask(self, split: str | None = None, subject: str | None = None) -> np.ndarray:
+        """Rows of one split and/or subject (a name not in the index matches nothing)."""
+        m = np.ones(len(self), dtype=bool)
+        for codes, names, want in ((self.split, self.split_names, split), (self.subject, self.subject_names, subject)):
+            if want is not None:
+                m &= codes == (names.index(want) if want in names else -1)
+        return m
+
+    def recordings_in(self, m: np.ndarray | None = None) -> list[str]:
+        """Recording names of the rows in ``m`` (all rows by default), in file order."""
+        codes = self.recording if m is None else self.recording[m]
+        _, first = np.unique(codes, return_index=True)
+        return [self.recording_names[codes[j]] for j in sorted(first)]
+
+    def splits_present(self) -> list[str]:
+        return [self.split_names[c] for c in np.unique(self.split)]
+
+    def with_splits(self, by_recording: dict[str, str], default: str) -> Index:
+        """The same index with each recording's split set from ``by_recording`` (by name), others ``default``."""
+        names = sorted(set(by_recording.values()) | {default})
+        per_rec = np.asarray([names.index(by_recording.get(Path(r).name, default)) for r in self.recording_names]
+                             or [0], dtype=np.int32)
+        return Index(self.i, self.recording, self.recording_names, self.subject, self.subject_names, self.t_start,
+                     self.seizure, self.seizure_names, per_rec[self.recording] if len(self) else self.split, names,
+                     self.start)
+
+
+def _coder(names: list[str], codes: dict[str, int]) -> Callable[[str], int]:
+    def code(v: str) -> int:
+        c = codes.get(v)
+        if c is None:
+            c = codes[v] = len(names)
+            names.append(v)
+        return c
+    return code
 
 
 class Windows:
@@ -84,7 +154,7 @@ class DatasetDir:
     manifest: dict[str, Any]
     x: Windows
     y: np.ndarray  # (N, K)
-    index: list[IndexRow]
+    index: Index
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -105,19 +175,15 @@ class DatasetDir:
 
     @property
     def subjects(self) -> list[str]:
-        return sorted({r.subject for r in self.index})
+        return sorted({self.index.subject_names[c] for c in np.unique(self.index.subject)})
 
     def rows(self, split: str, subject: str | None = None) -> np.ndarray:
         """Row numbers of one split (optionally of one subject), in file order."""
-        return np.asarray([r.i for r in self.index if r.split == split and (subject is None or r.subject == subject)],
-                          dtype=np.int64)
+        return self.index.i[self.index.mask(split, subject)]
 
     def recordings(self, split: str, subject: str | None = None) -> list[str]:
         """Recording paths of a split, as the manifest lists them (absolute when it has them)."""
-        names = []
-        for r in self.index:
-            if r.split == split and (subject is None or r.subject == subject) and r.recording not in names:
-                names.append(r.recording)
+        names = self.index.recordings_in(self.index.mask(split, subject))
         paths = {Path(str(_rec_path(m))).name: str(_rec_path(m)) for m in self.manifest.get("recordings", [])}
         return [paths.get(Path(n).name, n) for n in names]
 
@@ -152,14 +218,7 @@ def open_dataset(path: str | Path) -> DatasetDir:
     y = np.load(root / "y.npy")
     if y.ndim == 1:
         y = y.reshape(-1, 1)
-    index = []
-    with open(root / "index.csv", newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                index.append(IndexRow(int(row["i"]), row["recording"], row.get("subject") or "", float(row["t_start"]),
-                                      row.get("seizure_id") or "", row["split"], int(row["start"])))
-            except (KeyError, ValueError, TypeError) as exc:
-                raise DataError(f"{where}/index.csv line {n}: bad row ({exc!r})") from None
+    index = read_index(root / "index.csv")
     if len(index) != len(y):
         raise DataError(f"{where}: index.csv has {len(index)} rows, y.npy has {len(y)} labels")
     pre = PreprocessSpec.from_json(manifest["preprocess"])
@@ -173,12 +232,51 @@ def open_dataset(path: str | Path) -> DatasetDir:
         if sig.ndim != 2 or sig.shape[0] != len(pre.channels):
             raise DataError(f"{f}: shape {sig.shape}, expected ({len(pre.channels)}, samples); {REBUILD}")
         signals[name] = sig
-    for r in index:
-        if r.recording not in signals or r.start < 0 or r.start + samples > signals[r.recording].shape[1]:
-            raise DataError(f"{where}/index.csv row {r.i}: window at sample {r.start} of {r.recording} "
-                            f"is outside its stored signal; {REBUILD}")
-    x = Windows(signals, [r.recording for r in index], np.array([r.start for r in index]), samples, len(pre.channels))
+    for c, name in enumerate(index.recording_names):
+        mine = index.recording == c
+        if not mine.any():
+            continue
+        n = signals[name].shape[1] if name in signals else -1
+        bad = np.flatnonzero(mine & ((index.start < 0) | (index.start + samples > n)))
+        if len(bad):
+            k = int(bad[0])
+            raise DataError(f"{where}/index.csv row {int(index.i[k])}: window at sample {int(index.start[k])} of "
+                            f"{name} is outside its stored signal; {REBUILD}")
+    x = Windows(signals, [index.recording_names[c] for c in index.recording], index.start, samples, len(pre.channels))
     return DatasetDir(root, manifest, x, y, index)
+
+
+def read_index(path: Path) -> Index:
+    """index.csv into columns, row by row (nothing per row is kept but its numbers and codes)."""
+    cols: dict[str, array.array] = {k: array.array(t) for k, t in (("i", "q"), ("start", "q"), ("t", "d"),
+                                                                   ("rec", "i"), ("sub", "i"), ("sz", "i"),
+                                                                   ("split", "i"))}
+    lists: dict[str, list[str]] = {k: [] for k in ("rec", "sub", "sz", "split")}
+    code = {k: _coder(lists[k], {}) for k in lists}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        head = next(reader, [])
+        try:
+            at = {k: head.index(k) for k in ("i", "recording", "t_start", "split", "start")}
+        except ValueError as exc:
+            raise DataError(f"{path} line 1: header lacks a column ({exc}); {REBUILD}") from None
+        sub_at = head.index("subject") if "subject" in head else None
+        sz_at = head.index("seizure_id") if "seizure_id" in head else None
+        for n, row in enumerate(reader, start=2):
+            try:
+                cols["i"].append(int(row[at["i"]]))
+                cols["t"].append(float(row[at["t_start"]]))
+                cols["start"].append(int(row[at["start"]]))
+                cols["rec"].append(code["rec"](row[at["recording"]]))
+                cols["split"].append(code["split"](row[at["split"]]))
+                cols["sub"].append(code["sub"](row[sub_at] if sub_at is not None and sub_at < len(row) else ""))
+                cols["sz"].append(code["sz"](row[sz_at] if sz_at is not None and sz_at < len(row) else ""))
+            except (IndexError, ValueError, TypeError) as exc:
+                raise DataError(f"{path} line {n}: bad row ({exc!r})") from None
+    return Index(np.frombuffer(cols["i"], np.int64), np.frombuffer(cols["rec"], np.int32), lists["rec"],
+                 np.frombuffer(cols["sub"], np.int32), lists["sub"], np.frombuffer(cols["t"], np.float64),
+                 np.frombuffer(cols["sz"], np.int32), lists["sz"], np.frombuffer(cols["split"], np.int32),
+                 lists["split"], np.frombuffer(cols["start"], np.int64))
 
 
 # ---------------------------------------------------------------------------------------------- writer
