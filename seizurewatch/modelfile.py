@@ -142,6 +142,11 @@ def _check_meta(meta: ModelMeta) -> None:
         raise ValueError(f"window_s/hop_s: {meta.window_s:g} s / {meta.hop_s:g} s at {spec.rate:g} Hz "
                          "give no whole sample")
     check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
+    rule = meta.raw["threshold"].get("decision")
+    if rule is not None:  # the k-of-n rule chosen with the threshold, which the daemon applies
+        k, n = (rule.get("k"), rule.get("n")) if isinstance(rule, dict) else (None, None)
+        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000):
+            raise ValueError(f"threshold.decision: expected k and n with 1 <= k <= n <= 1000, got {rule!r}")
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")

@@ -102,3 +102,15 @@ def test_k_and_n_are_set_together_or_left_to_the_model():
     assert DecisionConfig(k=3, n=4).for_model({"decision": {"k": 2, "n": 6}}).rule == (3, 4)
     assert DecisionConfig().for_model({"decision": {"k": 7, "n": 6}}).rule == (3, 4)  # not a rule: the default
     assert DecisionConfig().for_model(None).rule == (3, 4)
+
+
+def test_a_model_file_with_a_broken_rule_is_refused_at_load(tmp_path):
+    from seizurewatch.errors import ModelError
+    from seizurewatch.modelfile import load_model
+
+    meta = {"name": "level", "outputs": ["seizure"], "window_s": 2.0, "hop_s": 1.0,
+            "preprocess": {"channels": CHANNELS, "rate": float(RATE), "bandpass": None, "notch": None},
+            "threshold": {"value": 0.5, "policy": "test", "decision": {"k": 7, "n": 6}}}
+    save_model(_Level(), meta, tmp_path / "bad.pt", torch.zeros(2, len(CHANNELS), 2 * RATE))
+    with pytest.raises(ModelError, match=r"threshold.decision: expected k and n with 1 <= k <= n"):
+        load_model(tmp_path / "bad.pt")
