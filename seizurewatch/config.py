@@ -92,6 +92,14 @@ class ModelConfig:
         check_int(self.max_batch, "max_batch", low=1, high=4096)
 
 
+def stored_rule(threshold_block: Any) -> tuple[int, int] | None:
+    """The k-of-n rule a model file stores beside its threshold (``threshold.decision``), if it is one
+    (1 <= k <= n <= 1000); None when there is none or it is not a rule (the model loader refuses those)."""
+    d = threshold_block.get("decision") if isinstance(threshold_block, dict) else None
+    k, n = (d.get("k"), d.get("n")) if isinstance(d, dict) else (None, None)
+    return (k, n) if isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000 else None
+
+
 @dataclass(frozen=True)
 class DecisionConfig:
     """Turns one probability per hop into alarm start/update/end events."""
@@ -132,11 +140,8 @@ class DecisionConfig:
         beside its threshold (``threshold.decision.k/n``, chosen together with it), else DEFAULT_RULE."""
         if self.k is not None:
             return self
-        d = threshold_block.get("decision") if isinstance(threshold_block, dict) else None
-        k, n = (d.get("k"), d.get("n")) if isinstance(d, dict) else (None, None)
-        if isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000:
-            return dataclasses.replace(self, k=k, n=n)
-        return dataclasses.replace(self, k=DEFAULT_RULE[0], n=DEFAULT_RULE[1])
+        k, n = stored_rule(threshold_block) or DEFAULT_RULE
+        return dataclasses.replace(self, k=k, n=n)
 
     def describe(self) -> dict[str, Any]:
         """The decision settings in force, for metadata and reports."""

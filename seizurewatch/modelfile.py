@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from seizurewatch.checks import check_number, check_sha256
+from seizurewatch.config import stored_rule
 from seizurewatch.errors import ModelError
 from seizurewatch.preprocess import PreprocessSpec
 
@@ -143,10 +144,8 @@ def _check_meta(meta: ModelMeta) -> None:
                          "give no whole sample")
     check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
     rule = meta.raw["threshold"].get("decision")
-    if rule is not None:  # the k-of-n rule chosen with the threshold, which the daemon applies
-        k, n = (rule.get("k"), rule.get("n")) if isinstance(rule, dict) else (None, None)
-        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000):
-            raise ValueError(f"threshold.decision: expected k and n with 1 <= k <= n <= 1000, got {rule!r}")
+    if rule is not None and stored_rule(meta.raw["threshold"]) is None:  # the rule the daemon would apply
+        raise ValueError(f"threshold.decision: expected k and n with 1 <= k <= n <= 1000, got {rule!r}")
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")
