@@ -197,51 +197,68 @@ def run(quick: bool) -> dict[str, Any]:
                           f"the replays alone (research.parallel.run_tasks over predict.stream_probabilities, one "
                           f"task per 1-h file) of the shipped {MODEL.name} on the {h0:g} h tiled corpus: the part of "
                           f"evaluate's task that is not windows, window probabilities or the timeline")
-    log("corpus: the machine's own ceiling: the same replays in 1 vs 2 plain processes, no Dask")
+    log("corpus: the machine's own ceiling: a loop, then the same replays, in 1 vs 2 plain processes, no Dask")
     figs |= process_ceiling(recs[:4], MODEL)
     return {"figures": figs, "sizes_h": list(hs)}
 
 
 _REPLAY_SCRIPT = """
-import logging, sys, torch
+import logging, sys
 logging.disable(logging.CRITICAL)
-torch.set_num_threads(1)
+from seizurewatch.inference import one_core
+one_core()  # as in a Dask worker: torch on one thread, the model on the replaying thread
 from seizurewatch.research.predict import stream_probabilities
 for f in sys.argv[2:]:
     stream_probabilities(f, sys.argv[1])
 """
 
+_SPIN_SCRIPT = """
+import sys
+for _ in range(int(sys.argv[1])):
+    s = 0
+    for i in range(5_000_000):
+        s += i
+"""
+
+
+def _timed_processes(groups: list[list[str]], script: str) -> float:
+    """Wall seconds of one process per group, all started together (``python -c script *group``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", script, *g], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for g in groups]
+    if any(pr.wait() != 0 for pr in procs):
+        raise RuntimeError("a benchmark process failed")
+    return time.perf_counter() - t0
+
 
 def process_ceiling(recordings: list[str], model: Path) -> dict[str, Any]:
-    """What two cores give two independent replays on this machine (no scheduler at all): the files
-    replayed by one process, then split between two processes started together; a Dask speed-up can
-    reach this ratio, not more (shared vCPUs, memory bandwidth)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def run(groups: list[list[str]]) -> float:
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", _REPLAY_SCRIPT, str(model), *g], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for g in groups]
-        if any(pr.wait() != 0 for pr in procs):
-            raise RuntimeError("a replay process failed")
-        return time.perf_counter() - t0
-
-    one = run([recordings])
-    two = run([recordings[0::2], recordings[1::2]])
-    what = f"{len(recordings)} 1-h files of the tiled corpus replayed with {model.name}, torch 1 thread per process"
-    return {"processes.seconds_1": figure(one, "s", f"one process: {what} (interpreter start and imports included)"),
+    """What two cores give two independent jobs on this machine, no scheduler at all: a pure-Python loop
+    (the cores themselves), and the replays (one core each, as in a worker): the files replayed by one
+    process, then split between two processes started together. A 2-worker speed-up can reach this, not more."""
+    spin_one = _timed_processes([["8"]], _SPIN_SCRIPT)
+    spin_two = _timed_processes([["4"], ["4"]], _SPIN_SCRIPT)
+    one = _timed_processes([[str(model), *recordings]], _REPLAY_SCRIPT)
+    two = _timed_processes([[str(model), *recordings[0::2]], [str(model), *recordings[1::2]]], _REPLAY_SCRIPT)
+    what = (f"{len(recordings)} 1-h files of the tiled corpus replayed with {model.name}, one core per process "
+            f"(inference.one_core, as a Dask worker)")
+    return {"cores.speedup_2_vs_1": figure(spin_one / spin_two if spin_two else 0.0, "ratio",
+                                           "a pure-Python loop: 8 units in one process / 4 units in each of two "
+                                           "processes at once: what the machine's two cores give any work"),
+            "processes.seconds_1": figure(one, "s", f"one process: {what} (interpreter start and imports included)"),
             "processes.seconds_2": figure(two, "s", f"two processes at once, half the files each: {what}"),
             "processes.speedup_2_vs_1": figure(one / two if two else 0.0, "ratio",
-                                               f"seconds in 1 process / in 2: the ceiling of any 2-worker speed-up "
-                                               f"on this machine ({what})")}
+                                               f"seconds in 1 process / in 2: the ceiling of a 2-worker speed-up of "
+                                               f"these replays on this machine ({what})")}
 
 
 def _replays_on(recordings: list[str], model: Path) -> Any:
     from seizurewatch.research.parallel import run_tasks
     from seizurewatch.research.predict import stream_probabilities
 
-    def run(workers: int) -> Any:
-        traces = run_tasks(functools.partial(stream_probabilities, model=str(model)), recordings, workers=workers)
+    def run(scheduler: str | None) -> Any:
+        traces = run_tasks(functools.partial(stream_probabilities, model=str(model)), recordings,
+                           workers=1 if scheduler is None else None, scheduler=scheduler)
         return [(t.t.tobytes(), t.p.tobytes()) for t in traces]
 
     return run

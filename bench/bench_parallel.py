@@ -1,6 +1,6 @@
-"""``evaluate`` over recordings on 1 vs N Dask workers (``seizurewatch.research.parallel.run_tasks``): wall
-seconds and their ratio, and whether the metrics are identical. ``workers_ratio`` is the reusable part
-(any function of a list of items, e.g. a corpus build per recording, later)."""
+"""``evaluate`` over recordings in this process and on a Dask cluster of 1 and of N workers
+(``seizurewatch.research.parallel.run_tasks``): wall seconds, their ratios, and whether the metrics are
+identical. ``workers_ratio`` is the reusable part (any function of a scheduler address)."""
 
 from __future__ import annotations
 
@@ -14,32 +14,61 @@ from typing import Any
 from bench.common import DOG1, SHIPPED_MODELS, figure, log
 
 
-def workers_ratio(name: str, fn: Callable[[int], Any], what: str, workers: tuple[int, int] = (1, 2)
+def workers_ratio(name: str, fn: Callable[[str | None], Any], what: str, workers: tuple[int, int] = (1, 2)
                   ) -> dict[str, Any]:
-    """Figures for ``fn(workers)`` timed at ``workers[0]`` and ``workers[1]``: seconds of each and the
-    ratio (> 1: the second is faster), plus whether both returned equal results."""
-    runs: dict[int, tuple[float, Any]] = {}
+    """Figures for ``fn(None)`` (serially in this process: no cluster, the model on its own thread beside
+    each replay, as ``workers=1``) and for ``fn(address)`` on a LocalCluster of ``workers[0]`` and of
+    ``workers[1]`` processes (one core each, as ``run_tasks`` makes them), each cluster started and warmed
+    (imports done in every worker) before its clock starts; its start-up is a figure of its own.
+    Ratios > 1: the second is faster. ``identical_results``: all three returned equal results."""
+    from distributed import Client, LocalCluster
+
+    t0 = time.perf_counter()
+    serial = fn(None)
+    runs: dict[str, tuple[float, Any]] = {"serial": (time.perf_counter() - t0, serial)}
+    startup: dict[int, float] = {}
     for w in workers:
         t0 = time.perf_counter()
-        res = fn(w)
-        runs[w] = (time.perf_counter() - t0, res)
-    (a, (ta, ra)), (b, (tb, rb)) = runs.items()
+        with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          memory_limit=0) as cluster, Client(cluster) as client:
+            client.wait_for_workers(w)
+            client.run(_warm)
+            startup[w] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = fn(cluster.scheduler_address)
+            runs[str(w)] = (time.perf_counter() - t0, res)
+    a, b = workers
+    (ts, rs), (ta, ra), (tb, rb) = runs["serial"], runs[str(a)], runs[str(b)]
+    same = bool(rs == ra == rb)
     return {
-        f"{name}.seconds_{a}_worker": figure(ta, "s", f"{what} on {a} worker(s) (cluster start-up included)"),
-        f"{name}.seconds_{b}_workers": figure(tb, "s", f"{what} on {b} worker(s) (cluster start-up included)"),
+        f"{name}.seconds_serial": figure(ts, "s", f"{what}: serially in this process (workers=1: no cluster; the "
+                                                  f"model on its own thread beside each replay)"),
+        f"{name}.seconds_{a}_worker": figure(ta, "s", f"{what}: on a LocalCluster of {a} worker(s), one core each "
+                                                      f"(started before the clock: {startup[a]:.1f} s)"),
+        f"{name}.seconds_{b}_workers": figure(tb, "s", f"{what}: on a LocalCluster of {b} workers, one core each "
+                                                       f"(started before the clock: {startup[b]:.1f} s)"),
         f"{name}.speedup_{b}_vs_{a}": figure(ta / tb if tb else 0.0, "ratio",
-                                            f"seconds on {a} / seconds on {b} worker(s): {what}",
-                                            identical_results=bool(ra == rb)),
+                                            f"seconds on {a} worker(s) / on {b}: {what}", identical_results=same),
+        f"{name}.speedup_{b}_vs_serial": figure(ts / (tb + startup[b]) if tb else 0.0, "ratio",
+                                               f"seconds serially / on {b} workers with the cluster's start-up "
+                                               f"({startup[b]:.1f} s): what a caller of {what} gains on this "
+                                               f"machine", identical_results=same),
     }
 
 
-def _evaluate_on(recordings: list[str], model: Path) -> Callable[[int], Any]:
+def _warm() -> None:
+    import torch  # noqa: F401
+
+    import seizurewatch.research.evaluate  # noqa: F401
+
+
+def _evaluate_on(recordings: list[str], model: Path) -> Callable[[str | None], Any]:
     from seizurewatch.research.evaluate import evaluate
 
-    def run(workers: int) -> Any:
+    def run(scheduler: str | None) -> Any:
         with tempfile.TemporaryDirectory() as out:
-            # workers=1: serially, no cluster; else an in-process LocalCluster of that many processes
-            m = evaluate(model, recordings, out, workers=workers)
+            # no scheduler: serially, no cluster; else one task per recording on that cluster
+            m = evaluate(model, recordings, out, workers=1 if scheduler is None else None, scheduler=scheduler)
             m.pop("model_path", None)
             return json.dumps(m, sort_keys=True, default=float)
 

@@ -5,6 +5,10 @@ in one hand-over and is run there in cache-sized chunks, each made contiguous ju
 reads it: the model never sees the ring's memory, and a chunk's copy is still in cache when the model
 reads it. For TorchScript models the chunk loop itself is TorchScript, so the thread does not take
 the GIL back between chunks (each hand-back waits for the event loop to yield it).
+
+Where one process is one core of a cluster (a Dask worker replaying recordings, ``one_core()``), the
+model runs on the caller's thread instead: the cluster is the parallelism, and a second thread per
+worker would only take a core from the other worker. The probabilities and decisions are the same.
 """
 
 from __future__ import annotations
@@ -33,20 +37,31 @@ _MMAP_THRESHOLD = 32 << 20
 _TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
+_ONE_CORE = False  # one_core(): this process is one core of a cluster
+
 
 def configure_compute(threads: int) -> bool:
     """Size every compute thread pool explicitly and keep freed buffers for reuse; once, at start.
 
     Thread pools: torch's, and numpy's BLAS (OpenBLAS would otherwise start one spinning thread per
     core for any matrix product and fight the model's thread for the cores). Returns whether the
-    allocator could be tuned (glibc only; elsewhere it is left as it is)."""
-    torch.set_num_threads(threads)
+    allocator could be tuned (glibc only; elsewhere it is left as it is). A ``one_core()`` process keeps
+    torch on one thread whatever ``threads`` says."""
+    torch.set_num_threads(1 if _ONE_CORE else threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set once in this process
         pass
     threadpool_limits(1, user_api="blas")
     return _keep_freed_blocks()
+
+
+def one_core() -> None:
+    """This process is one core of a cluster: torch on one thread, and every ``Predictor`` made from now on
+    runs the model on its caller's thread (no model thread). Called in each Dask worker at start."""
+    global _ONE_CORE
+    torch.set_num_threads(1)
+    _ONE_CORE = True
 
 
 def _keep_freed_blocks() -> bool:
@@ -88,7 +103,8 @@ class Predictor:
         # torch warns that a read-only array's tensor could be written through; ours are only read (copied
         # chunk by chunk). A filter installed once: catch_warnings on every call would not be thread-safe.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # None: the model runs on the caller's thread (one_core())
+        self._executor = None if _ONE_CORE else ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     def _timed(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """(B, C, T) float32 -> ((B, outputs) probabilities, seconds in the model thread).
@@ -102,8 +118,15 @@ class Predictor:
         return out.detach().numpy().astype(np.float64), time.perf_counter() - t0
 
     def submit(self, batch: np.ndarray) -> asyncio.Future[tuple[np.ndarray, float]]:
-        """Queue a batch on the model's thread now; the future gives (probabilities, seconds in the model)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
+        """Queue a batch on the model's thread now; the future gives (probabilities, seconds in the model).
+        Without a model thread (``one_core()``) the batch runs now and the future is already done."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            done: asyncio.Future[tuple[np.ndarray, float]] = loop.create_future()
+            done.set_result(self._timed(batch))
+            return done
+        return loop.run_in_executor(self._executor, self._timed, batch)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -327,9 +327,10 @@ def test_ready_cut_windows_round_trip_and_a_bad_split_is_named(tmp_path):
     x = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
     rows = [{"recording": r, "subject": "s", "t_start": t, "seizure_id": sid, "split": sp}
             for r, t, sid, sp in (("a.edf", 0.0, "", "train"), ("a.edf", 1.5, "a#1", "train"),
-                                  ("b.edf", 0.0, "", "test"), ("a.edf", 3.0, "a#1", "val"))]
+                                  ("b.edf", 123456.78125, "", "test"), ("a.edf", 3.0, "a#1", "val"))]
     manifest = {"preprocess": PreprocessSpec(channels=("c1", "c2"), rate=2.0).to_json(), "window_s": 1.5}
     ds = open_dataset(write_dataset(tmp_path / "ok", x, np.eye(4, 1, dtype=np.int8), rows, manifest))
+    # t_start exactly as given, 34 h into a recording too (6 significant digits would have said 123457)
     assert [(r.recording, r.t_start, r.seizure_id, r.split) for r in ds.index] == [
         (r["recording"], r["t_start"], r["seizure_id"], r["split"]) for r in rows]
     np.testing.assert_array_equal(ds.x[:], x)

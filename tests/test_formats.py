@@ -105,6 +105,36 @@ def test_bids_layout_szcore_events_and_sidecar(tmp_path):
     assert rec.annotation_source.endswith(f"{stem}_events.tsv")
 
 
+def test_a_bids_tree_written_by_mne_bids_is_read_as_written(tmp_path):
+    """The reference writer of BIDS (mne-bids ``write_raw_bids``: the EDF copied into
+    ``sub-*/ses-*/eeg``, events.tsv from its annotations, channels/scans/participants tables, a README)
+    gives the subjects, sessions, runs and seizures it was told, and no sidecar taken for a signal."""
+    mne = pytest.importorskip("mne")
+    mne_bids = pytest.importorskip("mne_bids")
+    src = tmp_path / "src"
+    src.mkdir()
+    root = tmp_path / "bids"
+    want = {}
+    for sub, ses, run, seizures in (("p01", "night1", "01", [(12.0, 9.5)]), ("p01", "night2", "01", []),
+                                    ("p02", "night1", "02", [(30.0, 6.0), (44.0, 4.0)])):
+        edf = write_edf(src / f"{sub}{ses}.edf", noise(2, 60, RATE, seed=len(want)), RATE, ["Fp1", "F3"], plus=False)
+        raw = mne.io.read_raw_edf(edf, preload=False, verbose="error")
+        raw.set_annotations(mne.Annotations([a for a, _ in seizures], [d for _, d in seizures],
+                                            ["sz_foc_ia"] * len(seizures)))
+        path = mne_bids.BIDSPath(subject=sub, session=ses, task="szMonitoring", run=run, datatype="eeg", root=root)
+        mne_bids.write_raw_bids(raw, path, verbose="error")
+        want[(sub, ses)] = tuple(Annotation(a, d, "seizure") for a, d in seizures)
+    assert (root / "participants.tsv").is_file() and any(root.rglob("*_channels.tsv"))
+    recs = discover(root)
+    assert [(r.subject, r.session, r.layout, r.format) for r in recs] == [
+        ("p01", "night1", "bids", "edf"), ("p01", "night2", "bids", "edf"), ("p02", "night1", "bids", "edf")]
+    for r in recs:
+        assert r.annotations == want[(r.subject, r.session)], r.path
+        # mne-bids writes no events.tsv for a recording without events: no seizures, no source
+        assert r.annotation_source.endswith("_events.tsv") == bool(r.annotations)
+        assert Path(r.path).name.endswith("_eeg.edf") and "_run-" in Path(r.path).name
+
+
 def test_bdf_plus_signal_and_annotations(tmp_path):
     t = np.arange(20 * RATE) / RATE
     data = np.stack([100 * np.sin(2 * np.pi * 3 * t), 50 * np.cos(2 * np.pi * 7 * t)])

@@ -69,8 +69,18 @@ class Index:
     def __iter__(self) -> Iterator[IndexRow]:
         return (self[k] for k in range(len(self)))
 
+    def _names(self) -> tuple[np.ndarray, ...]:
+        """The coded columns decoded to names (object arrays), as the rows would give them."""
+        return tuple(np.asarray(names, dtype=object)[codes] if len(codes) else np.zeros(0, object)
+                     for codes, names in ((self.recording, self.recording_names), (self.subject, self.subject_names),
+                                          (self.seizure, self.seizure_names), (self.split, self.split_names)))
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Index) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        """The same rows (column by column: codes may differ where the names they stand for do not)."""
+        if not isinstance(other, Index) or len(self) != len(other):
+            return False
+        return all(np.array_equal(a, b) for a, b in zip((self.i, self.start, self.t_start, *self._names()),
+                                                         (other.i, other.start, other.t_start, *other._names())))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -325,7 +335,7 @@ def write_table(root: Path, y: np.ndarray, blocks: Sequence[IndexBlock], manifes
         for b in blocks:
             ids = (*b.ids, "")  # code -1: ""
             for t, s, sz, st in zip(b.t_start.tolist(), b.split.tolist(), b.seizure.tolist(), b.start.tolist()):
-                w.writerow([i, b.recording, b.subject, f"{t:.6g}", ids[sz], SPLITS[s], st])
+                w.writerow([i, b.recording, b.subject, repr(t), ids[sz], SPLITS[s], st])  # round-trips exactly
                 i += 1
     (root / "manifest.json").write_text(json.dumps({**manifest, "format": FORMAT}, indent=1) + "\n", encoding="utf-8")
 
