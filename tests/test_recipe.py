@@ -60,13 +60,15 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
     val = meta["metrics"]["validation"]
     assert th["point"]["seizures"] == 3 and val["at_threshold"] == th["point"]
     assert val["out_of_fold_seconds"]["ictal_seconds"] > 0 and val["out_of_fold_seconds"]["seizure_auc"] is not None
-    # the same out-of-fold function compare and threshold --policy oof call, on the recipe's dataset
+    # the same out-of-fold function compare and threshold --policy oof call, on the recipe's dataset; the
+    # recipe ran one task per left-out recording on a cluster, this runs them here one after the other
     rcp, _ = load_recipe(recipe)
     build_dataset(dataset_spec(rcp), tmp_path / "ds")
     traces = out_of_fold(open_dataset(tmp_path / "ds"), ModelSpec(name="again", train=rcp.model),
                          [f"{DOG1}/dog1_rec0{i}.edf" for i in (1, 2, 3)], tmp_path / "oof", DecisionConfig(),
-                         epochs=rcp.model.epochs, device=rcp.device)
-    assert transfer(traces, "events", DecisionConfig(), early_s=15.0)["value"] == pytest.approx(th["value"])
+                         epochs=rcp.model.epochs, device=rcp.device, workers=1)
+    assert [Path(t.recording).name for t in traces] == [f"dog1_rec0{i}.edf" for i in (1, 2, 3)]
+    assert transfer(traces, "events", DecisionConfig(), early_s=15.0)["value"] == th["value"]
 
 
 def test_a_recipe_and_a_dataset_training_write_the_same_metadata_and_model(tmp_path):

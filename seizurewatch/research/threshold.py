@@ -317,9 +317,10 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
 
 def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: DecisionConfig,
                           rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
-                          workdir: str | Path = "oof") -> dict[str, Any]:
+                          workdir: str | Path = "oof", scheduler: str | None = None,
+                          progress: bool = False) -> dict[str, Any]:
     """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
-    config (its metadata) on the others, replay the left-out one; choose on those traces."""
+    config (its metadata) on the others, replay the left-out one (one task each); choose on those traces."""
     from seizurewatch.research.dataset import open_dataset
     from seizurewatch.research.outoffold import out_of_fold
     from seizurewatch.research.train import TrainConfig
@@ -337,7 +338,8 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
     ds = open_dataset(dataset)
     recs = ds.recordings("train") + ds.recordings("val")
     best = int(training.get("best_epoch", -1))
-    traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None)
+    traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None,
+                         scheduler=scheduler, progress=progress)
     return transfer(traces, method, decision, rules, early_s)
 
 
@@ -357,7 +359,8 @@ def choose_threshold(model: str | Path, policy: str, target: float | None = None
             raise ConfigError("threshold --policy oof needs --dataset DIR (its train and val recordings are left "
                               "out in turn)")
         th = out_of_fold_threshold(meta, dataset, decision, rules, method=method, early_s=early_s,
-                                   workdir=Path(output or model).with_suffix(".oof"))
+                                   workdir=Path(output or model).with_suffix(".oof"), scheduler=scheduler,
+                                   progress=progress)
         table = None
     else:
         th, table = _on_validation(model, loaded, policy, target, recordings, dataset, split, decision, rules,
