@@ -16,7 +16,7 @@ from conftest import DOG1, MODEL, ROOT, free_port, wait_port
 
 from seizurewatch.errors import ConfigError, SeizurewatchError
 from seizurewatch.research.evaluate import evaluate
-from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, run_tasks
+from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, in_worker, run_tasks
 from seizurewatch.research.predict import stream_probabilities
 
 RECS = [str(DOG1 / "dog1_rec03.edf"), str(DOG1 / "dog1_rec04.edf")]
@@ -83,9 +83,19 @@ def test_one_error_names_the_failing_item_after_the_others_finished(scheduler, t
     assert "dog1_rec04" not in str(err.value)
 
 
-def test_scheduler_from_the_environment_and_a_wrong_address(scheduler, monkeypatch):
+def in_a_worker(_: int) -> bool:
+    return in_worker()
+
+
+def test_scheduler_from_the_environment_dask_config_and_a_wrong_address(scheduler, monkeypatch):
+    import dask.config
+
+    assert run_tasks(in_a_worker, [0]) == [False]  # one item, no scheduler named: here
     monkeypatch.setenv(SCHEDULER_ENV, scheduler)
-    assert run_tasks(square_or_fail, [2]) == [4]  # one item, but the env names a cluster: it runs there
+    assert run_tasks(in_a_worker, [0]) == [True]  # one item, but the env names a cluster: it runs there
+    monkeypatch.delenv(SCHEDULER_ENV)
+    with dask.config.set({"scheduler-address": scheduler}):  # Dask's own config key (~/.config/dask/*.yaml)
+        assert run_tasks(in_a_worker, [0]) == [True]
     port = free_port()
     with pytest.raises(ConfigError, match=f"--scheduler tcp://127.0.0.1:{port}: no Dask scheduler"):
         run_tasks(square_or_fail, [1, 2], scheduler=f"tcp://127.0.0.1:{port}")

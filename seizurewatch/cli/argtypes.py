@@ -37,4 +37,5 @@ def scheduler_arg(p: argparse.ArgumentParser) -> None:
     """``--scheduler`` for every command that runs one task per recording or fold (research.parallel)."""
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler (tcp://host:port) to run one task per recording/fold on; default "
-                        "$SEIZUREWATCH_SCHEDULER, else an in-process cluster with one worker per core")
+                        "$SEIZUREWATCH_SCHEDULER, else Dask's config key scheduler-address, else an in-process "
+                        "cluster with one worker per core")

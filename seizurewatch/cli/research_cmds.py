@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "train --dataset); default a temporary folder")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUTPUT.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scheduler_arg(p)  # a recipe's dataset build and out-of-fold threshold, one task per recording
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out ROC/PR, confusion matrix, event sensitivity, FA/24 h, latency",
@@ -173,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seizurewatch.research.recipe import run_recipe
 
         meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command,
-                          keep_dataset=args.keep_dataset)
+                          keep_dataset=args.keep_dataset, scheduler=args.scheduler)
         _print({"model": meta["name"], "output": args.output or "(recipe output)", "sha256": meta["weights_sha256"],
                 "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
                 "train_seconds": meta["training"]["seconds"]})

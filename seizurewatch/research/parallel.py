@@ -8,7 +8,7 @@ replaying thread, ``inference.one_core``); ``scheduler='tcp://host:port'`` sends
 cluster (``dask scheduler`` + ``dask worker``); ``workers=1`` (or one item)
 runs them here, serially, with no cluster at all (as does a call from inside a task): the same
 function on the same items, so the same results. The scheduler can also come from the
-environment: ``SEIZUREWATCH_SCHEDULER``.
+environment (``SEIZUREWATCH_SCHEDULER``) or from Dask's config key ``scheduler-address``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,13 @@ def default_workers() -> int:
 
 
 def scheduler_from_env(scheduler: str | None) -> str | None:
-    """``scheduler`` if given, else ``$SEIZUREWATCH_SCHEDULER`` (empty: none)."""
-    return scheduler or os.environ.get(SCHEDULER_ENV) or None
+    """``scheduler`` if given, else ``$SEIZUREWATCH_SCHEDULER``, else Dask's own config key
+    ``scheduler-address`` (``~/.config/dask/*.yaml``, or ``$DASK_SCHEDULER_ADDRESS``); empty: none."""
+    if scheduler or os.environ.get(SCHEDULER_ENV):
+        return scheduler or os.environ.get(SCHEDULER_ENV)
+    import dask.config
+
+    return str(dask.config.get("scheduler-address", None) or "") or None
 
 
 @contextlib.contextmanager

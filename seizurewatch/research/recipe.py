@@ -163,7 +163,8 @@ def on_validation(run: Trained, ds: DatasetDir, recipe: Recipe, where: str) -> N
     run.meta["threshold"] = th
 
 
-def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool) -> None:
+def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool,
+                scheduler: str | None = None) -> None:
     """Each training recording replayed through the daemon's pipeline with a model trained on the
     others (the recipe's epochs, no early stopping), then ``threshold.transfer`` on those traces."""
     from seizurewatch.config import DecisionConfig
@@ -176,7 +177,8 @@ def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, pro
     early_s = recipe.early_s or 15.0
     spec = ModelSpec(name=recipe.name, hop_s=recipe.hop_s, train=recipe.model)
     traces = traces_out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
-                                epochs=recipe.model.epochs, progress=progress, device=recipe.device)
+                                epochs=recipe.model.epochs, progress=progress, device=recipe.device,
+                                scheduler=scheduler)
     th = transfer(traces, recipe.threshold.policy, decision, early_s=early_s)
     th["chosen_on"] = [f"out-of-fold: {Path(t.recording).name}" for t in traces]
     run.meta["threshold"] = th
@@ -186,17 +188,18 @@ def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, pro
 
 
 def run_recipe(path: str | Path, output: str | None = None, progress: bool = True, command: str | None = None,
-               keep_dataset: str | Path | None = None) -> dict[str, Any]:
+               keep_dataset: str | Path | None = None, scheduler: str | None = None) -> dict[str, Any]:
     """Build the recipe's dataset, train on it, choose the threshold (on validation, or out of
     fold), save the model file. ``keep_dataset``: build the dataset there and keep it (default: a
-    temporary folder, removed at the end). Returns the metadata."""
+    temporary folder, removed at the end). ``scheduler``: a Dask scheduler for the build's and the
+    out-of-fold threshold's tasks (one per recording). Returns the metadata."""
     recipe, _ = load_recipe(path)
     check_policy(recipe, str(path))
     out_path = output or recipe.output
     with tempfile.TemporaryDirectory(prefix="seizurewatch-recipe-") as tmp:
         folder = Path(keep_dataset) if keep_dataset else Path(tmp) / "dataset"
         build_dataset(dataset_spec(recipe), folder, command=f"seizurewatch train {path} (the recipe's dataset)",
-                      progress=progress)
+                      progress=progress, scheduler=scheduler)
         ds = open_dataset(folder)
         spec = ModelSpec(name=recipe.name, description=recipe.description, hop_s=recipe.hop_s, train=recipe.model,
                          source=str(path))
@@ -205,7 +208,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         run.meta["training"]["recipe"] = Path(path).name
         run.meta["training"]["dataset"] = str(folder.resolve()) if keep_dataset else None
         if recipe.threshold.chosen_on == "out_of_fold":
-            out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress)
+            out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress, scheduler)
         else:
             on_validation(run, ds, recipe, str(path))
         return save_model(run.model, run.meta, out_path, run.example)
