@@ -7,8 +7,9 @@ reads it. For TorchScript models the chunk loop itself is TorchScript, so the th
 the GIL back between chunks (each hand-back waits for the event loop to yield it).
 
 Where one process is one core of a cluster (a Dask worker replaying recordings, ``one_core()``), the
-model runs on the caller's thread instead: the cluster is the parallelism, and a second thread per
-worker would only take a core from the other worker. The probabilities and decisions are the same.
+model still runs on its thread, but the pipeline waits for each block's result before it reads on
+(``Predictor.one_core``): the cluster is the parallelism, and reading beside the model would only take
+a core from the other worker. The probabilities and decisions are the same.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def configure_compute(threads: int) -> bool:
 
 def one_core() -> None:
     """This process is one core of a cluster: torch on one thread, and every ``Predictor`` made from now on
-    runs the model on its caller's thread (no model thread). Called in each Dask worker at start."""
+    says ``one_core`` (its pipeline does not read on while the model runs). Called in each Dask worker."""
     global _ONE_CORE
     torch.set_num_threads(1)
     _ONE_CORE = True
@@ -103,8 +104,8 @@ class Predictor:
         # torch warns that a read-only array's tensor could be written through; ours are only read (copied
         # chunk by chunk). A filter installed once: catch_warnings on every call would not be thread-safe.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        # None: the model runs on the caller's thread (one_core())
-        self._executor = None if _ONE_CORE else ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.one_core = _ONE_CORE  # the caller waits for each batch instead of working beside the model
 
     def _timed(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """(B, C, T) float32 -> ((B, outputs) probabilities, seconds in the model thread).
@@ -118,15 +119,8 @@ class Predictor:
         return out.detach().numpy().astype(np.float64), time.perf_counter() - t0
 
     def submit(self, batch: np.ndarray) -> asyncio.Future[tuple[np.ndarray, float]]:
-        """Queue a batch on the model's thread now; the future gives (probabilities, seconds in the model).
-        Without a model thread (``one_core()``) the batch runs now and the future is already done."""
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            done: asyncio.Future[tuple[np.ndarray, float]] = loop.create_future()
-            done.set_result(self._timed(batch))
-            return done
-        return loop.run_in_executor(self._executor, self._timed, batch)
+        """Queue a batch on the model's thread now; the future gives (probabilities, seconds in the model)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -301,7 +301,8 @@ class StreamPipeline:
             self._submit(windows, verdicts)  # one hand-over; the model's thread runs it in cache-sized chunks
         # Two blocks may be in the model's hands at once (it never waits for the loop, nor the loop for it,
         # when their per-block times jitter); beyond that the loop waits, so memory and lag stay bounded.
-        await self._settle(keep=MAX_BLOCKS_IN_FLIGHT)
+        # A one-core process (a Dask worker) waits for each block: its core is the model's while it runs.
+        await self._settle(keep=0 if self.predictor.one_core else MAX_BLOCKS_IN_FLIGHT)
 
     def _reset_rings(self, t_next: float) -> None:
         assert self.ring and self.quality

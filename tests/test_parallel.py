@@ -101,22 +101,22 @@ def test_scheduler_from_the_environment_dask_config_and_a_wrong_address(schedule
         run_tasks(square_or_fail, [1, 2], scheduler=f"tcp://127.0.0.1:{port}")
 
 
-def model_thread_here(model: str) -> bool:
+def model_beside_the_replay(model: str) -> bool:
     from seizurewatch.inference import Predictor
     from seizurewatch.modelfile import load_model
 
     predictor = Predictor(load_model(model))
     try:
-        return predictor._executor is not None
+        return not predictor.one_core
     finally:
         predictor.close()
 
 
 def test_a_worker_is_one_core_and_replays_as_the_caller_does(scheduler, serial_traces):
-    """Here the model runs on its own thread beside the replay; in a worker on the replaying thread (one
-    core per worker); the probabilities every hop and the alarms are the same."""
-    assert model_thread_here(str(MODEL))
-    assert run_tasks(model_thread_here, [str(MODEL)], scheduler=scheduler) == [False]
+    """Here the replay reads on while the model runs on its thread; in a worker it waits for each block
+    (one core per worker); the probabilities every hop and the alarms are the same."""
+    assert model_beside_the_replay(str(MODEL))
+    assert run_tasks(model_beside_the_replay, [str(MODEL)], scheduler=scheduler) == [False]
     remote = run_tasks(stream_probabilities, RECS, scheduler=scheduler)
     for a, b in zip(remote, serial_traces):
         assert len(a.t) > 100
