@@ -3,8 +3,8 @@
 ``run_tasks(fn, items)`` is the only way offline work fans out: evaluate/predict/threshold
 replay each recording as one task, ``compare`` trains and scores each fold x model as one.
 Without ``scheduler`` an in-process ``LocalCluster`` sized to the machine runs the tasks (worker
-processes, one thread each, one core per worker: torch on one thread and a replay's model on the
-replaying thread, ``inference.one_core``); ``scheduler='tcp://host:port'`` sends them to a running
+processes, one thread each, one core per worker: torch on one thread, and a replay waits for its
+model instead of reading on, ``inference.one_core``); ``scheduler='tcp://host:port'`` sends them to a running
 cluster (``dask scheduler`` + ``dask worker``); ``workers=1`` (or one item)
 runs them here, serially, with no cluster at all (as does a call from inside a task): the same
 function on the same items, so the same results. The scheduler can also come from the
@@ -37,7 +37,7 @@ class TaskError(RuntimeError):
 
 def _worker_setup(level: int) -> None:
     """Worker set-up: one core per worker process (the cluster is the parallelism: torch on one thread, a
-    replay's model on the replaying thread, ``inference.one_core``), and the caller's log level for
+    replay waiting for its model instead of reading on, ``inference.one_core``), and the caller's log level for
     seizurewatch (a replay's alarm warnings are the caller's output, not the log's)."""
     from seizurewatch.inference import one_core
 
