@@ -206,7 +206,7 @@ _REPLAY_SCRIPT = """
 import logging, sys
 logging.disable(logging.CRITICAL)
 from seizurewatch.inference import one_core
-one_core()  # as in a Dask worker: torch on one thread, the model on the replaying thread
+one_core()  # as in a Dask worker: torch on one thread, the replay waits for its model
 from seizurewatch.research.predict import stream_probabilities
 for f in sys.argv[2:]:
     stream_probabilities(f, sys.argv[1])
