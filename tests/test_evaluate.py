@@ -11,6 +11,7 @@ import pytest
 from conftest import DOG1, MODEL, run_cli
 
 from seizurewatch.config import DecisionConfig
+from seizurewatch.errors import DataError
 from seizurewatch.research.evaluate import evaluate, score_events, window_metrics
 from seizurewatch.research.predict import Trace, alarm_spans, predict_recording, stream_probabilities
 
@@ -67,6 +68,43 @@ def test_predict_writes_csv_and_timeline(tmp_path):
     assert {r["seizure"] for r in rows if 60 <= float(r["t_end"]) <= 101} == {"1"}
     assert any(r["alarm"] == "1" for r in rows) and all(r["alarm"] == "0" for r in rows if float(r["t_end"]) < 50)
     assert (tmp_path / "dog1_rec04-timeline.png").stat().st_size > 10_000
+
+
+def test_predict_writes_the_alarms_as_szcore_hypothesis_events(tmp_path):
+    """SzCORE's algorithm output: a BIDS events.tsv, one sz row per alarm the daemon raised; read back and
+    scored against the recording's own annotation with timescoring, the seizure is found, nothing else."""
+    from timescoring.annotations import Annotation as TsAnnotation
+    from timescoring.scoring import EventScoring
+
+    from seizurewatch.research.annotations import SZCORE_COLUMNS, read_bids_events, write_bids_events
+
+    out = predict_recording(REC04, MODEL, tmp_path)
+    assert out["events"] == str(tmp_path / "dog1_rec04_events.tsv")
+    lines = (tmp_path / "dog1_rec04_events.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == list(SZCORE_COLUMNS) and len(lines) == 1 + len(out["alarms"]) >= 2
+    row = lines[1].split("\t")
+    (a, b), = out["alarms"]
+    assert float(row[0]) == pytest.approx(a) and float(row[1]) == pytest.approx(b - a) and row[2] == "sz"
+    assert out["threshold"] <= float(row[3]) <= 1 and row[6] == "118.000"
+    hyp = read_bids_events(tmp_path / "dog1_rec04_events.tsv")
+    assert [(h.onset, h.description) for h in hyp] == [(pytest.approx(a), "seizure")]
+    n = 118 * 10
+    s = EventScoring(TsAnnotation([(60.0, 101.0)], 10, n),
+                     TsAnnotation([(h.onset, h.onset + h.duration) for h in hyp], 10, n))
+    assert (s.tp, s.fp, s.refTrue) == (1, 0, 1)
+    # no alarm: one bckg row over the recording, which reads back as no seizure
+    quiet = write_bids_events(tmp_path / "quiet_events.tsv", [], 60.0, "2020-01-01T08:00:00")
+    assert quiet.read_text().splitlines()[1].split("\t") == ["0.000", "60.000", "bckg", "n/a", "n/a",
+                                                              "2020-01-01 08:00:00", "60.000"]
+    assert read_bids_events(quiet) == []
+    # never over the recording's own events file
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    rec = bids / "sub-01_task-x_eeg.edf"
+    rec.symlink_to(REC04)
+    (bids / "sub-01_task-x_events.tsv").write_text("onset\tduration\teventType\n60\t41\tsz\n")
+    with pytest.raises(DataError, match="the recording's own events file"):
+        predict_recording(rec, MODEL, bids)
 
 
 def test_evaluate_writes_metrics_plots_and_report(tmp_path):

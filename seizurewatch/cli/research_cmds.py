@@ -127,10 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, type=out_file, help="file to write: .pt or .pt2")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="per-window probabilities over a recording (CSV + timeline PNG)",
+    p = sub.add_parser("predict", help="per-window probabilities over a recording (CSV + timeline PNG + "
+                                       "SzCORE events.tsv)",
                        description="Replays the recording through the daemon's own pipeline (preprocessing, ring "
-                                   "buffer, model, alarm decision) and writes STEM-probabilities.csv and "
-                                   "STEM-timeline.png with annotated seizures and alarms.")
+                                   "buffer, model, alarm decision) and writes STEM-probabilities.csv, "
+                                   "STEM-timeline.png with annotated seizures and alarms, and the alarms as "
+                                   "SzCORE's hypothesis file (BIDS STEM_events.tsv: one sz row per alarm, or "
+                                   "one bckg row), for SzCORE/timescoring scoring.")
     p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task")
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")

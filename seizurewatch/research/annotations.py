@@ -191,6 +191,28 @@ def read_bids_events(path: str | Path) -> list[Annotation]:
     return sorted(out, key=lambda a: a.onset)
 
 
+SZCORE_COLUMNS = ("onset", "duration", "eventType", "confidence", "channels", "dateTime", "recordingDuration")
+
+
+def write_bids_events(path: str | Path, events: list[tuple[float, float, float | None]], duration: float,
+                      start: str = "") -> Path:
+    """A BIDS ``*_events.tsv`` as SzCORE reads an algorithm's output (the columns of ``SZCORE_COLUMNS``): one
+    ``sz`` row per (onset s, end s, confidence 0..1 or None), or, with none, one ``bckg`` row over the
+    whole recording. ``start``: the recording's start (ISO date and time) for ``dateTime``; ``duration``:
+    its length in seconds. ``read_bids_events`` reads it back."""
+    when = start.replace("T", " ")[:19] if start else "n/a"
+
+    def row(onset: float, length: float, kind: str, confidence: float | None) -> str:
+        conf = "n/a" if confidence is None else f"{confidence:.4f}"
+        return "\t".join([f"{onset:.3f}", f"{length:.3f}", kind, conf, "n/a", when, f"{duration:.3f}"])
+
+    rows = [row(a, max(0.0, b - a), "sz", c) for a, b, c in sorted(events)] or [row(0.0, duration, "bckg", None)]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\t".join(SZCORE_COLUMNS) + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
 @dataclass(frozen=True)
 class FoundAnnotations:
     annotations: list[Annotation]

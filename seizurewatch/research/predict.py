@@ -1,6 +1,7 @@
 """Per-window probabilities over a whole recording, through the daemon's own streaming path
 (EDF replay source -> Preprocessor -> RingBuffer -> model -> AlarmDecision), so what the
-researcher sees is what the nurse would have seen. Writes a CSV and a timeline PNG."""
+researcher sees is what the nurse would have seen. Writes a CSV, a timeline PNG and the alarms as
+SzCORE's hypothesis events.tsv."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.decision import AlarmDecision
+from seizurewatch.errors import DataError
 from seizurewatch.research.labels import is_join, is_seizure
 
 if TYPE_CHECKING:
@@ -147,14 +149,39 @@ def timeline_png(trace: Trace) -> bytes:
     return buf.getvalue()
 
 
+def write_alarm_events(trace: Trace, path: str | Path) -> Path:
+    """The alarms the daemon raised as SzCORE's hypothesis file (BIDS ``*_events.tsv``): one ``sz`` row per
+    alarm (raised .. ended, the peak probability in it as the confidence), or one ``bckg`` row."""
+    from seizurewatch.recordings import open_recording
+    from seizurewatch.research.annotations import write_bids_events
+
+    try:
+        with open_recording(trace.recording) as rec:
+            start = rec.header.start_datetime
+    except DataError:  # replayed from a form that is not a file any more: the start is unknown (n/a)
+        start = ""
+    events = []
+    for a, b in trace.alarms:
+        inside = trace.p[(trace.t >= a) & (trace.t <= b)]
+        events.append((a, min(b, trace.duration), float(inside.max()) if len(inside) else None))
+    return write_bids_events(path, events, trace.duration, start)
+
+
 def predict_recording(edf: str | Path, model: str | Path | None, out_dir: str | Path,
                       decision: DecisionConfig | None = None, device: str | None = None) -> dict[str, Any]:
-    """The PREDICT view: CSV + timeline PNG for one recording; returns a summary."""
-    trace = stream_probabilities(edf, model, decision, device)
+    """The PREDICT view for one recording: probabilities CSV, timeline PNG and the alarms as SzCORE's
+    hypothesis ``*_events.tsv`` (named as BIDS names a recording's events); returns a summary."""
+    from seizurewatch.research.annotations import events_path
+
     out = Path(out_dir)
     stem = Path(edf).stem
+    events = out / events_path(edf).name
+    if events.resolve() == events_path(edf).resolve():
+        raise DataError(f"{events}: is the recording's own events file; give predict another --out folder")
+    trace = stream_probabilities(edf, model, decision, device)
     csv_path = write_csv(trace, out / f"{stem}-probabilities.csv")
     png = plot_timeline(trace, out / f"{stem}-timeline.png")
+    tsv = write_alarm_events(trace, events)
     return {"recording": str(edf), "model": trace.model, "windows": int(len(trace.t)), "threshold": trace.threshold,
             "seizures": trace.seizures, "alarms": trace.alarms, "csv": str(csv_path), "png": str(png),
-            "annotations": trace.annotation_source}
+            "events": str(tsv), "annotations": trace.annotation_source}
