@@ -71,6 +71,34 @@ def test_results_in_input_order_on_every_path(scheduler):
     assert run_tasks(square_or_fail, [], scheduler=scheduler) == []
 
 
+def task_key(_: int) -> str:
+    from distributed import get_worker
+
+    return str(get_worker().get_current_task())
+
+
+def fan_out(n: int) -> tuple[str, list[str], list[int]]:
+    """A task that runs tasks of its own (as compare's fold runs its left-out recordings)."""
+    return task_key(0), run_tasks(task_key, list(range(n))), run_tasks(square_or_fail, [0, 1, 2, 4])
+
+
+def test_a_task_s_own_tasks_run_on_its_cluster_in_order(scheduler):
+    """On a one-worker, one-thread cluster: two outer tasks each fan out to three inner tasks, which run as
+    tasks of their own (their keys are not the outer task's), and everything finishes (the outer task's
+    thread leaves the pool while its inner tasks run, so one thread is enough)."""
+    runs = run_tasks(fan_out, [3, 3], scheduler=scheduler)
+    keys = [k for outer, inner, _ in runs for k in (outer, *inner)]
+    assert len(set(keys)) == 8  # 2 outer + 6 inner, each a task of its own
+    assert all(squares == [0, 1, 4, 16] for _, _, squares in runs)
+    # one item or workers=1 inside a task: here, in the task itself
+    assert run_tasks(fan_one, [0], scheduler=scheduler) == [True]
+
+
+def fan_one(_: int) -> bool:
+    outer = task_key(0)
+    return run_tasks(task_key, [0]) == [outer] and run_tasks(task_key, [0, 1], workers=1) == [outer, outer]
+
+
 def test_one_error_names_the_failing_item_after_the_others_finished(scheduler, tmp_path):
     for kw in ({"workers": 1}, {"scheduler": scheduler}):
         with pytest.raises(TaskError, match=r"1 task\(s\) failed: recording 3: ValueError: no 3") as err:

@@ -9,8 +9,8 @@ dataset's train and val recordings) and a recipe with ``threshold.chosen_on: out
 
 Each left-out recording (its fold model's training, then its replay) is one task
 (``parallel.run_tasks``): on an in-process cluster, a ``scheduler``'s, or serially with
-``workers=1``, with the same traces. Inside another task (compare's fold x model) they run serially
-there: the cluster is busy with the folds already.
+``workers=1``, with the same traces. Inside another task (compare's fold x model) they are tasks of
+the same cluster.
 """
 
 from __future__ import annotations

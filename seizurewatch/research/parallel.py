@@ -6,9 +6,10 @@ Without ``scheduler`` an in-process ``LocalCluster`` sized to the machine runs t
 processes, one thread each, one core per worker: torch on one thread, and a replay waits for its
 model instead of reading on, ``inference.one_core``); ``scheduler='tcp://host:port'`` sends them to a running
 cluster (``dask scheduler`` + ``dask worker``); ``workers=1`` (or one item)
-runs them here, serially, with no cluster at all (as does a call from inside a task): the same
-function on the same items, so the same results. The scheduler can also come from the
-environment (``SEIZUREWATCH_SCHEDULER``) or from Dask's config key ``scheduler-address``.
+runs them here, serially, with no cluster at all: the same function on the same items, so the same
+results. A call from inside a task sends its items to the task's own cluster (``worker_client``).
+The scheduler can also come from the environment (``SEIZUREWATCH_SCHEDULER``) or from Dask's config
+key ``scheduler-address``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
 
 
 def in_worker() -> bool:
-    """Whether this runs inside a Dask task (nested fan-out runs serially there: the cluster is busy already)."""
+    """Whether this runs inside a Dask task (nested fan-out goes to the task's cluster)."""
     try:
         from distributed import get_worker
 
@@ -112,8 +113,18 @@ def run_tasks(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None
     finish, then one error names each failing ``what`` (its item) and its error: ``TaskError``, or the
     failures' own ``SeizurewatchError`` class when they are all bad input of one kind."""
     items = list(items)
+    if client is None and in_worker():
+        if workers == 1 or len(items) <= 1:
+            return _serial(fn, items, progress, what)
+        from distributed import worker_client
+
+        # a task's own tasks (compare's fold -> its left-out recordings) go to the same cluster; this task's
+        # thread leaves the worker's pool while they run and waits for a slot to come back, so a worker still
+        # computes one task at a time
+        with worker_client() as c:
+            return _on_client(c, fn, items, False, what)
     scheduler = scheduler_from_env(scheduler)
-    if client is None and (in_worker() or workers == 1 or (not scheduler and len(items) <= 1)):
+    if client is None and (workers == 1 or (not scheduler and len(items) <= 1)):
         return _serial(fn, items, progress, what)
     if client is not None:
         return _on_client(client, fn, items, progress, what)
