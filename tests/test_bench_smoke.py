@@ -89,6 +89,18 @@ def test_inference_covers_each_shipped_model_in_each_of_its_forms(suite: dict) -
             assert figs[f"{name}.{kind}.batch16_windows_per_s"]["unit"] == "windows/s"
 
 
+def test_corpus_runs_serial_and_on_clusters_with_equal_results(suite: dict) -> None:
+    """The corpus module times evaluate and the replays serially and on 1 and 2 one-core workers, and
+    the three gave the same metrics and traces (what the ratios may be is for the JSON, not a test)."""
+    figs = _figures(suite["modules"]["corpus"])
+    for what in ("evaluate", "replay"):
+        h = next(k for k in figs if k.startswith(f"{what}_") and k.endswith(".speedup_2_vs_1")).rsplit(".", 1)[0]
+        assert {f"{h}.seconds_serial", f"{h}.seconds_1_worker", f"{h}.seconds_2_workers"} <= set(figs)
+        assert figs[f"{h}.speedup_2_vs_1"]["identical_results"] is True
+        assert figs[f"{h}.speedup_2_vs_serial"]["identical_results"] is True
+    assert figs["cores.speedup_2_vs_1"]["unit"] == "ratio"
+
+
 def test_scale_reports_streams_and_memory(suite: dict) -> None:
     mod = suite["modules"]["scale"]
     figs = _figures(mod)
