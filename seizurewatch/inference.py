@@ -65,6 +65,11 @@ def one_core() -> None:
     _ONE_CORE = True
 
 
+def is_one_core() -> bool:
+    """Whether ``one_core()`` was called in this process (a Dask worker)."""
+    return _ONE_CORE
+
+
 def _keep_freed_blocks() -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on

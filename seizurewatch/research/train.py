@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from seizurewatch.checks import check_int, check_number
 from seizurewatch.errors import DataError, SeizurewatchError
+from seizurewatch.inference import is_one_core
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.research.hills import FittedModel
 from seizurewatch.research.roc import roc
@@ -225,7 +226,9 @@ def _fit_once(model: Deployable, net: FittedModel, x: np.ndarray | Windows, y: n
     t0 = time.perf_counter()
     feats = torch.cat([net.features((_take(x, tr[i : i + chunk]) - model.mean) / model.std)  # type: ignore[operator]
                        for i in range(0, len(tr), chunk)])
-    net.fit_features(feats, torch.from_numpy(y[tr].astype(np.int64)), threads=cfg.threads)
+    # a forest's trees do not depend on how many threads grow them: a one-core worker grows them on one
+    threads = 1 if is_one_core() else cfg.threads
+    net.fit_features(feats, torch.from_numpy(y[tr].astype(np.int64)), threads=threads)
     model.eval()
     row: dict[str, float] = {"epoch": 0, "train_loss": _validate(model, x, y, tr, loss_fn)["val_loss"]}
     if x_val is not None and y_val is not None and va is not None and len(va):
