@@ -108,6 +108,7 @@ class ReplayResult:
     run_s: float
     stages: dict[str, float]
     model_chunk: int
+    start_datetime: str = ""  # the recording's start (ISO) as its header gives it; "" when it does not
 
     @property
     def alarms(self) -> list[tuple[float, float]]:
@@ -186,4 +187,5 @@ async def replay_async(edf: str | Path, *, model: str | Path | None = None, deci
         annotation_source=source, duration=pipe.stats.samples / rate if rate else 0.0,
         threshold=float(pipe.decision.threshold), meta=pipe.meta, windows=int(pipe.stats.windows),
         prepare_s=t1 - t0, run_s=t2 - t1, stages=stages, model_chunk=int(pipe.predictor.chunk),
+        start_datetime=str(getattr(pipe.source, "start_datetime", "")),
     )

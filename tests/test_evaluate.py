@@ -86,6 +86,10 @@ def test_predict_writes_the_alarms_as_szcore_hypothesis_events(tmp_path):
     (a, b), = out["alarms"]
     assert float(row[0]) == pytest.approx(a) and float(row[1]) == pytest.approx(b - a) and row[2] == "sz"
     assert out["threshold"] <= float(row[3]) <= 1 and row[6] == "118.000"
+    from seizurewatch.edfio import EdfRecording
+
+    with EdfRecording(REC04) as rec:  # the start the replay read from the header, not a second open
+        assert row[5] == rec.header.start_datetime.replace("T", " ")[:19] != "n/a"
     hyp = read_bids_events(tmp_path / "dog1_rec04_events.tsv")
     assert [(h.onset, h.description) for h in hyp] == [(pytest.approx(a), "seizure")]
     n = 118 * 10

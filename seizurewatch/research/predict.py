@@ -37,6 +37,7 @@ class Trace:
     joins: list[float] = field(default_factory=list)
     alarms: list[tuple[float, float]] = field(default_factory=list)  # (start, end) as the daemon raised them
     annotation_source: str = ""
+    start_datetime: str = ""  # the recording's start (ISO), "" when its header does not say
 
 
 def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionConfig,
@@ -75,7 +76,7 @@ def trace_of(res: ReplayResult, decision: DecisionConfig) -> Trace:
         threshold=res.threshold, decision=decision.for_model(res.meta.raw.get("threshold")),  # the rule applied
         seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)],
         joins=[a.onset for a in anns if is_join(a.description)], alarms=res.alarms,
-        annotation_source=res.annotation_source,
+        annotation_source=res.annotation_source, start_datetime=res.start_datetime,
     )
 
 
@@ -152,19 +153,13 @@ def timeline_png(trace: Trace) -> bytes:
 def write_alarm_events(trace: Trace, path: str | Path) -> Path:
     """The alarms the daemon raised as SzCORE's hypothesis file (BIDS ``*_events.tsv``): one ``sz`` row per
     alarm (raised .. ended, the peak probability in it as the confidence), or one ``bckg`` row."""
-    from seizurewatch.recordings import open_recording
     from seizurewatch.research.annotations import write_bids_events
 
-    try:
-        with open_recording(trace.recording) as rec:
-            start = rec.header.start_datetime
-    except DataError:  # replayed from a form that is not a file any more: the start is unknown (n/a)
-        start = ""
     events = []
     for a, b in trace.alarms:
         inside = trace.p[(trace.t >= a) & (trace.t <= b)]
         events.append((a, min(b, trace.duration), float(inside.max()) if len(inside) else None))
-    return write_bids_events(path, events, trace.duration, start)
+    return write_bids_events(path, events, trace.duration, trace.start_datetime)
 
 
 def predict_recording(edf: str | Path, model: str | Path | None, out_dir: str | Path,

@@ -29,6 +29,7 @@ class EdfReplaySource:
         self.channels: tuple[str, ...] = ()
         self.rate = 0.0
         self.annotations: tuple[Annotation, ...] = ()
+        self.start_datetime = ""  # the recording's start (ISO), from its header when it says
         self.description = f"edf:{path}"
         self.samples_read = 0
         self.read_seconds = 0.0
@@ -37,6 +38,7 @@ class EdfReplaySource:
         self._rec = await asyncio.to_thread(open_recording, self.path, self.file_rate)
         h = self._rec.header
         self.channels, self.rate, self.annotations = h.channels, h.rate, h.annotations
+        self.start_datetime = h.start_datetime
 
     @property
     def duration(self) -> float:
