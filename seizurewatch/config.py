@@ -114,6 +114,11 @@ class DecisionConfig:
     refractory_s: float = 30.0  # no new alarm start this long after an end
     update_every_s: float = 5.0  # "update" events while an alarm is active
     escalate_after_s: float = 60.0  # unacknowledged alarm (or lasting fault) -> "escalate" every this long; 0 = off
+    # risk levels of a prediction model's outputs (risk.py): the median probability over the last risk_span_s
+    # (at least RISK_MIN_WINDOWS windows, so one window's blip never moves it); a level is left downwards only
+    # risk_hysteresis below the threshold that entered it
+    risk_span_s: float = 60.0
+    risk_hysteresis: float = 0.05
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -129,6 +134,8 @@ class DecisionConfig:
         check_number(self.refractory_s, "refractory_s", low=0, high=86_400)
         check_number(self.update_every_s, "update_every_s", low=0, low_open=True, high=86_400)
         check_number(self.escalate_after_s, "escalate_after_s", low=0, high=86_400)  # 0 turns escalation off
+        check_number(self.risk_span_s, "risk_span_s", low=0, low_open=True, high=86_400)
+        check_number(self.risk_hysteresis, "risk_hysteresis", low=0, high=1, high_open=True)
 
     @property
     def rule(self) -> tuple[int, int]:

@@ -47,6 +47,7 @@ from seizurewatch.sources import Source
 log = logging.getLogger(__name__)
 
 PayloadSink = Callable[[dict[str, Any]], None]
+EVENT_TOPIC = {"alarm": "alarm", "fault": "fault", "risk": "risk_change"}  # event kind -> its topic (mqtt.topics)
 
 
 def make_source(stream: StreamConfig) -> Source:
@@ -217,6 +218,7 @@ class Daemon:
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link, pipe))
+                pipe.status.on_risk.append(link.set_risk)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -302,8 +304,7 @@ class Daemon:
         assert self.outbox is not None
         names = topics(self.cfg.mqtt.topic_prefix, ctx.patient)
         now = time.time()
-        items = [(names["alarm" if ev.kind == "alarm" else "fault"], to_payload(ev, ctx, seq=0, wall_time=now))
-                 for ev in events]
+        items = [(names[EVENT_TOPIC[ev.kind]], to_payload(ev, ctx, seq=0, wall_time=now)) for ev in events]
         for _, payload in items:  # an ended alarm stops escalating before the journal write yields the loop
             if payload["event"] == "end":
                 self.escalator.observe(payload, 0.0)
@@ -395,6 +396,8 @@ class Daemon:
                 link = self.links.get(pipe.patient)
                 if link is not None:
                     link.refresh_state(self.state_info(pipe))
+                    if pipe.status.risk and pipe.status.risk.last_t:
+                        link.set_risk(pipe.status.risk.message(pipe.context))
 
     def stop(self) -> None:
         for pipe in self.pipelines:

@@ -358,7 +358,7 @@ class StreamPipeline:
         assert self.pre
         self._reset_rings(gap.t)
         self.pre.reset()
-        self.decision.reset_history()
+        self.status.reset_history()
         if gap.reason != "replay_loop":
             log.warning("stream gap; window buffer reset", extra={"patient": self.patient, "gap_s": gap.seconds})
             await self._emit(self.faults.instant("stream_gap", gap.t, f"{gap.seconds:.3f} s without samples",
@@ -370,7 +370,7 @@ class StreamPipeline:
             log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
             self._reset_rings(st.t)
             self.pre.reset()
-            self.decision.reset_history()
+            self.status.reset_history()
         else:
             log.info("stream back", extra={"patient": self.patient, "detail": st.detail})
             self._reset_rings(st.t)

@@ -5,6 +5,8 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/alarm   alarm events, QoS 1, not retained
     seizurewatch/P/fault   fault events, QoS 1, not retained
     seizurewatch/P/state   current state, QoS 1, retained
+    seizurewatch/P/risk    risk level per horizon of a prediction model, QoS 1, retained (risk.py)
+    seizurewatch/P/risk_change  risk level changes (events), QoS 1, not retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
     seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
 
@@ -41,7 +43,7 @@ STATE_BACKLOG = 64  # state changes kept while the broker is away (the last one 
 
 def topics(prefix: str, patient: str) -> dict[str, str]:
     base = f"{prefix}/{patient}"
-    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status")}
+    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status", "risk", "risk_change")}
 
 
 class ConnectionLost(aiomqtt.MqttError):
@@ -71,6 +73,8 @@ class PatientLink:
         self._close_deadline = float("inf")
         self._state: dict[str, Any] | None = None  # the latest state payload
         self._state_sent = False  # the broker holds the latest state (False after a reconnect)
+        self._risk: dict[str, Any] | None = None  # the latest risk message (a prediction model's levels)
+        self._risk_sent = False
         self._transitions: deque[dict[str, Any]] = deque(maxlen=STATE_BACKLOG)  # changes not yet published
         self._last_event: tuple[str, int] | None = None  # (epoch, seq) of the last event the broker accepted
         self.delivered = 0
@@ -111,6 +115,12 @@ class PatientLink:
         self._state = {**payload, "patient": self.patient}
         self._transitions.append(self._state)
         self._refresh_queued = False
+        self._wake.set()
+
+    def set_risk(self, payload: dict[str, Any]) -> None:
+        """The retained risk message: only the latest matters (each level change is also an event)."""
+        self._risk = payload
+        self._risk_sent = False
         self._wake.set()
 
     def refresh_state(self, payload: dict[str, Any]) -> None:
@@ -159,7 +169,7 @@ class PatientLink:
                             await client.subscribe(topic, qos=1)
                         await self._publish(client, gone, self.topics["status"], b"online", retain=True)
                         self._discovery_due = discovery.enabled(self.cfg)
-                        self._state_sent = False
+                        self._state_sent = self._risk_sent = False
                         if await self._serve(client, gone):
                             await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
                             return
@@ -273,6 +283,11 @@ class PatientLink:
                                     retain=True)
                 self._transitions.popleft()
                 self._state_sent = True
+            risk = self._risk
+            if risk is not None and not self._risk_sent:
+                await self._publish(client, gone, self.topics["risk"],
+                                    json.dumps(risk, separators=(",", ":")).encode(), retain=True)
+                self._risk_sent = self._risk is risk
             if self._closing and not self._wake.is_set():
                 return True
             waiter = asyncio.ensure_future(self._wake.wait())
