@@ -219,6 +219,7 @@ class Daemon:
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link, pipe))
                 pipe.status.on_risk.append(link.set_risk)
+                link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session

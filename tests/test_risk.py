@@ -226,3 +226,73 @@ def test_replay_publishes_retained_risk_and_level_changes_that_validate(tmp_path
                   for p, _ in got.get(f"seizurewatch/bed3/{leaf}", []))
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert res is not None
+
+
+def test_home_assistant_discovery_adds_one_sensor_per_horizon_rendering_the_risk_message():
+    import jinja2
+    from test_discovery import PLATFORM_KEYS, TOPIC
+
+    from seizurewatch.alarms.discovery import discovery_configs
+    from seizurewatch.config import MqttConfig
+
+    meta = ModelMeta({"outputs": ["preictal_600s", "preictal_3600s"], "hop_s": 1.0,
+                      "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6},
+                               "preictal_3600s": {"horizon_s": 3600, "elevated": 0.2, "high": 0.5}}})
+    assert meta.detection_output is None  # prediction only: no alarms, risk only
+    risk = PatientRisk(meta, DecisionConfig(risk_span_s=3.0))
+    for i in range(5):
+        risk.update(float(i), [0.7, 0.25])
+    message = json.loads(json.dumps(risk.message(CTX)))
+    configs = discovery_configs(MqttConfig(discovery=True), "bed3", [o.horizon_s for o in meta.risk_outputs])
+    sensors = {t: c for t, c in configs.items() if "/risk_" in t}
+    assert len(configs) == 6 and len(sensors) == 2
+    env = jinja2.Environment()
+    shown = {}
+    for topic, c in sensors.items():
+        assert TOPIC.match(topic) and set(c) <= PLATFORM_KEYS["sensor"], topic
+        assert c["state_topic"] == c["json_attributes_topic"] == "seizurewatch/bed3/risk"
+        state = env.from_string(c["value_template"]).render(value_json=message)
+        assert state in c["options"]
+        attrs = json.loads(env.from_string(c["json_attributes_template"]).render(value_json=message))
+        shown[c["name"]] = (state, attrs["probability"])
+    assert shown == {"Seizure risk 10 min": ("high", 0.7), "Seizure risk 1 h": ("elevated", 0.25)}
+
+
+@pytest.mark.slow
+def test_station_page_shows_each_horizons_risk_in_words_symbol_and_colour(tmp_path, mosquitto):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port, wait_port
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_station import _browser
+
+    from seizurewatch.replay import replay
+
+    edf, model = _recording(tmp_path)
+    replay(edf, model=model, publish=True, mqtt_url=mosquitto.url, patient="bed3",
+           decision=DecisionConfig(risk_span_s=5.0))  # the retained risk message stays on the broker
+    (tmp_path / "station.yaml").write_text(f"mqtt:\n  url: {mosquitto.url}\n")
+    port = free_port()
+    station = subprocess.Popen([sys.executable, "-m", "seizurewatch", "station", "--config",
+                                str(tmp_path / "station.yaml"), "--listen", f"127.0.0.1:{port}"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=(tmp_path / "station.log").open("wb"))
+    driver = _browser()
+    try:
+        wait_port(port, timeout=30)
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 60, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bed-bed3 .rchip")) == 2)
+        chips = {c.get_attribute("data-horizon"): (c.get_attribute("data-level"), c.text)
+                 for c in driver.find_elements(By.CSS_SELECTOR, "#bed-bed3 .rchip")}
+        if os.environ.get("SEIZUREWATCH_STATION_SCREENSHOT"):
+            driver.save_screenshot(os.environ["SEIZUREWATCH_STATION_SCREENSHOT"])
+    finally:
+        driver.quit()
+        station.terminate()
+        station.wait(30)
+    # the word and the symbol say the level without the colour
+    assert chips == {"600": ("high", "█ 10 min: HIGH"), "3600": ("elevated", "▄ 1 h: elevated")}, chips

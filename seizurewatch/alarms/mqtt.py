@@ -75,6 +75,7 @@ class PatientLink:
         self._state_sent = False  # the broker holds the latest state (False after a reconnect)
         self._risk: dict[str, Any] | None = None  # the latest risk message (a prediction model's levels)
         self._risk_sent = False
+        self.horizons: tuple[float, ...] = ()  # the model's prediction horizons (Home Assistant: a sensor each)
         self._transitions: deque[dict[str, Any]] = deque(maxlen=STATE_BACKLOG)  # changes not yet published
         self._last_event: tuple[str, int] | None = None  # (epoch, seq) of the last event the broker accepted
         self.delivered = 0
@@ -153,7 +154,7 @@ class PatientLink:
     async def _announce(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> None:
         """Publish the retained Home Assistant discovery configs (alarms/discovery.py)."""
         self._discovery_due = False
-        for topic, config in discovery.discovery_configs(self.cfg, self.patient).items():
+        for topic, config in discovery.discovery_configs(self.cfg, self.patient, self.horizons).items():
             await self._publish(client, gone, topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
         log.info("Home Assistant discovery published", extra={"patient": self.patient})
 

@@ -30,7 +30,7 @@ import aiomqtt
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.alarms.security import is_loopback
-from seizurewatch.alarms.subscriber import Handlers
+from seizurewatch.alarms.subscriber import LEAVES, Handlers
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -114,7 +114,7 @@ class Station:
                 async with self.policy.client(identifier=ident) as client:
                     self.policy.connected()
                     async with watch(client, self._dispatch) as reader:
-                        for leaf in ("state", "status", "alarm", "fault"):
+                        for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
                         self._client = client
                         self._set_connected(True)
@@ -159,6 +159,8 @@ class Station:
             self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
         elif leaf == "state":
             self.ward.on_state(patient, json.loads(raw), time.time())
+        elif leaf == "risk":
+            self.ward.on_risk(patient, json.loads(raw), time.time())
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)
