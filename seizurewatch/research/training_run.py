@@ -80,6 +80,20 @@ def training_meta(result: TrainResult, command: str, extra: dict[str, Any]) -> d
     }
 
 
+def _risk_section(ds: DatasetDir, y: np.ndarray, p: np.ndarray, where: str) -> dict[str, Any] | None:
+    """The model file's ``risk`` section: every output of a prediction dataset is a horizon (its manifest's
+    ``horizons_s``, in output order) with its level thresholds chosen on the validation windows."""
+    from seizurewatch.research.forecast import choose_levels
+
+    horizons = ds.manifest.get("horizons_s") or []
+    if len(horizons) != len(ds.outputs):
+        log.warning("prediction dataset without one horizon per output; the model gets no risk levels",
+                    extra={"dataset": str(ds.root), "outputs": ds.outputs, "horizons_s": horizons})
+        return None
+    return {name: {"horizon_s": float(h), **choose_levels(y[:, k], p[:, k], where)}
+            for k, (name, h) in enumerate(zip(ds.outputs, horizons))}
+
+
 @dataclass
 class Trained:
     """A trained model with the metadata its file will carry and an example input for the export."""
@@ -120,6 +134,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     if ds.y.shape[1] > 1:
         threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
                                    for k, name in enumerate(ds.outputs)}
+    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
     val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
     if threshold["auc"] is not None:
         curve = roc(y_va[:, 0], p_va[:, 0])
@@ -141,6 +156,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
         "window_s": ds.window_s,
         "hop_s": spec.hop_s,
         "threshold": threshold,
+        **({"risk": risk} if risk else {}),
         "architecture": result.model.get_config(),
         "training": training_meta(result, command or f"seizurewatch train --dataset {ds.root} --model {spec.source}", {
             "dataset": str(ds.root), "model_config": spec.source, "subject": subject,
