@@ -65,7 +65,7 @@ def assign_folds(groups: np.ndarray, positive: np.ndarray, k: int, seed: int = 0
 def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
     """(windows, outputs) probabilities, each from the fold model that did not see the window's clip."""
     names, groups, _ = clip_groups(ds)
-    fold_of = assign_folds(groups, ds.y.any(axis=1), folds, seed)
+    fold_of = assign_folds(groups, np.asarray(ds.y).any(axis=1), folds, seed)
     fold = np.array([fold_of[g] for g in groups.tolist()])
     p = np.full(ds.y.shape, np.nan)
     for i in range(folds):
@@ -102,10 +102,12 @@ def compare_segments(dataset: str | Path, model_configs: list[str], out_dir: str
                 **auc_against_chance(yc[:, j], pc[:, j], [group_of[c] for c in clips], seed=seed)}
                for j, name in enumerate(ds.outputs)]
         models.append({"model": spec.name, "config": cfg, "clips": len(clips), "horizons": per})
-    result = {"dataset": str(ds.root), "folds": folds, "seed": seed, "groups": n_groups, "models": models}
-    result["markdown"] = markdown(result)
+    result: dict[str, Any] = {"dataset": str(ds.root), "folds": folds, "seed": seed, "groups": n_groups,
+                              "models": models}
+    md = markdown(result)
+    result["markdown"] = md
     (out / "compare.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    (out / "compare.md").write_text(result["markdown"] + "\n", encoding="utf-8")
+    (out / "compare.md").write_text(md + "\n", encoding="utf-8")
     return result
 
 
