@@ -65,7 +65,8 @@ def assign_folds(groups: np.ndarray, positive: np.ndarray, k: int, seed: int = 0
 def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
     """(windows, outputs) probabilities, each from the fold model that did not see the window's clip."""
     names, groups, _ = clip_groups(ds)
-    fold_of = assign_folds(groups, np.asarray(ds.y).any(axis=1), folds, seed)
+    positive = np.asarray(np.asarray(ds.y).any(axis=1), dtype=bool)
+    fold_of = assign_folds(groups, positive, folds, seed)
     fold = np.array([fold_of[g] for g in groups.tolist()])
     p = np.full(ds.y.shape, np.nan)
     for i in range(folds):
