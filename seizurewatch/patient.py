@@ -32,6 +32,7 @@ class StreamStats:
     first_sample_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+    rows: list[tuple[float, ...]] = field(default_factory=list)  # (t, every output) when recording (risk outputs)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class PatientState:
             self.stats.windows += 1
             self.stats.last_t = w.t_end
             events += self.risk.update(w.t_end, row)
+            if self.record and self.risk:
+                self.stats.rows.append((w.t_end, *row.tolist()))
             if self.detection is None:
                 continue
             p = float(row[self.detection])

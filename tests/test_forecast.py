@@ -171,3 +171,39 @@ def test_delhi_segments_compare(tmp_path):
     for h in res["models"][0]["horizons"]:
         assert (h["positive"], h["negative"]) == (50, 50) and 0.4 < h["chance_95"] < 0.7
         assert h["auc"] is not None
+
+
+def test_evaluate_a_prediction_model_on_a_continuous_recording_per_horizon(tmp_path):
+    """Two seizures in 400 s; the 30-s output rises 25 s before each onset and once, falsely, at 40-50 s."""
+    import torch
+    from edf_writer import write_edf
+
+    from seizurewatch.modelfile import save_model
+    from seizurewatch.research.evaluate import evaluate
+
+    rate = 50
+    t = np.arange(400 * rate) / rate
+    b = np.where(((t >= 125) & (t < 150)) | ((t >= 305) & (t < 330)) | ((t >= 40) & (t < 50)), 0.8, 0.1)
+    data = np.random.default_rng(0).normal(0, 2, (1, len(t))) + 1000.0 * b
+    edf = write_edf(tmp_path / "two.edf", data, rate, ["b"], annotations=[(150.0, 10.0, "seizure"),
+                                                                         (330.0, 10.0, "seizure")])
+
+    class Level(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x[:, :, -50:].mean(dim=2) / 1000.0).clamp(0.0, 1.0)
+
+    meta = {"name": "thirty", "outputs": ["preictal_30s"], "window_s": 2.0, "hop_s": 1.0,
+            "preprocess": {"channels": ["b"], "rate": float(rate), "bandpass": None, "notch": None},
+            "threshold": {"value": 0.5}, "risk": {"preictal_30s": {"horizon_s": 30.0, "elevated": 0.4, "high": 0.7}}}
+    save_model(Level(), meta, tmp_path / "m.pt", torch.zeros(2, 1, 2 * rate))
+    res = evaluate(tmp_path / "m.pt", [str(edf)], tmp_path / "out")
+    (h,) = res["horizons"]
+    assert (h["sph_s"], h["sop_s"]) == (0.0, 30.0)
+    high = h["levels"]["high"]
+    assert (high["predicted"], high["seizures"], high["false_warnings"]) == (2, 2, 1)
+    # warned 125-150 s, 305-330 s and 40-50 s, each for 30 s after: ~ (55 + 55 + 40) / 400 of the time
+    assert high["time_in_warning"] == pytest.approx(150 / 400, abs=0.02)
+    assert high["chance_analytic"]["p_value"] == pytest.approx(high["time_in_warning"] ** 2, rel=0.01)
+    # 50 of the 60 windows within 30 s of an onset are high, 10 of ~320 others: AUC ~ 0.88, far above chance
+    assert h["windows"]["auc"] == pytest.approx(0.88, abs=0.03) and h["windows"]["auc"] > h["windows"]["chance_95"]
+    assert "| 30 s (SPH 0, SOP 30) | high (0.700) |" in res["markdown"]
