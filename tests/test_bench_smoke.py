@@ -13,7 +13,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 MINE = ("replay", "inference", "scale", "corpus")
 

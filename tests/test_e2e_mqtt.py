@@ -9,7 +9,7 @@ import aiomqtt
 import pytest
 from conftest import DOG1, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 
 async def collect(url_port: int, started: asyncio.Event, out: dict, stop_after: float):

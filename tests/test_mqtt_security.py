@@ -22,6 +22,8 @@ from seizurewatch.alarms.security import client_kwargs
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError, ConfigError
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 PASSWORD = "s3cret-Pa55word!"
 
 

@@ -26,7 +26,7 @@ from conftest import DOG1, MODEL, ROOT, free_port
 
 from seizurewatch.modelfile import load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 REC04 = DOG1 / "dog1_rec04.edf"
