@@ -267,10 +267,12 @@ def test_exec_hooks_are_bounded_and_rate_limited(tmp_path):
     async def main() -> tuple[list[bool], int, int]:
         runner = HookRunner(cmd, max_running=4, max_waiting=32, per_minute=20)
         accepted = [runner.submit({"patient": "bed3", "alarm_id": f"{i:016x}"}) for i in range(300)]
-        async with asyncio.timeout(60):
-            while len(lines(record)) < 20:
+        # until the 20 hooks ran and every slot is held by a later hook: those are waiting for the rate limit
+        # (runner.ran counts a hook the moment the limit lets it through), so a 21st would show, without a window
+        async with asyncio.timeout(120):
+            while len(lines(record)) < 20 or not runner._slots.locked():
                 await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # a 21st hook would have run by now
+        assert runner.ran == 20
         ran, waiting = len(lines(record)), len(runner._tasks)
         for t in list(runner._tasks):
             t.cancel()
