@@ -156,7 +156,7 @@ def test_home_assistant_discovery_configs_are_retained(mosquitto):
         got: dict[str, dict] = {}
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="ha") as c:
             await c.subscribe("homeassistant/#", qos=1)
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(60):
                 async for m in c.messages:
                     assert m.retain
                     got[str(m.topic)] = json.loads(m.payload)
