@@ -35,6 +35,7 @@ class PersistentMosquitto(Mosquitto):
     def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None) -> None:
         store = workdir / "mosquitto-store"
         store.mkdir(exist_ok=True)
+        self.store_file = store / "mosquitto.db"
         super().__init__(workdir, extra_conf=extra_conf, port=port)
         text = self.conf.read_text().replace("persistence false\n", "")
         # "user root": a broker started by root keeps root, so it can write the store under pytest's 0700 tmp dirs
@@ -88,12 +89,16 @@ def pager(tmp: Path) -> tuple[str, Path]:
     return f"{sys.executable} {script} {record}", record
 
 
-def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 60, settle: float = 2.0,
-                    auth: tuple[str, str] | None = None) -> None:
-    """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed),
-    then give Mosquitto's autosave (1 s) time to store its persistent session. ``auth``: (user,
-    password) of an account allowed to publish there. ``timeout``: a hang guard only."""
+def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 60, settle: float = 0.0,
+                    auth: tuple[str, str] | None = None, store: Path | None = None) -> None:
+    """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed).
+    ``store``: the broker's persistence file; then also wait until Mosquitto's autosave wrote it after that
+    moment (it then holds the subscriber's persistent session, which a SIGKILL of the broker must not lose).
+    ``auth``: (user, password) of an account allowed to publish there. ``timeout``: a hang guard only."""
     wait_printed(broker_port, out, patient, "probe", timeout, auth)
+    if store is not None:
+        subscribed = time.time()
+        wait_for(lambda: store.is_file() and store.stat().st_mtime > subscribed, timeout, f"an autosave of {store}")
     time.sleep(settle)
 
 

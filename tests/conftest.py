@@ -206,6 +206,7 @@ class WardMosquitto(Mosquitto):
         make_ca(d, "ca")
         make_cert(d, "broker", "ca", san="IP:127.0.0.1,DNS:localhost")
         self.ca = d / "ca.crt"
+        self.store_file = d / "store" / "mosquitto.db"  # persistence (autosave every second)
         for i, (user, pw) in enumerate(self.ACCOUNTS.items()):
             subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(d / "passwd"), user, pw], check=True,
                            capture_output=True)

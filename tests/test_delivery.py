@@ -70,7 +70,7 @@ def test_broker_killed_before_the_seizure_and_back_after_its_alarm_started(tmp_p
     sub = start_subscriber(station_url, out, *station_args, "--patient", "bed1", "--client-id", "nurse-station-1")
     daemon = None
     try:
-        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth, store=broker.store_file)
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
         assert not alarm_started(journal), "the alarm started before the outage: nothing would be tested"
@@ -79,7 +79,7 @@ def test_broker_killed_before_the_seizure_and_back_after_its_alarm_started(tmp_p
         wait_for(lambda: alarm_started(journal, delivered=False), 120, "the alarm start journaled in the outage")
         broker.start()
         back_at = time.time()
-        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        assert daemon.wait(600) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
         rows = journal_rows(journal)
         wait_for(lambda: len(events(out)) >= len(rows), 60, "the subscriber to catch up")
         wait_all_arrived(broker.port, out, "bed1", auth=probe_auth)  # a duplicate or extra event came before it
@@ -108,7 +108,7 @@ def test_daemon_sigkilled_with_backlog_resends_it_after_restart(tmp_path):
     sub = start_subscriber(broker.url, out, "--patient", "bed1", "--client-id", "nurse-station-2")
     first = second = None
     try:
-        wait_subscribed(broker.port, out, "bed1")
+        wait_subscribed(broker.port, out, "bed1", store=broker.store_file)
         first = start_daemon(cfg, tmp_path / "first.log")
         wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
         broker.kill()
@@ -133,7 +133,7 @@ def test_daemon_sigkilled_with_backlog_resends_it_after_restart(tmp_path):
         broker.start()
         cfg2 = daemon_config(tmp_path / "bed1-fast.yaml", broker.url, journal, speed="max")
         second = start_daemon(cfg2, tmp_path / "second.log")
-        assert second.wait(120) == 0, (tmp_path / "second.log").read_text()[-2000:]
+        assert second.wait(600) == 0, (tmp_path / "second.log").read_text()[-2000:]
         rows = journal_rows(journal)
         wait_for(lambda: len(events(out)) >= len(rows), 60, "the subscriber to catch up")
         wait_all_arrived(broker.port, out, "bed1")
@@ -164,7 +164,8 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
     broker.start()
     out = tmp_path / "sub.jsonl"
     sub = start_subscriber(broker.url, out, "--patient", "bed9", "--client-id", "count10k", "--count", str(n))
-    wait_subscribed(broker.port, out, "bed9")  # the broker keeps what arrives while the nurse station is away
+    # the broker keeps what arrives while the nurse station is away
+    wait_subscribed(broker.port, out, "bed9", store=broker.store_file)
 
     async def main() -> tuple[int, int]:
         cfg = MqttConfig(url=broker.url, drain_timeout_s=120)
@@ -195,7 +196,7 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
 
     try:
         left, journal_bytes = asyncio.run(main())
-        assert sub.wait(120) == 0
+        assert sub.wait(600) == 0
     finally:
         stop(sub)
         broker.stop()
@@ -214,7 +215,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
     broker.start()
     out = tmp_path / "sub.jsonl"
     sub = start_subscriber(broker.url, out, "--patient", "bed5", "--client-id", "mid-drain", "--count", str(n))
-    wait_subscribed(broker.port, out, "bed5")
+    wait_subscribed(broker.port, out, "bed5", store=broker.store_file)
 
     async def main() -> tuple[int, int]:
         cfg = MqttConfig(url=broker.url, drain_timeout_s=60, max_inflight=50)
@@ -246,7 +247,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
 
     try:
         stopped_with, reconnects = asyncio.run(main())
-        assert sub.wait(120) == 0
+        assert sub.wait(600) == 0
     finally:
         stop(sub)
         broker.stop()
@@ -319,7 +320,7 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
     sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
     daemon = None
     try:
-        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth, store=getattr(broker, "store_file", None))
         stop(sub)  # the station goes away; the broker keeps its session (and, if it can, its messages)
 
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
@@ -332,7 +333,7 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
                  "the daemon to see the broker go")
         broker.start()
         sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
-        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        assert daemon.wait(600) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
         wait_for(lambda: any(e["kind"] == "alarm" and e["event"] == "end" for e in events(out)), 60,
                  "the station to see the alarm end")
         wait_all_arrived(broker.port, out, "bed1", auth=probe_auth)  # a second start or state notice came before

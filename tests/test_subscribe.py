@@ -267,10 +267,11 @@ def test_exec_hooks_are_bounded_and_rate_limited(tmp_path):
     async def main() -> tuple[list[bool], int, int]:
         runner = HookRunner(cmd, max_running=4, max_waiting=32, per_minute=20)
         accepted = [runner.submit({"patient": "bed3", "alarm_id": f"{i:016x}"}) for i in range(300)]
-        # until the 20 hooks ran and every slot is held by a later hook: those are waiting for the rate limit
-        # (runner.ran counts a hook the moment the limit lets it through), so a 21st would show, without a window
+        # until the 20 hooks ran and finished and every slot is held by a later hook: those are waiting for the
+        # rate limit (runner.ran counts a hook the moment the limit lets it through), so a 21st would show, with no
+        # time window. 120 s: a hang guard only.
         async with asyncio.timeout(120):
-            while len(lines(record)) < 20 or not runner._slots.locked():
+            while len(lines(record)) < 20 or not runner._slots.locked() or len(runner._tasks) > 12:
                 await asyncio.sleep(0.1)
         assert runner.ran == 20
         ran, waiting = len(lines(record)), len(runner._tasks)
