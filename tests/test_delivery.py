@@ -184,7 +184,7 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
         assert await box.depth("bed9") == n
         broker.start()
         link.wake()
-        async with asyncio.timeout(180):
+        async with asyncio.timeout(600):
             while await box.depth("bed9"):
                 await asyncio.sleep(0.2)
         link.close()
@@ -228,7 +228,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
              "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
              "duration_s": float(i), "peak_probability": 0.9} for i in range(n)])
         runner = asyncio.create_task(link.run())
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(600):
             while await box.depth("bed5") > n - 500:
                 await asyncio.sleep(0.005)
         await asyncio.to_thread(broker.stop)  # mid-drain: publishes are on the wire
@@ -237,7 +237,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
             while link.connected.is_set():
                 await asyncio.sleep(0.05)
         await asyncio.to_thread(broker.start)
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(600):
             while await box.depth("bed5"):
                 await asyncio.sleep(0.1)
         link.close()
