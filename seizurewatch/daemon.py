@@ -146,6 +146,7 @@ class Daemon:
         self._metrics_pending = False
         self.model_sha256 = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
+        self._fault_tasks: set[asyncio.Future[None]] = set()
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
@@ -213,6 +214,7 @@ class Daemon:
             if self.opts.publish:
                 link = PatientLink(cfg.mqtt, self.outbox, stream.patient, url=self.opts.mqtt_url)
                 link.on_change.append(self._broker_gauge(stream.patient))
+                link.on_refused.append(self._refusal_to(pipe))
                 link.subscriptions.append(ack_topic(cfg.mqtt.topic_prefix, stream.patient))
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
@@ -220,7 +222,8 @@ class Daemon:
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
-                    await link.policy.check(f"seizurewatch-check-{patient}-{os.getpid()}")
+                    await link.policy.check_publish(f"seizurewatch-check-{patient}-{os.getpid()}",
+                                                    link.topics["status"])
                 else:
                     await link.check()
             except BrokerError as exc:
@@ -290,6 +293,20 @@ class Daemon:
         link = self.links.get(patient)
         if link is not None:
             link.set_state(self.state_info(pipe))
+
+    def _refusal_to(self, pipe: StreamPipeline) -> Callable[[Any], None]:
+        """The broker refusing this bed's publishes is a ``publish_refused`` fault (journaled, in the state and
+        systemd's STATUS), counted; it ends when a publish is accepted again."""
+        def update(exc: Any) -> None:
+            if exc is not None:
+                self.metrics.publish_refused_total.labels(pipe.patient).inc()
+            if (exc is not None) != ("publish_refused" in pipe.faults.active):
+                detail = str(exc) if exc is not None else "the broker accepts this bed's publishes again"
+                task = asyncio.ensure_future(pipe.set_fault("publish_refused", exc is not None, detail[:200]))
+                self._fault_tasks.add(task)
+                task.add_done_callback(self._fault_tasks.discard)
+
+        return update
 
     def _broker_gauge(self, patient: str) -> Callable[[bool], None]:
         def update(up: bool) -> None:

@@ -377,6 +377,12 @@ class StreamPipeline:
         await self._emit(self.faults.set("stream_lost", not st.up, st.t, detail=st.detail))
         self._update_state(st.t)
 
+    async def set_fault(self, fault_type: str, on: bool, detail: str) -> None:
+        """A fault found outside the signal path (the broker refusing this bed's publishes): journaled and
+        shown in the state like the signal's own."""
+        await self._emit(self.faults.set(fault_type, on, max(self.stats.last_t, self.stats.last_window_t),
+                                         detail=detail))
+
     async def _emit(self, events: list[Event]) -> None:
         if not events:
             return
