@@ -4,11 +4,16 @@ taken over by another account, a flood of forged alarms; against the shipped con
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import aiomqtt
 import pytest
-from conftest import DOG1, MODEL, WardMosquitto, run_cli, run_daemon_until
+from alarm_support import lines, pager, stop, wait_for, wait_subscribed, ward_accounts
+from conftest import DOG1, MODEL, ROOT, WardMosquitto, run_cli, run_daemon_until
 
 from seizurewatch.config import load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
@@ -68,3 +73,60 @@ def test_run_check_passes_with_the_right_account(ward_broker, tmp_path):
     r = run_cli("run", "--config", str(cfg_path), "--check", timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1].startswith(f"{cfg_path}: OK")
+
+
+def _alarm_start(patient: str, alarm_id: str, seq: int) -> bytes:
+    from seizurewatch.events import Context, Event, to_payload
+
+    ctx = Context(patient=patient, model_name="m", model_sha256="0" * 64, threshold_policy="youden")
+    ev = Event("alarm", "start", alarm_id, 66.0, 0.9, 0.5, started_t=66.0, peak_probability=0.9)
+    return json.dumps({**to_payload(ev, ctx, seq=seq, wall_time=1.7e9 + seq),
+                       "epoch": "00000000000000aa.1"}).encode()
+
+
+def test_a_flood_of_forged_alarms_on_one_bed_never_drops_another_beds_page(ward_broker, tmp_path):
+    """bed2's account (compromised) publishes 300 valid-looking alarm starts; then bed1's daemon account
+    publishes a real one: the station's --exec pages bed1 (the flood fills bed2's budget only)."""
+    b = ward_broker
+    cmd, record = pager(tmp_path)
+    _, _, station_args, _ = ward_accounts(b, tmp_path)
+    out, err = tmp_path / "out", tmp_path / "err"
+    sub = subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", *station_args, "--exec", cmd],
+                           cwd=ROOT, stdout=out.open("w"), stderr=err.open("w"))
+    try:
+        wait_subscribed(b.port, out, "bed1", auth=("bedside1", b.password_file("bedside1").read_text().strip()),
+                        settle=0.0)
+
+        async def flood() -> None:
+            pw = {u: b.password_file(u).read_text().strip() for u in ("bedside1", "bedside2")}
+            async with aiomqtt.Client("127.0.0.1", b.port, username="bedside2", password=pw["bedside2"],
+                                      identifier="forger") as c:
+                for i in range(300):
+                    await c.publish("seizurewatch/bed2/alarm", _alarm_start("bed2", f"{i + 1:016x}", i + 1), qos=1)
+            async with aiomqtt.Client("127.0.0.1", b.port, username="bedside1", password=pw["bedside1"],
+                                      identifier="real") as c:
+                await c.publish("seizurewatch/bed1/alarm", _alarm_start("bed1", "b" * 16, 1), qos=1)
+
+        asyncio.run(flood())
+        wait_for(lambda: any(c["alarm_id"] == "b" * 16 for c in lines(record)), 60, "bed1's page")
+        wait_for(lambda: "dropped" in err.read_text(), 30, "the flood's drops to be logged")
+    finally:
+        stop(sub)
+    log = err.read_text()
+    dropped = [line for line in log.splitlines() if "too many hooks pending" in line]
+    assert dropped and all("bed2" in line for line in dropped), log[-2000:]
+    assert not any("bed1" in line for line in log.splitlines() if "dropped" in line), log[-2000:]
+    assert sum(1 for c in lines(record) if c["env"]["SEIZUREWATCH_PATIENT"] == "bed2") <= 20
+
+
+def test_acks_are_rate_limited_per_patient():
+    from seizurewatch.alarms.ack import ACKS_PER_MINUTE, AckBook
+
+    book = AckBook(["bed1", "bed2"])
+    for p in ("bed1", "bed2"):
+        book.observe({"patient": p, "alarm_id": "a" * 16, "kind": "alarm", "event": "start", "t": 1.0})
+    flood = [book.accept("bed1", json.dumps({"alarm_id": "a" * 16, "action": "ack", "by": f"n{i}"}).encode())
+             for i in range(100)]
+    assert sum(x is not None for x in flood) == ACKS_PER_MINUTE
+    assert flood[ACKS_PER_MINUTE:] == [None] * (100 - ACKS_PER_MINUTE)
+    assert book.accept("bed2", b'{"alarm_id": "' + b"a" * 16 + b'", "action": "ack", "by": "nurse"}') is not None
