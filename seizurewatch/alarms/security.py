@@ -31,16 +31,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def read_secret_file(path: str, key: str, owner: str = "the daemon") -> str:
+    """A password file's content (stripped); ConfigError if others may read it or it cannot be read."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o007:
+            raise ConfigError(f"{key}: {path} is open to every user (mode {mode:04o}); chmod 600 {path} "
+                              f"(or 640 with {owner}'s group)")
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from None
+
+
 def read_password(cfg: MqttConfig) -> str | None:
     if cfg.password_file:
-        try:
-            mode = stat.S_IMODE(os.stat(cfg.password_file).st_mode)
-            if mode & 0o007:
-                raise ConfigError(f"mqtt.password_file: {cfg.password_file} is open to every user (mode "
-                                  f"{mode:04o}); chmod 600 {cfg.password_file} (or 640 with the daemon's group)")
-            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({exc.strerror})") from None
+        return read_secret_file(cfg.password_file, "mqtt.password_file")
     if cfg.password_env:
         value = os.environ.get(cfg.password_env)
         if value is None:
