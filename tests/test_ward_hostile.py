@@ -130,3 +130,50 @@ def test_acks_are_rate_limited_per_patient():
     assert sum(x is not None for x in flood) == ACKS_PER_MINUTE
     assert flood[ACKS_PER_MINUTE:] == [None] * (100 - ACKS_PER_MINUTE)
     assert book.accept("bed2", b'{"alarm_id": "' + b"a" * 16 + b'", "action": "ack", "by": "nurse"}') is not None
+
+
+def test_another_account_cannot_take_over_a_beds_session(ward_broker, tmp_path):
+    """Every payload carries the journal's id (its epoch); connecting under the ids one could build from it
+    (the old ``seizurewatch-bed1-<journal id[:8]>``) no longer pushes bed1's daemon off the broker."""
+    from seizurewatch.alarms.mqtt import PatientLink
+    from seizurewatch.alarms.outbox import Outbox
+    from seizurewatch.config import MqttConfig
+
+    b = ward_broker
+    cfg = MqttConfig(url=f"mqtt://127.0.0.1:{b.port}", username="bedside1",
+                     password_file=str(b.password_file("bedside1")))
+    station_pw = b.password_file("station1").read_text().strip()
+
+    async def main() -> tuple[int, str, str, str, str]:
+        box = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+        link = PatientLink(cfg, box, "bed1")
+        runner = asyncio.create_task(link.run())
+        await asyncio.wait_for(link.connected.wait(), 10)
+        epoch = box.epoch  # what every published payload says
+        guesses = [f"seizurewatch-bed1-{epoch[:8]}", f"seizurewatch-bed1-{epoch[:16]}", f"seizurewatch-bed1-{epoch}"]
+        for ident in guesses * 3:
+            async with aiomqtt.Client("127.0.0.1", b.port, username="station1", password=station_pw,
+                                      identifier=ident):
+                pass
+        status = await _retained(b.port, station_pw, "seizurewatch/bed1/status")
+        reconnects, ident = link.reconnects, link.identifier
+        link.close()
+        await runner
+        await box.close()
+        again = Outbox.open_sync(str(tmp_path / "j.sqlite3"))
+        reopened = PatientLink(cfg, again, "bed1").identifier
+        again.close_sync()
+        return reconnects, status, ident, reopened, epoch
+
+    reconnects, status, ident, reopened, epoch = asyncio.run(main())
+    assert reconnects == 0 and status == "online", "another account pushed bed1's daemon off the broker"
+    assert epoch.split(".")[0][:8] not in ident and reopened == ident  # a restart still takes over its own
+
+
+async def _retained(port: int, password: str, topic: str) -> str:
+    async with aiomqtt.Client("127.0.0.1", port, username="station1", password=password, identifier="reader") as c:
+        await c.subscribe(topic, qos=1)
+        async with asyncio.timeout(10):
+            async for m in c.messages:
+                return bytes(m.payload).decode()
+    return ""

@@ -90,9 +90,11 @@ class PatientLink:
 
     @property
     def identifier(self) -> str:
-        """``<client_id>-<patient>-<journal>``: two daemons on two journals never kick each other off
-        the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id."""
-        return f"{self.cfg.client_id or 'seizurewatch'}-{self.patient}-{self.outbox.journal_id[:8]}"
+        """``<client_id>-<patient>-<the journal's client key>``: two daemons on two journals never kick each
+        other off the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id;
+        and the key is never published, so no other account can take the id over (the journal id can be
+        read from every payload's epoch)."""
+        return f"{self.cfg.client_id or 'seizurewatch'}-{self.patient}-{self.outbox.client_key}"
 
     def _client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(self.topics["status"], b"offline", qos=1, retain=True)
