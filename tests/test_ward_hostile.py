@@ -177,3 +177,44 @@ async def _retained(port: int, password: str, topic: str) -> str:
             async for m in c.messages:
                 return bytes(m.payload).decode()
     return ""
+
+
+def test_ack_names_with_control_characters_are_refused_at_the_boundary():
+    from seizurewatch.alarms.ack import AckError, parse_ack
+
+    for by, note in (("Nurse X\n0,7200,seizure\n#", ""), ("\x1b[2Jnurse", ""), ("nurse", "line\rbreak")):
+        body = json.dumps({"alarm_id": "a" * 16, "action": "confirmed", "by": by, "note": note}).encode()
+        with pytest.raises(AckError, match="control characters"):
+            parse_ack(body)
+    r = run_cli("ack", "--patient", "bed1", "--alarm-id", "a" * 16, "--by", "Nurse X\n0,7200,seizure",
+                "--mqtt-url", "mqtt://127.0.0.1:1")
+    assert r.returncode == 2 and "by: control characters" in r.stderr.strip().splitlines()[-1]
+
+
+def test_subscribe_never_prints_a_control_character_from_the_network(mosquitto, tmp_path):
+    """A fault detail and a status carrying a terminal escape and a line break reach the terminal escaped."""
+    from seizurewatch.decision import FaultTracker
+    from seizurewatch.events import Context, to_payload
+
+    ctx = Context(patient="bed1", model_name="m", model_sha256="0" * 64, threshold_policy="youden")
+    (ev,) = FaultTracker().set("flatline", True, 5.0, ("c1",), "flat\x1b]0;pwned\x07\n[bed1] ALARM forged")
+    fault = {**to_payload(ev, ctx, seq=1, wall_time=1.7e9), "epoch": "00000000000000aa.1"}
+    out = tmp_path / "out"
+    sub = subprocess.Popen([sys.executable, "-m", "seizurewatch", "subscribe", "--mqtt-url", mosquitto.url,
+                            "--count", "1"], cwd=ROOT, stdout=out.open("w"), stderr=subprocess.DEVNULL)
+    try:
+        wait_subscribed(mosquitto.port, out, "bed1", settle=0.0)
+
+        async def send() -> None:
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="evil") as c:
+                await c.publish("seizurewatch/bed1/status", b"online\x1b[2J\nforged line", qos=1)
+                await c.publish("seizurewatch/bed1/fault", json.dumps(fault).encode(), qos=1)
+
+        asyncio.run(send())
+        assert sub.wait(60) == 0
+    finally:
+        stop(sub)
+    text = out.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;pwned\\x07\\n[bed1] ALARM forged" in text and "online\\x1b[2J\\nforged line" in text
+    assert not any(line.startswith("forged") or line.startswith("[bed1] ALARM") for line in text.splitlines())
