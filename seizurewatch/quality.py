@@ -2,12 +2,13 @@
 
 Fault types: ``nonfinite`` (NaN/inf), ``flatline`` (a dead channel), ``clipping`` (the
 amplifier saturates: many samples pinned at the window's extreme), ``line_noise``
-(mains hum dominates the spectrum: usually a lifted electrode).
+(mains hum dominates the spectrum: usually a lifted electrode), ``amplitude`` (the window's
+amplitude is far outside what the device profile calls plausible: a unit or gain error).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -121,3 +122,18 @@ class QualityChecker:
         total = power[..., above:].sum(axis=-1, dtype=np.float64) + 1e-12
         frac = power[..., band[0] : band[-1] + 1].sum(axis=-1, dtype=np.float64) / total if len(band) else 0 * total
         return frac > self.LINE_FRACTION
+
+
+def with_amplitude(verdicts: list[QualityVerdict], windows: list[np.ndarray], plausible: tuple[float, float],
+                   channels: tuple[str, ...]) -> list[QualityVerdict]:
+    """Each verdict with an ``amplitude`` fault (every channel, window not classified) when its window's
+    median channel RMS lies outside ``plausible`` (µV): a recording 1000x too small (mV sent as µV) must be
+    'cannot tell', never 'no seizure'. The median ignores a few dead or wild channels (their own faults)."""
+    low, high = plausible
+    out = []
+    for verdict, x in zip(verdicts, windows):
+        rms = float(np.median(x.std(axis=-1)))
+        wrong = np.isfinite(rms) and not low <= rms <= high
+        faults = {**verdict.faults, "amplitude": list(channels) if wrong else []}
+        out.append(replace(verdict, faults=faults, usable=verdict.usable and not wrong))
+    return out

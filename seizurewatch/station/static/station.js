@@ -8,6 +8,7 @@ const ACTION_WORD = { ack: "Acknowledged", false_alarm: "False alarm", confirmed
 const FAULT_WORD = {
   stream_lost: "EEG stream lost", stream_gap: "gap in the EEG", flatline: "flat signal", clipping: "clipping",
   nonfinite: "invalid samples", line_noise: "mains noise", model_error: "model error",
+  amplitude: "implausible amplitude (units or gain?)", publish_refused: "broker refuses this bed's alarms",
 };
 const pending = new Map();  // alarm_id -> "sending" | error text
 let lastWard = null;
