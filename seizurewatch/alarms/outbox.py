@@ -240,7 +240,9 @@ class Outbox:
                              "AND json_valid(payload) AND json_type(payload, '$.epoch') IS NULL", (self.epoch,))
 
     def _close_interrupted(self) -> None:
-        """End what the journal shows as open: the last event of each alarm/fault id is not an ``end``."""
+        """End what the journal shows as open: the last lifecycle event (start, update, end) of each alarm/fault
+        id is not an ``end``. Acks and escalations are not part of that question: an alarm whose last event
+        is an ``ack`` or ``escalate`` is just as open (it used to stay open for ever on every station)."""
         assert self._db is not None
         try:
             rows = self._db.execute(
@@ -248,6 +250,7 @@ class Outbox:
                 " SELECT MAX(id) AS id FROM events WHERE json_valid(payload)"
                 " AND json_extract(payload, '$.kind') IN ('alarm', 'fault')"
                 " AND json_type(payload, '$.alarm_id') = 'text'"
+                " AND json_extract(payload, '$.event') IN ('start', 'update', 'end')"
                 " GROUP BY patient, json_extract(payload, '$.kind'), json_extract(payload, '$.alarm_id')"
                 ") last ON e.id = last.id ORDER BY e.id").fetchall()
         except sqlite3.Error as exc:
