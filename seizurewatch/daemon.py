@@ -28,7 +28,7 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import Ack, AckBook, Issued, ack_topic
+from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, Issued, ack_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
@@ -194,7 +194,12 @@ class Daemon:
         else:
             self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
                                                   cfg.outbox.keep_delivered_days * 86400.0)
-            await asyncio.to_thread(self.acks.load, cfg.outbox.path)
+            journaled: list[dict[str, Any]] = []
+            await asyncio.to_thread(self.acks.load, cfg.outbox.path, RELOAD_S, journaled.append)
+            carried = self.escalator.carry(journaled, time.monotonic())
+            if carried:
+                log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
+                            "at their level", extra={"levels": carried})
         for stream in cfg.streams:
             pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,

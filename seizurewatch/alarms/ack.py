@@ -169,10 +169,11 @@ class AckBook:
         rec.acks.append((ack.action, ack.by, ack.note))
         return ack, rec
 
-    def load(self, journal: str, since_s: float = RELOAD_S) -> int:
+    def load(self, journal: str, since_s: float = RELOAD_S, also: Any = None) -> int:
         """Learn the alarms, faults and acks of the last ``since_s`` from the daemon's journal (after a
-        restart a nurse can still mark last night's alarms); returns the events read. Best effort: a journal
-        that cannot be read is logged and the book starts empty."""
+        restart a nurse can still mark last night's alarms); returns the events read. ``also`` (optional)
+        sees each alarm/fault payload too (the escalator's levels). Best effort: a journal that cannot be
+        read is logged and the book starts empty."""
         if journal == ":memory:":
             return 0
         import sqlite3
@@ -195,6 +196,8 @@ class AckBook:
                 continue
             if isinstance(payload, dict) and payload.get("kind") in ("alarm", "fault"):
                 self.observe(payload)
+                if also is not None:
+                    also(payload)
         return len(rows)
 
     def acks_of(self, patient: str) -> list[dict[str, Any]]:
