@@ -1,0 +1,30 @@
+"""WEAK cases of issue #24: careless input gets one line naming the file/key and the fix, with the right
+exit code (2: fix the config; 3: the broker; 4: storage), or the behaviour a user would expect."""
+
+from __future__ import annotations
+
+import pytest
+from alarm_support import daemon_config
+from conftest import DOG1, run_cli
+
+from seizurewatch.errors import ConfigError
+from seizurewatch.typedyaml import read_yaml
+
+
+@pytest.mark.parametrize("text, line", [("decision:\n  k: 3\n  k: 5\n", 3), ("a: {x: 1, x: 2}\n", 1),
+                                        ("a: 1\nb: 2\na: 3\n", 3)])
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, text, line):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(tmp_path / "c.yaml")
+    assert f"c.yaml: line {line}," in str(exc.value) and "duplicate key" in str(exc.value)
+    (tmp_path / "ok.yaml").write_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")
+    assert read_yaml(tmp_path / "ok.yaml")["other"] == {"x": 1, "y": 2}
+
+
+def test_run_check_refuses_a_duplicated_key(tmp_path):
+    cfg = daemon_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1883", tmp_path / "j.sqlite3")
+    cfg.write_text(cfg.read_text() + "decision:\n  k: 3\n  k: 5\n")
+    r = run_cli("run", "--config", str(cfg), "--check")
+    assert r.returncode == 2 and "duplicate key 'k'" in r.stderr.strip().splitlines()[-1]
+    assert DOG1.exists()
