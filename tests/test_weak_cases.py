@@ -28,3 +28,40 @@ def test_run_check_refuses_a_duplicated_key(tmp_path):
     r = run_cli("run", "--config", str(cfg), "--check")
     assert r.returncode == 2 and "duplicate key 'k'" in r.stderr.strip().splitlines()[-1]
     assert DOG1.exists()
+
+
+def _cfg(tmp_path, source: str, extra: str = "") -> str:
+    from conftest import MODEL
+
+    p = tmp_path / "c.yaml"
+    p.write_text(f"streams:\n  - patient: bed1\n    source: {source}\nmodel: {{path: {MODEL}}}\n"
+                 f"outbox: {{path: {tmp_path / 'j.sqlite3'}}}\n{extra}")
+    return str(p)
+
+
+def test_lsl_keys_on_an_edf_source_are_refused(tmp_path):
+    r = run_cli("run", "--config", _cfg(tmp_path, f"{{kind: edf, path: {DOG1 / 'dog1_rec04.edf'}, name: Amp1}}"),
+                "--check")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "streams[0].source: name: an LSL setting, but this source is kind: edf (set kind: lsl, or remove name)")
+
+
+def test_run_refuses_the_embedded_broker(tmp_path):
+    cfg = _cfg(tmp_path, f"{{kind: edf, path: {DOG1 / 'dog1_rec04.edf'}}}", "mqtt: {url: embedded}\n")
+    for extra in ((), ("--check",)):
+        r = run_cli("run", "--config", cfg, *extra)
+        assert r.returncode == 2, r.stderr
+        assert "mqtt.url: 'embedded' is an in-process broker" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_model_of_another_framework_is_refused_by_name(tmp_path):
+    from conftest import MODEL
+
+    from seizurewatch.errors import ModelError
+    from seizurewatch.modelfile import load_model
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(MODEL.read_bytes())  # even a TorchScript archive under that name: the name says ONNX
+    with pytest.raises(ModelError, match=r"model.onnx: ONNX is not a format seizurewatch runs; export"):
+        load_model(onnx)
