@@ -3,6 +3,8 @@ exit code (2: fix the config; 3: the broker; 4: storage), or the behaviour a use
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alarm_support import daemon_config
 from conftest import DOG1, run_cli
@@ -65,3 +67,45 @@ def test_a_model_of_another_framework_is_refused_by_name(tmp_path):
     onnx.write_bytes(MODEL.read_bytes())  # even a TorchScript archive under that name: the name says ONNX
     with pytest.raises(ModelError, match=r"model.onnx: ONNX is not a format seizurewatch runs; export"):
         load_model(onnx)
+
+
+def test_the_readme_broker_install_step_gives_a_config_debians_mosquitto_loads(tmp_path):
+    """The README's step on Debian's layout (its mosquitto.conf sets persistence_location and includes
+    conf.d): Mosquitto used to refuse to start ('Duplicate persistence_location value')."""
+    import re
+    import shutil
+    import subprocess
+
+    from conftest import ROOT, free_port
+
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.skip("mosquitto is not installed")
+    readme = (ROOT / "README.md").read_text()
+    step = next(line for line in readme.splitlines() if "/etc/mosquitto/conf.d/seizurewatch.conf" in line)
+    etc = tmp_path / "etc"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "mosquitto.conf").write_text(  # Debian 13's, its folders moved into the test's
+        f"persistence true\npersistence_location {tmp_path}/\nlog_dest stderr\ninclude_dir {etc / 'conf.d'}\n")
+    cmd = step.replace("sudo ", "").replace("/etc/mosquitto", str(etc)).replace(" >/dev/null", "")
+    subprocess.run(cmd, shell=True, cwd=ROOT, check=True, capture_output=True)
+    installed = etc / "conf.d" / "seizurewatch.conf"
+    text = installed.read_text()
+    text = re.sub(r"(?m)^listener 1883 127.0.0.1$", f"listener {free_port()} 127.0.0.1", text)
+    tls = r"(cafile|certfile|keyfile|tls_version)"
+    text = re.sub(rf"(?m)^listener 8883\n{tls}.*(\n{tls}.*)*", "", text)  # needs the ward's certificates
+    installed.write_text(text.replace("password_file /etc/mosquitto/seizurewatch.passwd", "")
+                         .replace("acl_file /etc/mosquitto/seizurewatch.acl", ""))
+    proc = subprocess.Popen([exe, "-c", str(etc / "mosquitto.conf")], stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "Error" in line or "Opening ipv4 listen socket" in line or "running" in line:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    log = "".join(seen)
+    assert "Duplicate persistence_location" not in log and "Error" not in log, log
