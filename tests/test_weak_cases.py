@@ -109,3 +109,27 @@ def test_the_readme_broker_install_step_gives_a_config_debians_mosquitto_loads(t
         proc.wait()
     log = "".join(seen)
     assert "Duplicate persistence_location" not in log and "Error" not in log, log
+
+
+def test_a_tls_plain_mismatch_is_reported_as_such_and_fails_run_check(tmp_path, mosquitto):
+    from conftest import OPENSSL, Mosquitto, make_ca, make_cert
+
+    if not Path(OPENSSL).exists():
+        pytest.skip("openssl CLI not installed")
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", san="IP:127.0.0.1")
+    tls = Mosquitto(tmp_path, extra_conf=f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\n"
+                                         f"keyfile {tmp_path}/server.key\nuser root\n")
+    tls.start()
+    try:
+        cases = [(f"mqtts://127.0.0.1:{mosquitto.port}", f"  ca_file: {tmp_path}/ca.crt\n",
+                  "speaks plain MQTT, not TLS, on this port: use mqtt://"),
+                 (f"mqtt://127.0.0.1:{tls.port}", "", "speaks TLS on this port: use mqtts://")]
+        for url, extra, said in cases:
+            cfg = daemon_config(tmp_path / "c.yaml", url, tmp_path / "j.sqlite3",
+                                mqtt_extra=f"  connect_timeout_s: 2\n{extra}")
+            r = run_cli("run", "--config", str(cfg), "--check")
+            assert r.returncode == 3, (url, r.stdout, r.stderr[-1500:])
+            assert said in r.stderr.strip().splitlines()[-1], r.stderr[-1500:]
+    finally:
+        tls.stop()

@@ -45,6 +45,7 @@ from seizurewatch.alarms.security import (
     describe_broker,
     is_transient,
     protocol_attempts,
+    scheme_mismatch,
 )
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError
@@ -205,7 +206,17 @@ class ConnectionPolicy:
             except CONNECTION_ERRORS as exc:
                 if self.fall_back(exc):
                     continue
+                await self._mismatch(exc)
                 raise BrokerError(self.message(exc), is_transient(exc)) from None  # transient: run waits
+
+    async def _mismatch(self, exc: BaseException) -> None:
+        """A reset or a silence may be TLS against a plain port (or the reverse): BrokerError saying so
+        (not transient: waiting does not fix a URL)."""
+        text = str(exc).lower()
+        if any(k in text for k in ("reset by peer", "timed out", "eof occurred", "connection closed")):
+            found = await asyncio.to_thread(scheme_mismatch, self.kw)
+            if found:
+                raise BrokerError(f"MQTT broker {self.broker} {found}") from None
 
 
     async def check_publish(self, identifier: str, topic: str) -> None:
@@ -221,6 +232,7 @@ class ConnectionPolicy:
             except CONNECTION_ERRORS as exc:
                 if self.fall_back(exc):
                     continue
+                await self._mismatch(exc)
                 raise BrokerError(self.message(exc), is_transient(exc)) from None
 
     async def _test_publish(self, client: CheckedClient, topic: str) -> None:

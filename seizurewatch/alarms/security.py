@@ -125,6 +125,30 @@ def is_transient(exc: BaseException) -> bool:
                 or "certificate" in str(exc).lower())
 
 
+MQTT_CONNECT = bytes.fromhex("100c00044d5154540402003c0000")  # 3.1.1 CONNECT, clean session, empty id
+
+
+def scheme_mismatch(kw: dict[str, Any], timeout: float = 3.0) -> str | None:
+    """When a connection failed without a word (reset, or no answer): does the port speak the other
+    protocol? One line saying so (TLS where plain was asked, or the reverse), or None. Blocking: call it
+    in a thread."""
+    import socket
+
+    host, port = kw.get("hostname", "127.0.0.1"), int(kw.get("port", 1883))
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if kw.get("tls_context") is not None:  # asked for TLS: does it answer plain MQTT?
+                sock.sendall(MQTT_CONNECT)
+                return ("speaks plain MQTT, not TLS, on this port: use mqtt:// (or the broker's TLS port)"
+                        if sock.recv(1)[:1] == b"\x20" else None)
+            probe = ssl.create_default_context()
+            probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE  # only: is this TLS at all?
+            with probe.wrap_socket(sock, server_hostname=host):
+                return "speaks TLS on this port: use mqtts:// (with mqtt.ca_file)"
+    except (OSError, ssl.SSLError):
+        return None
+
+
 def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:
     """One line: which broker, what went wrong, what to check. Never contains the password."""
     where = f"MQTT broker {broker or describe_broker(kw)}"
