@@ -3,9 +3,9 @@
 An alarm not acknowledged within ``decision.escalate_after_s`` gets an ``"event": "escalate"``
 with ``level`` 1, then 2, 3, ... every further interval, until someone acknowledges it (any
 action) or it ends. A fault that lasts escalates the same way when it means the daemon cannot
-tell at all: the stream is lost, the model fails, or a signal fault covers at least half of
-the model's channels ("cannot tell" must not stay silent). A fault on one or two channels of
-many does not page anyone.
+tell at all: the stream is lost, the model fails, or a signal fault covers enough of the model's
+channels that its windows are not classified (``quality.MAX_BAD_SHARE``, a quarter: "cannot tell"
+must not stay silent). A fault on one or two channels of many does not page anyone.
 
 Time is the wall clock (``time.monotonic``): escalation is about people, not recording time.
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from seizurewatch.quality import too_many
 
 WHOLE_STREAM_FAULTS = ("stream_lost", "model_error")
 CARRY_S = 600.0  # a level survives a restart for an alarm that starts this soon after it
@@ -44,7 +46,7 @@ class Due:
 def fault_escalates(fault_type: str | None, channels: list[str] | tuple[str, ...], n_channels: int) -> bool:
     if fault_type in WHOLE_STREAM_FAULTS:
         return True
-    return n_channels > 0 and 2 * len(channels) >= n_channels
+    return too_many(len(channels), n_channels)
 
 
 class Escalator:

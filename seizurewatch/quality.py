@@ -14,6 +14,17 @@ import numpy as np
 from scipy import fft as sp_fft
 
 
+# A window with this share of its channels flat or clipped is not classified ("cannot tell"), and a fault
+# that covers it escalates (escalation.py): with 7 of 16 channels dead the model saw half a head and
+# read it as calm, and nobody was paged. One share for both questions.
+MAX_BAD_SHARE = 0.25
+
+
+def too_many(bad: int, n_channels: int) -> bool:
+    """``bad`` of ``n_channels`` reach MAX_BAD_SHARE."""
+    return n_channels > 0 and bad >= MAX_BAD_SHARE * n_channels
+
+
 @dataclass(frozen=True)
 class QualityVerdict:
     faults: dict[str, list[str]] = field(default_factory=dict)  # every fault type, channels ([] = fine)
@@ -83,7 +94,7 @@ class QualityChecker:
                 out.append(QualityVerdict({"nonfinite": [ch[i] for i in np.flatnonzero(nonfinite[b])],
                                            "flatline": [], "clipping": [], "line_noise": []}, usable=False))
                 continue
-            usable = int((flat[b] | clip[b]).sum()) <= len(ch) // 2
+            usable = not too_many(int((flat[b] | clip[b]).sum()), len(ch))
             out.append(QualityVerdict({"nonfinite": [],
                                        "flatline": [ch[i] for i in np.flatnonzero(flat[b])],
                                        "clipping": [ch[i] for i in np.flatnonzero(clip[b])],

@@ -133,3 +133,24 @@ def test_a_tls_plain_mismatch_is_reported_as_such_and_fails_run_check(tmp_path, 
             assert said in r.stderr.strip().splitlines()[-1], r.stderr[-1500:]
     finally:
         tls.stop()
+
+
+def test_seven_of_sixteen_flat_channels_are_not_classified_and_escalate():
+    """Was: 7 of 16 flat (under half) -> window classified (the seizure missed) and no escalation."""
+    import numpy as np
+
+    from seizurewatch.escalation import Escalator
+    from seizurewatch.quality import QualityChecker
+
+    ch = tuple(f"c{i:03d}" for i in range(1, 17))
+    x = np.random.default_rng(0).normal(0, 30, (16, 400)).astype(np.float32)
+    x[:7] = 0.0
+    v = QualityChecker(ch, 400.0, 60.0).check(x)
+    assert v.faults["flatline"] == list(ch[:7]) and v.usable is False
+    esc = Escalator(60.0, {"bed1": 16})
+    esc.observe({"kind": "fault", "patient": "bed1", "alarm_id": "f" * 16, "event": "start",
+                 "fault_type": "flatline", "channels": list(ch[:7])}, 0.0)
+    assert [(d.kind, d.level) for d in esc.due(60.0)] == [("fault", 1)]
+    x[:7] = np.random.default_rng(1).normal(0, 30, (7, 400))
+    x[:3] = 0.0  # three dead contacts of sixteen: still classified, no page
+    assert QualityChecker(ch, 400.0, 60.0).check(x).usable is True
