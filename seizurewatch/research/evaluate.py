@@ -128,9 +128,9 @@ def fa_upper_per_24h(false_alarms: int, hours: float, confidence: float = 0.95) 
 
 def fa_evidence(false_alarms: int, hours: float) -> str:
     """``false_alarms`` with the interictal time they were counted on and the rate bound it implies,
-    e.g. "0 in 2.2 min (95 % upper bound 1,964/24 h)": a zero is only as good as the time behind it."""
+    e.g. "0 in 2.2 min (95 % upper bound 1,961/24 h)": a zero is only as good as the time behind it."""
     up = fa_upper_per_24h(false_alarms, hours)
-    span = f"{hours * 60:.1f} min" if hours < 2 else f"{hours:.1f} h"
+    span = f"{hours * 3600:.0f} s" if hours < 2 / 60 else f"{hours * 60:.1f} min" if hours < 2 else f"{hours:.1f} h"
     return f"{false_alarms} in {span}" + (f" (95 % upper bound {up:,.0f}/24 h)" if up is not None else "")
 
 
