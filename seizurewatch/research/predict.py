@@ -150,7 +150,8 @@ def timeline_png(trace: Trace) -> bytes:
     ax.set_xlabel("time (s, window end)")
     ax.set_ylabel("P(seizure)")
     k, n = trace.decision.rule
-    ax.set_title(f"{Path(trace.recording).name} - {trace.model}: alarm when {k} of the last {n} hops reach the "
+    ax.set_title(f"{Path(trace.recording).name} - {trace.model}: alarm when {k} of the last {n} hops "
+                 f"({k * trace.hop_s:g} of {n * trace.hop_s:g} s) reach the "
                  f"threshold", fontsize=10, loc="left", pad=18)
     # above the axes, under the title, so it never covers the trace
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=6, frameon=False)
