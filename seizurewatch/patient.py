@@ -32,7 +32,7 @@ class StreamStats:
     first_sample_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
-    rows: list[tuple[float, ...]] = field(default_factory=list)  # (t, every output) when recording (risk outputs)
+    outputs: list[np.ndarray] = field(default_factory=list)  # every output of each window, when recording
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PatientState:
         self._shown_faults: set[str] = set()
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
-        decision = decision.for_model(meta.raw.get("threshold"))
+        decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
         self.decision = AlarmDecision(decision, self._threshold(decision))
         self.context = self._context(decision)
         self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
@@ -78,7 +78,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        decision = decision.for_model(self.meta.raw.get("threshold"))
+        decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
         self.risk.reconfigure(decision)
@@ -117,14 +117,13 @@ class PatientState:
             self.stats.windows += 1
             self.stats.last_t = w.t_end
             events += self.risk.update(w.t_end, row)
-            if self.record and self.risk:
-                self.stats.rows.append((w.t_end, *row.tolist()))
+            if self.record:  # every window's outputs; p: the detection output (prediction-only model: the first)
+                self.stats.probabilities.append((w.t_end, float(row[self.detection or 0])))
+                self.stats.outputs.append(row)
             if self.detection is None:
-                continue
+                continue  # no alarms: nothing here is a seizure probability
             p = float(row[self.detection])
             self.stats.last_probability = p
-            if self.record:
-                self.stats.probabilities.append((w.t_end, p))
             events.extend(self.decision.update(w.t_end, p))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)

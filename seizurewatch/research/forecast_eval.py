@@ -54,12 +54,12 @@ def evaluate_forecast(model: str | Path, meta: ModelMeta, recordings: list[str],
         if res.outputs is None or not len(res.outputs):
             raise DataError(f"{rec}: no window of this recording was decided; nothing to evaluate")
         seizures = [(a.onset, a.end) for a in res.annotations if is_seizure(a.description)]
-        traces.append((res.outputs, res.duration, seizures))
+        traces.append((res.t, res.outputs, res.duration, seizures))
     per = []
     for o in meta.risk_outputs:
-        recs = [Recording(rows[:, 0], rows[:, 1 + o.index], duration, tuple(a for a, _ in sz))
-                for rows, duration, sz in traces]
-        labels = [horizon_labels(r.t, sz, o.horizon_s) for r, (_, _, sz) in zip(recs, traces)]
+        recs = [Recording(t, outputs[:, o.index], duration, tuple(a for a, _ in sz))
+                for t, outputs, duration, sz in traces]
+        labels = [horizon_labels(r.t, tr[3], o.horizon_s) for r, tr in zip(recs, traces)]
         y = np.concatenate([pos[keep] for pos, keep in labels])
         p = np.concatenate([r.p[keep] for r, (_, keep) in zip(recs, labels)])
         entry: dict[str, Any] = {"output": o.name, "horizon_s": o.horizon_s, "sph_s": sph_s, "sop_s": o.horizon_s,
