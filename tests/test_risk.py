@@ -296,3 +296,28 @@ def test_station_page_shows_each_horizons_risk_in_words_symbol_and_colour(tmp_pa
         station.wait(30)
     # the word and the symbol say the level without the colour
     assert chips == {"600": ("high", "█ 10 min: HIGH"), "3600": ("elevated", "▄ 1 h: elevated")}, chips
+
+
+def test_subscriber_checks_risk_messages_and_prints_level_changes():
+    from seizurewatch.alarms.subscriber import Handlers, Station, format_event
+
+    meta = ModelMeta({"outputs": ["preictal_600s"], "hop_s": 1.0,
+                      "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}})
+    risk = PatientRisk(meta, DecisionConfig(risk_span_s=3.0))
+    events = [e for i in range(8) for e in risk.update(float(i), [0.1 if i < 4 else 0.9])]
+    payloads = [{**to_payload(e, CTX, i + 1, 1.7e9), "epoch": EPOCH} for i, e in enumerate(events)]
+    got, other, missed = [], [], []
+    station = Station("seizurewatch", Handlers(on_event=got.append, on_other=lambda t, r: other.append(t),
+                                               on_missed=lambda *a: missed.append(a)))
+
+    async def feed():
+        for p in payloads:
+            await station.handle("seizurewatch/bed3/risk_change", json.dumps(p).encode())
+        await station.handle("seizurewatch/bed3/risk", json.dumps(risk.message(CTX)).encode())
+        await station.handle("seizurewatch/bed3/risk_change", json.dumps({**payloads[0], "level": "purple"}).encode())
+
+    asyncio.run(feed())
+    assert [g["level"] for g in got] == ["low", "high"] and missed == []
+    assert other == ["seizurewatch/bed3/risk"] and station.ignored == 1  # the malformed one is dropped
+    assert format_event(got[-1]) == ("[bed3] t=     5.0s RISK  600 s horizon: LOW -> HIGH "
+                                     "(median p=0.9, preictal_600s)")
