@@ -142,6 +142,7 @@ def test_compare_on_kaggle_prediction_clips_prints_per_horizon_auc_with_chance(t
     # the 10-min horizon: only each hour's last clip is within 10 min of the onset
     assert m["horizons"][0]["positive"] == 3
     assert one_hour["auc"] > one_hour["chance_95"] and one_hour["p_value"] < 0.05
+    assert 0 < one_hour["levels"]["elevated"] < one_hour["levels"]["high"] < 1  # chosen out of fold
     assert "| preictal_3600s | 3600 s | 18/18 |" in res["markdown"] and "chance 95 %" in res["markdown"]
     assert (tmp_path / "out" / "compare.md").read_text().startswith("Per-horizon clip AUC")
 

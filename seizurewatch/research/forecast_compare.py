@@ -18,7 +18,7 @@ import numpy as np
 
 from seizurewatch.errors import DataError
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.forecast import auc_against_chance, clip_scores
+from seizurewatch.research.forecast import auc_against_chance, choose_levels, clip_scores
 from seizurewatch.research.outoffold import with_roles
 from seizurewatch.research.train import predict
 from seizurewatch.research.training_run import ModelSpec, fit_dataset, load_model_config
@@ -99,8 +99,10 @@ def compare_segments(dataset: str | Path, model_configs: list[str], out_dir: str
         spec = load_model_config(cfg)
         p = out_of_fold(ds, spec, folds, out, seed)
         clips, yc, pc = clip_scores(names, np.asarray(ds.y), p)
+        ok = ~np.isnan(p).any(axis=1)  # every window has its out-of-fold probability
         per = [{"output": name, "horizon_s": horizons[j] if j < len(horizons) else None,
-                **auc_against_chance(yc[:, j], pc[:, j], [group_of[c] for c in clips], seed=seed)}
+                **auc_against_chance(yc[:, j], pc[:, j], [group_of[c] for c in clips], seed=seed),
+                "levels": choose_levels(np.asarray(ds.y)[ok, j], p[ok, j], "out-of-fold windows")}
                for j, name in enumerate(ds.outputs)]
         models.append({"model": spec.name, "config": cfg, "clips": len(clips), "horizons": per})
     result: dict[str, Any] = {"dataset": str(ds.root), "folds": folds, "seed": seed, "groups": n_groups,
@@ -116,12 +118,15 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"Per-horizon clip AUC, {res['folds']}-fold cross-validation over {res['groups']} clip groups "
              f"(out-of-fold; a clip's probability is the mean of its windows). Chance: the clips' labels shuffled "
              "between groups; median and 95th percentile of the shuffled AUCs, p = how often chance reached the "
-             "observed AUC.", "",
-             "| model | output | horizon | clips (pre/inter) | AUC | chance median | chance 95 % | p |",
-             "|---|---|---|---|---|---|---|---|"]
+             "observed AUC. Levels: the risk thresholds chosen on the out-of-fold windows (elevated: Youden's J, "
+             "high: specificity 0.95).", "",
+             "| model | output | horizon | clips (pre/inter) | AUC | chance median | chance 95 % | p | "
+             "levels elevated / high |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in res["models"]:
         for h in m["horizons"]:
             hz = f"{h['horizon_s']:g} s" if h["horizon_s"] is not None else "-"
             lines.append(f"| {m['model']} | {h['output']} | {hz} | {h['positive']}/{h['negative']} | {h['auc']} | "
-                         f"{h['chance_median']} | {h['chance_95']} | {h['p_value']} |")
+                         f"{h['chance_median']} | {h['chance_95']} | {h['p_value']} | "
+                         f"{h['levels']['elevated']:.3f} / {h['levels']['high']:.3f} |")
     return "\n".join(lines)
