@@ -397,6 +397,10 @@ class StreamPipeline:
             elif ev.kind == "alarm" and ev.event in ("start", "end"):
                 log.warning("alarm %s", ev.event, extra={"patient": self.patient, "t": round(ev.t, 2),
                                                          "probability": ev.probability, "alarm_id": ev.alarm_id})
+            elif ev.risk is not None:
+                log.info("risk %s -> %s", ev.risk.previous, ev.risk.level,
+                         extra={"patient": self.patient, "horizon_s": ev.risk.horizon_s, "t": round(ev.t, 2),
+                                "probability": ev.probability})
             if self.metrics:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)
