@@ -153,7 +153,7 @@ def source(variant: str) -> dict[str, Any]:
     dist = metadata.distribution(PACKAGE)
     licences = sorted(str(f) for f in dist.files or [] if Path(str(f)).name in ("LICENSE", "NOTICE.md"))
     return {"package": PACKAGE, "version": dist.version, "variant": variant, "file": fname, "onnx_sha256": digest,
-            "path": str(path), "license": dist.metadata.get("License-Expression") or dist.metadata.get("License"),
+            "path": str(path), "license": dist.metadata["License-Expression"] or dist.metadata["License"],
             "license_text": "\n\n".join(Path(str(dist.locate_file(f))).read_text(encoding="utf-8") for f in licences),
             "reference": "Sladky V et al., Brain Communications 2022 (Mayo Clinic brain co-processor)"}
 

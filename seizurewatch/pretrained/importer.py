@@ -47,7 +47,8 @@ def import_brainmaze(out: str | Path, device: str | Path, variant: str = "modelA
         raise ConfigError(f"--out {out}: the model file is TorchScript, name it .pt")
     profile = load_device(device)
     try:
-        fs = check_rate(profile.sampling_rate if rate is None else rate, "--rate" if rate else f"{device}: sampling_rate")
+        fs = check_rate(profile.sampling_rate if rate is None else rate,
+                        "--rate" if rate else f"{device}: sampling_rate")
         if context_s < 2 or not float(context_s).is_integer():
             raise ValueError(f"--context-s {context_s:g}: whole seconds, >= 2")
         if not 0 < hop_s <= context_s:
