@@ -101,25 +101,20 @@ async def _collect(port: int, started: asyncio.Event, out: dict[str, list[bytes]
         started.set()
         async with asyncio.timeout(240):  # hang guard; the daemon's offline status ends it
             async for m in c.messages:
+                if m.retain:  # what an earlier run left on the broker, not this run's
+                    continue
                 out.setdefault(str(m.topic).rsplit("/", 1)[1], []).append(bytes(m.payload))
                 if str(m.topic).endswith("/status") and m.payload == b"offline":
                     return
 
 
-@pytest.mark.slow
-def test_daemon_runs_the_pinned_pretrained_model_on_rec04_into_mosquitto(imported, mosquitto, tmp_path):
-    path, meta = imported
-    config = tmp_path / "dayone.yaml"
-    config.write_text(
-        f"streams:\n  - patient: bed3\n    device: {DEVICE}\n"
-        f"    source: {{kind: edf, path: {DOG1 / 'dog1_rec04.edf'}, speed: max}}\n"
-        f"model: {{path: {path}, sha256: {meta['file_sha256']}}}\n"
-        f"mqtt: {{url: {mosquitto.url}}}\noutbox: {{path: {tmp_path / 'outbox.sqlite3'}}}\n")
+def _run_daemon(config, port: int, patient: str) -> dict[str, list[bytes]]:
+    """Run the daemon on ``config`` to the end of its recording; what the broker carried for ``patient``."""
 
     async def main() -> dict[str, list[bytes]]:
         got: dict[str, list[bytes]] = {}
         started = asyncio.Event()
-        sub = asyncio.create_task(_collect(mosquitto.port, started, got, "bed3"))
+        sub = asyncio.create_task(_collect(port, started, got, patient))
         await started.wait()
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "seizurewatch", "run", "--config",
                                                     str(config), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -129,17 +124,48 @@ def test_daemon_runs_the_pinned_pretrained_model_on_rec04_into_mosquitto(importe
         await asyncio.wait_for(sub, 60)
         return got
 
-    got = asyncio.run(main())
-    alarms = [json.loads(x) for x in got.get("alarm", [])]
-    for a in alarms:
-        validate(a)
-    starts = [a for a in alarms if a["event"] == "start"]
-    assert starts, f"no alarm published; topics {sorted(got)}"
-    assert 60 <= starts[0]["t"] <= 101, f"first alarm at {starts[0]['t']} s; the seizure is 60-101 s"
-    assert all(a["model"]["name"] == "brainmaze-modelA-10s" for a in alarms)
-    assert starts[0]["threshold_policy"] == "default" and starts[0]["threshold"] == 0.5
-    states = [json.loads(s) for s in got["state"]]
-    for s in states:
-        validate(s)
-    assert {s["model"]["name"] for s in states} == {"brainmaze-modelA-10s"}  # the station shows it per bed
-    assert "alarm" in [s["state"] for s in states]
+    return asyncio.run(main())
+
+
+def _config(path, model, sha256: str, broker_url: str, outbox) -> None:
+    path.write_text(
+        f"streams:\n  - patient: bed3\n    device: {DEVICE}\n"
+        f"    source: {{kind: edf, path: {DOG1 / 'dog1_rec04.edf'}, speed: max}}\n"
+        f"model: {{path: {model}, sha256: {sha256}}}\n"
+        f"mqtt: {{url: {broker_url}}}\noutbox: {{path: {outbox}}}\n")
+
+
+@pytest.mark.slow
+def test_day_one_pretrained_model_then_the_patient_model_into_mosquitto(imported, mosquitto, tmp_path):
+    """Day one: the daemon runs the pinned pretrained file on rec04 and publishes its alarm; then the config
+    pins the patient's own model (the shipped Dog_1 model) and the restarted daemon goes on for the same bed.
+    Every alarm and every retained state names the model in force, and the station shows it on the bed."""
+    from seizurewatch.station.ward import Ward
+
+    path, meta = imported
+    config, outbox = tmp_path / "bed3.yaml", tmp_path / "outbox.sqlite3"
+    _config(config, path, meta["file_sha256"], mosquitto.url, outbox)
+    day_one = _run_daemon(config, mosquitto.port, "bed3")
+    patient_model = ROOT / "models" / "dog1-hills-early.pt"
+    _config(config, patient_model, hashlib.sha256(patient_model.read_bytes()).hexdigest(), mosquitto.url, outbox)
+    later = _run_daemon(config, mosquitto.port, "bed3")
+
+    ward = Ward()
+    for got, name in ((day_one, "brainmaze-modelA-10s"), (later, "dog1-hills-early")):
+        alarms = [json.loads(x) for x in got.get("alarm", [])]
+        for a in alarms:
+            validate(a)
+        starts = [a for a in alarms if a["event"] == "start"]
+        assert starts, f"{name}: no alarm published; topics {sorted(got)}"
+        assert 60 <= starts[0]["t"] <= 101, f"{name}: first alarm at {starts[0]['t']} s; the seizure is 60-101 s"
+        assert {a["model"]["name"] for a in alarms} == {name}
+        states = [json.loads(s) for s in got["state"]]
+        for st in states:
+            validate(st)
+            ward.on_state("bed3", st, st["wall_time"])
+        assert {st["model"]["name"] for st in states} == {name} and "alarm" in [st["state"] for st in states]
+        assert ward.snapshot(states[-1]["wall_time"])["beds"][0]["model"] == name  # the station's bed card
+    first = [json.loads(x) for x in day_one["alarm"]]
+    assert first[0]["threshold_policy"] == "default" and first[0]["threshold"] == 0.5
+    # one patient, one journal: the sequence numbers go on across the hand-over
+    assert max(json.loads(x)["seq"] for x in day_one["alarm"]) < min(json.loads(x)["seq"] for x in later["alarm"])
