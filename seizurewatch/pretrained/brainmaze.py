@@ -151,9 +151,11 @@ def source(variant: str) -> dict[str, Any]:
     if digest != sha:
         raise ModelError(f"{path}: sha256 {digest} is not the package's {sha}; reinstall {PACKAGE}")
     dist = metadata.distribution(PACKAGE)
+    md = dist.metadata
+    licence = (md.get_all("License-Expression") or md.get_all("License") or [None])[0]
     licences = sorted(str(f) for f in dist.files or [] if Path(str(f)).name in ("LICENSE", "NOTICE.md"))
     return {"package": PACKAGE, "version": dist.version, "variant": variant, "file": fname, "onnx_sha256": digest,
-            "path": str(path), "license": dist.metadata["License-Expression"] or dist.metadata["License"],
+            "path": str(path), "license": licence,
             "license_text": "\n\n".join(Path(str(dist.locate_file(f))).read_text(encoding="utf-8") for f in licences),
             "reference": "Sladky V et al., Brain Communications 2022 (Mayo Clinic brain co-processor)"}
 

@@ -12,6 +12,7 @@ No patient data: the threshold is the model's own 0.5 until one is chosen on rec
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.pretrained.brainmaze import N_FREQ, VARIANTS, check_rate, source
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.research.export import save_checked
+from seizurewatch.research.train import TrainConfig
 
 CONTEXT_S = 10.0  # measured on Dog_1 against 5, 20 and 30 s (README, "Day one: a pretrained model")
 HOP_S = 1.0
@@ -71,7 +73,9 @@ def import_brainmaze(out: str | Path, device: str | Path, variant: str = "modelA
         "threshold": {"value": float(threshold), "policy": "default", "target": None, "point": None, "auc": None,
                       "chosen_on": None},
         "architecture": model.get_config(), "source": src, "pretrained": pretrained_block(variant, context_s, fs),
-        "training": {"command": f"seizurewatch import brainmaze --variant {variant} --device {device} "
+        # the config a fold "trains" (nothing to fit): threshold --policy oof --dataset DIR replays it out of fold
+        "training": {"config": asdict(TrainConfig(arch="brainmaze", arch_kwargs={"variant": variant})),
+                     "command": f"seizurewatch import brainmaze --variant {variant} --device {device} "
                                 f"--context-s {int(context_s)} --out {out}", "seizurewatch": seizurewatch.__version__,
                      "torch": torch.__version__},  # no date: the same package and options give the same file
     }
