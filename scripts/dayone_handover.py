@@ -97,7 +97,7 @@ def main() -> None:
         pin = json.loads(sh("import", "brainmaze", "--device", DEVICE, "--out", model, show=8))["file_sha256"]
         config, journal = out / "bed3.yaml", out / "outbox.sqlite3"
         write_config(config, model, pin, DOG1 / "dog1_rec01.edf", url, journal)
-        print("## 2. the first recorded seizure: the pretrained model alarms, a nurse confirms", flush=True)
+        print("## 2. the first recorded seizure (76-107 s): the pretrained model alarms, a nurse confirms", flush=True)
         asyncio.run(night(config, port, url, confirm=True))
         print("## 3. the marks as labels for dataset build", flush=True)
         sh("labels", "export", "--journal", journal, "--config", config, "--out", out / "labels",
@@ -111,7 +111,7 @@ def main() -> None:
 
         write_config(config, patient, hashlib.sha256(patient.read_bytes()).hexdigest(), DOG1 / "dog1_rec04.edf",
                      url, journal)
-        print("## 5. the restarted daemon runs the patient's model for the same bed", flush=True)
+        print("## 5. the restarted daemon runs the patient's model for the same bed (rec04, seizure 60-101 s)", flush=True)
         asyncio.run(night(config, port, url, confirm=False))
     finally:
         broker.terminate()

@@ -168,9 +168,11 @@ def _reorder(w: np.ndarray) -> torch.Tensor:
 
 def onnx_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The ONNX file's weights as a ``BrainmazeNet`` state dict, found by the graph's nodes."""
-    import onnx
-    from onnx import numpy_helper
-
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ModelError(f"onnx is not installed; {INSTALL}") from None
     graph = onnx.load(str(path)).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     state = {k: torch.from_numpy(init[k].copy()) for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")}
