@@ -45,7 +45,8 @@ def one_context(context_s: int, recordings: list[Path]) -> dict[str, Any]:
     torch.set_num_threads(1)
     with torch.inference_mode():
         ms = [1000 * s for s in repeat_timing(lambda: model.module(x), 20)]
-    log(f"context {context_s} s: seizure AUC {sec['pooled']['seizure_auc']:.3f}, early {sec['pooled']['early_auc']:.3f}")
+    pooled = sec["pooled"]
+    log(f"context {context_s} s: seizure AUC {pooled['seizure_auc']:.3f}, early {pooled['early_auc']:.3f}")
     return {"context_s": context_s,
             "seizure_auc_pooled": sec["pooled"]["seizure_auc"], "early_auc_pooled": sec["pooled"]["early_auc"],
             "seizure_auc_min": sec["seizure_auc_min"], "early_auc_min": sec["early_auc_min"],

@@ -111,7 +111,8 @@ def main() -> None:
 
         write_config(config, patient, hashlib.sha256(patient.read_bytes()).hexdigest(), DOG1 / "dog1_rec04.edf",
                      url, journal)
-        print("## 5. the restarted daemon runs the patient's model for the same bed (rec04, seizure 60-101 s)", flush=True)
+        print("## 5. the restarted daemon runs the patient's model for the same bed (rec04, seizure 60-101 s)",
+              flush=True)
         asyncio.run(night(config, port, url, confirm=False))
     finally:
         broker.terminate()
