@@ -169,3 +169,28 @@ def test_day_one_pretrained_model_then_the_patient_model_into_mosquitto(imported
     assert first[0]["threshold_policy"] == "default" and first[0]["threshold"] == 0.5
     # one patient, one journal: the sequence numbers go on across the hand-over
     assert max(json.loads(x)["seq"] for x in day_one["alarm"]) < min(json.loads(x)["seq"] for x in later["alarm"])
+
+
+def test_train_and_compare_take_the_pretrained_model_as_a_model_fitted_once_with_nothing_to_fit(tmp_path):
+    """The path compare and threshold --policy oof take (train_from_dataset on a fold): the file it writes
+    computes what the pretrained network computes, whatever the training windows were."""
+    from synthetic_dataset import RATE, make_dataset
+
+    from seizurewatch.modelfile import load_model
+    from seizurewatch.research.architectures import Deployable, build
+    from seizurewatch.research.crossval import fits_once
+    from seizurewatch.research.dataset import open_dataset
+    from seizurewatch.research.training_run import load_model_config, train_from_dataset
+
+    ds = open_dataset(make_dataset(tmp_path / "ds", per_split={"train": 8, "val": 4, "test": 4}))
+    spec = load_model_config(ROOT / "config" / "models" / "brainmaze.yaml")
+    assert fits_once(ds, spec)
+    meta = train_from_dataset(ds, spec, tmp_path / "fold.pt", progress=False)
+    assert meta["architecture"]["arch"] == "brainmaze" and meta["architecture"]["kwargs"] == {"variant": "modelA"}
+    n_ch, n = ds.x.shape[1], ds.x.shape[2]
+    untouched = Deployable(build("brainmaze", n_ch, n, 1, rate=RATE), torch.zeros(n_ch), torch.ones(n_ch)).eval()
+    x = torch.from_numpy(np.ascontiguousarray(ds.x[ds.rows("test")], dtype=np.float32))
+    with torch.inference_mode():
+        got, want = load_model(tmp_path / "fold.pt").module(x), untouched(x)
+    assert float((got - want).abs().max()) <= PARITY_ATOL  # the training windows changed nothing
+    assert float(want.max()) > float(want.min())  # and the windows give different scores
