@@ -5,7 +5,9 @@ daemon's rules (latency onset -> alarm, false alarms), and the model's time per 
 Every figure comes from the daemon's own pipeline (``stream_probabilities``) on the four Dog_1
 recordings, with a file written by ``seizurewatch import brainmaze --context-s S``. The model is not
 trained on any of them, so nothing here is in-sample; the threshold is the file's default 0.5.
-``python -m bench.bench_pretrained`` writes ``bench/results/<date>-pretrained-context.json``.
+``python -m bench.pretrained_context`` writes ``bench/results/<date>-pretrained-context.json``. A measurement
+that chose a setting, run once, not a module of the suite (``python -m bench`` runs ``bench_*.py``): it needs
+the optional extra and a quarter of an hour on Dog_1.
 """
 
 from __future__ import annotations
