@@ -80,6 +80,29 @@ def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed
     return p
 
 
+def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str | Path,
+                       folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
+    """A prediction model's ``risk`` section with every output's levels chosen on out-of-fold windows of
+    ``dataset`` (clips or segments): the model's own training config retrained per fold."""
+    from seizurewatch.research.threshold import training_spec
+
+    prediction_units(dataset)
+    ds = open_dataset(dataset)
+    risk = dict(meta.get("risk") or {})
+    if list(ds.outputs) != list(meta["outputs"]):
+        raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {meta['outputs']}")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    p = out_of_fold(ds, training_spec(meta), folds, work, seed)
+    ok = ~np.isnan(p).any(axis=1)
+    y = np.asarray(ds.y)
+    for j, name in enumerate(ds.outputs):
+        if name in risk:
+            risk[name] = {"horizon_s": risk[name]["horizon_s"],
+                          **choose_levels(y[ok, j], p[ok, j], f"{ds.root.name}: out-of-fold windows")}
+    return risk
+
+
 def compare_segments(dataset: str | Path, model_configs: list[str], out_dir: str | Path,
                      folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
     """Per model and horizon: clip AUC (out-of-fold) against the shuffled-label chance AUC."""
