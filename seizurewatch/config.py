@@ -22,6 +22,7 @@ from seizurewatch.checks import (
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.units import check_unit
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class SourceConfig:
     chunk_s: float = 0.25  # edf: seconds per block pushed into the pipeline
     loop: bool = False  # edf: start over at the end (soak tests)
     rate: float | None = None  # edf: sample rate (Hz) of a text signal (.csv/.txt) without a STEM.json sidecar
+    # what a channel declaring no unit (or one seizurewatch does not know) holds: V, mV, uV, nV; None: the
+    # device profile's units, else such a recording or stream is refused
+    units: str | None = None
     # lsl: how to find the stream; at least one of name / type / source_id
     name: str | None = None
     type: str | None = "EEG"
@@ -51,6 +55,8 @@ class SourceConfig:
         check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
         if self.rate is not None:
             check_number(self.rate, "rate", low=0, low_open=True, high=1_000_000)
+        if self.units is not None:
+            check_unit(self.units, "units")
         if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
             raise ValueError("lsl: give at least one of name, type, source_id, predicate")
         for key in ("name", "type", "source_id", "predicate"):

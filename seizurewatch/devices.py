@@ -8,6 +8,7 @@ from pathlib import Path
 from seizurewatch.checks import check_number
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.units import check_unit
 
 
 def canonical_label(label: str) -> str:
@@ -24,7 +25,7 @@ class DeviceProfile:
     name: str
     channels: tuple[str, ...]
     sampling_rate: float
-    units: str = "uV"
+    units: str | None = None  # what the amplifier's channels hold when its stream or files declare no unit
     montage: str = "unspecified"  # e.g. "bipolar double banana", "referential", "intracranial grid"
     line_freq: float = 50.0  # mains frequency at the site, for signal-quality checks
     aliases: dict[str, str] = field(default_factory=dict)  # other label -> profile label
@@ -38,6 +39,8 @@ class DeviceProfile:
             raise ValueError("channels: labels must be unique")
         check_number(self.sampling_rate, "sampling_rate", low=0, low_open=True, high=100_000)
         check_number(self.line_freq, "line_freq", low=0, low_open=True, high=1000)
+        if self.units is not None:
+            check_unit(self.units, "units")
 
     def canonical(self, label: str) -> str:
         """Map a label as a source spells it to the canonical form of a profile label."""

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from seizurewatch.cli.argtypes import out_dir, scheduler_arg
+from seizurewatch.cli.argtypes import out_dir, scheduler_arg, units_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt)")
     p.add_argument("--rate", type=float, default=None, metavar="HZ",
                    help="sample rate of a text signal without a STEM.json sidecar")
+    units_arg(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--channel", help="plot this channel only (label as in the file)")
     g.add_argument("--all", action="store_true", help="plot every channel (the default)")
@@ -78,7 +79,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from seizurewatch.research.inspect import inspect_recording
 
     out = args.out or f"inspect-{Path(args.file).stem}"
-    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window, rate=args.rate)
+    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window, rate=args.rate,
+                             units=args.units)
     flagged = {s.channel: list(s.flags) for s in res.stats if s.flags}
     print(json.dumps({"report": str(res.report), "images": [str(i) for i in res.images],
                       "channels": len(res.header.channels), "duration_s": res.header.duration,

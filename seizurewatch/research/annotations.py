@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import BRAINVISION_SUFFIXES, EDF_SUFFIXES, open_recording
+from seizurewatch.recordings import BRAINVISION_SUFFIXES, EDF_SUFFIXES, read_header
 from seizurewatch.research.labels import is_join, is_seizure
 from seizurewatch.types import Annotation
 
@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 
 def read_edf_annotations(path: str | Path) -> list[Annotation]:
     """The EDF+/BDF+ annotations stored in the file itself (empty for plain EDF such as CHB-MIT)."""
-    with open_recording(path) as rec:
-        return list(rec.header.annotations)
+    return list(read_header(path).annotations)
 
 
 def read_csv_annotations(path: str | Path) -> list[Annotation]:

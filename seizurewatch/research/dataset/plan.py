@@ -23,7 +23,7 @@ import numpy as np
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
 from seizurewatch.errors import DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
-from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording
+from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording, read_header
 from seizurewatch.research.annotations import (
     Clip,
     find_annotations,
@@ -184,6 +184,7 @@ class Planner:
     def __init__(self, spec: DatasetSpec, pre: PreprocessSpec, device: DeviceProfile | None) -> None:
         self.spec, self.pre, self.rules = spec, pre, spec.rules()
         self.canon = device.canonical if device else canonical_label
+        self.units = device.units if device else None  # what channels declaring no unit hold
         self.n_win = int(round(spec.window_s * pre.rate))
         self.outputs = len(spec.outputs())
 
@@ -195,7 +196,7 @@ class Planner:
         """The windows of one recording, labelled from ``annotations`` when given, else from the
         spec's annotation file for it, else from what ``find_annotations`` finds."""
         spec = self.spec
-        with open_recording(path) as rec:
+        with open_recording(path, units=self.units) as rec:  # a unit it cannot convert: refused before any write
             h = rec.header
         channel_indices(h.channels, self.pre.channels, str(path), self.canon)
         n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
@@ -348,8 +349,7 @@ def read_annotation_file(path: str, recording: str) -> list[Annotation]:
     if p.suffix == ".csv_bi":
         return read_tuh_csv_bi(p)
     if p.suffix.lower() in SIGNAL_SUFFIXES and p.suffix.lower() not in TEXT_SUFFIXES:
-        with open_recording(p) as rec:
-            return list(rec.header.annotations)
+        return list(read_header(p).annotations)
     return read_csv_annotations(p)
 
 
@@ -361,7 +361,7 @@ def preprocess_spec(spec: DatasetSpec, device: DeviceProfile | None, first: Path
         channels, rate = spec.channels, spec.rate
     else:
         if first.suffix.lower() in SIGNAL_SUFFIXES:
-            with open_recording(first) as rec:
+            with open_recording(first, units=device.units if device else None) as rec:
                 channels0, rate0 = rec.header.channels, rec.header.rate
         else:
             clip = (read_clip(first, with_data=False)[0] if first.is_file() else find_clips(first)[0])
@@ -394,7 +394,7 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
 def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None) -> np.ndarray:
     canon = device.canonical if device else canonical_label
     if piece.clip is None:
-        with open_recording(piece.path) as rec:
+        with open_recording(piece.path, units=device.units if device else None) as rec:
             h = rec.header
             proc = Preprocessor(pre, h.channels, h.rate, where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]

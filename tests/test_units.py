@@ -1,0 +1,128 @@
+"""Issue 26 item 1: one unit convention. Every reader returns µV from the unit the file declares (one table,
+``seizurewatch.units``, shared with the LSL source); a unit it does not know, or none, is refused naming the
+file and the channel unless a flag or the device profile says what it is."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyedflib
+import pytest
+from conftest import DOG1, MODEL, run_cli
+
+from seizurewatch.devices import DeviceProfile
+from seizurewatch.errors import DataError
+from seizurewatch.recordings import open_recording, read_header
+from seizurewatch.replay import replay
+from seizurewatch.units import microvolt_factors, microvolts_per
+
+REC04 = DOG1 / "dog1_rec04.edf"
+
+
+def _rewrite(dst, dimension: str, per_uv: float, label_dims: dict[str, str] | None = None):
+    """rec04 with the same digital samples, its physical dimension and range stated in ``dimension``
+    (``per_uv`` of that unit in one µV), its EDF+ annotations kept: the same signal in other units."""
+    src = pyedflib.EdfReader(str(REC04))
+    try:
+        n = src.signals_in_file
+        heads = src.getSignalHeaders()
+        digital = [src.readSignal(i, digital=True) for i in range(n)]
+        anns = list(zip(*src.readAnnotations()))
+        record = src.datarecord_duration
+    finally:
+        src.close()
+    w = pyedflib.EdfWriter(str(dst), n, file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        w.setDatarecordDuration(record)
+        for h in heads:
+            h["dimension"] = (label_dims or {}).get(h["label"], dimension)
+            h["physical_min"], h["physical_max"] = h["physical_min"] * per_uv, h["physical_max"] * per_uv
+        w.setSignalHeaders(heads)
+        w.writeSamples([np.ascontiguousarray(d, dtype=np.int32) for d in digital], digital=True)
+        for onset, duration, desc in anns:
+            w.writeAnnotation(onset, duration, desc)
+    finally:
+        w.close()
+    return dst
+
+
+def _in_volts(dst):
+    """rec04's µV written again as physical values in V, on a ±2.5 mV range (8 characters in the header)."""
+    with open_recording(REC04) as rec:
+        x = rec.read(0, rec.header.n_samples).astype(np.float64) * 1e-6
+        h = rec.header
+    assert np.abs(x).max() < 2.5e-3
+    w = pyedflib.EdfWriter(str(dst), len(h.channels), file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        w.setSignalHeaders([{"label": c, "dimension": "V", "sample_frequency": h.rate, "physical_min": -0.0025,
+                             "physical_max": 0.0025, "digital_min": -32768, "digital_max": 32767,
+                             "transducer": "", "prefilter": ""} for c in h.channels])
+        w.writeSamples(list(np.ascontiguousarray(x)))
+        for a in h.annotations:
+            w.writeAnnotation(a.onset, a.duration, a.description)
+    finally:
+        w.close()
+    return dst
+
+
+def test_the_table_reads_the_spellings_edf_files_use():
+    assert {u: microvolts_per(u) for u in ("uV", "µV", "μV", "uV ", "UV", "microvolt", "mV", "V", "nV")} == {
+        "uV": 1.0, "µV": 1.0, "μV": 1.0, "uV ": 1.0, "UV": 1.0, "microvolt": 1.0, "mV": 1e3, "V": 1e6, "nV": 1e-3}
+    assert microvolts_per("\x83\xcaV") == 1.0  # the Shift-JIS mu, as a Latin-1 header decodes it (mne reads it too)
+    assert microvolts_per("mmHg") is None and microvolts_per("") is None
+    np.testing.assert_array_equal(microvolt_factors("f", ["a", "b"], ["", "mV"], assume="V"), [1e6, 1e3])
+
+
+def test_rec04_in_uv_mv_and_v_replays_to_the_same_probabilities_and_alarms(tmp_path):
+    ref = replay(REC04, model=MODEL)
+    mv = replay(_rewrite(tmp_path / "rec04_mv.edf", "mV", 1e-3), model=MODEL)
+    volts = replay(_in_volts(tmp_path / "rec04_v.edf"), model=MODEL)
+    assert ref.alarms and ref.alarms[0][0] == pytest.approx(68, abs=1)  # the shipped model's rec04 alarm
+    # the same digital samples under a range in mV: the same µV to the last bit, so the same numbers out
+    np.testing.assert_array_equal(mv.t, ref.t)
+    np.testing.assert_array_equal(mv.p, ref.p)
+    assert mv.alarms == ref.alarms and [e["event"] for e in mv.events] == [e["event"] for e in ref.events]
+    # V: EDF's 8-character range fields cannot hold rec04's ranges in V, so the samples are quantised again
+    # (±2.5 mV range, 0.08 µV steps against 0.04): the forest's votes move by up to 0.011, the alarms do not
+    np.testing.assert_allclose(volts.p, ref.p, rtol=0, atol=0.02)
+    assert volts.alarms == ref.alarms
+    with open_recording(tmp_path / "rec04_mv.edf") as a, open_recording(tmp_path / "rec04_v.edf") as v, \
+            open_recording(REC04) as b:
+        assert set(a.header.units) == {"mV"} and set(v.header.units) == {"V"}
+        np.testing.assert_array_equal(a.read(0, 4000), b.read(0, 4000))
+        np.testing.assert_allclose(v.read(0, 4000), b.read(0, 4000), rtol=0, atol=0.08)  # one step
+
+
+def test_an_unknown_or_missing_unit_is_refused_naming_file_and_channel(tmp_path):
+    odd = _rewrite(tmp_path / "odd.edf", "uV", 1.0, {"c007": "mmHg"})
+    with pytest.raises(DataError, match=r"odd\.edf: channel c007 declares unit 'mmHg'; seizurewatch reads V, mV"):
+        open_recording(odd)
+    assert read_header(odd).units[6] == "mmHg"  # the header (annotations, labels) is still readable
+    blank = _rewrite(tmp_path / "blank.edf", "", 1.0)
+    with pytest.raises(DataError, match=r"blank\.edf: channel c001 declares no unit.*--units or the device profile"):
+        open_recording(blank)
+    with open_recording(blank, units="uV") as rec, open_recording(REC04) as ref:
+        np.testing.assert_array_equal(rec.read(0, 400), ref.read(0, 400))
+    # the replay refuses before any window, and a device profile saying what the amplifier sends is enough
+    r = run_cli("replay", str(blank), "--probabilities", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "blank.edf: channel c001 declares no unit" in r.stderr and not (tmp_path / "p.csv").exists()
+    device = tmp_path / "amp.yaml"
+    device.write_text("name: amp\nchannels: [" + ", ".join(f"c{i:03d}" for i in range(1, 17)) + "]\n"
+                      "sampling_rate: 400\nunits: mV\n")
+    res = replay(_rewrite(tmp_path / "blank_mv.edf", "", 1e-3), model=MODEL, device=str(device))
+    assert res.alarms == replay(REC04, model=MODEL).alarms
+    with pytest.raises(ValueError, match=r"units: expected one of V, mV, µV \(uV\), nV, got 'volts\?'"):
+        DeviceProfile(name="x", channels=("a",), sampling_rate=100, units="volts?")
+
+
+def test_text_sidecar_units_per_column(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_text("a,b\n1.5,2\n-0.25,4\n")
+    (tmp_path / "r.json").write_text(json.dumps({"rate": 10, "units": ["mV", "uV"]}))
+    with open_recording(csv) as rec:
+        np.testing.assert_array_equal(rec.read(0, 2), [[1500, -250], [2, 4]])
+    (tmp_path / "r.json").write_text(json.dumps({"rate": 10, "units": ["mV", "counts"]}))
+    with pytest.raises(DataError, match=r"r\.csv: channel b declares unit 'counts'"):
+        open_recording(csv)
