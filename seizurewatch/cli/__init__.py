@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import textwrap
 
@@ -83,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our stdout closed it (``seizurewatch dataset show | head``): stop quietly, as a
+    command killed by SIGPIPE would (exit 141), with what is still buffered sent nowhere (Python's own
+    recipe: its flush at exit would raise again)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -93,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.log_level or getattr(args, "default_log_level", "WARNING"), args.log_format or "text")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (``| head``) shows here, in the funnel, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except SeizurewatchError as exc:
         print(f"seizurewatch: error: {exc}", file=sys.stderr)
         return exc.exit_code

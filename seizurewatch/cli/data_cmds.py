@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from seizurewatch.cli.argtypes import out_dir, scheduler_arg, units_arg
+
+Split = Literal["train", "val", "test"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -117,16 +122,32 @@ def spec_from_args(args: argparse.Namespace):
     if args.fractions:
         split = dataclasses.replace(split, fractions=tuple(args.fractions))
     if args.assign:
-        table = dict(split.assign)
+        given: dict[str, Split] = {}
         for item in args.assign:
             name, sep, which = item.partition("=")
-            if not sep or which not in ("train", "val", "test"):
+            if not sep or not name or which not in ("train", "val", "test"):
                 raise ConfigError(f"--assign {item!r}: expected NAME=train|val|test")
-            table[name] = which
+            given[name] = which  # type: ignore[assignment]  # checked above
+        table, overridden = override_assign(split.assign, given)
+        if overridden:
+            print(f"--assign overrides the spec's split.assign {', '.join(overridden)}", file=sys.stderr)
         split = dataclasses.replace(split, assign=table)
     spec = dataclasses.replace(spec, split=split, **over)
     spec.check("command line")
     return spec
+
+
+def override_assign(spec: Mapping[str, Split], given: Mapping[str, Split]) -> tuple[dict[str, Split], list[str]]:
+    """The command line's ``--assign`` over the spec's ``split.assign``: a spec entry whose name (or
+    pattern) a command-line name or glob matches is dropped, and the command line's entries come first,
+    so they win wherever both match a unit (``assign_splits``: an exact name, else the first glob).
+    Returns the table and the spec entries it overrode."""
+    def covered(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, g) for g in given)
+
+    kept = {k: v for k, v in spec.items() if not covered(k)}
+    dropped = [f"{k}: {v}" for k, v in spec.items() if covered(k) and given.get(k) != v]
+    return {**given, **kept}, dropped
 
 
 def cmd_build(args: argparse.Namespace) -> int:
