@@ -63,7 +63,8 @@ def microvolt_factors(where: str, channels: Sequence[str], declared: Sequence[st
 
 
 def to_microvolts(data: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """(channels, samples) in the declared units -> float32 µV (multiplied in float64, then rounded once)."""
+    """(channels, samples) in the declared units -> a new float32 array of µV (multiplied in float64, then
+    rounded once). Always a copy: a live source's pull buffer is reused for the next chunk."""
     if np.all(factors == 1.0):
-        return np.asarray(data, dtype=np.float32)
+        return np.array(data, dtype=np.float32)
     return (np.asarray(data, dtype=np.float64) * factors[:, None]).astype(np.float32)
