@@ -7,6 +7,7 @@ be moved together with its device profiles and models.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -259,7 +260,7 @@ def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or value in (":memory:", "embedded"):
         return value
     p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str(p if p.is_absolute() else os.path.abspath(base / p))  # links kept: sidecars sit beside them
 
 
 def resolve_paths(cfg: Config, base: Path) -> Config:

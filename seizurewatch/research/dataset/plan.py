@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
-from seizurewatch.errors import DataError
+from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
 from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording, read_header
 from seizurewatch.research.annotations import (
@@ -214,10 +214,14 @@ class Planner:
             assert found is not None
             anns, source = found.annotations, found.source
         if spec.window_s > duration:
-            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s)")
+            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s); "
+                            f"give --window {duration:g} or less (window_s), or leave this recording out")
         seizures = seizures_of(anns, duration, f"{path} (annotations from {source})")
         joins = joins_of(anns)
-        piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source,
+        # a text signal's subject is its folder (Bonn's Z/Z001.txt: "Z"), as corpus.discover says; others'
+        # the name before the last "_"
+        fallback = path.parent.name if path.suffix.lower() in TEXT_SUFFIXES else default_subject(path.stem)
+        piece = Piece(path.name, str(path), self.subject_of(path, fallback), path.name, source,
                       montage=getattr(h, "reference", ""))
         cols = _Columns(self.outputs)
         if spec.task == "detection":
@@ -256,7 +260,8 @@ class Planner:
         duration = n_out / self.pre.rate
         if spec.window_s > duration + 1e-9:
             raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the clip ({duration:g} s); "
-                            f"clips are never stitched together (their seams are unknown)")
+                            f"clips are never stitched together (their seams are unknown): give --window "
+                            f"{duration:g} or less (window_s)")
         seizure_id, unit = group
         piece = Piece(path.name, clip.path, self.subject_of(path, clip.subject), unit, "clip label", clip)
         stride = spec.stride_ictal_s if clip.label == "ictal" else spec.stride_s
@@ -374,6 +379,11 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
     device = load_device(spec.device) if spec.device else None
     paths = _expand(spec.recordings)
     pre = preprocess_spec(spec, device, paths[0])
+    try:
+        pre.check("")
+    except ValueError as exc:
+        raise ConfigError(f"dataset build: {exc}: lower the band edge (--bandpass LOW HIGH, --notch) "
+                          "below it") from None
     planner = Planner(spec, pre, device)
     pieces: list[Piece] = []
     clips: list[Clip] = []
