@@ -40,6 +40,7 @@ def _segment(path: Path, seizure: bool, seed: int, sidecar: Path | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{v:.2f}\n" for v in x))
     side = sidecar or path
+    side.parent.mkdir(parents=True, exist_ok=True)
     side.with_suffix(".json").write_text(json.dumps({"rate": RATE, "units": "uV"}))
     Path(str(side.with_suffix("")) + "_events.tsv").write_text(
         "onset\tduration\teventType\n" + (f"0\t{SEG_S}\tsz\n" if seizure else ""))
@@ -137,7 +138,7 @@ def test_too_few_windows_per_class_and_one_channel_hills_refused_at_train(tmp_pa
                 timeout=600)
     assert r.returncode == 0, r.stderr
     hills = tmp_path / "hills.yaml"
-    hills.write_text("name: h\ntrain:\n  arch: hills_forest\n  arch_kwargs: {trees: 5}\n")
+    hills.write_text("name: h\narch: hills_forest\narch_kwargs: {trees: 5}\n")
     r = run_cli("train", "--dataset", str(ds), "--model", str(hills), "-o", str(model))
     _one_line_refusal(r, "'hills_forest'", "correlate channels, and this dataset has 1", "bandpower_lr")
     assert not list(tmp_path.glob("m.pt*"))
