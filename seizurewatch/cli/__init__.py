@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import textwrap
@@ -87,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stdout_closed() -> int:
     """The reader of our stdout closed it (``seizurewatch dataset show | head``): stop quietly, as a
-    command killed by SIGPIPE would (exit 141), with what is still buffered sent nowhere (Python's own
-    recipe: its flush at exit would raise again)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    command killed by SIGPIPE would (exit 141), what is still buffered sent nowhere. (``replay`` keeps
+    replaying instead: ``daemon_cmds.StdoutLines``.)"""
+    from seizurewatch.cli.stdout import drop_stdout
+
+    drop_stdout()
     return 128 + signal.SIGPIPE
 
 

@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
 
 from seizurewatch.cli.argtypes import out_file, units_arg
+from seizurewatch.cli.stdout import drop_stdout
 from seizurewatch.errors import SeizurewatchError
 
 log = logging.getLogger("seizurewatch.cli")
@@ -159,9 +159,7 @@ class StdoutLines:
             sys.stdout.flush()
         except BrokenPipeError:
             self.closed = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has somewhere to go
-            os.close(devnull)
+            drop_stdout()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
