@@ -5,6 +5,7 @@ file and the channel unless a flag or the device profile says what it is."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pyedflib
@@ -126,3 +127,65 @@ def test_text_sidecar_units_per_column(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"rate": 10, "units": ["mV", "counts"]}))
     with pytest.raises(DataError, match=r"r\.csv: channel b declares unit 'counts'"):
         open_recording(csv)
+
+
+def _outlet(source_id: str, units: tuple[str, ...]):
+    import pylsl
+
+    info = pylsl.StreamInfo(source_id, "EEG", len(units), 100.0, pylsl.cf_float32, source_id)
+    chans = info.desc().append_child("channels")
+    for i, unit in enumerate(units):
+        c = chans.append_child("channel")
+        c.append_child_value("label", f"ch{i + 1}")
+        if unit:
+            c.append_child_value("unit", unit)
+    return pylsl.StreamOutlet(info)
+
+
+def _first_block(source_id: str, declared: tuple[str, ...], x: np.ndarray, units: str | None = None) -> np.ndarray:
+    """The first block an LslSource hands the pipeline while an outlet declaring ``declared`` pushes ``x``."""
+    import asyncio
+    import threading
+
+    from seizurewatch.config import SourceConfig
+    from seizurewatch.sources.lsl import LslSource
+    from seizurewatch.types import Block
+
+    outlet = _outlet(source_id, declared)
+    stop = threading.Event()
+
+    def push() -> None:
+        while not stop.is_set():
+            outlet.push_chunk(np.ascontiguousarray(x.T, dtype=np.float32))
+            stop.wait(0.1)
+
+    async def main() -> np.ndarray:
+        src = LslSource(SourceConfig(kind="lsl", source_id=source_id, resolve_timeout_s=10), units=units)
+        await src.open()
+        try:
+            async for item in src.items():
+                if isinstance(item, Block):
+                    return item.data
+        finally:
+            await src.close()
+        raise AssertionError("no block")
+
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    try:
+        return asyncio.run(asyncio.wait_for(main(), 60))  # hang guard
+    finally:
+        stop.set()
+        pusher.join(5)
+
+
+def test_live_lsl_uses_the_same_table():
+    tag = uuid.uuid4().hex[:8]
+    x = np.array([[1.5, -0.25, 0.125, 2.0], [10.0, 20.0, -30.0, 40.0]])
+    block = _first_block(f"mv-{tag}", ("mV", "uV"), x)
+    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])
+    with pytest.raises(DataError, match=rf"LSL stream 'none-{tag}'.*channel ch1 declares no unit"):
+        _first_block(f"none-{tag}", ("", "uV"), x)
+    # the device profile (or source.units) says what it is
+    block = _first_block(f"none2-{tag}", ("", "uV"), x, units="mV")
+    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])
