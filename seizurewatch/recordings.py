@@ -34,6 +34,7 @@ import numpy as np
 from seizurewatch.edfio import HEADER_ONLY, ChunkedReader, EdfHeader, EdfRecording, dedupe_labels
 from seizurewatch.errors import DataError
 from seizurewatch.types import Annotation
+from seizurewatch.units import to_microvolts
 
 EDF_SUFFIXES = (".edf", ".bdf")
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".asc")
@@ -182,11 +183,13 @@ class TextRecording(ChunkedReader):
         if not isinstance(declared, list) or len(declared) != data.shape[0] \
                 or not all(isinstance(u, str) for u in declared):
             raise DataError(f"{side}: units: expected one string or {data.shape[0]} strings, got {declared!r}")
-        self._data = data
         self.header = EdfHeader(path=self.path, channels=tuple(dedupe_labels(names)), rate=float(fs),
                                 n_samples=data.shape[1], units=tuple(declared), annotations=(),
                                 start_datetime="", skipped_channels=())
         self._units(units)
+        # converted once, from float64, and kept as float32 µV (half the memory; reads are slices)
+        self._data = to_microvolts(data, self._factors)
+        self._factors = np.ones(data.shape[0])
 
     def _parse(self, p: Path) -> tuple[list[str], np.ndarray]:
         names: list[str] | None = None
@@ -219,14 +222,14 @@ class TextRecording(ChunkedReader):
                 rows.append(values)
         if not rows:
             raise DataError(f"{p}: no samples (expected one row per sample, one column per channel)")
-        data = np.asarray(rows, dtype=np.float64).T.copy()  # to µV from float64, as the EDF reader
+        data = np.asarray(rows, dtype=np.float64).T.copy()  # to µV from float64, as the EDF reader does
         return (names or [f"ch{i + 1}" for i in range(width)]), data
 
     def _read(self, start: int, n: int, picks: list[int]) -> np.ndarray:
         return self._data[picks, start:start + n]
 
     def close(self) -> None:
-        self._data = np.empty((0, 0), dtype=np.float64)
+        self._data = np.empty((0, 0), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- BrainVision
