@@ -187,6 +187,9 @@ class TextRecording(ChunkedReader):
                                 n_samples=data.shape[1], units=tuple(declared), annotations=(),
                                 start_datetime="", skipped_channels=())
         self._units(units)
+        if units == HEADER_ONLY:  # no samples will be read (``read`` refuses)
+            self._data = np.empty((0, 0), dtype=np.float32)
+            return
         # converted once, from float64, and kept as float32 µV (half the memory; reads are slices)
         self._data = to_microvolts(data, self._factors)
         self._factors = np.ones(data.shape[0])
