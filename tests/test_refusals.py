@@ -11,17 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from conftest import ROOT, run_cli
 from synthetic_dataset import make_dataset, tiny_model_yaml
+from test_formats import RATE, _model
 
 from seizurewatch.cli import build_parser
 from seizurewatch.cli.data_cmds import spec_from_args
-from seizurewatch.modelfile import save_model
 from seizurewatch.replay import replay
 from seizurewatch.research.dataset import assign_splits, open_dataset
 
-RATE = 100
 SEG_S = 20
 
 
@@ -36,7 +34,8 @@ def _segment(path: Path, seizure: bool, seed: int, sidecar: Path | None = None) 
     """A Bonn-style segment: one bare column, 20 s at 100 Hz; set E is ictal throughout (a 12 Hz rhythm)."""
     rng = np.random.default_rng(seed)
     t = np.arange(SEG_S * RATE) / RATE
-    x = rng.normal(0, 20, len(t)) + (150 * np.sin(2 * np.pi * 12 * t) if seizure else 0)
+    # test_formats' level model reads the mean over the last second / 1000 µV: 0.9 in a seizure, 0 outside
+    x = rng.normal(0, 20, len(t)) + (900 + 150 * np.sin(2 * np.pi * 12 * t) if seizure else 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{v:.2f}\n" for v in x))
     side = sidecar or path
@@ -52,22 +51,6 @@ def _corpus(root: Path, n: int = 3) -> Path:
         _segment(root / "E" / f"S{i:03d}.txt", True, i)
         _segment(root / "A" / f"Z{i:03d}.txt", False, 100 + i)
     return root
-
-
-class _Level(torch.nn.Module):
-    """P(seizure) = the channel's standard deviation over the window / 200 µV."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x[:, :1].std(dim=2) / 200.0).clamp(0.0, 1.0)
-
-
-def _model(tmp_path: Path, channels: list[str]) -> Path:
-    meta = {"name": "level", "outputs": ["seizure"], "window_s": 2.0, "hop_s": 1.0,
-            "preprocess": {"channels": channels, "rate": float(RATE), "bandpass": None, "notch": None},
-            "threshold": {"value": 0.5, "policy": "test"}}
-    path = tmp_path / "level.pt"
-    save_model(_Level(), meta, path, torch.zeros(2, len(channels), 2 * RATE))
-    return path
 
 
 def test_command_line_assign_overrides_the_spec(tmp_path, capsys):

@@ -35,10 +35,12 @@ def _rewrite(dst, dimension: str, per_uv: float, label_dims: dict[str, str] | No
         src.close()
     w = pyedflib.EdfWriter(str(dst), n, file_type=pyedflib.FILETYPE_EDFPLUS)
     try:
-        w.setDatarecordDuration(record)
+        if record != 1:
+            w.setDatarecordDuration(record)
         for h in heads:
             h["dimension"] = (label_dims or {}).get(h["label"], dimension)
-            h["physical_min"], h["physical_max"] = h["physical_min"] * per_uv, h["physical_max"] * per_uv
+            # rounded as the header's 8 characters hold them (-1298 µV -> -1.298 mV, not -1.2980000000000002)
+            h["physical_min"], h["physical_max"] = (round(h[k] * per_uv, 6) for k in ("physical_min", "physical_max"))
         w.setSignalHeaders(heads)
         w.writeSamples([np.ascontiguousarray(d, dtype=np.int32) for d in digital], digital=True)
         for onset, duration, desc in anns:
