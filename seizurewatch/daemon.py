@@ -50,16 +50,18 @@ PayloadSink = Callable[[dict[str, Any]], None]
 EVENT_TOPIC = {"alarm": "alarm", "fault": "fault", "risk": "risk_change"}  # event kind -> its topic (mqtt.topics)
 
 
-def make_source(stream: StreamConfig) -> Source:
+def make_source(stream: StreamConfig, device: DeviceProfile | None = None) -> Source:
+    """The stream's source; a channel declaring no unit holds ``source.units``, else the device profile's."""
     s = stream.source
+    units = s.units or (device.units if device else None)
     if s.kind == "edf":
         from seizurewatch.sources.edf import EdfReplaySource
 
         assert s.path is not None
-        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop, rate=s.rate)
+        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop, rate=s.rate, units=units)
     from seizurewatch.sources.lsl import LslSource
 
-    return LslSource(s)
+    return LslSource(s, units=units)
 
 
 RETRY_S = 5.0  # a metrics port in use is tried again this often
@@ -202,7 +204,8 @@ class Daemon:
                 log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
                             "at their level", extra={"levels": carried})
         for stream in cfg.streams:
-            pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
+            device = devices[stream.patient]
+            pipe = StreamPipeline(stream, device, make_source(stream, device), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
             self._opened.append(pipe)

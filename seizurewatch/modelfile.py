@@ -158,14 +158,7 @@ def _check_meta(meta: ModelMeta) -> None:
         raise ValueError("preprocess.channels: expected a non-empty list of channel labels")
     if len(set(channels)) != len(channels):
         raise ValueError("preprocess.channels: labels must be unique")
-    check_number(spec.rate, "preprocess.rate", low=0, low_open=True, high=100_000)
-    nyquist = spec.rate / 2
-    if spec.bandpass is not None:
-        lo, hi = spec.bandpass
-        check_number(lo, "preprocess.bandpass[0]", low=0, high=nyquist, high_open=True)
-        check_number(hi, "preprocess.bandpass[1]", low=lo, low_open=True, high=nyquist, high_open=True)
-    if spec.notch is not None:
-        check_number(spec.notch, "preprocess.notch", low=0, low_open=True, high=nyquist, high_open=True)
+    spec.check()
     check_number(meta.window_s, "window_s", low=0, low_open=True, high=3600)
     check_number(meta.hop_s, "hop_s", low=0, low_open=True, high=meta.window_s)
     if meta.window_samples < 1 or meta.hop_samples < 1:

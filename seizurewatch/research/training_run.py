@@ -23,6 +23,7 @@ import torch
 import seizurewatch
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
+from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.research.architectures import Deployable
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, youden
@@ -103,6 +104,25 @@ class Trained:
     example: torch.Tensor
 
 
+def check_trainable(ds: DatasetDir, tr: np.ndarray, spec: ModelSpec, who: str) -> None:
+    """What makes a fit meaningless, refused before it starts (one line, the value and the fix): filters
+    the windows' rate cannot carry, and too few training windows of a class. (A model whose features
+    cannot be made for the dataset's channels is refused by its own constructor: ``hills_forest`` on one
+    channel.)"""
+    try:
+        PreprocessSpec.from_json(ds.manifest["preprocess"]).check()
+    except ValueError as exc:
+        raise ConfigError(f"{ds.root}/manifest.json: {exc}: rebuild the dataset with a lower band edge") from None
+    need = spec.train.min_windows_per_class
+    pos = ds.y[tr].sum(axis=0)
+    for k, name in enumerate(ds.outputs):
+        few = min(int(pos[k]), len(tr) - int(pos[k]))
+        if few < need:
+            raise DataError(f"{who}: {few} training window(s) of one class for output {name!r} "
+                            f"({int(pos[k])} positive, {len(tr) - int(pos[k])} negative); at least {need} "
+                            "(train.min_windows_per_class) are needed: add recordings, or shorten the stride")
+
+
 def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
                 subject: str | None = None, resume: bool = False, progress: bool = True,
                 command: str | None = None, checkpoint: str | Path | None = None) -> Trained:
@@ -119,6 +139,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     if not ds.y[tr].any(axis=0).all() or ds.y[tr].all(axis=0).any():
         raise DataError(f"{who}: the training split needs windows of both classes for every output "
                         f"({len(tr)} windows, positives per output {ds.y[tr].sum(axis=0).tolist()})")
+    check_trainable(ds, tr, spec, who)
     out = Path(output)
     ckpt = Path(checkpoint) if checkpoint else out.with_name(out.name + ".ckpt")
     try:
