@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import fft as sp_fft
 
-
 # A window with this share of its channels flat or clipped is not classified ("cannot tell"), and a fault
 # that covers it escalates (escalation.py): with 7 of 16 channels dead the model saw half a head and
 # read it as calm, and nobody was paged. One share for both questions.
