@@ -154,3 +154,16 @@ def test_seven_of_sixteen_flat_channels_are_not_classified_and_escalate():
     x[:7] = np.random.default_rng(1).normal(0, 30, (7, 400))
     x[:3] = 0.0  # three dead contacts of sixteen: still classified, no page
     assert QualityChecker(ch, 400.0, 60.0).check(x).usable is True
+
+
+@pytest.mark.parametrize("predicate", ["starts-with(name,'Amp'", "name=='Amp1'", "name='Amp1' and"])
+def test_an_invalid_lsl_xpath_is_refused_at_load(tmp_path, predicate):
+    """liblsl waits for ever on a malformed predicate ('no stream matches'); now one line, exit 2."""
+    r = run_cli("run", "--config", _cfg(tmp_path, f"{{kind: lsl, predicate: \"{predicate}\"}}"), "--check")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "streams[0].source.predicate: not a valid XPath 1.0 expression" in last or \
+        "predicate: not a valid XPath 1.0 expression" in last, last
+    from seizurewatch.config import SourceConfig
+
+    assert SourceConfig(kind="lsl", predicate="starts-with(name,'Amp') and hostname='bed1'").predicate
