@@ -167,3 +167,26 @@ def test_an_invalid_lsl_xpath_is_refused_at_load(tmp_path, predicate):
     from seizurewatch.config import SourceConfig
 
     assert SourceConfig(kind="lsl", predicate="starts-with(name,'Amp') and hostname='bed1'").predicate
+
+
+def test_metrics_json_never_holds_nan():
+    import json
+
+    import numpy as np
+
+    from seizurewatch.research.evaluate import json_text
+
+    text = json_text({"auc": float("nan"), "per": [np.float32("inf"), np.float64(0.5), np.int64(3)], "n": 2})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json")) == {
+        "auc": None, "per": [None, 0.5, 3], "n": 2}
+
+
+def test_resume_without_a_checkpoint_and_a_scheduler_that_is_not_an_address_are_one_line(tmp_path):
+    r = run_cli("train", "--dataset", str(tmp_path), "--model", str(tmp_path / "m.yaml"), "--output",
+                str(tmp_path / "m.pt"), "--resume")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"seizurewatch: error: --resume: no checkpoint {tmp_path / 'm.pt'}.ckpt to continue from (it is written "
+        "every epoch of a run); start without --resume")
+    r = run_cli("predict", str(DOG1 / "dog1_rec04.edf"), "--scheduler", "not a url", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "'not a url' is not a Dask scheduler address" in r.stderr, r.stderr[-800:]
+    assert "Traceback" not in r.stderr

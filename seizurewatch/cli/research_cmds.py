@@ -188,6 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train: --keep-dataset goes with a RECIPE (it keeps the dataset the recipe builds)")
     from seizurewatch.research.training_run import train_from_dataset, train_per_subject
 
+    if args.resume and not args.per_subject and not Path(f"{args.output}.ckpt").is_file():
+        raise ConfigError(f"--resume: no checkpoint {args.output}.ckpt to continue from (it is written every "
+                          "epoch of a run); start without --resume")
     kw = {"resume": args.resume, "progress": not args.no_progress, "command": command}
     if args.per_subject:
         metas = train_per_subject(args.dataset, args.model, args.output, **kw)
