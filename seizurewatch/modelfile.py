@@ -144,8 +144,9 @@ def _check_meta(meta: ModelMeta) -> None:
                          "give no whole sample")
     check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
     rule = meta.raw["threshold"].get("decision")
-    if rule is not None and stored_rule(meta.raw["threshold"]) is None:  # the rule the daemon would apply
-        raise ValueError(f"threshold.decision: expected k and n with 1 <= k <= n <= 1000, got {rule!r}")
+    if rule is not None and stored_rule(meta.raw["threshold"], meta.hop_s) is None:  # the rule the daemon applies
+        raise ValueError(f"threshold.decision: expected evidence_s <= span_s (seconds, > 0) or k and n with "
+                         f"1 <= k <= n <= 1000 hops of {meta.hop_s:g} s, got {rule!r}")
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")

@@ -19,6 +19,8 @@ from conftest import DOG1, MODEL, ROOT
 from seizurewatch.alarms.ack import MAX_ACK_BYTES, Ack, AckBook, AckError, parse_ack
 from seizurewatch.escalation import Escalator, fault_escalates
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 ACK_SCHEMA = json.loads((ROOT / "docs" / "ack.schema.json").read_text())
 GOOD = {"alarm_id": "0123456789abcdef", "action": "false_alarm", "by": "nurse A", "note": "artefact, chewing"}
 

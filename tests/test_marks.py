@@ -18,6 +18,8 @@ from conftest import DOG1, MODEL, ROOT
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.research.marks import parse_since, read_marks
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 def test_since_accepts_unix_seconds_and_iso_and_names_the_problem():
     assert parse_since("1700000000") == 1700000000.0

@@ -17,6 +17,8 @@ from conftest import DOG1, mount_tmpfs, run_cli
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.errors import ConfigError
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 TOPIC = "seizurewatch/bed1/alarm"
 
 

@@ -23,6 +23,8 @@ from seizurewatch.errors import ConfigError
 from seizurewatch.station.server import StationOptions
 from seizurewatch.station.ward import Ward
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 BROKER_PASSWORD = "broker-secret-7f3a"
 

@@ -106,7 +106,9 @@ async def check_run(cfg: Any, name: str) -> int:
         d = pipe.decision
         stored = isinstance(pipe.meta.raw["threshold"].get("decision"), dict)
         rule = "from the config" if cfg.decision.k is not None else "stored in the model" if stored else "default"
-        print(f"{name}: {pipe.patient}: alarm when {d.k} of the last {d.n} hops reach {d.threshold:.4g} "
+        hop = pipe.meta.hop_s
+        print(f"{name}: {pipe.patient}: alarm when {d.k} of the last {d.n} hops ({d.k * hop:g} of {d.n * hop:g} s) "
+              f"reach {d.threshold:.4g} "
               f"(threshold: {pipe.context.threshold_policy}; rule: {rule})")
     for note in daemon.notes:
         print(f"{name}: run would wait: {note}")
