@@ -40,6 +40,7 @@ def journal(path: Path) -> list[tuple[str, float | None]]:
         db.close()
 
 
+@pytest.mark.needs_data
 def test_a_daemon_whose_acl_is_for_another_bed_keeps_its_events_undelivered_and_faults(ward_broker, tmp_path,
                                                                                        caplog):
     """bedside1's ACL block is for bed1; a daemon monitoring bed2 under it (a copied block not edited) gets
@@ -68,6 +69,7 @@ def test_a_daemon_whose_acl_is_for_another_bed_keeps_its_events_undelivered_and_
     assert any("refused a publish" in rec.getMessage() and "bedside1" in rec.getMessage() for rec in caplog.records)
 
 
+@pytest.mark.needs_data
 def test_run_check_passes_with_the_right_account(ward_broker, tmp_path):
     cfg_path = ward_daemon_config(tmp_path / "bed1.yaml", ward_broker, "bed1", "bedside1")
     r = run_cli("run", "--config", str(cfg_path), "--check", timeout=120)
