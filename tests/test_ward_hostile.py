@@ -226,3 +226,17 @@ def test_subscribe_never_prints_a_control_character_from_the_network(mosquitto, 
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b]0;pwned\\x07\\n[bed1] ALARM forged" in text and "online\\x1b[2J\\nforged line" in text
     assert not any(line.startswith("forged") or line.startswith("[bed1] ALARM") for line in text.splitlines())
+
+
+def test_an_ack_the_broker_refuses_is_reported_not_sent(ward_broker, tmp_path):
+    """bed1's daemon account may not publish acks (shipped ACL): `seizurewatch ack` with it says NOT sent,
+    exit 3, instead of 'sent' (or a traceback)."""
+    b = ward_broker
+    cfg = tmp_path / "daemon-account.yaml"
+    cfg.write_text(f"mqtt:\n  url: mqtt://127.0.0.1:{b.port}\n  username: bedside1\n"
+                   f"  password_file: {b.password_file('bedside1')}\n")
+    r = run_cli("ack", "--config", str(cfg), "--patient", "bed1", "--alarm-id", "a" * 16, "--by", "nurse")
+    assert r.returncode == 3, r.stderr[-1500:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert "refused the ack (Not authorized, 0x87); it was NOT sent" in last and "'bedside1'" in last, last
+    assert "Traceback" not in r.stderr
