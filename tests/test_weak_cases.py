@@ -192,3 +192,59 @@ def test_resume_without_a_checkpoint_and_a_scheduler_that_is_not_an_address_are_
     r = run_cli("predict", str(DOG1 / "dog1_rec04.edf"), "--scheduler", "not a url", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "'not a url' is not a Dask scheduler address" in r.stderr, r.stderr[-800:]
     assert "Traceback" not in r.stderr
+
+
+BLOCKER = """
+import time
+from pathlib import Path
+
+
+def task(i: int, folder: str) -> int:
+    if i == 0:
+        (Path(folder) / "0").write_text("done")
+        return 0
+    deadline = time.monotonic() + 600  # hang guard: the test kills the scheduler long before
+    while time.monotonic() < deadline and not (Path(folder) / "release").exists():
+        time.sleep(0.05)
+    return i
+"""
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_run_is_one_line_naming_what_is_not_done(tmp_path, monkeypatch):
+    """Was: a traceback, and no word of which outputs are missing."""
+    import functools
+    import sys
+    import threading
+    import time
+
+    from distributed import LocalCluster
+
+    from seizurewatch.research.parallel import SchedulerLost, run_tasks
+
+    (tmp_path / "blocker.py").write_text(BLOCKER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{':'.join(sys.path)}")
+    import blocker
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           memory_limit=0)
+
+    def kill_when_the_first_is_done() -> None:
+        deadline = time.monotonic() + 300  # hang guard
+        while not (tmp_path / "0").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.sync(cluster.scheduler.close)
+
+    killer = threading.Thread(target=kill_when_the_first_is_done, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(SchedulerLost) as exc:
+            run_tasks(functools.partial(blocker.task, folder=str(tmp_path)), list(range(4)),
+                      scheduler=cluster.scheduler_address)
+    finally:
+        (tmp_path / "release").write_text("")
+        killer.join(60)
+        cluster.close()
+    assert exc.value.exit_code == 3 and set(exc.value.lost) >= {1, 2, 3}
+    assert "went away" in str(exc.value) and "\n" not in str(exc.value)

@@ -283,13 +283,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import functools
 
-    from seizurewatch.research.parallel import run_tasks
+    from seizurewatch.research.annotations import events_path
+    from seizurewatch.research.parallel import SchedulerLost, run_tasks
     from seizurewatch.research.predict import predict_recording
 
     stems = [Path(e).stem for e in args.edf]
     out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
     fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))
-    results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
+    try:
+        results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
+    except SchedulerLost as exc:  # what is missing is what has no events file (written last per recording)
+        missing = [e for e in args.edf if not (Path(out) / events_path(e).name).is_file()]
+        raise SchedulerLost(f"{exc}; in {out}: {len(args.edf) - len(missing)} of {len(args.edf)} recording(s) "
+                            f"done, missing: {' '.join(missing) or 'none'} (run predict again on those)") from None
     _print(results[0] if len(results) == 1 else results)
     return 0
 
