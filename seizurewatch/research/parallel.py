@@ -189,8 +189,8 @@ def _on_client(client: Any, fn: Callable[[T], R], items: list[T], progress: bool
     except (OSError, TimeoutError, concurrent.futures.CancelledError) as exc:
         lost = [items[i] for i in range(len(items)) if i not in finished and i not in failed]
         address = getattr(getattr(client, "scheduler", None), "address", "?")
-        raise SchedulerLost(f"the Dask scheduler {address} went away: {len(lost)} of {len(items)} {what}(s) not known to be done: "
-                            f"{', '.join(_describe(x) for x in lost[:50])}", lost) from exc
+        raise SchedulerLost(f"the Dask scheduler {address} went away: {len(lost)} of {len(items)} {what}(s) not "
+                            f"known to be done: {', '.join(_describe(x) for x in lost[:50])}", lost) from exc
     return results
 
 
