@@ -273,16 +273,22 @@ class Daemon:
 
     def _state_to(self, link: PatientLink, pipe: StreamPipeline) -> Callable[[str, dict[str, Any]], None]:
         def update(state: str, info: dict[str, Any]) -> None:
-            link.set_state({**info, "acks": self.acks.acks_of(pipe.patient)})
+            link.set_state({**info, **self._state_tail(pipe)})
 
         return update
+
+    def _state_tail(self, pipe: StreamPipeline) -> dict[str, Any]:
+        """What every retained state adds to the patient's own: the acks, and the model in force (the
+        station shows it per bed: a day-one pretrained model or the patient's own)."""
+        ctx = pipe.context
+        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name, "sha256": ctx.model_sha256}}
 
     def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
         """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
         t = max(pipe.stats.last_t, pipe.stats.last_window_t)
         return {"state": pipe.state, "t": round(t, 3), "wall_time": round(time.time(), 3),
                 "probability": pipe.stats.last_probability, "faults": sorted(pipe.faults.active),
-                "alarm_id": pipe.decision.alarm_id, "acks": self.acks.acks_of(pipe.patient)}
+                "alarm_id": pipe.decision.alarm_id, **self._state_tail(pipe)}
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()

@@ -76,6 +76,7 @@ class Bed:
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
+    model: str | None = None  # the model in force, from the retained state (pretrained or the patient's own)
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
         it = self.items.get(alarm_id)
@@ -114,6 +115,9 @@ class Ward:
     def on_state(self, patient: str, st: dict[str, Any], now: float) -> None:
         b = self.bed(patient)
         b.state = str(st.get("state", "unknown"))
+        model = st.get("model")
+        if isinstance(model, dict) and isinstance(model.get("name"), str):
+            b.model = model["name"]
         p = st.get("probability")
         b.probability = float(p) if isinstance(p, (int, float)) else None
         when = float(st.get("wall_time") or now)
@@ -224,7 +228,7 @@ class Ward:
         waiting = min((i.started_wall for i in items if i.kind == "alarm" and not i.acks), default=now)
         row = {
             "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
-            "state": b.state, "status": b.status, "probability": b.probability,
+            "state": b.state, "status": b.status, "probability": b.probability, "model": b.model,
             "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
             **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
                if history else {}),

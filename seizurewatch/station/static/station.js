@@ -136,7 +136,7 @@ function itemBox(bed, item, now, kind) {
 
 function signature(bed) {
   return JSON.stringify([bed.shown, bed.urgency_key, bed.state, bed.status, bed.alarms, bed.faults, bed.review,
-                         bed.missed,
+                         bed.missed, bed.model,
                          [...pending.entries()].filter(([id]) => JSON.stringify(bed).includes(id))]);
 }
 
@@ -161,6 +161,8 @@ function card(bed, now) {
   cap.appendChild(el("span", "", "probability (dashed: 50 %)"));
   cap.appendChild(el("span", "", "now"));
   c.appendChild(cap);
+  // which model is in force (a day-one pretrained model, or the patient's own once pinned)
+  if (bed.model) c.appendChild(el("div", "model", `model: ${bed.model}`));
   for (const a of bed.alarms) c.appendChild(itemBox(bed, a, now, "alarm"));
   for (const f of bed.faults) c.appendChild(itemBox(bed, f, now, "fault"));
   for (const r of bed.review) c.appendChild(itemBox(bed, r, now, "review"));
