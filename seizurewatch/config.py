@@ -21,6 +21,7 @@ from seizurewatch.checks import (
     check_text,
     check_topic_level,
     check_topic_prefix,
+    check_xpath,
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
@@ -70,6 +71,8 @@ class SourceConfig:
         for key in ("name", "type", "source_id", "predicate"):
             if getattr(self, key) is not None:
                 check_text(getattr(self, key), key)
+        if self.predicate is not None:
+            check_xpath(self.predicate, "predicate")
         check_number(self.resolve_timeout_s, "resolve_timeout_s", low=0, low_open=True, high=3600)
         check_number(self.lost_after_s, "lost_after_s", low=0, low_open=True, high=3600)
         check_number(self.max_gap_s, "max_gap_s", low=0, low_open=True, high=3600)

@@ -33,7 +33,7 @@ from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import DeviceProfile, load_device
-from seizurewatch.errors import BrokerError, ConfigError, SourceUnavailable, StorageError
+from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
 from seizurewatch.escalation import Escalator
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
@@ -211,9 +211,17 @@ class Daemon:
             self._opened.append(pipe)
             try:
                 await pipe.open()
-            except SourceUnavailable as exc:
-                if not self.opts.keep_trying:
+            except DataError as exc:
+                # a live stream that is not there, or there but not what the model needs (1 channel: an
+                # amplifier not set up yet): a service says so (stream_lost fault) and keeps looking; exit 2
+                # would leave the bed unmonitored for good (systemd does not restart a config error).
+                # A recording that does not fit, and run --check, still refuse.
+                live = stream.source.kind == "lsl" and not self.opts.check_only
+                if not self.opts.keep_trying or not (isinstance(exc, SourceUnavailable) or live):
                     raise
+                if not isinstance(exc, SourceUnavailable):
+                    with contextlib.suppress(Exception):
+                        await pipe.source.close()
                 pipe.waiting = str(exc)  # run() publishes a stream_lost fault and keeps looking
                 self.notes.append(f"{stream.patient}: {exc}; waiting for it (stream_lost fault)")
                 log.error("no stream at start; monitoring starts when it appears",

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 200
 STATE_BACKLOG = 64  # state changes kept while the broker is away (the last one matters most)
+REFUSED_RETRY_S = 30.0  # the broker refused a publish (its ACL): tried again this often
 
 
 def topics(prefix: str, patient: str) -> dict[str, str]:
@@ -184,7 +185,10 @@ class PatientLink:
                 if self._closing and time.monotonic() >= self._close_deadline:
                     await self._give_up()
                     return
-                await self._sleep_unless_closing(self.policy.failed(exc))
+                delay = REFUSED_RETRY_S  # an ACL is fixed by hand: no hammering (the login itself worked)
+                if self._closing:
+                    delay = min(delay, max(self._close_deadline - time.monotonic(), 0.0))
+                await self._sleep_unless_closing(delay)
             except CONNECTION_ERRORS as exc:
                 if self.connected.is_set():
                     log.warning("MQTT connection lost; events stay in the outbox",
@@ -212,6 +216,10 @@ class PatientLink:
     def _refused(self, exc: PublishRefused | None) -> None:
         """The broker refused a publish (the account's ACL does not cover this bed?), or accepts again."""
         if exc is None and self.refused is None:
+            return
+        if exc is not None and self.refused is not None and exc.topic == self.refused.topic:
+            for cb in self.on_refused:
+                cb(exc)  # counted again; logged once
             return
         if exc is not None:
             log.error("MQTT broker refused a publish; events stay in the outbox, retrying: let account %s write "
@@ -263,7 +271,8 @@ class PatientLink:
                 await everything
         acked = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
         if all(acked):
-            self._refused(None)
+            if self.refused is not None and any(t == self.refused.topic for t, _, _ in msgs):
+                self._refused(None)  # the topic it refused takes our messages again (not just any topic)
             return acked, None
         errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
         refused = next((e for e in errors if isinstance(e, PublishRefused)), None)

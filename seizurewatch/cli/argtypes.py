@@ -41,9 +41,25 @@ def in_file(value: str) -> str:
     return value
 
 
+DASK_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def scheduler_address(value: str) -> str:
+    """A Dask scheduler address: ``tcp://host:port`` (or tls/inproc/ucx/ws/wss), or ``host:port``."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "tcp", value
+    host, colon, port = rest.rpartition(":")
+    if scheme not in DASK_SCHEMES or (scheme != "inproc" and (not colon or not host or not port.isdigit())) \
+            or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Dask scheduler address; expected tcp://host:port "
+                                         "(as printed by dask scheduler)")
+    return value
+
+
 def scheduler_arg(p: argparse.ArgumentParser) -> None:
     """``--scheduler`` for every command that runs one task per recording or fold (research.parallel)."""
-    p.add_argument("--scheduler", metavar="ADDRESS",
+    p.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address,
                    help="Dask scheduler (tcp://host:port) to run one task per recording/fold on; default "
                         "$SEIZUREWATCH_SCHEDULER, else Dask's config key scheduler-address, else an in-process "
                         "cluster with one worker per core")

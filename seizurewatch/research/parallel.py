@@ -30,6 +30,17 @@ R = TypeVar("R")
 SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
 
 
+class SchedulerLost(SeizurewatchError):
+    """The Dask scheduler went away mid-run (killed, network): which items are not known to be done (a task
+    may have finished its own writes before the scheduler died; the caller can check its outputs)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, lost: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.lost = lost or []
+
+
 class TaskError(RuntimeError):
     """One or more tasks failed with an internal error; every other task finished first. (Failures that are
     all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
@@ -145,19 +156,32 @@ def _serial(fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> 
 
 
 def _on_client(client: Any, fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> list[R]:
+    import concurrent.futures
+
     from distributed import as_completed
 
     # pure=False: the same item given twice is two tasks; keys stay unique per call
     futures = client.map(fn, items, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}
     failed: dict[int, BaseException] = {}
-    with _bar(len(items), progress, what) as bar:
-        for fut in as_completed(futures):
-            if fut.status == "error":
-                failed[index[fut.key]] = fut.exception()
-            bar.update(1)
-    _raise_failed([(items[i], failed[i]) for i in sorted(failed)], what)
-    results: list[R] = client.gather(futures)
+    finished: set[int] = set()
+    try:
+        with _bar(len(items), progress, what) as bar:
+            for fut in as_completed(futures):
+                if fut.status == "error":
+                    failed[index[fut.key]] = fut.exception()
+                elif fut.status == "finished":
+                    finished.add(index[fut.key])
+                bar.update(1)
+        if len(finished) + len(failed) < len(items):  # cancelled: the client lost the scheduler
+            raise concurrent.futures.CancelledError
+        _raise_failed([(items[i], failed[i]) for i in sorted(failed)], what)
+        results: list[R] = client.gather(futures)
+    except (OSError, TimeoutError, concurrent.futures.CancelledError) as exc:
+        lost = [items[i] for i in range(len(items)) if i not in finished and i not in failed]
+        address = getattr(getattr(client, "scheduler", None), "address", "?")
+        raise SchedulerLost(f"the Dask scheduler {address} went away: {len(lost)} of {len(items)} {what}(s) not "
+                            f"known to be done: {', '.join(_describe(x) for x in lost[:50])}", lost) from exc
     return results
 
 

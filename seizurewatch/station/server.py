@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -326,9 +327,17 @@ def host_name(header: bytes) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class HostGuard:
-    """Refuses a request whose Host header is not one of the station's names: a page on another site whose
-    name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
+    """Refuses a request whose Host header is not one of the station's names (or an IP address): a page on
+    another site whose name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
 
     def __init__(self, app: ASGIApp, names: set[str]) -> None:
         self.app = app
@@ -337,7 +346,7 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = host_name(dict(scope.get("headers") or []).get(b"host", b""))
-            if host not in self.names:
+            if host not in self.names and not _is_ip(host):  # an address typed as such is never a rebinding
                 log.warning("station: request for host %r refused (not one of this station's names)", host[:80])
                 await _plain(send, 421, b"this station does not answer to that host name\n")
                 return
