@@ -403,7 +403,7 @@ class Daemon:
 
 def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
     """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
-    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
+    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "ack", rec.alarm_id, t, pipe.stats.last_probability or 0.0, pipe.decision.threshold,
                      started_t=rec.started_t, peak_probability=rec.peak_probability, action=ack.action, by=ack.by,
@@ -414,7 +414,7 @@ def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
 
 
 def escalate_event(pipe: StreamPipeline, rec: Issued, level: int) -> Event:
-    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
+    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,
                      pipe.decision.threshold, started_t=rec.started_t, peak_probability=rec.peak_probability,

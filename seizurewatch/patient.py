@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.config import DecisionConfig
-from seizurewatch.decision import AlarmDecision, FaultTracker
+from seizurewatch.decision import AlarmDecision, FaultTracker, StreamClock
 from seizurewatch.events import Context, Event
 from seizurewatch.modelfile import ModelMeta, output_problem
 from seizurewatch.types import Window
@@ -55,14 +55,15 @@ class PatientState:
         self.meta = meta
         self.record = record_probabilities
         self.metrics = metrics
-        self.faults = FaultTracker()
+        self.clock = StreamClock()  # one clock for the alarm decision and the faults of this stream
+        self.faults = FaultTracker(self.clock)
         self.stats = StreamStats()
         self.state = "unknown"
         self._shown_alarm: str | None = None  # what the last published state said
         self._shown_faults: set[str] = set()
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         decision = decision.for_model(meta.raw.get("threshold"))
-        self.decision = AlarmDecision(decision, self._threshold(decision))
+        self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
 
     def _threshold(self, decision: DecisionConfig) -> float:

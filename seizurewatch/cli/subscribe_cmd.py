@@ -96,6 +96,14 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
                     "(the broker did not deliver them)")
 
+        def on_invalid(patient: str, p: dict[str, Any], why: str) -> None:
+            if args.jsonl:
+                out(json.dumps({"kind": "notice", "notice": "invalid", "patient": patient, "seq": p["seq"],
+                                "reason": why}, separators=(",", ":")))
+            else:
+                out(f"[{patient}] invalid message from the daemon (event {p['seq']}: {why}): a bug to report; "
+                    "check the bedside")
+
         shown: dict[str, Any] = {}
 
         def on_other(topic: str, raw: bytes) -> None:
@@ -114,7 +122,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,
                                             on_other=on_other, retries=args.retries, client_id=args.client_id,
-                                            on_alarm=on_alarm, on_missed=on_missed))
+                                            on_alarm=on_alarm, on_missed=on_missed,
+                                            on_invalid=on_invalid))
         stopper = asyncio.create_task(done.wait())
         try:
             await asyncio.wait({sub, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -94,7 +94,8 @@ class Station:
         self.ward = Ward(stale_s=opts.stale_s)
         # the subscriber's checks: schema, topic vs payload, de-duplication on (patient, epoch, seq), gaps
         self.checker = MessageChecker(cfg.topic_prefix, Handlers(on_event=self._on_event, on_other=self._on_other,
-                                                                 on_missed=self._on_missed))
+                                                                 on_missed=self._on_missed,
+                                                                 on_invalid=self._on_invalid))
         self.browsers: set[asyncio.Queue[str]] = set()
         self.connected = asyncio.Event()
         self.closing = asyncio.Event()
@@ -162,6 +163,9 @@ class Station:
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)
+
+    def _on_invalid(self, patient: str, payload: dict[str, Any], why: str) -> None:
+        self.ward.on_invalid(patient)
 
     async def send_ack(self, patient: str, body: dict[str, Any]) -> dict[str, Any]:
         """Validate an ack from the page and publish it; (HTTP status, answer)."""

@@ -69,6 +69,7 @@ class Bed:
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
+    invalid: int = 0  # events the daemon sent that failed the schema (a daemon bug, not the broker's)
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
         it = self.items.get(alarm_id)
@@ -154,6 +155,11 @@ class Ward:
         self.bed(patient).missed += last - first + 1
         self.version += 1
 
+    def on_invalid(self, patient: str) -> None:
+        """An event of this bed arrived but failed the schema: delivered, not believed (a daemon bug)."""
+        self.bed(patient).invalid += 1
+        self.version += 1
+
     @staticmethod
     def _add_ack(it: Item, a: dict[str, Any]) -> None:
         entry = {"action": str(a.get("action")), "by": str(a.get("by")), "wall_time": a.get("wall_time")}
@@ -196,6 +202,7 @@ class Ward:
                 "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
                 "faults": [i.as_dict() for i in items if i.kind == "fault"],
                 "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
+                "invalid": b.invalid,
                 "_waiting": waiting,
             })
         rows.sort(key=lambda r: (r["urgency"], r["_waiting"], r["patient"]))
