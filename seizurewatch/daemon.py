@@ -28,7 +28,7 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import Ack, AckBook, Issued, ack_topic
+from seizurewatch.alarms.ack import Ack, AckBook, Issued, ack_topic, refusal_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
@@ -264,9 +264,7 @@ class Daemon:
     def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
         """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
         t = max(pipe.stats.last_t, pipe.stats.last_window_t)
-        return {"state": pipe.state, "t": round(t, 3), "wall_time": round(time.time(), 3),
-                "probability": pipe.stats.last_probability, "faults": sorted(pipe.faults.active),
-                "alarm_id": pipe.decision.alarm_id, "acks": self.acks.acks_of(pipe.patient)}
+        return {**pipe.status.state_payload(t), "acks": self.acks.acks_of(pipe.patient)}
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
@@ -281,6 +279,9 @@ class Daemon:
         found = self.acks.accept(patient, raw)
         if found is None:
             self.metrics.acks_ignored_total.labels(patient).inc()
+            link, refusal = self.links.get(patient), self.acks.last_refusal
+            if link is not None and refusal is not None:  # whoever sent it must not wait forever
+                link.notify(refusal_topic(self.cfg.mqtt.topic_prefix, patient), refusal.payload(time.time()))
             return
         ack, rec = found
         self.metrics.acks_total.labels(patient, ack.action).inc()

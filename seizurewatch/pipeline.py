@@ -276,6 +276,7 @@ class StreamPipeline:
         assert self.pre and self.ring and self.quality
         self.stats.samples += block.n_samples
         self.stats.last_progress = time.monotonic()
+        self.stats.last_sample_wall = round(time.time(), 3)
         if self.stats.first_sample_at is None:
             self.stats.first_sample_at = time.monotonic()
             self._reset_rings(block.t0)

@@ -126,6 +126,9 @@ def check_messages(events: list[dict[str, Any]], states: list[dict[str, Any]]) -
     assert opened == ended, "every alarm and fault started is ended when the stream ends or the daemon stops"
     for s in states:
         validate(s)
+        if {"stream_lost", "model_error"} & set(s["faults"]):  # never the last number shown as if live
+            assert s["probability"] is None and s["probability_unavailable"], s
+        assert (s["probability"] is None) or "probability_unavailable" not in s, s
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

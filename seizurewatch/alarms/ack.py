@@ -39,6 +39,32 @@ class AckError(ValueError):
     """Why an ack payload was refused (one line, for the log)."""
 
 
+REFUSAL_SCHEMA = "seizurewatch/refusal/1"
+
+
+def refusal_topic(prefix: str, patient: str) -> str:
+    """Where the daemon says why it refused an ack (docs/alarm.schema.json, ``refusal``; QoS 1, not retained)."""
+    return f"{prefix}/{patient}/refusal"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An ack the daemon did not take, and why: published so that whoever sent it is not left waiting."""
+
+    patient: str
+    reason: str
+    alarm_id: str | None = None  # what could be read of the ack (None if it could not be parsed)
+    action: str | None = None
+    by: str | None = None
+
+    def payload(self, wall_time: float) -> dict[str, Any]:
+        return {"schema": REFUSAL_SCHEMA, "patient": self.patient, "alarm_id": self.alarm_id, "action": self.action,
+                "by": self.by, "reason": self.reason[:300], "wall_time": round(wall_time, 3)}
+
+    def answers(self, ack: Ack) -> bool:
+        return (self.alarm_id, self.action, self.by) == (ack.alarm_id, ack.action, ack.by)
+
+
 @dataclass(frozen=True)
 class Ack:
     alarm_id: str
@@ -104,6 +130,7 @@ class AckBook:
         self.issued: dict[str, OrderedDict[str, Issued]] = {p: OrderedDict() for p in patients}
         self.recent: dict[str, list[dict[str, Any]]] = {p: [] for p in patients}
         self.refused = 0
+        self.last_refusal: Refusal | None = None  # why the latest ack was refused (the daemon publishes it)
 
     def observe(self, payload: dict[str, Any]) -> None:
         """Follow a journaled event payload (start / update / end of an alarm or fault)."""
@@ -139,6 +166,7 @@ class AckBook:
     def accept(self, patient: str, raw: bytes) -> tuple[Ack, Issued] | None:
         """The ack and the alarm it answers, or None (logged) if it must be ignored."""
         book = self.issued.get(patient)
+        ack: Ack | None = None
         try:
             if book is None:
                 raise AckError("not a patient this daemon monitors")
@@ -148,8 +176,11 @@ class AckBook:
                 raise AckError(f"alarm_id {ack.alarm_id} is not an alarm or fault of patient {patient}")
             if (ack.action, ack.by, ack.note) in rec.acks:
                 raise AckError(f"duplicate: {ack.action} by {ack.by} already journaled for {ack.alarm_id}")
+            if ack.action == "ack" and not rec.open:
+                raise AckError(f"{rec.kind} {ack.alarm_id} already ended; mark it false_alarm or confirmed instead")
         except AckError as exc:
             self.refused += 1
+            self.last_refusal = Refusal(patient, str(exc), *((ack.alarm_id, ack.action, ack.by) if ack else ()))
             log.warning("ack ignored: %s", exc, extra={"patient": patient, "bytes": len(raw)})
             return None
         rec.acks.append((ack.action, ack.by, ack.note))

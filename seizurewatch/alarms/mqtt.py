@@ -7,6 +7,7 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/state   current state, QoS 1, retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
     seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
+    seizurewatch/P/refusal why an ack was refused, QoS 1, not retained, best effort (not journaled)
 
 Delivery: the link pages through the patient's undelivered journal rows oldest first,
 keeps up to ``max_inflight`` QoS 1 publishes on the wire, and marks a row delivered only
@@ -80,6 +81,7 @@ class PatientLink:
         self.on_message: Any = None  # async or plain callable(aiomqtt.Message)
         self._discovery_due = False  # Home Assistant's configs to (re)publish
         self._refresh_queued = False  # the newest queued state is a periodic refresh (replaceable)
+        self._notices: deque[tuple[str, bytes, bool]] = deque(maxlen=STATE_BACKLOG)  # (topic, body, retain)
 
     @property
     def protocols(self) -> list[aiomqtt.ProtocolVersion]:
@@ -122,6 +124,12 @@ class PatientLink:
         else:
             self._transitions.append(self._state)
             self._refresh_queued = True
+        self._wake.set()
+
+    def notify(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        """Publish a message that is not an event (an ack refusal, an alarm's EEG): after the journal's events
+        and the state, best effort (kept while the broker is away, up to STATE_BACKLOG, not journaled)."""
+        self._notices.append((topic, json.dumps(payload, separators=(",", ":")).encode(), retain))
         self._wake.set()
 
     async def _incoming(self, msg: aiomqtt.Message) -> None:
@@ -273,6 +281,9 @@ class PatientLink:
                                     retain=True)
                 self._transitions.popleft()
                 self._state_sent = True
+            while self._notices:
+                await self._publish(client, gone, *self._notices[0])
+                self._notices.popleft()
             if self._closing and not self._wake.is_set():
                 return True
             waiter = asyncio.ensure_future(self._wake.wait())

@@ -37,6 +37,7 @@ from seizurewatch.resources import alarm_schema_path
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 64 * 1024  # an alarm is ~600 bytes; anything this big is not ours
+LEAVES = ("alarm", "fault", "state", "refusal")  # JSON topics under <prefix>/<patient>/ (docs/alarm.schema.json)
 
 
 def format_event(p: dict[str, Any]) -> str:
@@ -61,7 +62,7 @@ def format_event(p: dict[str, Any]) -> str:
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
     schema = json.loads(alarm_schema_path().read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
-    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in ("alarm", "fault", "state")}
+    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in LEAVES}
 
 
 def schema_error(leaf: str, payload: Any) -> str | None:
@@ -138,7 +139,7 @@ class Handlers:
     """What a station does with what it receives; each may be a plain function or a coroutine function."""
 
     on_event: Callable[[dict[str, Any]], Any]  # a fresh, valid alarm or fault event
-    on_other: Callable[[str, bytes], Any] | None = None  # status (plain text) and valid state messages
+    on_other: Callable[[str, bytes], Any] | None = None  # status (plain text), valid state and refusal messages
     # once per alarm id: (payload, how it was first seen: "start", "update" (start lost) or "state" (retained))
     on_alarm: Callable[[dict[str, Any], str], Any] | None = None
     on_missed: Callable[[str, int, int], Any] | None = None  # (patient, first seq, last seq) never received
@@ -184,7 +185,7 @@ class Station:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._ignore(topic, "not JSON")
-        if leaf not in ("alarm", "fault", "state"):
+        if leaf not in LEAVES:
             return self._ignore(topic, f"unknown leaf {leaf!r}")
         why = schema_error(leaf, payload)
         if why is None and payload.get("patient") != patient:
@@ -195,6 +196,9 @@ class Station:
             return self._ignore(topic, why)
         if leaf == "state":
             await self._state(topic, patient, payload, raw)
+        elif leaf == "refusal":  # an ack the daemon did not take, and why
+            if self.h.on_other is not None:
+                await _call(self.h.on_other, topic, raw)
         else:
             await self._event(patient, payload)
         return None
@@ -213,8 +217,7 @@ class Station:
         self.invalid += 1
         log.error("invalid message from the daemon (a bug to report): %s", why,
                   extra={"patient": patient, "epoch": payload["epoch"], "seq": payload["seq"], "reason": why})
-        if not self.dedupe.fresh(payload):
-            return
+        # not de-duplicated: a message on the wrong topic must not hide the real event with its number
         await self._missed(patient, self.gaps.see(patient, payload["epoch"], payload["seq"]))
         if self.h.on_invalid is not None:
             await _call(self.h.on_invalid, patient, payload, why)
@@ -295,7 +298,7 @@ async def subscribe(
                     log.info("subscriber reconnected", extra={"broker": policy.broker})
                 policy.connected()
                 async with watch(c, dispatch) as reader:
-                    for leaf in ("alarm", "fault", "state", "status"):
+                    for leaf in (*LEAVES, "status"):
                         await c.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
                     if ready is not None:
                         ready.set()

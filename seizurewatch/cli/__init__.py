@@ -49,7 +49,8 @@ EPILOG = textwrap.dedent(
       models/*.pt|.pt2   exported models; metadata.json inside each
 
     EXIT STATUS
-      0 success; 1 internal error; 2 bad input (config, recording, model); 3 broker unreachable.
+      0 success; 1 internal error; 2 bad input (config, recording, model; an ack the daemon refused);
+      3 broker unreachable; 4 journal disk missing (run); 5 no daemon answered (ack).
 
     Run 'seizurewatch COMMAND --help' for a command's options.
     """

@@ -112,6 +112,10 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             if leaf == "status":
                 out(json.dumps({"kind": "status", "patient": patient, "status": text}) if args.jsonl
                     else f"[{patient}] daemon {text}")
+            elif leaf == "refusal":
+                r = json.loads(text)  # validated by the subscriber
+                out(json.dumps({"kind": "refusal", **r}, separators=(",", ":")) if args.jsonl
+                    else f"[{patient}] ack REFUSED by the daemon: {r['reason']}")
             elif leaf == "state":
                 state = json.loads(text)  # validated by the subscriber
                 if args.jsonl:

@@ -115,7 +115,7 @@ class Station:
                 async with self.policy.client(identifier=ident) as client:
                     self.policy.connected()
                     async with watch(client, self._dispatch) as reader:
-                        for leaf in ("state", "status", "alarm", "fault"):
+                        for leaf in ("state", "status", "alarm", "fault", "refusal"):
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
                         self._client = client
                         self._set_connected(True)
@@ -160,6 +160,8 @@ class Station:
             self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
         elif leaf == "state":
             self.ward.on_state(patient, json.loads(raw), time.time())
+        elif leaf == "refusal":
+            self.ward.on_refusal(patient, json.loads(raw))
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)

@@ -65,11 +65,16 @@ class Bed:
     status: str | None = None  # "online" / "offline" from the status topic
     state: str = "unknown"  # from the retained state topic
     probability: float | None = None
+    unavailable: str | None = None  # why the daemon has no current probability (stream lost, model error...)
+    threshold: float | None = None  # the alarm threshold in force (drawn on the trace)
+    last_sample_wall: float | None = None  # when the daemon last received EEG ("last data" counts from it)
     last_seen: float = 0.0
-    history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    # (wall time, probability); None: the daemon could not tell then (the trace shows a gap)
+    history: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
     invalid: int = 0  # events the daemon sent that failed the schema (a daemon bug, not the broker's)
+    refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ITEMS))  # acks refused
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
         it = self.items.get(alarm_id)
@@ -110,10 +115,15 @@ class Ward:
         b.state = str(st.get("state", "unknown"))
         p = st.get("probability")
         b.probability = float(p) if isinstance(p, (int, float)) else None
+        b.unavailable = st.get("probability_unavailable") if b.probability is None else None
+        if isinstance(st.get("threshold"), (int, float)):
+            b.threshold = float(st["threshold"])
+        if isinstance(st.get("last_sample_wall"), (int, float)):
+            b.last_sample_wall = min(float(st["last_sample_wall"]), now)
         when = float(st.get("wall_time") or now)
         b.last_seen = max(b.last_seen, min(when, now))
-        if b.probability is not None and (not b.history or when > b.history[-1][0]):
-            b.history.append((when, b.probability))
+        if (b.probability is not None or b.unavailable) and (not b.history or when > b.history[-1][0]):
+            b.history.append((when, b.probability))  # None: a gap in the trace, never the last number again
         alarm_id = st.get("alarm_id")
         if b.state == "alarm" and isinstance(alarm_id, str):  # joined mid-alarm: the start was before our time
             b.item("alarm", alarm_id, when)
@@ -153,6 +163,11 @@ class Ward:
     def on_missed(self, patient: str, first: int, last: int) -> None:
         """Events first..last of this bed never reached the station (an alarm may be among them)."""
         self.bed(patient).missed += last - first + 1
+        self.version += 1
+
+    def on_refusal(self, patient: str, r: dict[str, Any]) -> None:
+        """The daemon refused an ack (docs/alarm.schema.json, ``refusal``): the page shows why."""
+        self.bed(patient).refusals.append({k: r.get(k) for k in ("alarm_id", "action", "by", "reason", "wall_time")})
         self.version += 1
 
     def on_invalid(self, patient: str) -> None:
@@ -197,12 +212,15 @@ class Ward:
                 "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
                 "state": b.state, "status": b.status, "probability": b.probability,
                 "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
-                **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
+                "probability_unavailable": b.unavailable, "threshold": b.threshold,
+                "data_ago_s": round(now - b.last_sample_wall, 1) if b.last_sample_wall else None,
+                **({"history": _thin([(round(t - now), None if p is None else round(p, 3))
+                                      for t, p in b.history if now - t <= HISTORY_S])}
                    if history else {}),
                 "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
                 "faults": [i.as_dict() for i in items if i.kind == "fault"],
                 "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
-                "invalid": b.invalid,
+                "invalid": b.invalid, "refusals": list(b.refusals),
                 "_waiting": waiting,
             })
         rows.sort(key=lambda r: (r["urgency"], r["_waiting"], r["patient"]))
@@ -212,7 +230,10 @@ class Ward:
         return {"now": now, "beds": rows, "counts": counts, "history": history}
 
 
-def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """At most TRACE_POINTS of them, evenly spaced, the newest always kept."""
+def _thin(points: list[tuple[float, float | None]]) -> list[tuple[float, float | None]]:
+    """At most TRACE_POINTS of them, evenly spaced, the newest always kept; a gap (None) is never thinned away."""
     step = -(-len(points) // TRACE_POINTS)
-    return points[::-1][::step][::-1] if step > 1 else points
+    if step <= 1:
+        return points
+    keep = set(range(len(points) - 1, -1, -step)) | {i for i, (_, p) in enumerate(points) if p is None}
+    return [pt for i, pt in enumerate(points) if i in keep]
