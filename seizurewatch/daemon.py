@@ -42,6 +42,7 @@ from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load
 from seizurewatch.pipeline import StreamPipeline
 from seizurewatch.preprocess import check_device_fits_model
 from seizurewatch.resources import default_model_path
+from seizurewatch.snippet import eeg_topic
 from seizurewatch.sources import Source
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def make_source(stream: StreamConfig) -> Source:
 
 
 RETRY_S = 5.0  # a metrics port in use is tried again this often
+EEG_KEEP = 20  # alarms per patient whose EEG stays retained on the broker (as many as a station card lists)
 
 
 @dataclass
@@ -146,6 +148,7 @@ class Daemon:
         self._metrics_pending = False
         self.model_sha256 = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
+        self._eeg_kept: dict[str, list[str]] = {}  # alarm ids whose EEG is retained on the broker, oldest first
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
@@ -217,6 +220,7 @@ class Daemon:
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link, pipe))
+            pipe.snippet_sink = functools.partial(self._on_snippet, pipe.patient)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -291,6 +295,22 @@ class Daemon:
         link = self.links.get(patient)
         if link is not None:
             link.set_state(self.state_info(pipe))
+
+    async def _on_snippet(self, patient: str, payload: dict[str, Any]) -> None:
+        """The EEG behind an alarm start: journaled beside it, and retained on <prefix>/<patient>/eeg/<alarm_id>
+        for the stations; the retained EEG of alarms older than the last EEG_KEEP is cleared from the broker."""
+        assert self.outbox is not None
+        alarm_id = str(payload["alarm_id"])
+        await self.outbox.save_eeg(patient, alarm_id, payload)
+        link = self.links.get(patient)
+        if link is None:
+            return
+        prefix = self.cfg.mqtt.topic_prefix
+        link.notify(eeg_topic(prefix, patient, alarm_id), payload, retain=True)
+        kept = self._eeg_kept.setdefault(patient, [])
+        kept.append(alarm_id)
+        while len(kept) > EEG_KEEP:
+            link.notify(eeg_topic(prefix, patient, kept.pop(0)), b"", retain=True)
 
     def _broker_gauge(self, patient: str) -> Callable[[bool], None]:
         def update(up: bool) -> None:

@@ -35,6 +35,7 @@ from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
 from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer, as_batch
+from seizurewatch.snippet import SignalTail, snippet_payload
 from seizurewatch.sources import Source
 from seizurewatch.streamquality import StreamingQuality
 from seizurewatch.types import Block, Gap, RateStatus, StreamStatus, Window
@@ -45,6 +46,7 @@ SOURCE_RETRY_S = 3.0  # a live source not there at start is looked for again thi
 MAX_BLOCKS_IN_FLIGHT = 2  # blocks handed to the model and not yet decided on, beyond which the loop waits
 
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
+SnippetSink = Callable[[dict[str, Any]], Awaitable[None]]  # the EEG behind an alarm start (snippet.py)
 
 
 @dataclass
@@ -101,6 +103,8 @@ class StreamPipeline:
         self.ring: RingBuffer | None = None
         self.quality: StreamingQuality | None = None
         self._in_flight: deque[_Batch] = deque()
+        self.tail: SignalTail | None = None  # the last seconds of signal, for the EEG behind each alarm
+        self.snippet_sink: SnippetSink | None = None
         self.first_samples = asyncio.Event()
         self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
         self.waiting: str | None = None  # why the source could not be opened yet; run() keeps trying
@@ -162,6 +166,7 @@ class StreamPipeline:
             raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
                             f"({self.meta.window_s:g} s): nothing could be classified")
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
+        self.tail = SignalTail(tuple(spec.channels), spec.rate)
         # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
         self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq),
@@ -286,6 +291,8 @@ class StreamPipeline:
             self.metrics.samples(self.patient, block.n_samples)
         t0 = time.perf_counter()
         raw, x = self.pre.process_with_raw(block.data)
+        if self.tail is not None and self.snippet_sink is not None:
+            self.tail.push(block.t0, x)
         t1 = time.perf_counter()
         windows = self.ring.push(x, block.wall_received)
         t2 = time.perf_counter()
@@ -309,6 +316,8 @@ class StreamPipeline:
         assert self.ring and self.quality
         self.ring.reset(t_next)
         self.quality.reset()
+        if self.tail is not None:
+            self.tail.clear()
 
     def _submit(self, windows: list[Window], verdicts: list[QualityVerdict]) -> None:
         """Hand the usable windows to the model's thread; decided on in ``_settle``."""
@@ -392,8 +401,22 @@ class StreamPipeline:
             if self.metrics:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)
+        for ev in events:
+            if ev.kind == "alarm" and ev.event == "start":
+                await self._snippet(ev)
         self.times.publish += time.perf_counter() - t0
         self.status.update_state(events[-1].t, events)
+
+    async def _snippet(self, ev: Event) -> None:
+        """The signal the model saw up to this alarm's decision, to the daemon (journal, retained topic)."""
+        if self.tail is None or self.snippet_sink is None:
+            return
+        cut = self.tail.cut(ev.t)
+        if cut is None:
+            return
+        t0, x = cut
+        await self.snippet_sink(snippet_payload(self.patient, ev.alarm_id, t0, x, self.tail.rate, self.tail.channels,
+                                                ev.probability))
 
     def _update_state(self, t: float) -> None:
         self.status.update_state(t)

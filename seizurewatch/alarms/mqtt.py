@@ -126,10 +126,12 @@ class PatientLink:
             self._refresh_queued = True
         self._wake.set()
 
-    def notify(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
-        """Publish a message that is not an event (an ack refusal, an alarm's EEG): after the journal's events
-        and the state, best effort (kept while the broker is away, up to STATE_BACKLOG, not journaled)."""
-        self._notices.append((topic, json.dumps(payload, separators=(",", ":")).encode(), retain))
+    def notify(self, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+        """Publish a message that is not an event (an ack refusal, an alarm's EEG; b"" clears a retained one):
+        after the journal's events and the state, best effort (kept while the broker is away, up to
+        STATE_BACKLOG, not journaled)."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+        self._notices.append((topic, body, retain))
         self._wake.set()
 
     async def _incoming(self, msg: aiomqtt.Message) -> None:

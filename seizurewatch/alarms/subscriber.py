@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 64 * 1024  # an alarm is ~600 bytes; anything this big is not ours
 LEAVES = ("alarm", "fault", "state", "refusal")  # JSON topics under <prefix>/<patient>/ (docs/alarm.schema.json)
+SCHEMA_LEAVES = (*LEAVES, "eeg")  # eeg: <prefix>/<patient>/eeg/<alarm_id>, the EEG behind an alarm
 
 
 def format_event(p: dict[str, Any]) -> str:
@@ -62,7 +63,7 @@ def format_event(p: dict[str, Any]) -> str:
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
     schema = json.loads(alarm_schema_path().read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
-    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in LEAVES}
+    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in SCHEMA_LEAVES}
 
 
 def schema_error(leaf: str, payload: Any) -> str | None:

@@ -30,7 +30,7 @@ import aiomqtt
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.alarms.security import is_loopback
-from seizurewatch.alarms.subscriber import Handlers
+from seizurewatch.alarms.subscriber import Handlers, schema_error
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -117,6 +117,7 @@ class Station:
                     async with watch(client, self._dispatch) as reader:
                         for leaf in ("state", "status", "alarm", "fault", "refusal"):
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
+                        await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
                         self._client = client
                         self._set_connected(True)
                         await reader  # until the connection drops
@@ -147,9 +148,39 @@ class Station:
     async def handle(self, topic: str, raw: bytes) -> None:
         """One message from the broker: checked like ``seizurewatch subscribe`` checks it (anything malformed
         is logged and ignored), then into the ward."""
+        if self._eeg(topic, raw):
+            return
         before = self.checker.ignored
         await self.checker.handle(topic, raw)
         self.ignored += self.checker.ignored - before
+
+    def _eeg(self, topic: str, raw: bytes) -> bool:
+        """``<prefix>/<patient>/eeg/<alarm_id>``: the EEG behind an alarm, checked like every message (True: it
+        was one, handled); an empty payload is the daemon clearing an old one."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != self.cfg.topic_prefix or parts[2] != "eeg":
+            return False
+        patient, alarm_id = parts[1], parts[3]
+        if not raw:
+            self.ward.on_eeg(patient, alarm_id, None)
+            return True
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            payload = None
+        why = "not JSON" if payload is None else schema_error("eeg", payload)
+        if why is None and (payload.get("patient"), payload.get("alarm_id")) != (patient, alarm_id):
+            why = "payload names another patient or alarm than its topic"
+        if why is not None:
+            self.ignored += 1
+            log.warning("ignoring a malformed EEG message", extra={"topic": topic[:200], "reason": why})
+            return True
+        self.ward.on_eeg(patient, alarm_id, payload)
+        return True
+
+    def eeg(self, patient: str, alarm_id: str) -> dict[str, Any] | None:
+        bed = self.ward.beds.get(patient)
+        return bed.eeg.get(alarm_id) if bed is not None else None
 
     def _on_event(self, payload: dict[str, Any]) -> None:
         self.ward.on_event(payload, time.time())
@@ -271,6 +302,12 @@ def make_app(station: Station) -> ASGIApp:
     async def ward(request: Request) -> Response:
         return Response(station.snapshot_json(), media_type="application/json")
 
+    async def eeg(request: Request) -> Response:
+        found = station.eeg(request.path_params["patient"], request.path_params["alarm_id"])
+        if found is None:
+            return JSONResponse({"error": "no EEG for this alarm (yet)"}, status_code=404)
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
     async def events(request: Request) -> Response:
         return StreamingResponse(station.stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -308,6 +345,7 @@ def make_app(station: Station) -> ASGIApp:
 
     app: ASGIApp = Starlette(routes=[
         Route("/", page), Route("/api/ward", ward), Route("/events", events), Route("/api/ack", ack, methods=["POST"]),
+        Route("/api/eeg/{patient}/{alarm_id}", eeg),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], lifespan=lifespan)
     if station.opts.password is not None:

@@ -74,6 +74,7 @@ class Bed:
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
     invalid: int = 0  # events the daemon sent that failed the schema (a daemon bug, not the broker's)
+    eeg: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # alarm id -> the EEG behind it
     refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ITEMS))  # acks refused
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
@@ -165,6 +166,17 @@ class Ward:
         self.bed(patient).missed += last - first + 1
         self.version += 1
 
+    def on_eeg(self, patient: str, alarm_id: str, payload: dict[str, Any] | None) -> None:
+        """The EEG behind an alarm (retained per alarm; None: the daemon cleared it)."""
+        b = self.bed(patient)
+        if payload is None:
+            b.eeg.pop(alarm_id, None)
+        else:
+            b.eeg[alarm_id] = payload
+            while len(b.eeg) > KEEP_ITEMS:
+                b.eeg.popitem(last=False)
+        self.version += 1
+
     def on_refusal(self, patient: str, r: dict[str, Any]) -> None:
         """The daemon refused an ack (docs/alarm.schema.json, ``refusal``): the page shows why."""
         self.bed(patient).refusals.append({k: r.get(k) for k in ("alarm_id", "action", "by", "reason", "wall_time")})
@@ -217,9 +229,10 @@ class Ward:
                 **({"history": _thin([(round(t - now), None if p is None else round(p, 3))
                                       for t, p in b.history if now - t <= HISTORY_S])}
                    if history else {}),
-                "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
+                "alarms": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in items if i.kind == "alarm"],
                 "faults": [i.as_dict() for i in items if i.kind == "fault"],
-                "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
+                "review": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in self._to_review(b, now)],
+                "missed": b.missed,
                 "invalid": b.invalid, "refusals": list(b.refusals),
                 "_waiting": waiting,
             })
