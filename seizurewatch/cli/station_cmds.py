@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mqtt-url", help="broker (default: the config's)")
     s.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this config")
     s.add_argument("--password-file", help="file holding the page's password (required off loopback)")
-    s.add_argument("--station-name", default="station", help="default 'by' for acks (the page asks for a name)")
+    s.add_argument("--station-name", default="station",
+                   help="this station's name (an ack from the page needs the person's own name)")
     s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--ssl-keyfile", help="private key of --ssl-certfile")
     s.set_defaults(func=cmd_station, default_log_level="INFO")

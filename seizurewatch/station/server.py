@@ -326,8 +326,8 @@ def make_app(station: Station) -> ASGIApp:
         patient = body.pop("patient")
         if patient not in station.ward.beds:
             return JSONResponse({"error": f"no bed {patient!r} on the broker"}, status_code=404)
-        if not str(body.get("by") or "").strip():
-            body["by"] = station.opts.station_name
+        if not str(body.get("by") or "").strip():  # who answered is part of the record: never "station"
+            return JSONResponse({"error": "by: type your name first; the ack was NOT sent"}, status_code=400)
         answer = await station.send_ack(patient, body)
         return JSONResponse(answer, status_code=int(answer.pop("status")))
 
