@@ -167,7 +167,7 @@ class Daemon:
         predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
         self.metrics.model_info.info(
-            {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
+            {"name": meta.name, "weights_sha256": meta.weights_sha256, "threshold": str(meta.threshold),
              "policy": meta.threshold_policy, "path": model.path}
         )
         devices: dict[str, DeviceProfile | None] = {}

@@ -74,7 +74,7 @@ class PatientState:
 
     def _context(self, decision: DecisionConfig) -> Context:
         policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        return Context(self.patient, self.meta.name, self.meta.sha256, policy)
+        return Context(self.patient, self.meta.name, self.meta.weights_sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
         decision = decision.for_model(self.meta.raw.get("threshold"))

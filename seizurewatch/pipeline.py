@@ -337,27 +337,38 @@ class StreamPipeline:
             if only_ready and self._in_flight[0].result is not None and not self._in_flight[0].result.done():
                 break
             b = self._in_flight.popleft()
-            for w, verdict in zip(b.windows, b.verdicts):
-                events += self._quality_events(verdict, w.t_end)
-                self.stats.last_window_t = max(self.stats.last_window_t, w.t_end)
+            events += await self._decide_batch(b)
+            self.stats.last_window_t = max([self.stats.last_window_t] + [w.t_end for w in b.windows])
             if b.result is not None:
-                events += await self._decide(b.usable, b.result)
                 decided_to = b.usable[-1].t_end
         await self._emit(events)
         if decided_to is not None:
             self._update_state(decided_to)
 
-    async def _decide(self, usable: list[Window], result: asyncio.Future[tuple[np.ndarray, float]]) -> list[Event]:
-        try:
-            probs, dt = await result
-        except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
-            log.exception("inference failed", extra={"patient": self.patient})
-            return self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200])
-        self.times.inference += dt
-        if self.metrics:
-            self.metrics.inference(self.patient, dt, len(usable))
+    async def _decide_batch(self, b: _Batch) -> list[Event]:
+        """The batch's events window by window, in time order: each window's quality events, then the decision
+        on its probability (events of one stream are stamped on one clock, so they are made in the order of time)."""
+        probs: np.ndarray | None = None
+        events: list[Event] = []
+        if b.result is not None:
+            try:
+                probs, dt = await b.result
+            except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
+                log.exception("inference failed", extra={"patient": self.patient})
+                fault = self.faults.set("model_error", True, b.usable[-1].t_end, detail=str(exc)[:200])
+                return [e for w, v in zip(b.windows, b.verdicts) for e in self._quality_events(v, w.t_end)] + fault
+            self.times.inference += dt
+            if self.metrics:
+                self.metrics.inference(self.patient, dt, len(b.usable))
+            if probs.shape != (len(b.usable), len(self.meta.outputs)):  # nothing of this batch can be decided on
+                events, probs = self.status.decide(b.usable, probs), None
+        row = {id(w): i for i, w in enumerate(b.usable)}
         t1 = time.perf_counter()
-        events = self.status.decide(usable, probs)
+        for w, verdict in zip(b.windows, b.verdicts):
+            events += self._quality_events(verdict, w.t_end)
+            i = row.get(id(w))
+            if probs is not None and i is not None:
+                events += self.status.decide([w], probs[i : i + 1])
         self.times.decision += time.perf_counter() - t1
         return events
 

@@ -89,9 +89,10 @@ class ScriptedBedside:
             await asyncio.sleep(3600)  # the stop ends this generator: SIGTERM arrives while the bedside streams
 
 
-def run_script(ops: list[str], eps: float, end: str, decision: DecisionConfig) -> tuple[list[dict], list[dict]]:
-    base = replay_config(str(REC04), speed=1000, patient="bed1")
-    stream = replace(base.streams[0], source=replace(base.streams[0].source, chunk_s=1.0))  # one block a second
+def run_script(ops: list[str], eps: float, end: str, decision: DecisionConfig, speed: float | str = 1000,
+               chunk_s: float = 1.0) -> tuple[list[dict], list[dict]]:
+    base = replay_config(str(REC04), speed=speed, patient="bed1")
+    stream = replace(base.streams[0], source=replace(base.streams[0].source, chunk_s=chunk_s))  # a block a second
     cfg = Config(streams=(stream,), model=base.model, decision=decision, outbox=base.outbox)
     daemon = Daemon(cfg, DaemonOptions(publish=False))
     events: list[dict[str, Any]] = []
@@ -191,3 +192,16 @@ def test_the_station_counts_an_invalid_event_apart_from_missed_ones():
     asyncio.run(feed())
     row = station.ward.snapshot(2e9)["beds"][0]
     assert (row["invalid"], row["missed"]) == (1, 0)
+
+
+def test_events_and_their_times_do_not_depend_on_how_the_signal_is_chunked():
+    """``replay --speed max`` decides 30 s at a time: its events are the same, at the same times and in the same
+    order, as one block a second (they came out of time order: all quality events of a block before its decisions)."""
+    def night(speed: float | str, chunk_s: float) -> list[tuple]:
+        events, _ = run_script(["none"] * 200, 0.0, "stream_end", DecisionConfig(escalate_after_s=0.0), speed, chunk_s)
+        return [(p["kind"], p["event"], p.get("fault_type"), tuple(p.get("channels", ())), p["t"]) for p in events]
+
+    fast = night("max", 1.0)
+    assert fast == night(1000, 1.0)
+    assert [e[-1] for e in fast] == sorted(e[-1] for e in fast)
+    assert ("alarm", "start", None, (), 68.0) in fast
