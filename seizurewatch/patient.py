@@ -33,6 +33,7 @@ class StreamStats:
     last_sample_wall: float | None = None  # time.time() when the latest samples arrived ("last data" counts from it)
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+    outputs: list[np.ndarray] = field(default_factory=list)  # every output of each window, when recording
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class PatientState:
         self._shown_faults: dict[str, tuple[str, ...]] = {}  # type -> channels
         self._shown_blind: str | None = None  # why the last published state had no probability
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
-        decision = decision.for_model(meta.raw.get("threshold"))
+        decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
         self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
 
@@ -77,7 +78,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.weights_sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        decision = decision.for_model(self.meta.raw.get("threshold"))
+        decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
 
@@ -113,6 +114,7 @@ class PatientState:
             self.stats.last_t = w.t_end
             if self.record:
                 self.stats.probabilities.append((w.t_end, p))
+                self.stats.outputs.append(row)
             events.extend(self.decision.update(w.t_end, p))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)
