@@ -42,7 +42,7 @@ class Context:
 
     patient: str
     model_name: str
-    weights_sha256: str
+    model_sha256: str  # the weights' hash (metadata weights_sha256), published as model.weights_sha256
     threshold_policy: str
 
 
@@ -59,7 +59,7 @@ def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str,
         "probability": None if ev.probability is None else round(float(ev.probability), 5),
         "threshold": None if ev.threshold is None else round(float(ev.threshold), 5),
         "threshold_policy": ctx.threshold_policy,
-        "model": {"name": ctx.model_name, "weights_sha256": ctx.weights_sha256},
+        "model": {"name": ctx.model_name, "weights_sha256": ctx.model_sha256},
     }
     if ev.started_t is not None:
         p["started_t"] = round(ev.started_t, 4)

@@ -21,7 +21,6 @@ import pytest
 from alarm_support import lines, start_subscriber, stop, validate, wait_for
 from conftest import ROOT, free_port, wait_port
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 REC04 = ROOT / "seizurewatch" / "data" / "dog1_rec04.edf"
 
 
@@ -41,25 +40,12 @@ async def publish_retained(port: int, topic: str, payload: dict) -> None:
         await c.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
 
 
-def _browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Debian's chromium and chromium-driver are needed (scripts/test.sh installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
 @pytest.mark.slow
 def test_live_night_every_message_valid_and_the_station_tells_the_truth(mosquitto, tmp_path):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+    from test_station import _browser  # Debian's headless Chromium, as the station's other browser tests drive it
 
     source_id = f"amp-{uuid.uuid4().hex[:8]}"
     cfg = local_config(tmp_path, mosquitto.url, source_id)

@@ -238,24 +238,3 @@ class AckBook:
         book = self.issued.get(patient)
         rec = book.get(alarm_id) if book is not None else None
         return bool(rec and rec.acks)
-
-
-async def publish_ack(cfg: Any, patient: str, ack: Ack, url: str | None = None, retries: int = 2) -> None:
-    """Publish one ack (QoS 1, waits for the PUBACK) with the station's own broker settings, through the
-    shared connection policy; BrokerError (one line naming the broker) if it cannot."""
-    import asyncio
-    import os
-
-    from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy
-
-    policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
-    ident = f"seizurewatch-ack-{os.getpid()}-{os.urandom(3).hex()}"
-    while True:
-        try:
-            async with policy.client(identifier=ident) as client:
-                policy.connected()
-                await client.publish(ack_topic(cfg.topic_prefix, patient), ack.to_json(), qos=1,
-                                     timeout=cfg.publish_timeout_s)
-                return
-        except CONNECTION_ERRORS as exc:
-            await asyncio.sleep(policy.failed(exc))

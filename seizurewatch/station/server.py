@@ -191,13 +191,15 @@ class Station:
             self.ward.on_eeg(patient, alarm_id, None)
             return True
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
-        why = "not JSON" if payload is None else schema_error("eeg", payload)
-        if why is None and (payload.get("patient"), payload.get("alarm_id")) != (patient, alarm_id):
+            payload, why = wire.loads(raw), None
+        except wire.WireError as exc:
+            payload, why = None, str(exc)
+        if payload is not None:
+            why = schema_error("eeg", payload)
+        if why is None and payload is not None and (payload.get("patient"), payload.get("alarm_id")) != (patient,
+                                                                                                    alarm_id):
             why = "payload names another patient or alarm than its topic"
-        if why is not None:
+        if why is not None or payload is None:
             self.ignored += 1
             log.warning("ignoring a malformed EEG message", extra={"topic": topic[:200], "reason": why})
             return True
