@@ -4,11 +4,13 @@ daemon monitors. A real daemon replaying dog1_rec04 into a real Mosquitto."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from alarm_support import daemon_config, lines, start_daemon, start_subscriber, stop, validate, wait_for
 from conftest import run_cli
 
-from seizurewatch.alarms.ack import Ack, AckBook
+from seizurewatch.alarms.ack import ACK_GRACE_S, Ack, AckBook
 
 
 @pytest.mark.slow
@@ -50,11 +52,15 @@ def test_ack_says_whether_the_daemon_took_it(mosquitto, tmp_path):
     assert [(r["by"], r["action"]) for r in refusals] == [("nurse B", "ack")] * 2
 
 
-def test_the_book_refuses_a_plain_ack_of_an_ended_alarm_and_says_why():
+def test_the_book_refuses_a_plain_ack_of_an_alarm_ended_long_ago_and_says_why():
     book = AckBook(["bed1"])
     start = {"patient": "bed1", "alarm_id": "a" * 16, "kind": "alarm", "event": "start", "t": 60.0, "started_t": 60.0}
     book.observe(start)
-    book.observe({**start, "event": "end", "t": 90.0})
+    book.observe({**start, "event": "end", "t": 90.0, "wall_time": time.time() - ACK_GRACE_S - 1})
+    just = {**start, "alarm_id": "b" * 16}
+    book.observe(just)
+    book.observe({**just, "event": "end", "t": 90.0, "wall_time": time.time() - 2})
+    assert book.accept("bed1", Ack("b" * 16, "ack", "nurse C").to_json()) is not None  # ended on the nurse's way
     assert book.accept("bed1", Ack("a" * 16, "ack", "nurse C").to_json()) is None
     assert book.last_refusal is not None and "already ended" in book.last_refusal.reason
     assert book.last_refusal.answers(Ack("a" * 16, "ack", "nurse C"))

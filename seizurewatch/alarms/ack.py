@@ -32,6 +32,7 @@ MAX_ACK_BYTES = 4096  # a real ack is ~150 bytes; anything far larger is refused
 MAX_BY = 64
 MAX_NOTE = 500
 KNOWN_PER_PATIENT = 1000  # alarms/faults remembered per patient (a night has a handful)
+ACK_GRACE_S = 300.0  # a plain ack of an ended alarm is taken this long after its end (the nurse was on the way)
 STATE_ACKS = 8  # acks listed in the retained state, newest last
 ACKS_PER_MINUTE = 30  # accepted per patient; a flood beyond is refused (each one is an fsync'd journal row)
 RELOAD_S = 24 * 3600.0  # alarms of the last day are learnt from the journal at start (marks after a restart)
@@ -128,6 +129,7 @@ class Issued:
     fault_type: str | None = None
     channels: tuple[str, ...] = ()
     acks: list[tuple[str, str, str]] = field(default_factory=list)  # (action, by, note) accepted, in order
+    ended_wall: float | None = None  # Unix time of its end event
 
 
 class AckBook:
@@ -170,6 +172,7 @@ class AckBook:
             rec.channels = tuple(payload["channels"])
         if phase == "end":
             rec.open = False
+            rec.ended_wall = float(payload.get("wall_time") or 0.0)
 
     def accept(self, patient: str, raw: bytes) -> tuple[Ack, Issued] | None:
         """The ack and the alarm it answers, or None (logged) if it must be ignored."""
@@ -184,8 +187,9 @@ class AckBook:
                 raise AckError(f"alarm_id {ack.alarm_id} is not an alarm or fault of patient {patient}")
             if (ack.action, ack.by, ack.note) in rec.acks:
                 raise AckError(f"duplicate: {ack.action} by {ack.by} already journaled for {ack.alarm_id}")
-            if ack.action == "ack" and not rec.open:
-                raise AckError(f"{rec.kind} {ack.alarm_id} already ended; mark it false_alarm or confirmed instead")
+            if ack.action == "ack" and not rec.open and time.time() - (rec.ended_wall or 0.0) > ACK_GRACE_S:
+                raise AckError(f"{rec.kind} {ack.alarm_id} already ended {ACK_GRACE_S / 60:g}+ min ago; mark it "
+                               "false_alarm or confirmed instead")
             recent, now = self._accepted[patient], time.monotonic()
             while recent and now - recent[0] >= 60.0:
                 recent.popleft()

@@ -314,8 +314,14 @@ class PatientLink:
                                     retain=True)
                 self._transitions.popleft()
                 self._state_sent = True
-            while self._notices:
-                await self._publish(client, gone, *self._notices[0])
+            while self._notices:  # best effort: a notice the broker refuses is dropped, never in the events' way
+                topic = self._notices[0][0]
+                acked, error = await self._publish_all(client, gone, [self._notices[0]])
+                if isinstance(error, PublishRefused):
+                    log.error("MQTT broker refused a notice; dropped (let this daemon's account write %s in the "
+                              "broker's ACL)", topic, extra={"patient": self.patient, "topic": topic})
+                elif error is not None:
+                    raise error
                 self._notices.popleft()
             if self._closing and not self._wake.is_set():
                 return True

@@ -92,7 +92,8 @@ function trace(history, threshold) {
 
 async function answer(bed, item, action, buttons, errorLine) {
   if (!byInput.value.trim()) {  // an ack must say who answered: never recorded as "station"
-    errorLine.textContent = "NOT SENT: type your name in \"Your name\" (top right) first, then click again";
+    pending.set(item.alarm_id, "NOT SENT: type your name in \"Your name\" (top right) first, then click again");
+    errorLine.textContent = pending.get(item.alarm_id);  // kept when the card is redrawn
     byInput.classList.add("missing");
     byInput.focus();
     return;
@@ -166,7 +167,7 @@ function itemBox(bed, item, now, kind) {
     const b = el("button", a, labels[a]);
     b.type = "button";
     b.dataset.action = a;
-    b.disabled = state === "sending" || (state || "").startsWith("sent");
+    b.disabled = !item.answered && (state === "sending" || (state || "").startsWith("sent"));  // until answered
     b.addEventListener("click", () => answer(bed, item, a, buttons, errorLine));
     buttons.push(b);
     row.appendChild(b);
