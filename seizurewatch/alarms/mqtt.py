@@ -5,6 +5,8 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/alarm   alarm events, QoS 1, not retained
     seizurewatch/P/fault   fault events, QoS 1, not retained
     seizurewatch/P/state   current state, QoS 1, retained
+    seizurewatch/P/risk    risk level per horizon of a prediction model, QoS 1, retained (risk.py)
+    seizurewatch/P/risk_change  risk level changes (events), QoS 1, not retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
     seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
     seizurewatch/P/refusal why an ack was refused, QoS 1, not retained, best effort (not journaled)
@@ -42,7 +44,7 @@ STATE_BACKLOG = 64  # state changes kept while the broker is away (the last one 
 
 def topics(prefix: str, patient: str) -> dict[str, str]:
     base = f"{prefix}/{patient}"
-    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status")}
+    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status", "risk", "risk_change")}
 
 
 class ConnectionLost(aiomqtt.MqttError):
@@ -72,6 +74,9 @@ class PatientLink:
         self._close_deadline = float("inf")
         self._state: dict[str, Any] | None = None  # the latest state payload
         self._state_sent = False  # the broker holds the latest state (False after a reconnect)
+        self._risk: dict[str, Any] | None = None  # the latest risk message (a prediction model's levels)
+        self._risk_sent = False
+        self.horizons: tuple[float, ...] = ()  # the model's prediction horizons (Home Assistant: a sensor each)
         self._transitions: deque[dict[str, Any]] = deque(maxlen=STATE_BACKLOG)  # changes not yet published
         self._last_event: tuple[str, int] | None = None  # (epoch, seq) of the last event the broker accepted
         self.delivered = 0
@@ -120,6 +125,12 @@ class PatientLink:
         self._refresh_queued = False
         self._wake.set()
 
+    def set_risk(self, payload: dict[str, Any]) -> None:
+        """The retained risk message: only the latest matters (each level change is also an event)."""
+        self._risk = payload
+        self._risk_sent = False
+        self._wake.set()
+
     def refresh_state(self, payload: dict[str, Any]) -> None:
         """The same state with fresher numbers (the periodic republish): it replaces a refresh still
         queued instead of queuing behind it, so an outage never pushes real changes out of the backlog."""
@@ -158,7 +169,7 @@ class PatientLink:
     async def _announce(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> None:
         """Publish the retained Home Assistant discovery configs (alarms/discovery.py)."""
         self._discovery_due = False
-        for topic, config in discovery.discovery_configs(self.cfg, self.patient).items():
+        for topic, config in discovery.discovery_configs(self.cfg, self.patient, self.horizons).items():
             await self._publish(client, gone, topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
         log.info("Home Assistant discovery published", extra={"patient": self.patient})
 
@@ -174,7 +185,7 @@ class PatientLink:
                             await client.subscribe(topic, qos=1)
                         await self._publish(client, gone, self.topics["status"], b"online", retain=True)
                         self._discovery_due = discovery.enabled(self.cfg)
-                        self._state_sent = False
+                        self._state_sent = self._risk_sent = False
                         if await self._serve(client, gone):
                             await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
                             return
@@ -314,6 +325,11 @@ class PatientLink:
                                     retain=True)
                 self._transitions.popleft()
                 self._state_sent = True
+            risk = self._risk
+            if risk is not None and not self._risk_sent:
+                await self._publish(client, gone, self.topics["risk"],
+                                    json.dumps(risk, separators=(",", ":")).encode(), retain=True)
+                self._risk_sent = self._risk is risk
             while self._notices:  # best effort: a notice the broker refuses is dropped, never in the events' way
                 topic = self._notices[0][0]
                 acked, error = await self._publish_all(client, gone, [self._notices[0]])

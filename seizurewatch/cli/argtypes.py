@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seizurewatch.checks import check_output_dir, check_output_file
+from seizurewatch.units import KNOWN, check_unit
 
 
 def _argtype(check: Callable[[Any, str], Any], what: str) -> Callable[[str], str]:
@@ -25,6 +26,13 @@ def _argtype(check: Callable[[Any, str], Any], what: str) -> Callable[[str], str
 
 out_dir = _argtype(check_output_dir, "output folder")
 out_file = _argtype(check_output_file, "output file")
+
+
+def units_arg(p: argparse.ArgumentParser) -> None:
+    """``--units`` for every command that reads a recording: what channels declaring no unit hold."""
+    p.add_argument("--units", type=_argtype(check_unit, "units"), default=None, metavar="UNIT",
+                   help=f"what channels that declare no unit (or one seizurewatch does not know) hold: {KNOWN}; "
+                        "without it such a recording is refused (declared units are always converted to µV)")
 
 
 def in_file(value: str) -> str:

@@ -246,6 +246,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
                  windows=windows, early_s=args.early_s, scheduler=args.scheduler)
+    if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
+        print(m["markdown"])
+        return 0
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:

@@ -263,6 +263,12 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = loaded.meta
+    if meta.risk_outputs and windows is None:  # a prediction model: per-horizon forecast figures
+        from seizurewatch.research.forecast_eval import evaluate_forecast
+
+        if not recordings:
+            raise DataError("no recordings to evaluate")
+        return evaluate_forecast(model, meta, [str(r) for r in recordings], out, decision)
     decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:

@@ -15,7 +15,6 @@ key ``scheduler-address``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -34,16 +33,6 @@ SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
 class TaskError(RuntimeError):
     """One or more tasks failed with an internal error; every other task finished first. (Failures that are
     all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
-
-
-def _worker_setup(level: int) -> None:
-    """Worker set-up: one core per worker process (the cluster is the parallelism: torch on one thread, a
-    replay waiting for its model instead of reading on, ``inference.one_core``), and the caller's log level for
-    seizurewatch (a replay's alarm warnings are the caller's output, not the log's)."""
-    from seizurewatch.inference import one_core
-
-    one_core()
-    logging.getLogger("seizurewatch").setLevel(level)
 
 
 def default_workers() -> int:
@@ -66,7 +55,9 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
     processes with one thread each (closed on exit)."""
     from distributed import Client, LocalCluster
 
-    setup = functools.partial(_worker_setup, logging.getLogger("seizurewatch").getEffectiveLevel())
+    from seizurewatch.research.worker import SeizurewatchWorker
+
+    plugin = SeizurewatchWorker(logging.getLogger("seizurewatch").getEffectiveLevel())
     quiet = logging.getLogger("distributed")
     if quiet.getEffectiveLevel() < logging.WARNING:  # the cluster's start/stop chatter is not ours to show
         quiet.setLevel(logging.WARNING)
@@ -77,12 +68,12 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
             raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
                               "`dask scheduler` and `dask worker ADDRESS`, or leave --scheduler out") from None
         with client:
-            client.register_worker_callbacks(setup)
+            client.register_plugin(plugin)
             yield client
         return
     with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
                       dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
-        client.register_worker_callbacks(setup)
+        client.register_plugin(plugin)
         yield client
 
 

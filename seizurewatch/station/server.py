@@ -39,7 +39,7 @@ from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
-from seizurewatch.alarms.subscriber import Handlers, schema_error
+from seizurewatch.alarms.subscriber import LEAVES, Handlers, schema_error
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -141,7 +141,7 @@ class Station:
                 async with self.policy.client(identifier=ident) as client:
                     self.policy.connected()
                     async with watch(client, self._dispatch) as reader:
-                        for leaf in ("state", "status", "alarm", "fault", "refusal"):
+                        for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
                         await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
                         self._client = client
@@ -221,6 +221,8 @@ class Station:
             self.ward.on_state(patient, wire.loads(raw), time.time())
         elif leaf == "refusal":
             self.ward.on_refusal(patient, wire.loads(raw))
+        elif leaf == "risk":
+            self.ward.on_risk(patient, wire.loads(raw), time.time())
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)

@@ -1,7 +1,8 @@
 """What the nurse station knows about every bed, built from what the broker carries.
 
-Fed by the station's MQTT subscription (retained ``state`` and ``status``, ``alarm`` and ``fault``
+Fed by the station's MQTT subscription (retained ``state``, ``status`` and ``risk``, ``alarm`` and ``fault``
 events, de-duplicated on (patient, seq)); ``snapshot`` gives the page its rows, most urgent first.
+A bed whose model predicts also carries its risk per horizon (level, median probability, since when).
 
 A bed is shown
     ALARM    an alarm is active
@@ -83,6 +84,8 @@ class Bed:
     invalid: int = 0  # events the daemon sent that failed the schema (a daemon bug, not the broker's)
     eeg: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # alarm id -> the EEG behind it
     refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ITEMS))  # acks refused
+    risk: list[dict[str, Any]] = field(default_factory=list)  # the retained risk message's horizons
+    model: str | None = None  # the model in force, from the retained state (pretrained or the patient's own)
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
         it = self.items.get(alarm_id)
@@ -121,6 +124,9 @@ class Ward:
     def on_state(self, patient: str, st: dict[str, Any], now: float) -> None:
         b = self.bed(patient)
         b.state = str(st.get("state", "unknown"))
+        model = st.get("model")
+        if isinstance(model, dict) and isinstance(model.get("name"), str):
+            b.model = model["name"]
         p = st.get("probability")
         b.probability = float(p) if isinstance(p, (int, float)) else None
         b.unavailable = st.get("probability_unavailable") if b.probability is None else None
@@ -140,6 +146,13 @@ class Ward:
             it = b.items.get(str(a.get("alarm_id")))
             if it is not None:
                 self._add_ack(it, a)
+        self.version += 1
+
+    def on_risk(self, patient: str, msg: dict[str, Any], now: float) -> None:
+        """The retained risk message (validated by the subscriber): every horizon's level."""
+        b = self.bed(patient)
+        b.risk = [{k: h[k] for k in ("horizon_s", "level", "probability", "since_t")} for h in msg["horizons"]]
+        b.last_seen = max(b.last_seen, min(float(msg.get("wall_time") or now), now))
         self.version += 1
 
     @staticmethod
@@ -257,7 +270,7 @@ class Ward:
         waiting = min((i.started_wall for i in items if i.kind == "alarm" and not i.acks), default=now)
         row = {
             "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
-            "state": b.state, "status": b.status, "probability": b.probability,
+            "state": b.state, "status": b.status, "probability": b.probability, "model": b.model,
             "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
             "probability_unavailable": b.unavailable, "threshold": b.threshold,
             "data_ago_s": round(now - b.last_sample_wall, 1) if b.last_sample_wall else None,
@@ -267,7 +280,7 @@ class Ward:
             "alarms": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in items if i.kind == "alarm"],
             "faults": [i.as_dict() for i in items if i.kind == "fault"],
             "review": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in self._to_review(b, now)],
-            "missed": b.missed, "invalid": b.invalid, "refusals": list(b.refusals),
+            "missed": b.missed, "invalid": b.invalid, "refusals": list(b.refusals), "risk": b.risk,
             "_waiting": waiting,
         }
         dumps(row)
