@@ -23,7 +23,8 @@ from seizurewatch.config import MqttConfig  # noqa: E402
 
 PAYLOAD = {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update", "alarm_id": "0123456789abcdef",
            "patient": "bench", "t": 0.0, "wall_time": 0.0, "probability": 0.91234, "threshold": 0.44312,
-           "threshold_policy": "youden", "model": {"name": "dog1-convnet", "sha256": "0" * 64}, "started_t": 0.0,
+           "threshold_policy": "youden", "model": {"name": "dog1-convnet", "weights_sha256": "0" * 64},
+           "started_t": 0.0,
            "duration_s": 5.0, "peak_probability": 0.97}
 
 

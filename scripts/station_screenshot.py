@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/station_screenshot.py [OUT.png [AFTER_ACK.png]]
 
-bed1 replays dog1_rec04 (its seizure raises an alarm, escalated after 10 s unanswered), bed2 loops
+bed1 replays dog1_rec04 (its seizure raises an alarm, escalated after 10 s unanswered, with the EEG the model saw
+on its card; the page's sound is switched on, so it plays the escalation pattern), bed2 loops
 dog1_rec02 from its seizure-free start (OK), bed3 replays dog1_rec02 with 12 of 16 channels flat (a
 flatline fault that escalates), bed4's daemon is killed with SIGKILL (its last will: OFFLINE).
 Everything runs on 127.0.0.1; nothing is mocked.
@@ -10,6 +11,7 @@ Everything runs on 127.0.0.1; nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -34,6 +36,17 @@ def flat_copy(src: Path, dest: Path, flat: int) -> Path:
         data = np.vstack([r.readSignal(i) for i in range(len(labels))])
     data[:flat] = 0.0  # electrodes off: a flat line on most channels
     return write_edf(dest, data, rate, labels, plus=False)
+
+
+async def first_state(port: int, patient: str) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"shot-{patient}") as c:
+        await c.subscribe(f"seizurewatch/{patient}/state", qos=1)
+        async with asyncio.timeout(180):
+            async for m in c.messages:
+                if b'"ok"' in bytes(m.payload):  # type: ignore[arg-type]
+                    return
 
 
 def main(out: Path, after: Path | None = None) -> None:
@@ -65,9 +78,10 @@ def main(out: Path, after: Path | None = None) -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "seizurewatch", "run", "--config",
                                        str(work / "ward.yaml")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
-        time.sleep(20)
+        asyncio.run(first_state(broker.port, "bed4"))  # monitoring (its state is on the broker)...
         bed4.send_signal(signal.SIGKILL)  # the bedside box dies: the broker publishes its last will
         from selenium import webdriver
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
@@ -80,8 +94,10 @@ def main(out: Path, after: Path | None = None) -> None:
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
         try:
             driver.get(f"http://127.0.0.1:{port}/")
-            WebDriverWait(driver, 120, 0.5).until(
+            driver.find_element(By.ID, "sound").click()  # the one click that lets the page sound the alarm
+            WebDriverWait(driver, 120, 0.5, ignored_exceptions=(StaleElementReferenceException,)).until(
                 lambda d: "ESCALATED" in d.find_element(By.ID, "bed-bed1").text
+                and d.find_elements(By.CSS_SELECTOR, "#bed-bed1 .eegbox svg.eeg")
                 and d.find_element(By.ID, "bed-bed4").get_attribute("data-shown") == "offline"
                 and d.find_element(By.ID, "bed-bed3").get_attribute("data-shown") == "fault")
             name = driver.find_element(By.ID, "by")
@@ -90,9 +106,12 @@ def main(out: Path, after: Path | None = None) -> None:
             driver.save_screenshot(str(out))
             if after is not None:  # the same ward once bed1's alarm is acknowledged
                 driver.find_element(By.CSS_SELECTOR, "#bed-bed1 button.ack").click()
-                WebDriverWait(driver, 30, 0.5).until(
+                WebDriverWait(driver, 30, 0.5, ignored_exceptions=(StaleElementReferenceException,)).until(
                     lambda d: "Acknowledged by Nurse Okafor" in d.find_element(By.ID, "bed-bed1").text)
                 driver.save_screenshot(str(after))
+        except Exception:
+            driver.save_screenshot(str(out.with_suffix(".failed.png")))  # what the page showed when it gave up
+            raise
         finally:
             driver.quit()
     finally:

@@ -294,6 +294,15 @@ class Config:
         dupes = {p for p in patients if patients.count(p) > 1}
         if dupes:
             raise ValueError(f"streams: patient ids must be unique (repeated: {', '.join(sorted(dupes))})")
+        opened: dict[Path, int] = {}
+        for i, s in enumerate(self.streams):
+            if s.source.kind != "edf" or not s.source.path:
+                continue
+            first = opened.setdefault(Path(s.source.path).resolve(), i)
+            if first != i:  # the EDF library opens a file once per process
+                raise ValueError(f"streams[{i}].source.path: {s.source.path} is already replayed by streams[{first}] "
+                                 f"({self.streams[first].patient}); a recording can feed one stream of a daemon: give "
+                                 "the other stream a copy of the file")
 
 
 def _resolve(base: Path, value: str | None) -> str | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, Issued, ack_topic
+from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, Issued, ack_topic, refusal_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
@@ -42,6 +42,7 @@ from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load
 from seizurewatch.pipeline import StreamPipeline
 from seizurewatch.preprocess import check_device_fits_model
 from seizurewatch.resources import default_model_path
+from seizurewatch.snippet import eeg_topic
 from seizurewatch.sources import Source
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def make_source(stream: StreamConfig, device: DeviceProfile | None = None) -> So
 
 
 RETRY_S = 5.0  # a metrics port in use is tried again this often
+EEG_KEEP = 20  # alarms per patient whose EEG stays retained on the broker (as many as a station card lists)
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Daemon:
         self._metrics_pending = False
         self.model_sha256 = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
+        self._eeg_kept: dict[str, list[str]] = {}  # alarm ids whose EEG is retained on the broker, oldest first
         self._fault_tasks: set[asyncio.Future[None]] = set()
 
     # ----- start-up checks -------------------------------------------------------------
@@ -168,7 +171,7 @@ class Daemon:
         predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
         self.metrics.model_info.info(
-            {"name": meta.name, "sha256": meta.sha256, "threshold": str(meta.threshold),
+            {"name": meta.name, "weights_sha256": meta.weights_sha256, "threshold": str(meta.threshold),
              "policy": meta.threshold_policy, "path": model.path}
         )
         devices: dict[str, DeviceProfile | None] = {}
@@ -238,6 +241,7 @@ class Daemon:
                 pipe.on_state.append(self._state_to(link, pipe))
                 pipe.status.on_risk.append(link.set_risk)
                 link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
+            pipe.snippet_sink = functools.partial(self._on_snippet, pipe.patient)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -287,14 +291,13 @@ class Daemon:
         """What every retained state adds to the patient's own: the acks, and the model in force (the
         station shows it per bed: a day-one pretrained model or the patient's own)."""
         ctx = pipe.context
-        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name, "sha256": ctx.model_sha256}}
+        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name,
+                                                                           "weights_sha256": ctx.model_sha256}}
 
     def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
         """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
         t = max(pipe.stats.last_t, pipe.stats.last_window_t)
-        return {"state": pipe.state, "t": round(t, 3), "wall_time": round(time.time(), 3),
-                "probability": pipe.stats.last_probability, "faults": sorted(pipe.faults.active),
-                "alarm_id": pipe.decision.alarm_id, **self._state_tail(pipe)}
+        return {**pipe.status.state_payload(t), **self._state_tail(pipe)}
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
@@ -309,6 +312,9 @@ class Daemon:
         found = self.acks.accept(patient, raw)
         if found is None:
             self.metrics.acks_ignored_total.labels(patient).inc()
+            link, refusal = self.links.get(patient), self.acks.last_refusal
+            if link is not None and refusal is not None:  # whoever sent it must not wait forever
+                link.notify(refusal_topic(self.cfg.mqtt.topic_prefix, patient), refusal.payload(time.time()))
             return
         ack, rec = found
         self.metrics.acks_total.labels(patient, ack.action).inc()
@@ -318,6 +324,22 @@ class Daemon:
         link = self.links.get(patient)
         if link is not None:
             link.set_state(self.state_info(pipe))
+
+    async def _on_snippet(self, patient: str, payload: dict[str, Any]) -> None:
+        """The EEG behind an alarm start: journaled beside it, and retained on <prefix>/<patient>/eeg/<alarm_id>
+        for the stations; the retained EEG of alarms older than the last EEG_KEEP is cleared from the broker."""
+        assert self.outbox is not None
+        alarm_id = str(payload["alarm_id"])
+        await self.outbox.save_eeg(patient, alarm_id, payload)
+        link = self.links.get(patient)
+        if link is None:
+            return
+        prefix = self.cfg.mqtt.topic_prefix
+        link.notify(eeg_topic(prefix, patient, alarm_id), payload, retain=True)
+        kept = self._eeg_kept.setdefault(patient, [])
+        kept.append(alarm_id)
+        while len(kept) > EEG_KEEP:
+            link.notify(eeg_topic(prefix, patient, kept.pop(0)), b"", retain=True)
 
     def _refusal_to(self, pipe: StreamPipeline) -> Callable[[Any], None]:
         """The broker refusing this bed's publishes is a ``publish_refused`` fault (journaled, in the state and
@@ -446,7 +468,7 @@ class Daemon:
 
 def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
     """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
-    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
+    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "ack", rec.alarm_id, t, pipe.stats.last_probability or 0.0, pipe.decision.threshold,
                      started_t=rec.started_t, peak_probability=rec.peak_probability, action=ack.action, by=ack.by,
@@ -457,7 +479,7 @@ def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
 
 
 def escalate_event(pipe: StreamPipeline, rec: Issued, level: int) -> Event:
-    t = max(pipe.stats.last_t, pipe.stats.last_window_t, rec.started_t)
+    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,
                      pipe.decision.threshold, started_t=rec.started_t, peak_probability=rec.peak_probability,

@@ -10,6 +10,11 @@ when at least ``k`` of the last ``n`` probabilities exceed the peak probability 
 that just ended (the start event's ``detail`` says so). A false alarm therefore never hides a
 seizure that the model sees more clearly than it saw the false alarm.
 The same class scores replays offline, so evaluation sees what the nurse would have seen.
+
+Times: every event of one stream is stamped by that stream's ``StreamClock``, which never goes backwards.
+The stages report times from different points of the same stream (a window's end, the moment an LSL
+inlet noticed the loss, the last sample seen at shutdown); stamped through one clock, an end is never
+before its start (``t >= started_t``, ``duration_s >= 0``) whatever order those reports come in.
 """
 
 from __future__ import annotations
@@ -21,9 +26,22 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.events import Event, new_id
 
 
+class StreamClock:
+    """One stream's time as its events see it: the latest stream time any stage reported, never earlier."""
+
+    def __init__(self) -> None:
+        self.now = float("-inf")
+
+    def stamp(self, t: float) -> float:
+        """The time of an event reported at ``t``: ``t``, or the stream's latest time if that is later."""
+        self.now = max(self.now, float(t))
+        return self.now
+
+
 class AlarmDecision:
-    def __init__(self, cfg: DecisionConfig, threshold: float) -> None:
+    def __init__(self, cfg: DecisionConfig, threshold: float, clock: StreamClock | None = None) -> None:
         self.cfg = cfg
+        self.clock = clock or StreamClock()
         self.k, self.n = cfg.rule  # a config without k/n (no model to ask): the default rule
         self.threshold = threshold
         self.history: deque[float] = deque(maxlen=self.n)  # the last n probabilities
@@ -58,6 +76,7 @@ class AlarmDecision:
         return sum(q > level if strict else q >= level for q in self.history) >= self.k
 
     def update(self, t: float, p: float) -> list[Event]:
+        t = self.clock.stamp(t)
         self.history.append(p)
         if self.alarm_id is None:
             if not self._k_over(self.threshold):
@@ -88,6 +107,7 @@ class AlarmDecision:
 
     def end(self, t: float, p: float | None, detail: str = "") -> Event:
         assert self.alarm_id is not None
+        t = self.clock.stamp(t)
         ev = Event("alarm", "end", self.alarm_id, t, p, self.threshold,
                    started_t=self.started_t, peak_probability=self.peak, detail=detail)
         self.alarm_id = None
@@ -107,11 +127,15 @@ class _ActiveFault:
 class FaultTracker:
     """Start/end events for conditions that mean 'cannot tell', distinct from 'no seizure'."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: StreamClock | None = None) -> None:
         self.active: dict[str, _ActiveFault] = {}
+        self.clock = clock or StreamClock()
 
     def set(self, fault_type: str, on: bool, t: float, channels: tuple[str, ...] = (), detail: str = "") -> list[Event]:
         cur = self.active.get(fault_type)
+        if (on and cur is not None and channels == cur.channels) or (not on and cur is None):
+            return []  # nothing changes: the clock is not moved by a report that says nothing
+        t = self.clock.stamp(t)
         if on and cur is None:
             fid = new_id()
             self.active[fault_type] = _ActiveFault(fid, t, channels)
@@ -128,7 +152,9 @@ class FaultTracker:
         return []
 
     def instant(self, fault_type: str, t: float, detail: str, seconds: float = 0.0) -> list[Event]:
-        """A fault with no duration of its own (a gap): start and end at once."""
+        """A fault with no duration of its own (a gap): start and end at once, ``seconds`` long (ending at ``t``)."""
+        t = self.clock.stamp(t)
+        seconds = max(float(seconds), 0.0)
         fid = new_id()
         return [
             Event("fault", "start", fid, t, fault_type=fault_type, detail=detail, started_t=t - seconds),

@@ -56,7 +56,7 @@ class Context:
 
     patient: str
     model_name: str
-    model_sha256: str
+    model_sha256: str  # the weights' hash (metadata weights_sha256), published as model.weights_sha256
     threshold_policy: str
 
 
@@ -75,7 +75,7 @@ def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str,
         "probability": None if ev.probability is None else round(float(ev.probability), 5),
         "threshold": None if ev.threshold is None else round(float(ev.threshold), 5),
         "threshold_policy": ctx.threshold_policy,
-        "model": {"name": ctx.model_name, "sha256": ctx.model_sha256},
+        "model": {"name": ctx.model_name, "weights_sha256": ctx.model_sha256},
     }
     if ev.started_t is not None:
         p["started_t"] = round(ev.started_t, 4)
@@ -108,5 +108,5 @@ def _risk_payload(ev: Event, r: RiskChange, ctx: Context, seq: int, wall_time: f
         "output": r.output, "horizon_s": r.horizon_s, "level": r.level, "previous": r.previous,
         "since_t": round(r.since_t, 4), "probability": None if ev.probability is None else round(ev.probability, 5),
         "thresholds": {k: round(v, 5) for k, v in r.thresholds.items()},
-        "model": {"name": ctx.model_name, "sha256": ctx.model_sha256},
+        "model": {"name": ctx.model_name, "weights_sha256": ctx.model_sha256},
     }

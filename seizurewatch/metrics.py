@@ -131,8 +131,9 @@ class Metrics:
         for ev in ("start", "update", "end"):
             self.alarms_total.labels(patient, ev)
 
-    def set_model(self, name: str, sha256: str, threshold: float, policy: str) -> None:
-        self.model_info.info({"name": name, "sha256": sha256, "threshold": f"{threshold:.5g}", "policy": policy})
+    def set_model(self, name: str, weights_sha256: str, threshold: float, policy: str) -> None:
+        self.model_info.info({"name": name, "weights_sha256": weights_sha256, "threshold": f"{threshold:.5g}",
+                              "policy": policy})
 
     def samples(self, patient: str, n: int) -> None:
         self.samples_total.labels(patient).inc(n)

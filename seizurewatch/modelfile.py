@@ -81,7 +81,9 @@ class ModelMeta:
         return str(self.raw["name"])
 
     @property
-    def sha256(self) -> str:
+    def weights_sha256(self) -> str:
+        """The hash of the weights (metadata ``weights_sha256``); the whole file's is ``LoadedModel.file_sha256``,
+        what ``model.sha256`` pins. Every output names them so: never a bare "sha256"."""
         return str(self.raw["weights_sha256"])
 
     @property
@@ -226,6 +228,17 @@ def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, 
     return meta
 
 
+def load_problem(exc: BaseException) -> str:
+    """What torch's load error means, in one line of whole words (torch's own text runs to paragraphs)."""
+    text = " ".join(str(exc).split())
+    if "zip archive" in text or "central directory" in text:
+        return "not a TorchScript (.pt) or torch.export (.pt2) archive (not a ZIP file: truncated, or not a model)"
+    first = text.split(". ")[0].rstrip(".")
+    if len(first) > 160:
+        first = first[:160].rsplit(" ", 1)[0] + " …"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 # other frameworks' files, refused by name before any loader sees their bytes
 FOREIGN_FORMATS = {".onnx": "ONNX", ".h5": "Keras/HDF5", ".keras": "Keras", ".tflite": "TensorFlow Lite",
                    ".pb": "TensorFlow", ".safetensors": "safetensors (weights only)", ".pkl": "a pickle",
@@ -274,7 +287,8 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
             state = dict(module.state_dict())
             kind = "torchscript"
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt archive
-        raise ModelError(f"{where}: cannot load model ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ModelError(f"{where}: cannot load model: {load_problem(exc)}; export it again with "
+                         "'seizurewatch export' (or check the file was copied whole)") from None
     blob = extra[METADATA_FILE]
     if not blob:
         raise ModelError(f"{where}: no metadata.json inside; export it with 'seizurewatch export'")
@@ -284,9 +298,10 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
         raise ModelError(f"{where}: metadata.json is not valid JSON ({exc})") from None
     meta = _validate_meta(raw, where)
     actual = weights_sha256(state)
-    if actual != meta.sha256:
+    if actual != meta.weights_sha256:
         raise ModelError(
-            f"{where}: weights checksum mismatch (metadata says {meta.sha256[:12]}…, weights are {actual[:12]}…)"
+            f"{where}: weights checksum mismatch (metadata weights_sha256 {meta.weights_sha256[:12]}…, weights are "
+            f"{actual[:12]}…)"
         )
     if kind == "torchscript":
         module.eval()  # (an ExportedProgram's module was exported in eval mode and refuses .eval())

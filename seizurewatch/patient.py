@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.config import DecisionConfig
-from seizurewatch.decision import AlarmDecision, FaultTracker
+from seizurewatch.decision import AlarmDecision, FaultTracker, StreamClock
+from seizurewatch.escalation import WHOLE_STREAM_FAULTS, fault_escalates
 from seizurewatch.events import Context, Event
 from seizurewatch.modelfile import ModelMeta, output_problem
 from seizurewatch.risk import PatientRisk
@@ -30,6 +31,7 @@ class StreamStats:
     last_t: float = 0.0  # stream time of the latest decided window
     last_window_t: float = 0.0  # of the latest window at all (unusable ones too: a flat signal is never decided)
     first_sample_at: float | None = None
+    last_sample_wall: float | None = None  # time.time() when the latest samples arrived ("last data" counts from it)
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
     outputs: list[np.ndarray] = field(default_factory=list)  # every output of each window, when recording
@@ -57,15 +59,17 @@ class PatientState:
         self.meta = meta
         self.record = record_probabilities
         self.metrics = metrics
-        self.faults = FaultTracker()
+        self.clock = StreamClock()  # one clock for the alarm decision and the faults of this stream
+        self.faults = FaultTracker(self.clock)
         self.stats = StreamStats()
         self.state = "unknown"
         self._shown_alarm: str | None = None  # what the last published state said
-        self._shown_faults: set[str] = set()
+        self._shown_faults: dict[str, tuple[str, ...]] = {}  # type -> channels
+        self._shown_blind: str | None = None  # why the last published state had no probability
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
         decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
-        self.decision = AlarmDecision(decision, self._threshold(decision))
+        self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
         self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
         self.risk = PatientRisk(meta, decision)  # the prediction outputs' levels (empty: none)
@@ -75,7 +79,7 @@ class PatientState:
 
     def _context(self, decision: DecisionConfig) -> Context:
         policy = "config override" if decision.threshold is not None else self.meta.threshold_policy
-        return Context(self.patient, self.meta.name, self.meta.sha256, policy)
+        return Context(self.patient, self.meta.name, self.meta.weights_sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
         decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
@@ -143,6 +147,38 @@ class PatientState:
         # hide "seizure" from the station; the faults still travel in the same state message
         return "alarm" if alarm else "fault" if faults else "ok" if windows else "unknown"
 
+    def cannot_tell(self, faults: dict[str, tuple[str, ...]] | None = None) -> str | None:
+        """Why the daemon has no current probability (``faults``: type -> channels; the active ones when None):
+        the stream is lost, the model fails, or a signal fault covers at least half of the model's channels (the
+        rule that escalates a fault). None when the latest probability is current."""
+        if faults is None:
+            faults = {k: f.channels for k, f in self.faults.active.items()}
+        n = len(self.meta.preprocess.channels)
+        for ftype in WHOLE_STREAM_FAULTS:
+            if ftype in faults:
+                return ftype.replace("_", " ")
+        for ftype, channels in sorted(faults.items()):
+            if fault_escalates(ftype, channels, n):
+                return f"{ftype} on {len(channels)} of {n} channels"
+        return None
+
+    def state_payload(self, t: float, faults: dict[str, tuple[str, ...]] | None = None,
+                      alarm_id: str | None = None, state: str | None = None) -> dict[str, Any]:
+        """The retained state (docs/alarm.schema.json, ``state``) as of stream time ``t``; by default as it is now.
+        While the daemon cannot tell, ``probability`` is null and ``probability_unavailable`` says why: the
+        last number is never shown as if it were live. ``last_sample_wall``: when the latest EEG arrived."""
+        if faults is None:
+            faults, alarm_id = {k: f.channels for k, f in self.faults.active.items()}, self.decision.alarm_id
+        why = self.cannot_tell(faults)
+        info: dict[str, Any] = {
+            "state": state or self.state, "patient": self.patient, "t": round(t, 3), "wall_time": round(time.time(), 3),
+            "probability": None if why else self.stats.last_probability, "faults": sorted(faults),
+            "alarm_id": alarm_id, "last_sample_wall": self.stats.last_sample_wall,
+            "threshold": round(self.decision.threshold, 5)}
+        if why:
+            info["probability_unavailable"] = why
+        return info
+
     def update_state(self, t: float, events: list[Event] | None = None) -> None:
         """Publish every state the patient passed through: ``events`` (just emitted, in order) are
         walked first, so an alarm that started and ended inside one block (a fast replay decides
@@ -154,26 +190,28 @@ class PatientState:
                 cb(message)
         if events:
             alarm_id = self._shown_alarm
-            faults = set(self._shown_faults)
+            faults = dict(self._shown_faults)
             for ev in events:
                 if ev.kind == "alarm" and ev.event in ("start", "end"):
                     alarm_id = ev.alarm_id if ev.event == "start" else None
-                elif ev.kind == "fault" and ev.event in ("start", "end") and ev.fault_type:
-                    (faults.add if ev.event == "start" else faults.discard)(ev.fault_type)
+                elif ev.kind == "fault" and ev.event in ("start", "update", "end") and ev.fault_type:
+                    if ev.event == "end":
+                        faults.pop(ev.fault_type, None)
+                    else:
+                        faults[ev.fault_type] = ev.channels
                 else:
                     continue
-                prob = ev.probability if ev.probability is not None else self.stats.last_probability
-                self._show(self._state_of(alarm_id is not None, bool(faults), self.stats.windows), ev.t, prob,
-                           faults, alarm_id)
+                self._show(self._state_of(alarm_id is not None, bool(faults), self.stats.windows), ev.t, faults,
+                           alarm_id)
         self._show(self._state_of(self.decision.active, bool(self.faults.active), self.stats.windows), t,
-                   self.stats.last_probability, set(self.faults.active), self.decision.alarm_id)
+                   {k: f.channels for k, f in self.faults.active.items()}, self.decision.alarm_id)
 
-    def _show(self, state: str, t: float, probability: float | None, faults: set[str], alarm_id: str | None) -> None:
+    def _show(self, state: str, t: float, faults: dict[str, tuple[str, ...]], alarm_id: str | None) -> None:
         self._shown_alarm, self._shown_faults = alarm_id, faults
-        if state == self.state:
+        blind = self.cannot_tell(faults)
+        if (state, blind) == (self.state, self._shown_blind):
             return
-        self.state = state
-        info = {"state": state, "t": round(t, 3), "wall_time": round(time.time(), 3), "probability": probability,
-                "faults": sorted(faults), "alarm_id": alarm_id}
+        self.state, self._shown_blind = state, blind
+        info = self.state_payload(t, faults, alarm_id, state)
         for cb in self.on_state:
             cb(state, info)

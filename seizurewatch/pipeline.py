@@ -35,6 +35,7 @@ from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
 from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
 from seizurewatch.quality import QualityChecker, QualityVerdict, with_amplitude
 from seizurewatch.ringbuffer import RingBuffer, as_batch
+from seizurewatch.snippet import SignalTail, snippet_payload
 from seizurewatch.sources import Source
 from seizurewatch.streamquality import StreamingQuality
 from seizurewatch.types import Block, Gap, RateStatus, StreamStatus, Window
@@ -45,6 +46,7 @@ SOURCE_RETRY_S = 3.0  # a live source not there at start is looked for again thi
 MAX_BLOCKS_IN_FLIGHT = 2  # blocks handed to the model and not yet decided on, beyond which the loop waits
 
 EventSink = Callable[[list[Event], Context], Awaitable[None]]  # a batch, in order: journaled together
+SnippetSink = Callable[[dict[str, Any]], Awaitable[None]]  # the EEG behind an alarm start (snippet.py)
 
 
 @dataclass
@@ -101,6 +103,8 @@ class StreamPipeline:
         self.ring: RingBuffer | None = None
         self.quality: StreamingQuality | None = None
         self._in_flight: deque[_Batch] = deque()
+        self.tail: SignalTail | None = None  # the last seconds of signal, for the EEG behind each alarm
+        self.snippet_sink: SnippetSink | None = None
         self.first_samples = asyncio.Event()
         self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
         self.waiting: str | None = None  # why the source could not be opened yet; run() keeps trying
@@ -162,6 +166,7 @@ class StreamPipeline:
             raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
                             f"({self.meta.window_s:g} s): nothing could be classified")
         self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
+        self.tail = SignalTail(tuple(spec.channels), spec.rate)
         # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
         self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq),
@@ -276,6 +281,7 @@ class StreamPipeline:
         assert self.pre and self.ring and self.quality
         self.stats.samples += block.n_samples
         self.stats.last_progress = time.monotonic()
+        self.stats.last_sample_wall = round(time.time(), 3)
         if self.stats.first_sample_at is None:
             self.stats.first_sample_at = time.monotonic()
             self._reset_rings(block.t0)
@@ -285,6 +291,8 @@ class StreamPipeline:
             self.metrics.samples(self.patient, block.n_samples)
         t0 = time.perf_counter()
         raw, x = self.pre.process_with_raw(block.data)
+        if self.tail is not None and self.snippet_sink is not None:
+            self.tail.push(block.t0, x)
         t1 = time.perf_counter()
         windows = self.ring.push(x, block.wall_received)
         t2 = time.perf_counter()
@@ -311,6 +319,8 @@ class StreamPipeline:
         assert self.ring and self.quality
         self.ring.reset(t_next)
         self.quality.reset()
+        if self.tail is not None:
+            self.tail.clear()
 
     def _submit(self, windows: list[Window], verdicts: list[QualityVerdict]) -> None:
         """Hand the usable windows to the model's thread; decided on in ``_settle``."""
@@ -330,27 +340,38 @@ class StreamPipeline:
             if only_ready and self._in_flight[0].result is not None and not self._in_flight[0].result.done():
                 break
             b = self._in_flight.popleft()
-            for w, verdict in zip(b.windows, b.verdicts):
-                events += self._quality_events(verdict, w.t_end)
-                self.stats.last_window_t = max(self.stats.last_window_t, w.t_end)
+            events += await self._decide_batch(b)
+            self.stats.last_window_t = max([self.stats.last_window_t] + [w.t_end for w in b.windows])
             if b.result is not None:
-                events += await self._decide(b.usable, b.result)
                 decided_to = b.usable[-1].t_end
         await self._emit(events)
         if decided_to is not None:
             self._update_state(decided_to)
 
-    async def _decide(self, usable: list[Window], result: asyncio.Future[tuple[np.ndarray, float]]) -> list[Event]:
-        try:
-            probs, dt = await result
-        except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
-            log.exception("inference failed", extra={"patient": self.patient})
-            return self.faults.set("model_error", True, usable[-1].t_end, detail=str(exc)[:200])
-        self.times.inference += dt
-        if self.metrics:
-            self.metrics.inference(self.patient, dt, len(usable))
+    async def _decide_batch(self, b: _Batch) -> list[Event]:
+        """The batch's events window by window, in time order: each window's quality events, then the decision
+        on its probability (events of one stream are stamped on one clock, so they are made in the order of time)."""
+        probs: np.ndarray | None = None
+        events: list[Event] = []
+        if b.result is not None:
+            try:
+                probs, dt = await b.result
+            except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
+                log.exception("inference failed", extra={"patient": self.patient})
+                fault = self.faults.set("model_error", True, b.usable[-1].t_end, detail=str(exc)[:200])
+                return [e for w, v in zip(b.windows, b.verdicts) for e in self._quality_events(v, w.t_end)] + fault
+            self.times.inference += dt
+            if self.metrics:
+                self.metrics.inference(self.patient, dt, len(b.usable))
+            if probs.shape != (len(b.usable), len(self.meta.outputs)):  # nothing of this batch can be decided on
+                events, probs = self.status.decide(b.usable, probs), None
+        row = {id(w): i for i, w in enumerate(b.usable)}
         t1 = time.perf_counter()
-        events = self.status.decide(usable, probs)
+        for w, verdict in zip(b.windows, b.verdicts):
+            events += self._quality_events(verdict, w.t_end)
+            i = row.get(id(w))
+            if probs is not None and i is not None:
+                events += self.status.decide([w], probs[i : i + 1])
         self.times.decision += time.perf_counter() - t1
         return events
 
@@ -404,8 +425,22 @@ class StreamPipeline:
             if self.metrics:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)
+        for ev in events:
+            if ev.kind == "alarm" and ev.event == "start":
+                await self._snippet(ev)
         self.times.publish += time.perf_counter() - t0
         self.status.update_state(events[-1].t, events)
+
+    async def _snippet(self, ev: Event) -> None:
+        """The signal the model saw up to this alarm's decision, to the daemon (journal, retained topic)."""
+        if self.tail is None or self.snippet_sink is None:
+            return
+        cut = self.tail.cut(ev.t)
+        if cut is None:
+            return
+        t0, x = cut
+        await self.snippet_sink(snippet_payload(self.patient, ev.alarm_id, t0, x, self.tail.rate, self.tail.channels,
+                                                ev.probability))
 
     def _update_state(self, t: float) -> None:
         self.status.update_state(t)

@@ -119,5 +119,5 @@ class PatientRisk:
         """The retained risk message (docs/risk.schema.json, ``risk``)."""
         return {"schema": SCHEMA, "patient": ctx.patient, "t": round(self.last_t, 4),
                 "wall_time": round(time.time() if wall_time is None else wall_time, 4),
-                "model": {"name": ctx.model_name, "sha256": ctx.model_sha256},
+                "model": {"name": ctx.model_name, "weights_sha256": ctx.model_sha256},
                 "horizons": [tr.as_dict() for tr in self.trackers]}

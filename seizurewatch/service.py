@@ -225,7 +225,7 @@ class Service:
             m.threshold.labels(pipe.patient).set(pipe.decision.threshold)
         if self.daemon.pipelines:
             meta, pipe = self.daemon.pipelines[0].meta, self.daemon.pipelines[0]
-            m.set_model(meta.name, meta.sha256, pipe.decision.threshold, pipe.context.threshold_policy)
+            m.set_model(meta.name, meta.weights_sha256, pipe.decision.threshold, pipe.context.threshold_policy)
 
     # ----- background: status and watchdog --------------------------------------------
     async def _status_loop(self) -> None:
@@ -285,7 +285,8 @@ class Service:
         meta = d.pipelines[0].meta if d.pipelines else None
         log.info("started", extra={"streams": [p.patient for p in d.pipelines],
                                    "model": meta.name if meta else None,
-                                   "sha256": meta.sha256[:12] if meta else None,
+                                   "weights_sha256": meta.weights_sha256[:12] if meta else None,
+                                   "file_sha256": d.model_sha256[:12] or None,
                                    "torch_threads": torch.get_num_threads(),
                                    "torch_interop_threads": torch.get_num_interop_threads()})
         for pipe in d.pipelines:

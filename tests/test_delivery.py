@@ -174,7 +174,7 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
         topic = topics(cfg.topic_prefix, "bed9")["alarm"]
         base = {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update", "alarm_id": "0123456789abcdef",
                 "patient": "bed9", "t": 1.0, "wall_time": time.time(), "probability": 0.9, "threshold": 0.44,
-                "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
+                "threshold_policy": "youden", "model": {"name": "m", "weights_sha256": "0" * 64}, "started_t": 0.0,
                 "duration_s": 1.0, "peak_probability": 0.95, "extra": {"pad": "x" * 300}}
         broker.kill()  # the outage: 10,000 events are journaled while the broker is away
         runner = asyncio.create_task(link.run())
@@ -225,7 +225,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
         await asyncio.to_thread(box.append_many_sync, "bed5", topic, [
             {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update", "alarm_id": "00000000000000b5",
              "patient": "bed5", "t": float(i), "wall_time": 1.7e9, "probability": 0.9, "threshold": 0.44,
-             "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
+             "threshold_policy": "youden", "model": {"name": "m", "weights_sha256": "0" * 64}, "started_t": 0.0,
              "duration_s": float(i), "peak_probability": 0.9} for i in range(n)])
         runner = asyncio.create_task(link.run())
         async with asyncio.timeout(600):

@@ -50,7 +50,7 @@ def test_replay_into_real_mosquitto_alarms_inside_seizure(mosquitto):
     a = starts[0]
     for key in ("alarm_id", "t", "wall_time", "probability", "threshold", "seq"):
         assert key in a
-    assert a["model"]["name"] == "dog1-hills-early" and len(a["model"]["sha256"]) == 64
+    assert a["model"]["name"] == "dog1-hills-early" and len(a["model"]["weights_sha256"]) == 64
     assert [x["seq"] for x in alarms] == sorted(x["seq"] for x in alarms)
     assert {x["alarm_id"] for x in alarms} == {a["alarm_id"]}
     assert alarms[-1]["event"] == "end"

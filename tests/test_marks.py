@@ -38,7 +38,8 @@ def test_missing_or_foreign_journal_is_one_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_daemon_marks_export_and_dataset_build(mosquitto, tmp_path):
-    from seizurewatch.alarms.ack import Ack, publish_ack
+    from seizurewatch.alarms.ack import Ack
+    from seizurewatch.alarms.answer import ack_and_wait
     from seizurewatch.config import load_config
     from seizurewatch.daemon import Daemon
     from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset
@@ -72,7 +73,9 @@ def test_daemon_marks_export_and_dataset_build(mosquitto, tmp_path):
                             _, err = await proc.communicate()
                             assert proc.returncode == 0, err.decode()
                         else:
-                            await publish_ack(cfg.mqtt, "bed2", Ack(ev["alarm_id"], "false_alarm", "nurse A"))
+                            answer = await ack_and_wait(cfg.mqtt, "bed2", Ack(ev["alarm_id"], "false_alarm",
+                                                                              "nurse A"))
+                            assert answer.accepted, answer.reason
                     if ev["event"] == "ack":
                         marked[f"ack-{ev['patient']}"] = ev["action"]
                         if "ack-bed1" in marked and "ack-bed2" in marked:

@@ -120,12 +120,12 @@ def test_pin_covers_the_whole_file_not_only_the_weights(tmp_path):
     # Same weights, so the same weights_sha256, in another file whose forward answers NaN whatever the
     # input: the old weights-only pin let it through.
     other = save(tmp_path, "other", Probe("nan"))
-    assert load_model(other).meta.sha256 == load_model(genuine).meta.sha256
+    assert load_model(other).meta.weights_sha256 == load_model(genuine).meta.weights_sha256
     assert load_model(genuine, expect_sha256=sha(genuine)).file_sha256 == sha(genuine)
     with pytest.raises(ModelError, match="is not the pinned"):
         load_model(other, expect_sha256=sha(genuine))
     with pytest.raises(ModelError, match="is not the pinned"):  # the weights hash is not the file's
-        load_model(genuine, expect_sha256=load_model(genuine).meta.sha256)
+        load_model(genuine, expect_sha256=load_model(genuine).meta.weights_sha256)
 
 
 @pytest.mark.parametrize("pin", ["9", sha(MODEL)[:12], sha(MODEL) + "0", "z" * 64, ""])

@@ -59,7 +59,7 @@ def test_export_roundtrip_gives_same_outputs(tmp_path, suffix):
 def test_pt_and_pt2_share_weights_hash(tmp_path):
     _, a, _ = _tiny(tmp_path, ".pt")
     _, b, _ = _tiny(tmp_path, ".pt2")
-    assert load_model(a).meta.sha256 == load_model(b).meta.sha256
+    assert load_model(a).meta.weights_sha256 == load_model(b).meta.weights_sha256
 
 
 def _rewrite_metadata(src, dst, mutate):

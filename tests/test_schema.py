@@ -67,7 +67,7 @@ def test_a_start_during_the_refractory_period_says_so_in_its_payload():
     (lambda p: p.update(seq=0), "seq must be >= 1"),
     (lambda p: p.update(probability=1.5), "probability above 1"),
     (lambda p: p.update(event="begin"), "unknown phase"),
-    (lambda p: p["model"].update(sha256="xyz"), "sha256 not hex"),
+    (lambda p: p["model"].update(weights_sha256="xyz"), "weights_sha256 not hex"),
     (lambda p: p.update(surprise=1), "unknown key"),
     (lambda p: p.update(kind="fault"), "fault without fault_type"),
 ])

@@ -114,7 +114,7 @@ def test_choose_threshold_writes_the_metadata_the_daemon_reads(tmp_path):
     before = load_model(model).meta
     th = choose_threshold(model, "fa_budget", 0.0, recordings=[str(DOG1 / "dog1_rec04.edf")])
     after = load_model(model).meta
-    assert after.sha256 == before.sha256  # same weights
+    assert after.weights_sha256 == before.weights_sha256  # same weights
     assert after.threshold == pytest.approx(th["value"]) and after.threshold_policy == "fa_budget"
     assert after.raw["threshold"]["point"]["fa_per_24h"] == 0.0
     assert after.raw["threshold"]["point"]["event_sensitivity"] == 1.0

@@ -32,6 +32,7 @@ MAX_ACK_BYTES = 4096  # a real ack is ~150 bytes; anything far larger is refused
 MAX_BY = 64
 MAX_NOTE = 500
 KNOWN_PER_PATIENT = 1000  # alarms/faults remembered per patient (a night has a handful)
+ACK_GRACE_S = 300.0  # a plain ack of an ended alarm is taken this long after its end (the nurse was on the way)
 STATE_ACKS = 8  # acks listed in the retained state, newest last
 ACKS_PER_MINUTE = 30  # accepted per patient; a flood beyond is refused (each one is an fsync'd journal row)
 RELOAD_S = 24 * 3600.0  # alarms of the last day are learnt from the journal at start (marks after a restart)
@@ -41,6 +42,32 @@ _KEYS = {"alarm_id", "action", "by", "note"}
 
 class AckError(ValueError):
     """Why an ack payload was refused (one line, for the log)."""
+
+
+REFUSAL_SCHEMA = "seizurewatch/refusal/1"
+
+
+def refusal_topic(prefix: str, patient: str) -> str:
+    """Where the daemon says why it refused an ack (docs/alarm.schema.json, ``refusal``; QoS 1, not retained)."""
+    return f"{prefix}/{patient}/refusal"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An ack the daemon did not take, and why: published so that whoever sent it is not left waiting."""
+
+    patient: str
+    reason: str
+    alarm_id: str | None = None  # what could be read of the ack (None if it could not be parsed)
+    action: str | None = None
+    by: str | None = None
+
+    def payload(self, wall_time: float) -> dict[str, Any]:
+        return {"schema": REFUSAL_SCHEMA, "patient": self.patient, "alarm_id": self.alarm_id, "action": self.action,
+                "by": self.by, "reason": self.reason[:300], "wall_time": round(wall_time, 3)}
+
+    def answers(self, ack: Ack) -> bool:
+        return (self.alarm_id, self.action, self.by) == (ack.alarm_id, ack.action, ack.by)
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,7 @@ class Issued:
     fault_type: str | None = None
     channels: tuple[str, ...] = ()
     acks: list[tuple[str, str, str]] = field(default_factory=list)  # (action, by, note) accepted, in order
+    ended_wall: float | None = None  # Unix time of its end event
 
 
 class AckBook:
@@ -111,6 +139,7 @@ class AckBook:
         self.issued: dict[str, OrderedDict[str, Issued]] = {p: OrderedDict() for p in patients}
         self.recent: dict[str, list[dict[str, Any]]] = {p: [] for p in patients}
         self.refused = 0
+        self.last_refusal: Refusal | None = None  # why the latest ack was refused (the daemon publishes it)
         self._accepted: dict[str, deque[float]] = {p: deque() for p in patients}  # monotonic times, last minute
 
     def observe(self, payload: dict[str, Any]) -> None:
@@ -143,10 +172,12 @@ class AckBook:
             rec.channels = tuple(payload["channels"])
         if phase == "end":
             rec.open = False
+            rec.ended_wall = float(payload.get("wall_time") or 0.0)
 
     def accept(self, patient: str, raw: bytes) -> tuple[Ack, Issued] | None:
         """The ack and the alarm it answers, or None (logged) if it must be ignored."""
         book = self.issued.get(patient)
+        ack: Ack | None = None
         try:
             if book is None:
                 raise AckError("not a patient this daemon monitors")
@@ -156,6 +187,9 @@ class AckBook:
                 raise AckError(f"alarm_id {ack.alarm_id} is not an alarm or fault of patient {patient}")
             if (ack.action, ack.by, ack.note) in rec.acks:
                 raise AckError(f"duplicate: {ack.action} by {ack.by} already journaled for {ack.alarm_id}")
+            if ack.action == "ack" and not rec.open and time.time() - (rec.ended_wall or 0.0) > ACK_GRACE_S:
+                raise AckError(f"{rec.kind} {ack.alarm_id} already ended {ACK_GRACE_S / 60:g}+ min ago; mark it "
+                               "false_alarm or confirmed instead")
             recent, now = self._accepted[patient], time.monotonic()
             while recent and now - recent[0] >= 60.0:
                 recent.popleft()
@@ -164,6 +198,7 @@ class AckBook:
             recent.append(now)
         except AckError as exc:
             self.refused += 1
+            self.last_refusal = Refusal(patient, str(exc), *((ack.alarm_id, ack.action, ack.by) if ack else ()))
             log.warning("ack ignored: %s", wire.printable(str(exc)), extra={"patient": patient, "bytes": len(raw)})
             return None
         rec.acks.append((ack.action, ack.by, ack.note))
@@ -207,29 +242,3 @@ class AckBook:
         book = self.issued.get(patient)
         rec = book.get(alarm_id) if book is not None else None
         return bool(rec and rec.acks)
-
-
-async def publish_ack(cfg: Any, patient: str, ack: Ack, url: str | None = None, retries: int = 2) -> None:
-    """Publish one ack (QoS 1, waits for the PUBACK) with the station's own broker settings, through the
-    shared connection policy; BrokerError (one line naming the broker) if it cannot."""
-    import asyncio
-    import os
-
-    from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused
-    from seizurewatch.errors import BrokerError
-
-    policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
-    ident = f"seizurewatch-ack-{os.getpid()}-{os.urandom(3).hex()}"
-    while True:
-        try:
-            async with policy.client(identifier=ident) as client:
-                policy.connected()
-                await client.publish(ack_topic(cfg.topic_prefix, patient), ack.to_json(), qos=1,
-                                     timeout=cfg.publish_timeout_s)
-                return
-        except PublishRefused as exc:  # the account may not ack (a daemon's): NOT sent, and said so
-            who = f"account {cfg.username!r}" if cfg.username else "the anonymous login"
-            raise BrokerError(f"MQTT broker {policy.broker} refused the ack ({exc.reason}, 0x{exc.code:02x}); it was "
-                              f"NOT sent: {who} may not write {exc.topic} (a station account may)") from None
-        except CONNECTION_ERRORS as exc:
-            await asyncio.sleep(policy.failed(exc))

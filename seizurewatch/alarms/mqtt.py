@@ -9,6 +9,7 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/risk_change  risk level changes (events), QoS 1, not retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
     seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
+    seizurewatch/P/refusal why an ack was refused, QoS 1, not retained, best effort (not journaled)
 
 Delivery: the link pages through the patient's undelivered journal rows oldest first,
 keeps up to ``max_inflight`` QoS 1 publishes on the wire, and marks a row delivered only
@@ -89,6 +90,7 @@ class PatientLink:
         self.on_message: Any = None  # async or plain callable(aiomqtt.Message)
         self._discovery_due = False  # Home Assistant's configs to (re)publish
         self._refresh_queued = False  # the newest queued state is a periodic refresh (replaceable)
+        self._notices: deque[tuple[str, bytes, bool]] = deque(maxlen=STATE_BACKLOG)  # (topic, body, retain)
 
     @property
     def protocols(self) -> list[aiomqtt.ProtocolVersion]:
@@ -139,6 +141,14 @@ class PatientLink:
         else:
             self._transitions.append(self._state)
             self._refresh_queued = True
+        self._wake.set()
+
+    def notify(self, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+        """Publish a message that is not an event (an ack refusal, an alarm's EEG; b"" clears a retained one):
+        after the journal's events and the state, best effort (kept while the broker is away, up to
+        STATE_BACKLOG, not journaled)."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+        self._notices.append((topic, body, retain))
         self._wake.set()
 
     async def _incoming(self, msg: aiomqtt.Message) -> None:
@@ -329,6 +339,15 @@ class PatientLink:
                 await self._publish(client, gone, self.topics["risk"],
                                     json.dumps(risk, separators=(",", ":")).encode(), retain=True)
                 self._risk_sent = self._risk is risk
+            while self._notices:  # best effort: a notice the broker refuses is dropped, never in the events' way
+                topic = self._notices[0][0]
+                acked, error = await self._publish_all(client, gone, [self._notices[0]])
+                if isinstance(error, PublishRefused):
+                    log.error("MQTT broker refused a notice; dropped (let this daemon's account write %s in the "
+                              "broker's ACL)", topic, extra={"patient": self.patient, "topic": topic})
+                elif error is not None:
+                    raise error
+                self._notices.popleft()
             if self._closing and not self._wake.is_set():
                 return True
             waiter = asyncio.ensure_future(self._wake.wait())

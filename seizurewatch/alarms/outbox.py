@@ -63,6 +63,8 @@ CREATE INDEX IF NOT EXISTS events_pending ON events (patient, id) WHERE delivere
 CREATE INDEX IF NOT EXISTS events_delivered ON events (delivered) WHERE delivered IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sequences (patient TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS eeg (alarm_id TEXT PRIMARY KEY, patient TEXT NOT NULL, created REAL NOT NULL,
+                                payload TEXT NOT NULL);
 """
 
 MIN_FREE_BYTES = 1 << 20  # refuse to start with less than 1 MiB free next to the journal
@@ -531,6 +533,21 @@ class Outbox:
             log.error("cannot mark events delivered in the outbox journal",
                       extra={"path": self.path, "error": str(exc), "events": len(ids)})
 
+    def _save_eeg(self, patient: str, alarm_id: str, payload: dict[str, Any]) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO eeg (alarm_id, patient, created, payload) VALUES (?, ?, ?, ?)",
+                             (alarm_id, patient, time.time(), json.dumps(payload, separators=(",", ":"))))
+
+    async def save_eeg(self, patient: str, alarm_id: str, payload: dict[str, Any]) -> None:
+        """Keep the EEG behind an alarm (snippet.py) beside its events; best effort: a journal that refuses it
+        is logged, never in the way of the alarm itself."""
+        try:
+            await self._run(self._save_eeg, patient, alarm_id, payload)
+        except sqlite3.Error as exc:
+            log.error("cannot journal the EEG behind an alarm", extra={"patient": patient, "alarm_id": alarm_id,
+                                                                      "error": str(exc)})
+
     async def mark_delivered(self, ids: list[int]) -> None:
         if ids:
             await self._run(self._mark, ids)
@@ -549,6 +566,7 @@ class Outbox:
             total += cur.rowcount
             if cur.rowcount < PRUNE_BATCH:
                 break
+        self._db.execute("DELETE FROM eeg WHERE created <= ?", (cutoff,))  # kept as long as the events
         if total:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info("outbox pruned", extra={"path": self.path, "deleted": total})

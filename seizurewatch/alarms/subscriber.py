@@ -64,14 +64,16 @@ def format_event(p: dict[str, Any]) -> str:
 # topic leaf -> (schema file, its definition): every JSON message a daemon publishes
 LEAVES = {"alarm": (alarm_schema_path, "alarm"), "fault": (alarm_schema_path, "fault"),
           "state": (alarm_schema_path, "state"), "risk": (risk_schema_path, "risk"),
-          "risk_change": (risk_schema_path, "change")}
+          "risk_change": (risk_schema_path, "change"), "refusal": (alarm_schema_path, "refusal")}
+# checked the same way but not a <prefix>/<patient>/<leaf> topic: <prefix>/<patient>/eeg/<alarm_id>
+SCHEMA_LEAVES = {**LEAVES, "eeg": (alarm_schema_path, "eeg")}
 EVENT_LEAVES = ("alarm", "fault", "risk_change")  # journaled events: one (epoch, seq) sequence per patient
 
 
 @lru_cache(maxsize=1)
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
     out = {}
-    for leaf, (path, name) in LEAVES.items():
+    for leaf, (path, name) in SCHEMA_LEAVES.items():
         schema = json.loads(path().read_text(encoding="utf-8"))
         cls = jsonschema.validators.validator_for(schema)
         out[leaf] = cls({"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
@@ -152,10 +154,12 @@ class Handlers:
     """What a station does with what it receives; each may be a plain function or a coroutine function."""
 
     on_event: Callable[[dict[str, Any]], Any]  # a fresh, valid alarm or fault event
-    on_other: Callable[[str, bytes], Any] | None = None  # status (plain text) and valid state messages
+    on_other: Callable[[str, bytes], Any] | None = None  # status (plain text), valid state and refusal messages
     # once per alarm id: (payload, how it was first seen: "start", "update" (start lost) or "state" (retained))
     on_alarm: Callable[[dict[str, Any], str], Any] | None = None
     on_missed: Callable[[str, int, int], Any] | None = None  # (patient, first seq, last seq) never received
+    # (patient, payload, why): a numbered event the daemon sent that fails the schema (a bug to report)
+    on_invalid: Callable[[str, dict[str, Any], str], Any] | None = None
     on_cleared: Callable[[str], Any] | None = None  # (patient): its retained state was cleared (empty message)
 
 
@@ -169,6 +173,7 @@ class Station:
         self.gaps = GapTracker()
         self.alarms = AlarmsSeen()
         self.ignored = 0
+        self.invalid = 0  # numbered events from the daemon that failed the schema
 
     def _ignore(self, topic: str, why: str) -> None:
         self.ignored += 1
@@ -206,10 +211,12 @@ class Station:
         if why is None and payload.get("patient") != patient:
             why = f"payload names patient {str(payload.get('patient'))[:64]!r}, the topic {patient!r}"
         if why is not None:
+            if leaf != "state" and _numbered(payload, patient):
+                return await self._invalid(patient, payload, why)
             return self._ignore(topic, why)
         if leaf == "state":
             await self._state(topic, patient, payload, raw)
-        elif leaf == "risk":
+        elif leaf in ("risk", "refusal"):  # refusal: an ack the daemon did not take, and why
             if self.h.on_other is not None:
                 await _call(self.h.on_other, topic, raw)
         else:
@@ -223,6 +230,17 @@ class Station:
                   extra={"patient": patient, "first": gap[0], "last": gap[1]})
         if self.h.on_missed is not None:
             await _call(self.h.on_missed, patient, gap[0], gap[1])
+
+    async def _invalid(self, patient: str, payload: dict[str, Any], why: str) -> None:
+        """An event the daemon numbered and sent, that fails the schema: delivered (its seq is not missed),
+        not believed, and reported as the daemon's bug it is."""
+        self.invalid += 1
+        log.error("invalid message from the daemon (a bug to report): %s", why,
+                  extra={"patient": patient, "epoch": payload["epoch"], "seq": payload["seq"], "reason": why})
+        # not de-duplicated: a message on the wrong topic must not hide the real event with its number
+        await self._missed(patient, self.gaps.see(patient, payload["epoch"], payload["seq"]))
+        if self.h.on_invalid is not None:
+            await _call(self.h.on_invalid, patient, payload, why)
 
     async def _event(self, patient: str, payload: dict[str, Any]) -> None:
         if not self.dedupe.fresh(payload):
@@ -250,6 +268,16 @@ class Station:
                 await _call(self.h.on_alarm, state, "state")
 
 
+def _numbered(payload: Any, patient: str) -> bool:
+    """The payload is an event the daemon numbered for ``patient`` (right schema id, epoch and seq), whatever
+    else is wrong with it: the broker delivered it, so its seq must not be reported as missed."""
+    if not isinstance(payload, dict) or payload.get("schema") != "seizurewatch/event/1":
+        return False
+    epoch, seq = payload.get("epoch"), payload.get("seq")
+    return (payload.get("patient") == patient and isinstance(epoch, str) and "." in epoch
+            and isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1)
+
+
 async def _call(fn: Callable[..., Any], *args: Any) -> None:
     res = fn(*args)
     if asyncio.iscoroutine(res):
@@ -271,11 +299,12 @@ async def subscribe(
     client_id: str | None = None,
     on_alarm: Callable[[dict[str, Any], str], Any] | None = None,
     on_missed: Callable[[str, int, int], Any] | None = None,
+    on_invalid: Callable[[str, dict[str, Any], str], Any] | None = None,
 ) -> None:
     """Run until cancelled. Raises BrokerError (one line naming the broker) if the broker stays
     unreachable for ``retries`` consecutive attempts, or refuses the login."""
     policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
-    station = Station(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed))
+    station = Station(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed, on_invalid))
     ident = _identifier(client_id)
 
     async def dispatch(msg: aiomqtt.Message) -> None:

@@ -21,25 +21,6 @@ DESCRIPTION = textwrap.dedent(
     EEG comes in live over Lab Streaming Layer or from an EDF recording replayed as if it
     were a device; a sliding window is classified by a TorchScript/torch.export model once
     per hop; alarms and faults are journaled to disk and published over MQTT.
-
-    DAEMON
-      run        run the daemon from a YAML config (systemd unit: seizurewatch@.service)
-      replay     replay an EDF recording through the same pipeline
-      demo       replay a bundled recording into a broker and print the alarms
-      play       stream an EDF recording as an LSL outlet (a stand-in amplifier)
-      subscribe  the caregiver side: print alarms and faults as they arrive
-
-    RESEARCH
-      inspect    header, traces, statistics and value distribution of an EDF (PNG + HTML)
-      dataset    build a windowed dataset from annotated recordings
-      train      train a model (from a recipe YAML or a built dataset)
-      import     a published pretrained model as a model file (day one, no patient data)
-      evaluate   ROC/PR, confusion matrix, event sensitivity, false alarms/24 h, latency
-      threshold  pick the operating point from the ROC trade-off
-      export     write TorchScript (.pt) or torch.export (.pt2) with metadata
-      predict    per-window probabilities over a recording (CSV + timeline PNG)
-      compare    leave-one-recording-out comparison of model configs
-      bench      benchmarks (JSON)
     """
 )
 
@@ -51,11 +32,19 @@ EPILOG = textwrap.dedent(
       models/*.pt|.pt2   exported models; metadata.json inside each
 
     EXIT STATUS
-      0 success; 1 internal error; 2 bad input (config, recording, model); 3 broker unreachable.
+      0 success; 1 internal error; 2 bad input (config, recording, model; an ack the daemon refused);
+      3 broker unreachable; 4 journal disk missing (run); 5 no daemon answered (ack).
 
     Run 'seizurewatch COMMAND --help' for a command's options.
     """
 )
+
+# How --help groups the commands; each registered command is listed once, from its own help line (a command
+# missing here is listed under OTHER, never left out).
+GROUPS = (("DAEMON", ("run", "replay", "demo", "play")),
+          ("THE WARD", ("subscribe", "station", "ack", "labels")),
+          ("RESEARCH", ("inspect", "dataset", "train", "evaluate", "threshold", "export", "predict", "compare",
+                        "bench")))
 
 COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "subscribe_cmd", "station_cmds",
                    "labels_cmd", "bench_cmd", "pretrained_cmd")
@@ -64,6 +53,7 @@ COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "sub
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seizurewatch", description=DESCRIPTION, epilog=EPILOG,
+        usage="%(prog)s [-h] [--version] [--log-level LEVEL] [--log-format FORMAT] COMMAND ...",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"seizurewatch {__version__}")
@@ -71,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (default: from config, else WARNING for tools, INFO for run)")
     parser.add_argument("--log-format", default=None, choices=["text", "json"],
                         help="log line format; json suits journald (default: text)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     import importlib
 
     for name in COMMAND_MODULES:
@@ -82,7 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    parser.description = f"{DESCRIPTION}\n{command_list(sub)}"
     return parser
+
+
+def command_list(sub: argparse._SubParsersAction) -> str:
+    """The commands by group, each once, with the help line it registered."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    listed: set[str] = set()
+    out = []
+    for title, names in (*GROUPS, ("OTHER", tuple(helps))):
+        rows = [n for n in names if n in helps and n not in listed]
+        if rows:
+            listed.update(rows)
+            out.append(title + "\n" + "\n".join(f"  {n:<10} {helps[n]}" for n in rows))
+    return "\n\n".join(out) + "\n"
 
 
 def _stdout_closed() -> int:

@@ -113,8 +113,9 @@ async def check_run(cfg: Any, name: str) -> int:
               f"(threshold: {pipe.context.threshold_policy}; rule: {rule})")
     for note in daemon.notes:
         print(f"{name}: run would wait: {note}")
-    print(f"{name}: OK ({len(cfg.streams)} stream(s), model {meta.name}, file sha256 "
-          f"{daemon.model_sha256[:12]}…{', waiting for ' + str(len(daemon.notes)) if daemon.notes else ''})")
+    print(f"{name}: OK ({len(cfg.streams)} stream(s), model {meta.name}, file_sha256 "
+          f"{daemon.model_sha256[:12]}…, weights_sha256 {meta.weights_sha256[:12]}…"
+          f"{', waiting for ' + str(len(daemon.notes)) if daemon.notes else ''})")
     return 0
 
 

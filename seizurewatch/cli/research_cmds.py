@@ -169,6 +169,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
 
 
+def _hashes(meta: dict, output: str | None) -> dict[str, str]:
+    """The two hashes of a written model, by their one name each: ``file_sha256`` (what ``model.sha256`` pins)
+    and ``weights_sha256`` (in its metadata and every alarm payload)."""
+    from pathlib import Path
+
+    from seizurewatch.modelfile import file_sha256
+
+    path = Path(meta.get("path") or output or "")
+    found = {"file_sha256": file_sha256(path.read_bytes())} if path.is_file() else {}
+    return {**found, "weights_sha256": meta["weights_sha256"]}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     command = _command_line()
     if args.recipe:
@@ -178,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         meta = run_recipe(args.recipe, output=args.output, progress=not args.no_progress, command=command,
                           keep_dataset=args.keep_dataset, scheduler=args.scheduler)
-        _print({"model": meta["name"], "output": args.output or "(recipe output)", "sha256": meta["weights_sha256"],
+        _print({"model": meta["name"], "output": args.output or "(recipe output)", **_hashes(meta, args.output),
                 "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
                 "train_seconds": meta["training"]["seconds"]})
         return 0
@@ -198,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 for s, m in metas.items()})
         return 0
     meta = train_from_dataset(args.dataset, args.model, args.output, **kw)
-    _print({"model": meta["name"], "output": args.output, "sha256": meta["weights_sha256"],
+    _print({"model": meta["name"], "output": args.output, **_hashes(meta, args.output),
             "threshold": meta["threshold"], "validation": meta["metrics"]["validation"],
             "best_epoch": meta["training"]["best_epoch"], "train_seconds": meta["training"]["seconds"]})
     return 0

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ack", help="acknowledge an alarm, or mark it a false alarm / a confirmed seizure",
         description="Publish an acknowledgement to <prefix>/<patient>/ack (docs/ack.schema.json). The daemon "
                     "journals it with the alarm, publishes an 'ack' event and lists it in the retained state; "
-                    "escalation of that alarm stops. Exits 0 once the broker acknowledged the publish.")
+                    "escalation of that alarm stops. Waits (--wait seconds) for the daemon's answer and says it: "
+                    "exit 0 only when the daemon journaled the ack; 2 when it refused it (the reason is printed); "
+                    "5 when no daemon answered.")
     p.add_argument("--patient", required=True, help="patient id, as in the daemon's config")
     p.add_argument("--alarm-id", required=True, help="the alarm_id of the alarm (or fault) being answered")
     p.add_argument("--action", choices=ACTIONS, default="ack",
@@ -27,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", default="", help="free text, at most 500 characters")
     p.add_argument("--mqtt-url", help="broker, e.g. mqtts://broker.ward:8883 (default: the config's)")
     p.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this config")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the daemon's answer (default 10)")
     p.set_defaults(func=cmd_ack)
 
     s = sub.add_parser(
@@ -40,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mqtt-url", help="broker (default: the config's)")
     s.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this config")
     s.add_argument("--password-file", help="file holding the page's password (required off loopback)")
-    s.add_argument("--station-name", default="station", help="default 'by' for acks (the page asks for a name)")
+    s.add_argument("--station-name", default="station",
+                   help="this station's name (an ack from the page needs the person's own name)")
     s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--ssl-keyfile", help="private key of --ssl-certfile")
     s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -56,16 +61,24 @@ def _mqtt(args: argparse.Namespace) -> MqttConfig:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from seizurewatch.alarms.ack import Ack, AckError, parse_ack, publish_ack
+    from seizurewatch.alarms.ack import Ack, AckError, parse_ack
+    from seizurewatch.alarms.answer import ack_and_wait
     from seizurewatch.errors import ConfigError
 
     try:
         ack = parse_ack(Ack(args.alarm_id, args.action, args.by, args.note).to_json())
     except AckError as exc:
         raise ConfigError(f"ack: {exc}") from None
-    asyncio.run(publish_ack(_mqtt(args), args.patient, ack, url=args.mqtt_url))
-    print(f"[{args.patient}] {ack.action} by {ack.by} sent for {ack.alarm_id}", file=sys.stderr)
-    return 0
+    if not args.wait > 0:
+        raise ConfigError(f"ack: --wait: expected a number of seconds > 0, got {args.wait:g}")
+    answer = asyncio.run(ack_and_wait(_mqtt(args), args.patient, ack, url=args.mqtt_url, timeout_s=args.wait))
+    what = f"[{args.patient}] {ack.action} by {ack.by} for {ack.alarm_id}"
+    if answer.accepted:
+        print(f"{what}: accepted, {answer.reason}", file=sys.stderr)
+        return 0
+    print(f"{what}: {'REFUSED by the daemon' if answer.answered else 'NOT CONFIRMED'}: {answer.reason}",
+          file=sys.stderr)
+    return 2 if answer.answered else 5
 
 
 def cmd_station(args: argparse.Namespace) -> int:

@@ -97,6 +97,14 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
                     "(the broker did not deliver them)")
 
+        def on_invalid(patient: str, p: dict[str, Any], why: str) -> None:
+            if args.jsonl:
+                out(json.dumps({"kind": "notice", "notice": "invalid", "patient": patient, "seq": p["seq"],
+                                "reason": why}, separators=(",", ":")))
+            else:
+                out(f"[{patient}] invalid message from the daemon (event {p['seq']}: {why}): a bug to report; "
+                    "check the bedside")
+
         shown: dict[str, Any] = {}
 
         def on_other(topic: str, raw: bytes) -> None:
@@ -105,6 +113,10 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             if leaf == "status":
                 out(json.dumps({"kind": "status", "patient": patient, "status": text}) if args.jsonl
                     else f"[{patient}] daemon {text}")
+            elif leaf == "refusal":
+                r = json.loads(text)  # validated by the subscriber
+                out(json.dumps({"kind": "refusal", **r}, separators=(",", ":")) if args.jsonl
+                    else f"[{patient}] ack REFUSED by the daemon: {r['reason']}")
             elif leaf == "state":
                 state = wire.loads(raw)  # validated by the subscriber
                 if args.jsonl:
@@ -123,7 +135,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,
                                             on_other=on_other, retries=args.retries, client_id=args.client_id,
-                                            on_alarm=on_alarm, on_missed=on_missed))
+                                            on_alarm=on_alarm, on_missed=on_missed,
+                                            on_invalid=on_invalid))
         stopper = asyncio.create_task(done.wait())
         try:
             await asyncio.wait({sub, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -293,7 +293,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     curves = {}
     if "roc_auc" in wm:
         curves[meta.name] = (roc(y[:, 0], p[:, 0]), pr_curve(y[:, 0], p[:, 0])[:2] + (wm["pr_auc"],))
-    metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "sha256": meta.sha256,
+    metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "weights_sha256": meta.weights_sha256,
                                "threshold": {"value": threshold, "policy": meta.threshold_policy
                                              if decision.threshold is None else threshold_policy or "override"},
                                "held_out": [Path(r).name for r in recordings], "windows": wm}

@@ -81,7 +81,7 @@ def save_checked(model: nn.Module, meta: dict[str, Any], path: str | Path, x: to
     diff = max_difference(model, path, x)
     if diff > ATOL:
         raise ModelError(f"{path}: exported model differs from the trained one by {diff:.3g} (> {ATOL})")
-    log.info("exported", extra={"path": str(path), "sha256": out["weights_sha256"][:12], "max_abs_diff": diff})
+    log.info("exported", extra={"path": str(path), "weights_sha256": out["weights_sha256"][:12], "max_abs_diff": diff})
     return {**out, "max_abs_diff": diff}
 
 

@@ -12,6 +12,8 @@ The span runs from ``lead_s`` before the alarm's start (the window that raised i
 far, plus the k-of-n hops before the start; default 10 s, ample for the shipped 1-s and 10-s models)
 to its end. Alarms nobody marked are listed as ``#`` comment lines and in the summary, never as
 labels: an unreviewed alarm may be a seizure.
+The EEG the daemon kept behind each alarm (the seconds before its decision, as the station showed it) goes to
+``<name>.eeg.json`` beside the CSV, keyed by alarm id, so a review sees what the nurse saw.
 Note that ``dataset build`` labels the unannotated rest of a recording by its usual rules (interictal
 beyond ``exclusion_s`` from a seizure): review every alarm of a night before training on it.
 """
@@ -102,6 +104,21 @@ def read_marks(journal: str | Path, since: float | None = None, patient: str | N
     return [a for a in alarms.values() if since is None or a.start_wall >= since]
 
 
+def read_eeg(journal: str | Path, patient: str) -> dict[str, Any]:
+    """The EEG kept behind each of ``patient``'s alarms (alarm id -> docs/alarm.schema.json ``eeg``); a journal
+    written before the daemon kept EEG has none."""
+    try:
+        db = sqlite3.connect(f"file:{Path(journal)}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT alarm_id, payload FROM eeg WHERE patient = ? ORDER BY created",
+                              (patient,)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # no eeg table: an older journal
+        return {}
+    return {alarm_id: json.loads(body) for alarm_id, body in rows}
+
+
 def export_marks(journal: str | Path, out: str | Path, since: float | None = None, lead_s: float = 10.0,
                  recordings: dict[str, str] | None = None, patient: str | None = None) -> dict[str, Any]:
     """Write ``<out>/<name>.csv`` per patient (``name``: the recording's stem from ``recordings``
@@ -137,5 +154,9 @@ def export_marks(journal: str | Path, out: str | Path, since: float | None = Non
                 w.writerow([f"{onset:.3f}", f"{m.end_t - onset:.3f}", desc])
                 summary[m.mark] += 1
         summary["files"][who] = str(dest)
+        eeg = {k: v for k, v in read_eeg(journal, who).items() if k in {m.alarm_id for m in mine}}
+        if eeg:
+            (out_dir / f"{name}.eeg.json").write_text(json.dumps(eeg, separators=(",", ":")), encoding="utf-8")
+            summary.setdefault("eeg", {})[who] = len(eeg)
         log.info("labels written", extra={"patient": who, "file": str(dest), "alarms": len(mine)})
     return summary

@@ -40,7 +40,7 @@ from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
-from seizurewatch.alarms.subscriber import LEAVES, Handlers
+from seizurewatch.alarms.subscriber import LEAVES, Handlers, schema_error
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -120,6 +120,7 @@ class Station:
         # the subscriber's checks: schema, topic vs payload, de-duplication on (patient, epoch, seq), gaps
         self.checker = MessageChecker(cfg.topic_prefix, Handlers(on_event=self._on_event, on_other=self._on_other,
                                                                  on_missed=self._on_missed,
+                                                                 on_invalid=self._on_invalid,
                                                                  on_cleared=self.ward.forget))
         self.browsers: set[asyncio.Queue[str]] = set()
         self.connected = asyncio.Event()
@@ -143,6 +144,7 @@ class Station:
                     async with watch(client, self._dispatch) as reader:
                         for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
+                        await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
                         self._client = client
                         self._set_connected(True)
                         await reader  # until the connection drops
@@ -173,9 +175,41 @@ class Station:
     async def handle(self, topic: str, raw: bytes) -> None:
         """One message from the broker: checked like ``seizurewatch subscribe`` checks it (anything malformed
         is logged and ignored), then into the ward."""
+        if self._eeg(topic, raw):
+            return
         before = self.checker.ignored
         await self.checker.handle(topic, raw)
         self.ignored += self.checker.ignored - before
+
+    def _eeg(self, topic: str, raw: bytes) -> bool:
+        """``<prefix>/<patient>/eeg/<alarm_id>``: the EEG behind an alarm, checked like every message (True: it
+        was one, handled); an empty payload is the daemon clearing an old one."""
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != self.cfg.topic_prefix or parts[2] != "eeg":
+            return False
+        patient, alarm_id = parts[1], parts[3]
+        if not raw:
+            self.ward.on_eeg(patient, alarm_id, None)
+            return True
+        try:
+            payload, why = wire.loads(raw), None
+        except wire.WireError as exc:
+            payload, why = None, str(exc)
+        if payload is not None:
+            why = schema_error("eeg", payload)
+        if why is None and payload is not None and (payload.get("patient"), payload.get("alarm_id")) != (patient,
+                                                                                                    alarm_id):
+            why = "payload names another patient or alarm than its topic"
+        if why is not None or payload is None:
+            self.ignored += 1
+            log.warning("ignoring a malformed EEG message", extra={"topic": topic[:200], "reason": why})
+            return True
+        self.ward.on_eeg(patient, alarm_id, payload)
+        return True
+
+    def eeg(self, patient: str, alarm_id: str) -> dict[str, Any] | None:
+        bed = self.ward.beds.get(patient)
+        return bed.eeg.get(alarm_id) if bed is not None else None
 
     def _on_event(self, payload: dict[str, Any]) -> None:
         self.ward.on_event(payload, time.time())
@@ -186,11 +220,16 @@ class Station:
             self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
         elif leaf == "state":
             self.ward.on_state(patient, wire.loads(raw), time.time())
+        elif leaf == "refusal":
+            self.ward.on_refusal(patient, wire.loads(raw))
         elif leaf == "risk":
             self.ward.on_risk(patient, wire.loads(raw), time.time())
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)
+
+    def _on_invalid(self, patient: str, payload: dict[str, Any], why: str) -> None:
+        self.ward.on_invalid(patient)
 
     async def send_ack(self, patient: str, body: dict[str, Any]) -> dict[str, Any]:
         """Validate an ack from the page and publish it; (HTTP status, answer)."""
@@ -368,6 +407,12 @@ def make_app(station: Station) -> ASGIApp:
     async def ward(request: Request) -> Response:
         return Response(station.snapshot_json(), media_type="application/json")
 
+    async def eeg(request: Request) -> Response:
+        found = station.eeg(request.path_params["patient"], request.path_params["alarm_id"])
+        if found is None:
+            return JSONResponse({"error": "no EEG for this alarm (yet)"}, status_code=404)
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
     async def events(request: Request) -> Response:
         return StreamingResponse(station.stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -391,8 +436,8 @@ def make_app(station: Station) -> ASGIApp:
         patient = body.pop("patient")
         if patient not in station.ward.beds:
             return JSONResponse({"error": f"no bed {patient!r} on the broker"}, status_code=404)
-        if not str(body.get("by") or "").strip():
-            body["by"] = station.opts.station_name
+        if not str(body.get("by") or "").strip():  # who answered is part of the record: never "station"
+            return JSONResponse({"error": "by: type your name first; the ack was NOT sent"}, status_code=400)
         answer = await station.send_ack(patient, body)
         return JSONResponse(answer, status_code=int(answer.pop("status")))
 
@@ -410,6 +455,7 @@ def make_app(station: Station) -> ASGIApp:
 
     app: ASGIApp = Starlette(routes=[
         Route("/", page), Route("/api/ward", ward), Route("/events", events), Route("/api/ack", ack, methods=["POST"]),
+        Route("/api/eeg/{patient}/{alarm_id}", eeg),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], lifespan=lifespan)
     if station.opts.password is not None:

@@ -73,10 +73,17 @@ class Bed:
     status: str | None = None  # "online" / "offline" from the status topic
     state: str = "unknown"  # from the retained state topic
     probability: float | None = None
+    unavailable: str | None = None  # why the daemon has no current probability (stream lost, model error...)
+    threshold: float | None = None  # the alarm threshold in force (drawn on the trace)
+    last_sample_wall: float | None = None  # when the daemon last received EEG ("last data" counts from it)
     last_seen: float = 0.0
-    history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    # (wall time, probability); None: the daemon could not tell then (the trace shows a gap)
+    history: deque[tuple[float, float | None]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
+    invalid: int = 0  # events the daemon sent that failed the schema (a daemon bug, not the broker's)
+    eeg: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)  # alarm id -> the EEG behind it
+    refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ITEMS))  # acks refused
     risk: list[dict[str, Any]] = field(default_factory=list)  # the retained risk message's horizons
     model: str | None = None  # the model in force, from the retained state (pretrained or the patient's own)
 
@@ -122,10 +129,15 @@ class Ward:
             b.model = model["name"]
         p = st.get("probability")
         b.probability = float(p) if isinstance(p, (int, float)) else None
+        b.unavailable = st.get("probability_unavailable") if b.probability is None else None
+        if isinstance(st.get("threshold"), (int, float)):
+            b.threshold = float(st["threshold"])
+        if isinstance(st.get("last_sample_wall"), (int, float)):
+            b.last_sample_wall = min(float(st["last_sample_wall"]), now)
         when = float(st.get("wall_time") or now)
         b.last_seen = max(b.last_seen, min(when, now))
-        if b.probability is not None and (not b.history or when > b.history[-1][0]):
-            b.history.append((when, b.probability))
+        if (b.probability is not None or b.unavailable) and (not b.history or when > b.history[-1][0]):
+            b.history.append((when, b.probability))  # None: a gap in the trace, never the last number again
         alarm_id = st.get("alarm_id")
         if b.state == "alarm" and isinstance(alarm_id, str):  # joined mid-alarm: the start was before our time
             b.item("alarm", alarm_id, when)
@@ -189,6 +201,27 @@ class Ward:
         self.bed(patient).missed += last - first + 1
         self.version += 1
 
+    def on_eeg(self, patient: str, alarm_id: str, payload: dict[str, Any] | None) -> None:
+        """The EEG behind an alarm (retained per alarm; None: the daemon cleared it)."""
+        b = self.bed(patient)
+        if payload is None:
+            b.eeg.pop(alarm_id, None)
+        else:
+            b.eeg[alarm_id] = payload
+            while len(b.eeg) > KEEP_ITEMS:
+                b.eeg.popitem(last=False)
+        self.version += 1
+
+    def on_refusal(self, patient: str, r: dict[str, Any]) -> None:
+        """The daemon refused an ack (docs/alarm.schema.json, ``refusal``): the page shows why."""
+        self.bed(patient).refusals.append({k: r.get(k) for k in ("alarm_id", "action", "by", "reason", "wall_time")})
+        self.version += 1
+
+    def on_invalid(self, patient: str) -> None:
+        """An event of this bed arrived but failed the schema: delivered, not believed (a daemon bug)."""
+        self.bed(patient).invalid += 1
+        self.version += 1
+
     @staticmethod
     def _add_ack(it: Item, a: dict[str, Any]) -> None:
         entry = {"action": str(a.get("action")), "by": str(a.get("by")), "wall_time": a.get("wall_time")}
@@ -239,18 +272,25 @@ class Ward:
             "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
             "state": b.state, "status": b.status, "probability": b.probability, "model": b.model,
             "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
-            **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
+            "probability_unavailable": b.unavailable, "threshold": b.threshold,
+            "data_ago_s": round(now - b.last_sample_wall, 1) if b.last_sample_wall else None,
+            **({"history": _thin([(round(t - now), None if p is None else round(p, 3))
+                                  for t, p in b.history if now - t <= HISTORY_S])}
                if history else {}),
-            "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
+            "alarms": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in items if i.kind == "alarm"],
             "faults": [i.as_dict() for i in items if i.kind == "fault"],
-            "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed, "risk": b.risk,
+            "review": [{**i.as_dict(), "eeg": i.alarm_id in b.eeg} for i in self._to_review(b, now)],
+            "missed": b.missed, "invalid": b.invalid, "refusals": list(b.refusals), "risk": b.risk,
             "_waiting": waiting,
         }
         dumps(row)
         return row
 
 
-def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """At most TRACE_POINTS of them, evenly spaced, the newest always kept."""
+def _thin(points: list[tuple[float, float | None]]) -> list[tuple[float, float | None]]:
+    """At most TRACE_POINTS of them, evenly spaced, the newest always kept; a gap (None) is never thinned away."""
     step = -(-len(points) // TRACE_POINTS)
-    return points[::-1][::step][::-1] if step > 1 else points
+    if step <= 1:
+        return points
+    keep = set(range(len(points) - 1, -1, -step)) | {i for i, (_, p) in enumerate(points) if p is None}
+    return [pt for i, pt in enumerate(points) if i in keep]

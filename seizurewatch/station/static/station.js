@@ -15,6 +15,7 @@ const FAULT_WORD = {
 const RISK_SYMBOL = { low: "▁", elevated: "▄", high: "█", unknown: "?" };
 const RISK_WORD = { low: "low", elevated: "elevated", high: "HIGH", unknown: "not yet known" };
 const pending = new Map();  // alarm_id -> "sending" | error text
+const sentAt = new Map();  // alarm_id -> when the ack was sent (a refusal after it answers it)
 let lastWard = null;
 // The token the server put in this page: an acknowledgement without it is refused (another site cannot send one).
 const TOKEN = (document.querySelector('meta[name="seizurewatch-token"]') || {}).content || "";
@@ -26,6 +27,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const byInput = $("#by");
 byInput.value = localStorage.getItem("seizurewatch.by") || "";
 byInput.addEventListener("change", () => localStorage.setItem("seizurewatch.by", byInput.value.trim()));
+byInput.addEventListener("input", () => { if (byInput.value.trim()) byInput.classList.remove("missing"); });
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -46,9 +48,9 @@ function clock(wall) {
                                                          hour12: false });
 }
 
-function pct(p) { return p === null || p === undefined ? "–" : `${Math.round(p * 100)} %`; }
+function pct(p) { return p === null || p === undefined ? "—" : `${Math.round(p * 100)} %`; }
 
-function trace(history) {
+function trace(history, threshold) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "trace");
@@ -56,19 +58,52 @@ function trace(history) {
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", "seizure probability over the last 10 minutes");
-  const mid = document.createElementNS(ns, "line");
-  mid.setAttribute("x1", "-600"); mid.setAttribute("x2", "0"); mid.setAttribute("y1", "50"); mid.setAttribute("y2", "50");
-  mid.setAttribute("stroke", "#3b4753"); mid.setAttribute("stroke-dasharray", "6 6");
-  svg.appendChild(mid);
-  const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#7cc4ff"); line.setAttribute("stroke-width", "3");
-  line.setAttribute("vector-effect", "non-scaling-stroke");
-  line.setAttribute("points", history.map(([dt, p]) => `${dt.toFixed(1)},${(100 - p * 100).toFixed(1)}`).join(" "));
-  svg.appendChild(line);
+  // the alarm threshold in force (from the daemon's state), not a fixed 50 %
+  if (threshold !== null && threshold !== undefined) {
+    const y = (100 - threshold * 100).toFixed(1);
+    const th = document.createElementNS(ns, "line");
+    th.setAttribute("class", "threshold");
+    th.dataset.threshold = threshold;
+    th.setAttribute("x1", "-600"); th.setAttribute("x2", "0"); th.setAttribute("y1", y); th.setAttribute("y2", y);
+    th.setAttribute("stroke", "#ff7a7a"); th.setAttribute("stroke-dasharray", "6 6");
+    th.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.appendChild(th);
+  }
+  // a gap where the daemon could not tell (null): shaded, and the line is broken there, never drawn across
+  const segments = [[]];
+  history.forEach(([dt, p], i) => {
+    if (p === null) {
+      const next = history[i + 1] ? history[i + 1][0] : 0;
+      const gap = document.createElementNS(ns, "rect");
+      gap.setAttribute("class", "gap");
+      gap.setAttribute("x", dt.toFixed(1)); gap.setAttribute("width", Math.max(next - dt, 2).toFixed(1));
+      gap.setAttribute("y", "0"); gap.setAttribute("height", "100"); gap.setAttribute("fill", "#4a3a12");
+      svg.appendChild(gap);
+      segments.push([]);
+    } else {
+      segments[segments.length - 1].push(`${dt.toFixed(1)},${(100 - p * 100).toFixed(1)}`);
+    }
+  });
+  for (const seg of segments.filter((x) => x.length)) {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#7cc4ff"); line.setAttribute("stroke-width", "3");
+    line.setAttribute("vector-effect", "non-scaling-stroke");
+    line.setAttribute("points", seg.join(" "));
+    svg.appendChild(line);
+  }
   return svg;
 }
 
 async function answer(bed, item, action, buttons, errorLine) {
+  if (!byInput.value.trim()) {  // an ack must say who answered: never recorded as "station"
+    pending.set(item.alarm_id, "NOT SENT: type your name in \"Your name\" (top right) first, then click again");
+    errorLine.textContent = pending.get(item.alarm_id);  // kept when the card is redrawn
+    byInput.classList.add("missing");
+    byInput.focus();
+    return;
+  }
+  byInput.classList.remove("missing");
+  sentAt.set(item.alarm_id, Date.now() / 1000 - 1);
   pending.set(item.alarm_id, "sending");
   buttons.forEach((b) => { b.disabled = true; });
   errorLine.textContent = "sending…";
@@ -116,9 +151,17 @@ function itemBox(bed, item, now, kind) {
       `✓ ${ACTION_WORD[last.action] || last.action} by ${last.by}${last.wall_time ? ` at ${clock(last.wall_time)}` : ""}`));
   }
   const errorLine = el("div", "error", "");
-  const state = pending.get(item.alarm_id);
+  let state = pending.get(item.alarm_id);
+  const refused = refusalOf(bed, item);
+  if (refused && state && state !== "sending") {  // the daemon said no: say why, and let them try again
+    state = `REFUSED by the bedside daemon: ${refused.reason}`;
+    pending.set(item.alarm_id, state);
+    errorLine.classList.add("refused");
+  }
   if (state && !item.answered) errorLine.textContent = state === "sending" ? "sending…" : state;
-  const actions = kind === "fault" ? ["ack"] : ["ack", "false_alarm", "confirmed"];
+  // an ended alarm is marked, not acknowledged (the daemon refuses a plain ack of what has ended)
+  const actions = kind === "fault" ? ["ack"] : kind === "review" ? ["false_alarm", "confirmed"]
+    : ["ack", "false_alarm", "confirmed"];
   const labels = { ack: "Acknowledge", false_alarm: "False alarm", confirmed: "Confirmed seizure" };
   const row = el("div", "buttons");
   const buttons = [];
@@ -128,14 +171,21 @@ function itemBox(bed, item, now, kind) {
     const b = el("button", a, labels[a]);
     b.type = "button";
     b.dataset.action = a;
-    b.disabled = state === "sending";
+    b.disabled = !item.answered && (state === "sending" || (state || "").startsWith("sent"));  // until answered
     b.addEventListener("click", () => answer(bed, item, a, buttons, errorLine));
     buttons.push(b);
     row.appendChild(b);
   }
+  if (kind !== "fault") Eeg.attach(box, bed.patient, item);  // what the model saw, before the buttons
   if (buttons.length) box.appendChild(row);
   box.appendChild(errorLine);
   return box;
+}
+
+function refusalOf(bed, item) {
+  const since = sentAt.get(item.alarm_id);
+  if (since === undefined) return null;
+  return (bed.refusals || []).filter((r) => r.alarm_id === item.alarm_id && r.wall_time >= since).pop() || null;
 }
 
 function horizon(seconds) {
@@ -160,7 +210,8 @@ function riskLine(bed) {
 
 function signature(bed) {
   return JSON.stringify([bed.shown, bed.urgency_key, bed.state, bed.status, bed.alarms, bed.faults, bed.review,
-                         bed.missed, bed.model, (bed.risk || []).map((h) => [h.horizon_s, h.level]),
+                         bed.missed, bed.invalid, bed.refusals, bed.threshold, bed.model,
+                         (bed.risk || []).map((h) => [h.horizon_s, h.level]),
                          [...pending.entries()].filter(([id]) => JSON.stringify(bed).includes(id))]);
 }
 
@@ -180,10 +231,11 @@ function card(bed, now) {
   line.appendChild(el("span", "plabel", ""));
   line.appendChild(el("span", "seen", ""));
   c.appendChild(line);
-  c.appendChild(trace(bed.history || traces.get(bed.patient) || []));
+  c.appendChild(trace(bed.history || traces.get(bed.patient) || [], bed.threshold));
   const cap = el("div", "caption");
   cap.appendChild(el("span", "", "10 min ago"));
-  cap.appendChild(el("span", "", "probability (dashed: 50 %)"));
+  cap.appendChild(el("span", "", bed.threshold === null || bed.threshold === undefined ? "probability"
+    : `probability (red dashes: alarm threshold ${pct(bed.threshold)})`));
   cap.appendChild(el("span", "", "now"));
   c.appendChild(cap);
   // which model is in force (a day-one pretrained model, or the patient's own once pinned)
@@ -191,6 +243,10 @@ function card(bed, now) {
   for (const a of bed.alarms) c.appendChild(itemBox(bed, a, now, "alarm"));
   for (const f of bed.faults) c.appendChild(itemBox(bed, f, now, "fault"));
   for (const r of bed.review) c.appendChild(itemBox(bed, r, now, "review"));
+  if (bed.invalid) {
+    c.appendChild(el("div", "item fault", `◆ ${bed.invalid} invalid message${bed.invalid > 1 ? "s" : ""} from the ` +
+                     "daemon (a bug to report): check the bedside"));
+  }
   if (bed.missed) {
     c.appendChild(el("div", "item fault", `◆ ${bed.missed} event${bed.missed > 1 ? "s" : ""} from this bed never ` +
                      "reached the station (broker): check the bedside"));
@@ -201,19 +257,23 @@ function card(bed, now) {
 
 function probabilityLabel(bed) {
   if (bed.shown === "offline") {  // a last value from a silent box must not read as the current one
-    return bed.probability === null ? "no reading" : `no reading (last was ${pct(bed.probability)})`;
+    return bed.probability === null ? "no reading: the bedside daemon is offline"
+      : `no reading: the bedside daemon is offline (last was ${pct(bed.probability)})`;
   }
   if (bed.probability !== null) return "seizure probability";  // of the latest window
+  if (bed.probability_unavailable) return `no current reading: ${bed.probability_unavailable}`;
   if (bed.shown === "fault") return "no reading: the signal cannot be judged";
-  return bed.shown === "offline" ? "no reading" : "no reading yet";
+  return "no reading yet";
 }
 
 function refresh(c, bed, now) {
-  $(".prob", c).textContent = bed.shown === "offline" ? "–" : pct(bed.probability);
+  $(".prob", c).textContent = bed.shown === "offline" ? "—" : pct(bed.probability);
   $(".plabel", c).textContent = probabilityLabel(bed);
-  const seen = bed.seen_ago_s === null ? "no data yet" : `last data ${ago(bed.seen_ago_s)} ago`;
+  // "last data": the last EEG sample the daemon received, not the last message it sent
+  const ago_s = bed.data_ago_s !== null && bed.data_ago_s !== undefined ? bed.data_ago_s : null;
+  const seen = ago_s === null ? (bed.seen_ago_s === null ? "no data yet" : "no EEG yet") : `last data ${ago(ago_s)} ago`;
   $(".seen", c).textContent = bed.shown === "offline" ? `OFFLINE — ${seen}` : seen;
-  if (bed.history) c.replaceChild(trace(bed.history), $("svg.trace", c));  // traces come every few seconds
+  if (bed.history) c.replaceChild(trace(bed.history, bed.threshold), $("svg.trace", c));  // every few seconds
   c.querySelectorAll("[data-since]").forEach((s) => { s.textContent = `for ${ago(now - Number(s.dataset.since))}`; });
 }
 
@@ -255,6 +315,7 @@ function render(ward) {
   banner.hidden = ward.broker.connected;
   banner.textContent = "✕ No connection to the alarm broker: what you see may be out of date. Watch the patients directly.";
   document.title = n.alarm ? `▲ ${n.alarm} ALARM — seizurewatch` : "seizurewatch — ward";
+  Sound.update(ward);
 }
 
 function showUnreadable(ward) {
