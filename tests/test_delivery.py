@@ -360,7 +360,7 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
 
 
 def test_two_daemons_on_two_journals_for_one_patient_do_not_kick_each_other_off_the_broker(mosquitto, tmp_path):
-    """Client ids carry the journal's id: two links for bed1 (two journals) both stay connected;
+    """Client ids carry the journal's client key: two links for bed1 (two journals) both stay connected;
     the same journal reopened keeps its id (the broker replaces a stale connection, not a live one)."""
     cfg = MqttConfig(url=mosquitto.url)
 
