@@ -12,6 +12,8 @@ from conftest import DOG1, run_cli
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import read_yaml
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 @pytest.mark.parametrize("text, line", [("decision:\n  k: 3\n  k: 5\n", 3), ("a: {x: 1, x: 2}\n", 1),
                                         ("a: 1\nb: 2\na: 3\n", 3)])
