@@ -16,6 +16,7 @@ from seizurewatch.replay import replay
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
+pytestmark = pytest.mark.needs_data
 
 
 def _scaled(tmp_path, factor: float):
