@@ -156,9 +156,9 @@ class Mosquitto:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.terminate()  # Mosquitto saves its persistence file on the way out: let it finish, busy box or not
             try:
-                self.proc.wait(5)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

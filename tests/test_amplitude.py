@@ -13,6 +13,8 @@ from seizurewatch.edfio import EdfRecording
 from seizurewatch.errors import ConfigError
 from seizurewatch.replay import replay
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 pytestmark = pytest.mark.needs_data
 

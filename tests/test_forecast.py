@@ -172,6 +172,7 @@ def test_compare_refuses_a_prediction_dataset_of_continuous_recordings(tmp_path)
         compare(tmp_path / "ds", ["m.yaml"], tmp_path / "out", baseline=None)
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_delhi_segments_compare(tmp_path):
     spec = DatasetSpec(recordings=(str(DATA / "delhi"),), task="prediction", horizons_s=(600, 3600), window_s=5.12,

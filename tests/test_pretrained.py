@@ -15,6 +15,8 @@ import torch
 from alarm_support import validate
 from conftest import DOG1, ROOT
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 pytest.importorskip("brainmaze_eeg_models", reason="pip install '.[test]' (brainmaze-eeg-models, onnx)")
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"

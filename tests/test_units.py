@@ -18,6 +18,8 @@ from seizurewatch.recordings import open_recording, read_header
 from seizurewatch.replay import replay
 from seizurewatch.units import microvolt_factors, microvolts_per
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 REC04 = DOG1 / "dog1_rec04.edf"
 
 

@@ -18,7 +18,7 @@ from conftest import DOG1, MODEL, ROOT, WardMosquitto, run_cli, run_daemon_until
 from seizurewatch.config import load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 
 def ward_daemon_config(path: Path, b: WardMosquitto, patient: str, account: str, speed: str = "max") -> Path:
