@@ -205,16 +205,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seizurewatch.research.evaluate import evaluate
 
     out = Path(args.out or f"eval-{Path(args.model).stem}")
-    recordings, windows, baseline = list(args.recordings), None, args.baseline
+    recordings, windows, baseline, units = list(args.recordings), None, args.baseline, None
     if args.dataset:
         from seizurewatch.research.dataset import open_dataset
+        from seizurewatch.research.units import Units, kind_of
 
         ds = open_dataset(args.dataset)
         rows = ds.rows(args.split)
         if not len(rows):
             raise ConfigError(f"{args.dataset}: split {args.split!r} has no windows")
         windows = (ds.x[rows], ds.y[rows])
-        recordings = recordings or [r for r in ds.recordings(args.split) if Path(r).is_file()]
+        if kind_of(ds) != "continuous":  # clips and segments: one score each, never replayed
+            if recordings:
+                raise ConfigError(f"{args.dataset}: holds {kind_of(ds)}, scored per unit; --recordings (replayed "
+                                  "continuous recordings) goes with a dataset of recordings")
+            units = Units.of_rows(ds, rows)
+        else:
+            recordings = recordings or [r for r in ds.recordings(args.split) if Path(r).is_file()]
         if baseline in (None, "auto"):
             from seizurewatch.research.train import TrainConfig
             from seizurewatch.research.training_run import ModelSpec, train_from_dataset
@@ -233,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
-                 windows=windows, early_s=args.early_s, scheduler=args.scheduler)
+                 windows=windows, early_s=args.early_s, scheduler=args.scheduler, units=units)
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:
@@ -242,6 +249,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = m["events"]
         summary["events"] = {k: ev[k] for k in ("seizures", "detected", "sensitivity", "precision", "false_alarms",
                                                 "fa_per_24h", "hours")} | {"latency_s": ev["latency_s"]["mean"]}
+    if "units" in m:
+        summary[m["units"]["kind"]] = {k: v for k, v in m["units"].items() if k != "kind"}
     if "seconds" in m:
         sec = m["seconds"]
         summary["seconds"] = {"early_s": sec["early_s"], **{k: sec["pooled"][k] for k in (

@@ -36,6 +36,7 @@ from seizurewatch.research.annotations import (
 )
 from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.labels import (
+    is_early,
     Seizure,
     drop_reason,
     joins_of,
@@ -279,7 +280,7 @@ def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | No
         if clip.sequence is not None:
             raise DataError(f"{clip.path}: a prediction-challenge clip cannot make a detection dataset")
         if spec.early_s is not None and clip.label in ("ictal", "interictal"):
-            early = int(clip.label == "ictal" and clip.latency is not None and clip.latency < spec.early_s)
+            early = int(clip.label == "ictal" and is_early(clip.latency, spec.early_s))
             return (int(clip.label == "ictal"), early)
         return {"ictal": (1,), "interictal": (0,)}.get(clip.label)  # Delhi preictal: dropped
     if clip.label == "interictal":
@@ -298,6 +299,14 @@ def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | No
 
 def _is_delhi(c: Clip) -> bool:
     return "_segment_" not in Path(c.path).stem
+
+
+def unit_kind(piece: Piece, declared: str) -> str:
+    """What a dataset's units are (``research.units``): Kaggle clips "clips", Delhi clips "segments", a
+    signal file what the spec declares (``units``: "continuous" or "segments")."""
+    if piece.clip is not None:
+        return "segments" if _is_delhi(piece.clip) else "clips"
+    return declared
 
 
 def _clip_groups(clips: list[Clip], task: str) -> dict[str, tuple[str, str]]:
