@@ -100,7 +100,8 @@ def spec_from_args(args: argparse.Namespace):
     else:
         raise ConfigError("dataset build: give --spec YAML or --recordings PATH...")
     over = {k: getattr(args, k) for k in ("device", "rate", "notch", "task", "window_s", "stride_s",
-                                          "stride_ictal_s", "exclusion_s", "interictal_min_s", "balance", "seed", "units")
+                                          "stride_ictal_s", "exclusion_s", "interictal_min_s", "balance", "seed",
+                                          "units")
             if getattr(args, k) is not None}
     if args.recordings:
         over["recordings"] = tuple(os.path.abspath(Path(r).expanduser()) for r in args.recordings)

@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     scheduler_arg(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
 
-    p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
+    p = sub.add_parser("compare", help="leave-one-recording-out or grouped k-fold comparison of model YAMLs",
                        description="For each recording of the dataset: train every model on the others (the "
                                    "next recording validates: early stopping), choose the threshold on out-of-fold "
                                    "replays of the non-test recordings (each left out in turn, the config trained "
@@ -161,6 +161,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alarms, latency within 2 s of the least, then the middle in log-odds; default), "
                         "seconds (Youden J on per-second probabilities), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="grouped stratified K-fold (scikit-learn StratifiedGroupKFold) instead of leave one recording "
+                        "out: no group split between folds, each fold's share of seizure units about the same; part "
+                        "i tests, part i+1 validates, the rest train")
+    p.add_argument("--group-by", choices=["recording", "subject", "seizure"],
+                   help="with --folds: what stays together (default: the dataset's split unit; seizure = a "
+                        "seizure's clips or an interictal block, as dataset build --split-by seizure kept them)")
+    p.add_argument("--seed", type=int, default=0, help="with --folds: the shuffle of the groups (default 0)")
     p.add_argument("--out", default="compare", type=out_dir, help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
@@ -304,6 +312,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     method = None if args.threshold_method == "none" else args.threshold_method
     res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
                   threshold_method=method, early_s=args.early_s,
-                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler)
+                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler,
+                  k=args.folds, group_by=args.group_by, seed=args.seed)
     print(res["markdown"])
     return 0

@@ -281,13 +281,15 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     metrics["decision"] = decision.describe()
     if units is not None:
         us = unit_scores(units, y, p, early_s)
-        metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": float(np.mean((us.p >= threshold) == us.ictal))
-                                                        if len(us.p) else None}
+        right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None
+        metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": right}
         write_unit_csv(us, threshold, out / "units.csv")
         if bl is not None and pb is not None:
             metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s), early_s)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
+    if units is not None:
+        metrics["_unit_scores"] = us  # for a caller pooling folds (not in metrics.json)
     return metrics
 
 

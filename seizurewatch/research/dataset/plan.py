@@ -36,9 +36,9 @@ from seizurewatch.research.annotations import (
 )
 from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.labels import (
-    is_early,
     Seizure,
     drop_reason,
+    is_early,
     joins_of,
     label_window,
     seizure_index,
