@@ -134,7 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "STEM-timeline.png with annotated seizures and alarms, and the alarms as "
                                    "SzCORE's hypothesis file (BIDS STEM_events.tsv: one sz row per alarm, or "
                                    "one bckg row), for SzCORE/timescoring scoring.")
-    p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task")
+    p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task; or Kaggle .mat clips "
+                                          "or folders of them, scored one probability per clip (never replayed)")
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
@@ -296,6 +297,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from seizurewatch.research.parallel import run_tasks
     from seizurewatch.research.predict import predict_recording
 
+    from seizurewatch.research.predict import is_clip_input, predict_clips
+
+    clips = [is_clip_input(e) for e in args.edf]
+    if any(clips):
+        if not all(clips):
+            raise ConfigError("predict: give clips (.mat files or folders) or recordings, not both in one call")
+        if args.threshold is not None:
+            raise ConfigError("predict: --threshold goes with replayed recordings; a clip's score is in the CSV")
+        _print(predict_clips(args.edf, args.model, args.out or "predict-clips"))
+        return 0
     stems = [Path(e).stem for e in args.edf]
     out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
     fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))

@@ -408,8 +408,13 @@ def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None)
             proc = Preprocessor(pre, h.channels, h.rate, where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]
         return np.concatenate(parts, axis=1)
-    clip, data = read_clip(piece.path)
+    return clip_signal(piece.path, pre, canon)[1]
+
+
+def clip_signal(path: str, pre: PreprocessSpec, canon: Any = canonical_label) -> tuple[Clip, np.ndarray]:
+    """One clip as the daemon's preprocessing gives it: (clip, (channels, samples) at ``pre.rate``)."""
+    clip, data = read_clip(path)
     assert data is not None
-    labels = _clip_channels(clip.channels, pre.channels, piece.path, canon)
-    proc = Preprocessor(pre, labels, clip.rate, where=piece.path, canon=canon)
-    return proc.process(data)
+    labels = _clip_channels(clip.channels, pre.channels, path, canon)
+    proc = Preprocessor(pre, labels, clip.rate, where=path, canon=canon)
+    return clip, proc.process(data)
