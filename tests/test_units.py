@@ -35,7 +35,7 @@ def _clips(tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()
     n = 0
-    for sz in range(3):
+    for _ in range(3):
         for lat in (0, 10, 15, 16):
             n += 1
             _clip(folder, f"Dog_9_ictal_segment_{n}.mat", True, n, lat)
@@ -96,8 +96,12 @@ def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
     folder = _clips(tmp_path)
     ds_dir = tmp_path / "ds"
     spec = DatasetSpec(recordings=(str(folder),), window_s=1, stride_s=1, stride_ictal_s=1, early_s=15,
-                       channels=("c1", "c2"), rate=RATE, split=SplitSpec(by="seizure"))
-    build_dataset(spec, ds_dir)
+                       channels=("c1", "c2"), rate=RATE,
+                       split=SplitSpec(by="seizure", assign={
+                           "Dog_9#ictal-sz3": "test", "Dog_9#interictal-block3": "test", "Dog_9#ictal-sz2": "val",
+                           "Dog_9#interictal-block2": "val", "*": "train"}))
+    m = build_dataset(spec, ds_dir)
+    assert m["split_units"]["Dog_9#ictal-sz3"] == "test" and m["split_units"]["Dog_9#interictal-block1"] == "train"
     model = tmp_path / "m.pt"
     r = run_cli("compare", "--dataset", str(ds_dir), "--models", str(_model(tmp_path)), "--baseline", "none",
                 "--folds", "3", "--out", str(tmp_path / "cmp"), "--no-progress", timeout=600)

@@ -295,9 +295,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import functools
 
     from seizurewatch.research.parallel import run_tasks
-    from seizurewatch.research.predict import predict_recording
-
-    from seizurewatch.research.predict import is_clip_input, predict_clips
+    from seizurewatch.research.predict import is_clip_input, predict_clips, predict_recording
 
     clips = [is_clip_input(e) for e in args.edf]
     if any(clips):

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seizurewatch.research import plots
 from seizurewatch.research.report import Section, write_report
+from seizurewatch.research.roc import Curve, roc
 from seizurewatch.research.units import NOT_CONTINUOUS, fmt_auc, pooled, score_units
 
 if TYPE_CHECKING:
@@ -82,18 +84,26 @@ def unit_report(ds: DatasetDir, plans: list[tuple[str, str, Any]], tasks: list[F
     from seizurewatch.research.crossval import fold_line
 
     summaries = []
+    panels: dict[str, dict[str, Curve]] = {}
     for cfg_path, data, spec in plans:
         runs = [m for t, m in zip(tasks, results) if t.config == cfg_path and t.dataset == data]
         s = summary(spec.name, runs, early_s)
         s["config"], s["dataset"] = cfg_path, str(data)
         summaries.append(s)
+        us = pooled([r["_unit_scores"] for r in runs])
+        for title, y in ((f"seizure ({us.kind}, pooled over folds)", us.ictal),
+                         (f"early, latency <= {early_s:g} s ({us.kind}, pooled)", us.early)):
+            if 0 < int(y.sum()) < len(y) and (us.kind == "clips" or title.startswith("seizure")):
+                panels.setdefault(title, {})[spec.name] = roc(y, us.p)
+    images: list[str | Path] = [plots.unit_rocs(panels, out / "roc_units.png")] if panels else []
     line = fold_line(folds_)
     md = markdown(summaries, line, early_s)
     how = f"grouped stratified {len(folds_)}-fold by {group_by}" if group_by else "leave one recording out"
     sections = [Section("Comparison", paragraphs=[f"Dataset {ds.root} ({summaries[0]['kind'] if summaries else ''}, "
                                                   f"{how}). {line}"],
                         tables=[(md.splitlines()[0].strip("|").split(" | "),
-                                 [row.strip("|").split(" | ") for row in md.splitlines()[2:2 + len(summaries)]])])]
+                                 [row.strip("|").split(" | ") for row in md.splitlines()[2:2 + len(summaries)]])],
+                        images=images)]
     write_report(out / "report.html", f"Comparison per unit ({how})", sections)
     result = {"dataset": str(ds.root), "units": summaries[0]["kind"] if summaries else "", "folding": how,
               "folds": [dataclasses.asdict(f) for f in folds_], "early_s": early_s, "models": summaries,
