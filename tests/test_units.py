@@ -151,6 +151,14 @@ def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
 
     r = run_cli("threshold", str(model), "--dataset", str(ds_dir), "--policy", "fa_budget", "--target", "0")
     assert r.returncode == 2 and "holds clips" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("threshold", str(model), "--dataset", str(ds_dir), "--policy", "youden", "-o", str(tmp_path / "t.pt"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["threshold"]["chosen_on"] == ["ds:val"]  # the clips' windows, nothing replayed
+    r = run_cli("evaluate", str(model), "--recordings", str(folder / "Dog_9_ictal_segment_1.mat"), "--baseline",
+                "none", "--out", str(tmp_path / "ev2"))
+    assert r.returncode == 2 and "scored per clip" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("compare", "--dataset", str(ds_dir), "--models", str(_model(tmp_path)), "--out", str(tmp_path / "c2"))
+    assert r.returncode == 2 and "use --folds K" in r.stderr and not (tmp_path / "c2" / "compare.json").exists()
 
 
 def _bonn(tmp_path, n=6):

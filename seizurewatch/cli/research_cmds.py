@@ -242,6 +242,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             train_from_dataset(ds, spec, baseline, progress=False)
     elif baseline == "auto":
         raise ConfigError("evaluate: --baseline auto needs --dataset (it trains on the train split)")
+    from seizurewatch.research.predict import is_clip_input
+
+    clips = [r for r in args.recordings if is_clip_input(r)]
+    if clips:
+        raise ConfigError(f"evaluate --recordings {clips[0]}: a clip is scored per clip, not replayed; build a dataset "
+                          "of the clips (dataset build --recordings FOLDER) and give --dataset, or predict the clips")
     if baseline == "none":
         baseline = None
     if not recordings and windows is None:

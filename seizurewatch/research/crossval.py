@@ -381,11 +381,12 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
     out = Path(out_dir)
     group_by = group_by or str(ds.manifest.get("split_by") or "recording")
 
-    def folds_of(d: DatasetDir) -> list[Fold]:
-        return folds(d) if k is None else kfolds(d, k, group_by, seed)
-
-    fs = folds_of(ds)
     units = kind_of(ds) != "continuous"
+    if units and k is None:
+        raise DataError(f"{dataset}: holds {len(recordings_of(ds))} {kind_of(ds)}; leaving one out would test a single "
+                        f"{kind_of(ds)[:-1]} per fold (no AUC per fold, one training per {kind_of(ds)[:-1]}); use "
+                        "--folds K (grouped stratified k-fold)")
+    fs = folds(ds) if k is None else kfolds(ds, k, group_by, seed)
     summaries, sections = [], []
     plans: list[tuple[str, str, Any]] = []
     tasks: list[FoldTask] = []
@@ -399,7 +400,7 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
         if kind_of(mds) != kind_of(ds):
             raise DataError(f"{data}: holds {kind_of(mds)}, {dataset} holds {kind_of(ds)}; compare them on one kind")
         tasks += [FoldTask(str(data), cfg_path, f, str(out), decision, threshold_method, rules, early_s)
-                  for f in folds_of(mds)]
+                  for f in fs]  # the same folds for every model (recordings matched by file name)
     results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold")
     if units:
         return unit_report(ds, plans, tasks, results, fs, out, early_s, group_by if k else None)
