@@ -8,9 +8,11 @@ import json
 import math
 
 import numpy as np
+import pytest
 import scipy.io
 from conftest import run_cli
 
+from seizurewatch.errors import DataError
 from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset, open_dataset
 from seizurewatch.research.labels import is_early
 from seizurewatch.research.roc import roc
@@ -92,21 +94,30 @@ def test_a_threshold_on_separable_data_sits_inside_the_gap():
     assert 0.5 < v2 < 0.8 or 0.2 < v2 < 0.4
 
 
-def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
-    folder = _clips(tmp_path)
-    ds_dir = tmp_path / "ds"
+@pytest.fixture(scope="module")
+def clip_ds(tmp_path_factory):
+    """The clips as a dataset split by seizure (sz3 + one interictal block test, sz2 + another validate), and
+    a quick model trained on it."""
+    from seizurewatch.research.training_run import train_from_dataset
+
+    tmp = tmp_path_factory.mktemp("clips")
+    folder = _clips(tmp)
     spec = DatasetSpec(recordings=(str(folder),), window_s=1, stride_s=1, stride_ictal_s=1, early_s=15,
                        channels=("c1", "c2"), rate=RATE,
                        split=SplitSpec(by="seizure", assign={
                            "Dog_9#ictal-sz3": "test", "Dog_9#interictal-block3": "test", "Dog_9#ictal-sz2": "val",
                            "Dog_9#interictal-block2": "val", "*": "train"}))
-    m = build_dataset(spec, ds_dir)
+    m = build_dataset(spec, tmp / "ds")
     assert m["split_units"]["Dog_9#ictal-sz3"] == "test" and m["split_units"]["Dog_9#interictal-block1"] == "train"
-    model = tmp_path / "m.pt"
-    r = run_cli("compare", "--dataset", str(ds_dir), "--models", str(_model(tmp_path)), "--baseline", "none",
-                "--folds", "3", "--out", str(tmp_path / "cmp"), "--no-progress", timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    train_from_dataset(tmp / "ds", _model(tmp), tmp / "m.pt", progress=False)
+    return tmp, folder, tmp / "ds", tmp / "m.pt"
+
+
+def test_compare_k_fold_on_clips_groups_each_seizure_and_scores_per_clip(clip_ds, tmp_path):
+    from seizurewatch.research.crossval import compare
+
+    root, _, ds_dir, _ = clip_ds
+    res = compare(ds_dir, [str(_model(root))], tmp_path / "cmp", baseline=None, k=3, workers=1)
     assert res["units"] == "clips" and res["folding"] == "grouped stratified 3-fold by seizure"
     (s,) = res["models"]
     assert len(s["per_fold"]) == 3
@@ -114,7 +125,7 @@ def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
     tests = [set(f["test"]) for f in res["folds"]]
     for k in range(3):
         seizure = {f"Dog_9_ictal_segment_{4 * k + j}.mat" for j in (1, 2, 3, 4)}
-        assert sum(bool(seizure & t) for t in tests) == 1
+        assert sum(seizure <= t for t in tests) == 1
     for f in s["per_fold"]:
         assert f["units"]["units"] == 8 and f["units"]["ictal_units"] == 4 and f["units"]["early_units"] == 3
         assert f["policy"] == "youden" and 0 < f["threshold"] < 1
@@ -123,25 +134,33 @@ def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
     assert s["pooled"]["mean_auc"] == (s["pooled"]["seizure_auc"] + s["pooled"]["early_auc"]) / 2
     _no_continuous_figures({"models": res["models"]})
     assert NOT_CONTINUOUS in res["markdown"] and "fold3" in res["markdown"]
+    assert (tmp_path / "cmp" / "roc_units.png").stat().st_size > 0 and (tmp_path / "cmp" / "report.html").is_file()
+    with pytest.raises(DataError, match="use --folds K"):
+        compare(ds_dir, [str(_model(root))], tmp_path / "loo", baseline=None, workers=1)
+    with pytest.raises(DataError, match="only 3 seizure group"):
+        compare(ds_dir, [str(_model(root))], tmp_path / "k4", baseline=None, k=4, workers=1)
 
-    # train a model on the dataset's own splits, then evaluate (per clip, nothing replayed) and predict
-    r = run_cli("train", "--dataset", str(ds_dir), "--model", str(_model(tmp_path)), "-o", str(model),
-                "--no-progress", timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+
+def test_evaluate_scores_a_clip_dataset_per_clip_without_replaying(clip_ds, tmp_path):
+    _, _, ds_dir, model = clip_ds
     r = run_cli("evaluate", str(model), "--dataset", str(ds_dir), "--split", "test", "--baseline", "none",
-                "--out", str(tmp_path / "ev"), timeout=300)
+                "--out", str(tmp_path / "ev"), timeout=280)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     summary = json.loads(r.stdout)
-    assert summary["clips"]["units"] == 8 and summary["clips"]["early_units"] == 3
-    assert summary["clips"]["seizure_auc"] is not None
+    assert summary["clips"]["units"] == 8 and summary["clips"]["ictal_units"] == 4
+    assert summary["clips"]["early_units"] == 3 and summary["clips"]["seizure_auc"] is not None
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "events" not in metrics and "seconds" not in metrics
     _no_continuous_figures(summary)
     rows = (tmp_path / "ev" / "units.csv").read_text().splitlines()
     assert rows[0] == "unit,ictal,early,latency_s,score,flagged" and len(rows) == 9
+    assert any(line.startswith("Dog_9_ictal_segment_11.mat,1,1,15,") for line in rows)  # latency 15: early
 
-    r = run_cli("predict", str(folder), "--model", str(model), "--out", str(tmp_path / "pr"), timeout=300)
+
+def test_predict_reads_clips(clip_ds, tmp_path):
+    _, folder, _, model = clip_ds
+    r = run_cli("predict", str(folder), "--model", str(model), "--out", str(tmp_path / "pr"), timeout=280)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["clips"] == 24 and out["scores"]["early_units"] == 9 and out["scores"]["ictal_units"] == 12
@@ -149,16 +168,21 @@ def test_a_clip_dataset_through_evaluate_predict_and_k_fold_compare(tmp_path):
     csv = (tmp_path / "pr" / "clips-probabilities.csv").read_text().splitlines()
     assert len(csv) == 25 and any(line.startswith("Dog_9_ictal_segment_3.mat,ictal,15,") for line in csv)
 
-    r = run_cli("threshold", str(model), "--dataset", str(ds_dir), "--policy", "fa_budget", "--target", "0")
-    assert r.returncode == 2 and "holds clips" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("threshold", str(model), "--dataset", str(ds_dir), "--policy", "youden", "-o", str(tmp_path / "t.pt"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["threshold"]["chosen_on"] == ["ds:val"]  # the clips' windows, nothing replayed
+
+def test_threshold_and_evaluate_never_replay_clips(clip_ds, tmp_path):
+    from seizurewatch.errors import ConfigError
+    from seizurewatch.research.threshold import choose_threshold
+
+    _, folder, ds_dir, model = clip_ds
+    with pytest.raises(ConfigError, match="holds clips"):
+        choose_threshold(model, "fa_budget", 0, dataset=ds_dir, output=tmp_path / "t.pt")
+    with pytest.raises(ConfigError, match="holds clips"):
+        choose_threshold(model, "oof", dataset=ds_dir, output=tmp_path / "t.pt")
+    th = choose_threshold(model, "youden", dataset=ds_dir, output=tmp_path / "t.pt")
+    assert th["chosen_on"] == ["ds:val"] and th["policy"] == "youden"  # the clips' windows, nothing replayed
     r = run_cli("evaluate", str(model), "--recordings", str(folder / "Dog_9_ictal_segment_1.mat"), "--baseline",
                 "none", "--out", str(tmp_path / "ev2"))
     assert r.returncode == 2 and "scored per clip" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("compare", "--dataset", str(ds_dir), "--models", str(_model(tmp_path)), "--out", str(tmp_path / "c2"))
-    assert r.returncode == 2 and "use --folds K" in r.stderr and not (tmp_path / "c2" / "compare.json").exists()
 
 
 def _bonn(tmp_path, n=6):
@@ -182,17 +206,16 @@ def _bonn(tmp_path, n=6):
 
 
 def test_a_segment_dataset_with_k_fold_compare_and_evaluate(tmp_path):
+    from seizurewatch.research.crossval import compare
+    from seizurewatch.research.training_run import train_from_dataset
+
     root = _bonn(tmp_path)
     ds_dir = tmp_path / "ds"
-    r = run_cli("dataset", "build", "--recordings", str(root), "--units", "segments", "--window", "2",
-                "--stride", "1", "--stride-ictal", "1", "--exclusion", "0", "--bandpass", "0.5", "40",
-                "--split-by", "recording", "--out", str(ds_dir), timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    spec = DatasetSpec(recordings=(str(root),), units="segments", window_s=2, stride_s=1, stride_ictal_s=1,
+                       exclusion_s=0, bandpass=(0.5, 40.0), split=SplitSpec(by="recording"))
+    build_dataset(spec, ds_dir)
     assert kind_of(open_dataset(ds_dir)) == "segments"
-    r = run_cli("compare", "--dataset", str(ds_dir), "--models", str(_model(tmp_path)), "--baseline", "none",
-                "--folds", "3", "--out", str(tmp_path / "cmp"), "--no-progress", timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, workers=1)
     (s,) = res["models"]
     assert res["units"] == "segments" and len(s["per_fold"]) == 3
     assert sum(f["units"]["units"] for f in s["per_fold"]) == 12  # every segment tested once
@@ -200,13 +223,18 @@ def test_a_segment_dataset_with_k_fold_compare_and_evaluate(tmp_path):
     assert s["pooled"]["early_auc"] is None and s["pooled"]["early_auc_why"] == "n/a: segments carry no onset"
     _no_continuous_figures({"models": res["models"]})
     model = tmp_path / "m.pt"
-    r = run_cli("train", "--dataset", str(ds_dir), "--model", str(_model(tmp_path)), "-o", str(model),
-                "--no-progress", timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    train_from_dataset(ds_dir, _model(tmp_path), model, progress=False)
     r = run_cli("evaluate", str(model), "--dataset", str(ds_dir), "--split", "test", "--baseline", "none",
-                "--out", str(tmp_path / "ev"), timeout=300)
+                "--out", str(tmp_path / "ev"), timeout=280)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
-    assert summary["segments"]["units"] >= 2 and "events" not in json.loads((tmp_path / "ev" / "metrics.json")
-                                                                             .read_text())
+    assert summary["segments"]["units"] >= 2
+    assert "events" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())
     _no_continuous_figures(summary)
+
+
+def test_segments_refuse_an_early_output():
+    from seizurewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="segments carry no seizure onset"):
+        DatasetSpec(recordings=("x",), units="segments", early_s=15).check("spec.yaml")

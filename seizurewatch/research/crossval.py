@@ -362,13 +362,13 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             decision: DecisionConfig | None = None, threshold_method: str | None = "events",
             early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto",
             scheduler: str | None = None, k: int | None = None, group_by: str | None = None,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, workers: int | None = None) -> dict[str, Any]:
     """Leave-one-recording-out (or, with ``k``, grouped stratified k-fold: ``kfolds`` by ``group_by``,
     default the dataset's split unit) over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
     plus the strongest ``baseline`` ("auto": the first of BASELINE_CONFIGS beside them; None: none).
     ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
     fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
-    (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
+    (``parallel.run_tasks``: ``scheduler``, else an in-process cluster of ``workers``; 1: serially here)."""
     decision = decision or DecisionConfig()
     if threshold_method is not None and threshold_method not in TRANSFER:
         raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")
@@ -401,7 +401,7 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             raise DataError(f"{data}: holds {kind_of(mds)}, {dataset} holds {kind_of(ds)}; compare them on one kind")
         tasks += [FoldTask(str(data), cfg_path, f, str(out), decision, threshold_method, rules, early_s)
                   for f in fs]  # the same folds for every model (recordings matched by file name)
-    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold")
+    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold", workers=workers)
     if units:
         return unit_report(ds, plans, tasks, results, fs, out, early_s, group_by if k else None)
     for cfg_path, data, spec in plans:
