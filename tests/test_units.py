@@ -238,3 +238,26 @@ def test_segments_refuse_an_early_output():
 
     with pytest.raises(ConfigError, match="segments carry no seizure onset"):
         DatasetSpec(recordings=("x",), units="segments", early_s=15).check("spec.yaml")
+
+
+def test_k_fold_on_continuous_recordings_groups_by_subject(tmp_path):
+    from synthetic_dataset import make_dataset
+
+    from seizurewatch.research.crossval import compare, kfolds
+
+    ds_dir = make_dataset(tmp_path / "ds", subjects=("s1", "s2", "s3"), per_split={"train": 4, "val": 2, "test": 2})
+    ds = open_dataset(ds_dir)
+    assert kind_of(ds) == "continuous"
+    fs = kfolds(ds, 3, "subject")
+    assert all(len({r.split("_")[0] for r in f.test}) == 1 for f in fs)  # one subject per test part
+    assert sorted(r for f in fs for r in f.test) == sorted(ds.index.recording_names)  # each tested once
+    for f in fs:
+        assert not set(f.test) & set(f.val) and not (set(f.test) | set(f.val)) & set(f.train)
+    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, group_by="subject",
+                  threshold_method=None, workers=1)
+    (s,) = res["models"]
+    assert [f["test"] for f in s["per_fold"]] == ["fold1", "fold2", "fold3"]
+    assert all(f["roc_auc"] is not None for f in s["per_fold"])
+    # the synthetic recordings are not on disk: nothing replayed, and the table says so instead of a bare n/a
+    assert all(f["why"] == "n/a: test recording not replayed" for f in s["per_fold"])
+    assert res["markdown"].count("n/a: test recording not replayed") == 6

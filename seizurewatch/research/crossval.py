@@ -216,6 +216,18 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     return m
 
 
+def auc_why(run: dict[str, Any]) -> str:
+    """Why a fold's per-second AUCs cannot be computed ("" when they can)."""
+    po = (run.get("seconds") or {}).get("pooled")
+    if not po:
+        return "n/a: test recording not replayed"
+    if po["ictal_seconds"] == 0:
+        return "n/a: no ictal second in the test part"
+    if po["ictal_seconds"] == po["seconds_scored"]:
+        return "n/a: every scored second is ictal"
+    return ""
+
+
 def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str, Any]:
     aucs = [r["windows"].get("roc_auc") for r in runs if r["windows"].get("roc_auc") is not None]
     ev = [r["events"] for r in runs if "events" in r]
@@ -302,8 +314,9 @@ def markdown(summaries: list[dict[str, Any]], folds_: list[Fold], early_s: float
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         for f in s["per_fold"]:
-            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f')} | "
-                         f"{_fmt(f['early_auc'], '.3f')} | {_fmt(f['roc_auc'], '.3f')} | "
+            why = f.get("why") or "n/a"
+            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f').replace('n/a', why)} | "
+                         f"{_fmt(f['early_auc'], '.3f').replace('n/a', why)} | {_fmt(f['roc_auc'], '.3f')} | "
                          f"{f['threshold']:.3f} ({f['policy']}) | "
                          f"{_out(f['transfer'].get('chosen'))} | {_out(f['transfer'].get('other'))} | "
                          f"{_out(f['transfer'].get('best_on_test'))} | {f['train_seconds']:.0f} | "
@@ -415,8 +428,10 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             "test": r["fold_test"],
             "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
             "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
-            "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
-            "policy": r["threshold"]["policy"], "transfer": r.get("threshold_transfer", {}),
+            "why": auc_why(r), "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
+            "policy": (r["threshold"]["policy"] if r["threshold"]["policy"] != "default"
+                       else "default 0.5: the validation recording lacks a class"),
+            "transfer": r.get("threshold_transfer", {}),
             "events": {"detected": r["events"]["alarmed"], "seizures": r["events"]["seizures"],
                        "false_alarms": r["events"]["unrelated_alarms"]} if "events" in r else None,
             "latency_s": r["events"]["latency_s"]["values"] if "events" in r else [],
