@@ -139,6 +139,59 @@ def compare(name: str, edf: Path, model: Path, what: str, repeats: int,
     return figs
 
 
+HOPS_S = (1.0, 0.5, 0.25)
+
+
+def at_hop(model: Path, hop_s: float, folder: Path) -> Path:
+    """A copy of the TorchScript ``model`` whose metadata says ``hop_s`` (the weights, and so their checksum,
+    unchanged): the daemon then hands it a window every ``hop_s``."""
+    import json
+
+    import torch
+
+    files = {"metadata.json": ""}
+    module = torch.jit.load(str(model), _extra_files=files)
+    meta = json.loads(files["metadata.json"]) | {"hop_s": hop_s}
+    dst = folder / f"{model.stem}-hop{hop_s:g}.pt"
+    torch.jit.save(module, str(dst), _extra_files={"metadata.json": json.dumps(meta)})
+    return dst
+
+
+def cpu_by_hop(edf: Path, model: Path, what: str, repeats: int) -> dict[str, Any]:
+    """CPU seconds of the whole process (event loop, model thread) per second of signal while the daemon
+    replays ``edf`` at speed max, after start-up, at each hop of ``HOPS_S``: the share of a core one
+    real-time stream takes, and its ratio to the 1-s hop. Least of ``repeats`` runs (CPU time, not wall
+    time: the machine's other load does not count, its cache effects do)."""
+    import tempfile
+
+    from seizurewatch.replay import ReplayStart, replay
+
+    figs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu: dict[float, float] = {}
+        for hop in HOPS_S:
+            path = at_hop(model, hop, Path(tmp))
+            runs = []
+            for _ in range(repeats):
+                started: list[float] = []
+
+                async def mark(_: ReplayStart, started: list[float] = started) -> None:
+                    started.append(time.process_time())
+
+                res = replay(edf, model=path, on_start=mark)
+                runs.append((time.process_time() - started[0]) / res.duration)
+            cpu[hop] = min(runs)
+            figs[f"hop{hop:g}.cpu_per_stream"] = figure(
+                100 * cpu[hop], "% of a core",
+                f"{what}, 1-s windows every {hop:g} s ({res.windows} windows): process CPU seconds (event loop "
+                f"and model thread, torch threads 1) per signal second of replay --speed max after start-up; "
+                f"least of {repeats}", windows=res.windows)
+        for hop in HOPS_S:
+            figs[f"hop{hop:g}.cpu_vs_1s_hop"] = figure(
+                cpu[hop] / cpu[1.0], "ratio", f"CPU per stream at a {hop:g}-s hop / at the 1-s hop ({what})")
+    return figs
+
+
 def run(quick: bool) -> dict[str, Any]:
     rec04 = DOG1 / "dog1_rec04.edf"
     shipped = SHIPPED_MODELS / "dog1-convnet.pt"
@@ -147,6 +200,10 @@ def run(quick: bool) -> dict[str, Any]:
     figures |= compare("dog1_rec04", rec04, shipped,
                        "dog1_rec04.edf (16 ch x 400 Hz, 118 s) with the shipped dog1-convnet (10 s window, 1 s hop)",
                        repeats=1 if quick else 2)
+    log("replay: CPU per real-time stream at each hop, dog1_rec04 with the shipped dog1-hills-early")
+    figures |= cpu_by_hop(rec04, SHIPPED_MODELS / "dog1-hills-early.pt",
+                          "dog1_rec04.edf (16 ch x 400 Hz, 118 s) with the shipped dog1-hills-early",
+                          repeats=1 if quick else 3)
     seconds = 120.0 if quick else 3600.0
     log(f"replay: synthesised 23 ch x 256 Hz, {seconds:.0f} s, timing-only seed ConvNet")
     edf = synth_recording(seconds)

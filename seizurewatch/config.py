@@ -7,6 +7,7 @@ be moved together with its device profiles and models.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,12 @@ class SourceConfig:
         check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
         if self.rate is not None:
             check_number(self.rate, "rate", low=0, low_open=True, high=1_000_000)
+        if self.kind == "edf":  # an LSL setting here means the kind line was forgotten: say so, not ignore it
+            lsl_set = [k for k in ("name", "source_id", "predicate") if getattr(self, k) is not None]
+            lsl_set += ["type"] if self.type != "EEG" else []
+            if lsl_set:
+                raise ValueError(f"{lsl_set[0]}: an LSL setting, but this source is kind: edf (set kind: lsl, "
+                                 f"or remove {', '.join(lsl_set)})")
         if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
             raise ValueError("lsl: give at least one of name, type, source_id, predicate")
         for key in ("name", "type", "source_id", "predicate"):
@@ -92,12 +99,30 @@ class ModelConfig:
         check_int(self.max_batch, "max_batch", low=1, high=4096)
 
 
-def stored_rule(threshold_block: Any) -> tuple[int, int] | None:
-    """The k-of-n rule a model file stores beside its threshold (``threshold.decision``), if it is one
-    (1 <= k <= n <= 1000); None when there is none or it is not a rule (the model loader refuses those)."""
+def rule_in_hops(evidence_s: float, span_s: float, hop_s: float) -> tuple[int, int]:
+    """k of n hops for a rule stated in seconds: at least ``evidence_s`` of hops over the threshold within
+    the last ``span_s`` (rounded up: never less evidence than stated), so a rule means the same at any hop."""
+    k = max(1, math.ceil(evidence_s / hop_s - 1e-6))
+    return k, max(k, math.ceil(span_s / hop_s - 1e-6))
+
+
+def stored_rule(threshold_block: Any, hop_s: float) -> tuple[int, int] | None:
+    """The k-of-n rule a model file stores beside its threshold (``threshold.decision``), in hops of
+    ``hop_s`` (the model's): stated in seconds (``evidence_s`` of the last ``span_s``), else as ``k``/``n``
+    hops (files written before rules were stated in seconds: hops of their own hop_s, which they keep);
+    1 <= k <= n <= 1000. None when there is none or it is not a rule (the model loader refuses those)."""
     d = threshold_block.get("decision") if isinstance(threshold_block, dict) else None
-    k, n = (d.get("k"), d.get("n")) if isinstance(d, dict) else (None, None)
-    return (k, n) if isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 1000 else None
+    if not isinstance(d, dict):
+        return None
+    e, s = d.get("evidence_s"), d.get("span_s")
+    if e is not None or s is not None:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (e, s))
+        if not ok or not 0 < e <= s or not hop_s > 0:  # type: ignore[operator]
+            return None
+        k, n = rule_in_hops(float(e), float(s), hop_s)  # type: ignore[arg-type]
+        return (k, n) if n <= 1000 else None
+    hk, hn = d.get("k"), d.get("n")
+    return (hk, hn) if isinstance(hk, int) and isinstance(hn, int) and 1 <= hk <= hn <= 1000 else None
 
 
 @dataclass(frozen=True)
@@ -135,19 +160,24 @@ class DecisionConfig:
         """(k, n) in force: the configured ones, else DEFAULT_RULE (``for_model`` fills the model's)."""
         return (self.k, self.n) if self.k is not None and self.n is not None else DEFAULT_RULE
 
-    def for_model(self, threshold_block: Any) -> DecisionConfig:
+    def for_model(self, threshold_block: Any, hop_s: float) -> DecisionConfig:
         """This config with k and n filled in: the configured ones, else the rule a model file stores
-        beside its threshold (``threshold.decision.k/n``, chosen together with it), else DEFAULT_RULE."""
+        beside its threshold (``threshold.decision``, chosen together with it; in seconds, turned into
+        hops of the model's ``hop_s``), else DEFAULT_RULE."""
         if self.k is not None:
             return self
-        k, n = stored_rule(threshold_block) or DEFAULT_RULE
+        k, n = stored_rule(threshold_block, hop_s) or DEFAULT_RULE
         return dataclasses.replace(self, k=k, n=n)
 
-    def describe(self) -> dict[str, Any]:
-        """The decision settings in force, for metadata and reports."""
+    def describe(self, hop_s: float | None = None) -> dict[str, Any]:
+        """The decision settings in force, for metadata and reports; with the model's ``hop_s``, the rule
+        in seconds too (``evidence_s`` of the last ``span_s``: what ``stored_rule`` reads first)."""
         k, n = self.rule
-        return {"k": k, "n": n, "hysteresis": self.hysteresis, "off_hops": self.off_hops,
-                "refractory_s": self.refractory_s}
+        out: dict[str, Any] = {"k": k, "n": n, "hysteresis": self.hysteresis, "off_hops": self.off_hops,
+                               "refractory_s": self.refractory_s}
+        if hop_s is not None:
+            out |= {"hop_s": hop_s, "evidence_s": round(k * hop_s, 6), "span_s": round(n * hop_s, 6)}
+        return out
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,8 @@ async def run_demo(
             meta = start.meta
             print(f"demo: replaying {path} at {speed}x through model {meta.name} "
                   f"(window {meta.window_s:g} s, hop {meta.hop_s:g} s, threshold {start.threshold:.3f} "
-                  f"by {meta.threshold_policy}, alarm on {start.rule[0]} of {start.rule[1]} hops)", file=out)
+                  f"by {meta.threshold_policy}, alarm on {start.rule[0]} of {start.rule[1]} hops: "
+                  f"{start.rule[0] * meta.hop_s:g} s over it in the last {start.rule[1] * meta.hop_s:g} s)", file=out)
             print("demo: subscribed to seizurewatch/demo/alarm and /fault; events as they arrive:", file=out)
             ready = asyncio.Event()
             sub = asyncio.create_task(subscribe(cfg.mqtt, on_event, patient="demo", url=mqtt_url, ready=ready))

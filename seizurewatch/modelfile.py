@@ -144,8 +144,9 @@ def _check_meta(meta: ModelMeta) -> None:
                          "give no whole sample")
     check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
     rule = meta.raw["threshold"].get("decision")
-    if rule is not None and stored_rule(meta.raw["threshold"]) is None:  # the rule the daemon would apply
-        raise ValueError(f"threshold.decision: expected k and n with 1 <= k <= n <= 1000, got {rule!r}")
+    if rule is not None and stored_rule(meta.raw["threshold"], meta.hop_s) is None:  # the rule the daemon applies
+        raise ValueError(f"threshold.decision: expected evidence_s <= span_s (seconds, > 0) or k and n with "
+                         f"1 <= k <= n <= 1000 hops of {meta.hop_s:g} s, got {rule!r}")
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")
@@ -185,6 +186,12 @@ def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, 
     return meta
 
 
+# other frameworks' files, refused by name before any loader sees their bytes
+FOREIGN_FORMATS = {".onnx": "ONNX", ".h5": "Keras/HDF5", ".keras": "Keras", ".tflite": "TensorFlow Lite",
+                   ".pb": "TensorFlow", ".safetensors": "safetensors (weights only)", ".pkl": "a pickle",
+                   ".joblib": "a joblib pickle"}
+
+
 def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedModel:
     """Load a model file and check its metadata and weights hash; ModelError on any mismatch.
 
@@ -196,6 +203,10 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
     where = str(p)
     if not p.is_file():
         raise ModelError(f"{where}: model file not found")
+    if p.suffix.lower() in FOREIGN_FORMATS:
+        raise ModelError(f"{where}: {FOREIGN_FORMATS[p.suffix.lower()]} is not a format seizurewatch runs; export the "
+                         "model to TorchScript (.pt) or torch.export (.pt2) with its metadata (seizurewatch train "
+                         "writes .pt)")
     pin = None
     if expect_sha256 is not None:
         try:

@@ -31,6 +31,7 @@ class StreamStats:
     first_sample_at: float | None = None
     last_progress: float = field(default_factory=time.monotonic)
     probabilities: list[tuple[float, float]] = field(default_factory=list)  # (t, p) when recording
+    outputs: list[np.ndarray] = field(default_factory=list)  # every output of each window, when recording
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class PatientState:
         self._shown_alarm: str | None = None  # what the last published state said
         self._shown_faults: set[str] = set()
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
-        decision = decision.for_model(meta.raw.get("threshold"))
+        decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
         self.decision = AlarmDecision(decision, self._threshold(decision))
         self.context = self._context(decision)
 
@@ -73,7 +74,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        decision = decision.for_model(self.meta.raw.get("threshold"))
+        decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
 
@@ -109,6 +110,7 @@ class PatientState:
             self.stats.last_t = w.t_end
             if self.record:
                 self.stats.probabilities.append((w.t_end, p))
+                self.stats.outputs.append(row)
             events.extend(self.decision.update(w.t_end, p))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)

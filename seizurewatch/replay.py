@@ -109,6 +109,7 @@ class ReplayResult:
     stages: dict[str, float]
     model_chunk: int
     start_datetime: str = ""  # the recording's start (ISO) as its header gives it; "" when it does not
+    outputs: np.ndarray | None = None  # (windows, outputs): every model output per hop (``p`` is column 0)
 
     @property
     def alarms(self) -> list[tuple[float, float]]:
@@ -188,4 +189,5 @@ async def replay_async(edf: str | Path, *, model: str | Path | None = None, deci
         threshold=float(pipe.decision.threshold), meta=pipe.meta, windows=int(pipe.stats.windows),
         prepare_s=t1 - t0, run_s=t2 - t1, stages=stages, model_chunk=int(pipe.predictor.chunk),
         start_datetime=str(getattr(pipe.source, "start_datetime", "")),
+        outputs=np.asarray(pipe.stats.outputs, dtype=np.float64).reshape(-1, len(pipe.meta.outputs)),
     )

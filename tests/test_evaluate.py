@@ -15,6 +15,8 @@ from seizurewatch.errors import DataError
 from seizurewatch.research.evaluate import evaluate, score_events, window_metrics
 from seizurewatch.research.predict import Trace, alarm_spans, predict_recording, stream_probabilities
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 REC04 = str(DOG1 / "dog1_rec04.edf")
 
 
@@ -50,6 +52,26 @@ def test_event_scoring_after_the_daemon_decision():
     assert ev["precision"] == pytest.approx(2 / 3)
     assert ev["latency_s"]["values"] == [6.0, 6.0]
     assert ev["rules"]["tolerance_start_s"] == 30.0 and ev["rules"]["any_overlap"]
+    # the time a false alarm was counted on: each recording less its seizure from 5 s before the onset to
+    # 60 s after the end, and the Poisson 95 % upper bound it allows (1 alarm in that time)
+    inter = (1800 - 125) + (1800 - 95)
+    assert ev["interictal_hours"] == pytest.approx(inter / 3600, abs=1e-5)
+    assert ev["unrelated_alarms"] == 1
+    assert ev["unrelated_per_24h_upper95"] == pytest.approx(4.7439 / (inter / 3600) * 24, rel=1e-4)
+
+
+def test_a_zero_is_reported_with_the_time_behind_it():
+    from seizurewatch.research.evaluate import fa_evidence, fa_upper_per_24h, interictal_seconds
+
+    assert fa_upper_per_24h(0, 10.0) == pytest.approx(2.9957 / 10 * 24, rel=1e-4)  # 0 in T h: 3.0/T per hour
+    assert fa_upper_per_24h(2, 24.0) == pytest.approx(6.2958, rel=1e-4)  # chi-square, 6 degrees of freedom / 2
+    assert fa_upper_per_24h(0, 0.0) is None
+    assert fa_evidence(0, 37 / 3600) == "0 in 37 s (95 % upper bound 6,995/24 h)"
+    assert fa_evidence(0, 2.2 / 60) == "0 in 2.2 min (95 % upper bound 1,961/24 h)"
+    assert fa_evidence(1, 30.0) == "1 in 30.0 h (95 % upper bound 4/24 h)"
+    # seizures near the ends and overlapping tolerances are not counted twice
+    assert interictal_seconds(145.0, [(76.0, 107.0)]) == pytest.approx(145 - (145 - 71))
+    assert interictal_seconds(300.0, [(10.0, 20.0), (50.0, 60.0)]) == pytest.approx(300 - (120 - 5))
 
 
 def test_offline_decision_replays_the_daemon_exactly():

@@ -98,10 +98,30 @@ def test_the_daemon_applies_the_rule_stored_beside_the_threshold_unless_the_conf
 def test_k_and_n_are_set_together_or_left_to_the_model():
     with pytest.raises(ValueError, match="set both or neither"):
         DecisionConfig(k=2)
-    assert DecisionConfig().for_model({"decision": {"k": 2, "n": 6}}).rule == (2, 6)
-    assert DecisionConfig(k=3, n=4).for_model({"decision": {"k": 2, "n": 6}}).rule == (3, 4)
-    assert DecisionConfig().for_model({"decision": {"k": 7, "n": 6}}).rule == (3, 4)  # not a rule: the default
-    assert DecisionConfig().for_model(None).rule == (3, 4)
+    assert DecisionConfig().for_model({"decision": {"k": 2, "n": 6}}, 1.0).rule == (2, 6)
+    assert DecisionConfig(k=3, n=4).for_model({"decision": {"k": 2, "n": 6}}, 1.0).rule == (3, 4)
+    assert DecisionConfig().for_model({"decision": {"k": 7, "n": 6}}, 1.0).rule == (3, 4)  # not a rule: the default
+    assert DecisionConfig().for_model(None, 1.0).rule == (3, 4)
+
+
+def test_a_rule_in_seconds_means_the_same_at_every_hop_and_old_files_keep_their_hops():
+    from seizurewatch.config import stored_rule
+
+    block = {"decision": {"k": 2, "n": 6, "evidence_s": 2.0, "span_s": 6.0}}
+    assert stored_rule(block, 1.0) == (2, 6)
+    assert stored_rule(block, 0.5) == (4, 12)
+    assert stored_rule(block, 0.25) == (8, 24)
+    assert stored_rule({"decision": {"evidence_s": 1.0, "span_s": 1.5}}, 0.4) == (3, 4)  # never less evidence
+    # a file written before rules were stated in seconds: k/n are hops of its own hop, whatever it is
+    assert stored_rule({"decision": {"k": 2, "n": 6}}, 0.25) == (2, 6)
+    assert DecisionConfig().for_model(block, 0.25).rule == (8, 24)
+    assert DecisionConfig(k=3, n=4).for_model(block, 0.25).rule == (3, 4)  # the config's hops win
+    for broken in ({"evidence_s": 3.0, "span_s": 2.0}, {"evidence_s": 0, "span_s": 2.0}, {"evidence_s": 1.0},
+                   {"evidence_s": "1", "span_s": 2.0}, {"evidence_s": 1.0, "span_s": float("nan")}):
+        assert stored_rule({"decision": broken}, 1.0) is None, broken
+    assert DecisionConfig(k=2, n=6).describe(0.25) | {} == {
+        "k": 2, "n": 6, "hysteresis": 0.1, "off_hops": 3, "refractory_s": 30.0, "hop_s": 0.25,
+        "evidence_s": 0.5, "span_s": 1.5}
 
 
 def test_a_model_file_with_a_broken_rule_is_refused_at_load(tmp_path):
@@ -112,5 +132,10 @@ def test_a_model_file_with_a_broken_rule_is_refused_at_load(tmp_path):
             "preprocess": {"channels": CHANNELS, "rate": float(RATE), "bandpass": None, "notch": None},
             "threshold": {"value": 0.5, "policy": "test", "decision": {"k": 7, "n": 6}}}
     save_model(_Level(), meta, tmp_path / "bad.pt", torch.zeros(2, len(CHANNELS), 2 * RATE))
-    with pytest.raises(ModelError, match=r"threshold.decision: expected k and n with 1 <= k <= n"):
+    with pytest.raises(ModelError, match=r"threshold.decision: expected evidence_s <= span_s .* or k and n with "
+                                         r"1 <= k <= n <= 1000 hops of 1 s"):
         load_model(tmp_path / "bad.pt")
+    meta["threshold"]["decision"] = {"k": 2, "n": 6, "evidence_s": 7.0, "span_s": 6.0}
+    save_model(_Level(), meta, tmp_path / "bad_s.pt", torch.zeros(2, len(CHANNELS), 2 * RATE))
+    with pytest.raises(ModelError, match=r"threshold.decision: expected evidence_s <= span_s"):
+        load_model(tmp_path / "bad_s.pt")

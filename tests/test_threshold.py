@@ -16,6 +16,8 @@ from seizurewatch.research.predict import Trace
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
 from seizurewatch.research.threshold import by_fa_budget, by_policy, candidates, choose_threshold, event_table
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 # 4 interictal, 4 seizure windows. Sorted by score: .9+ .8+ .7+ .6- .4+ .3- .2- .1-
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
@@ -275,4 +277,31 @@ def test_events_criterion_chooses_the_k_of_n_rule_with_the_threshold_when_the_co
     # a config that fixes k and n keeps them
     fixed = by_events(bumpy, QUICK)
     assert fixed["decision"]["k"] == 3 and fixed["decision"]["n"] == 4 and "rules_tried" not in fixed
-    assert outcome(bumpy, th["value"], free.for_model(th))["rule"] == "2/6"
+    assert outcome(bumpy, th["value"], free.for_model(th, 1.0))["rule"] == "2/6"
+    assert th["decision"]["evidence_s"] == 2.0 and th["decision"]["span_s"] == 6.0
+
+
+def test_the_rule_is_chosen_in_seconds_at_the_traces_hop():
+    import dataclasses
+
+    from seizurewatch.config import stored_rule
+    from seizurewatch.research.threshold import RULES, by_events, rules_at
+
+    assert rules_at(1.0) == list(RULES) == [(k, n) for n in range(2, 7) for k in range(2, n + 1)]
+    assert all(k >= 4 for k, _ in rules_at(0.25))  # at least 1 s of evidence: 4 hops of 0.25 s
+    assert max(n for _, n in rules_at(0.25)) == 24  # spans up to 6 s
+    free = DecisionConfig(hysteresis=0.0, off_hops=1, refractory_s=0.0)
+
+    def quarter(tr: Trace) -> Trace:  # the same signal seen every 0.25 s
+        t = np.arange(0.25, tr.duration + 0.125, 0.25)
+        p = tr.p[np.clip(np.ceil(t).astype(int) - 1, 0, len(tr.p) - 1)]
+        return dataclasses.replace(tr, t=t, p=p, hop_s=0.25)
+
+    one = [_oof((150.0, 200.0), 0.9), _oof((100.0, 150.0), 0.9)]
+    th1, th4 = by_events(one, free), by_events([quarter(t) for t in one], free)
+    assert (th1["decision"]["k"], th1["decision"]["n"]) == (2, 6)  # 2 hops of 1 s
+    assert (th4["decision"]["k"], th4["decision"]["hop_s"]) == (4, 0.25)  # 1 s of evidence at 0.25 s
+    assert th4["point"]["latency_s_median"] < th1["point"]["latency_s_median"]
+    assert stored_rule({"decision": th4["decision"]}, 0.25) == (th4["decision"]["k"], th4["decision"]["n"])
+    with pytest.raises(DataError, match="different hops"):
+        by_events([one[0], quarter(one[1])], free)

@@ -63,3 +63,25 @@ def test_pooled_differs_from_mean_when_recordings_are_calibrated_differently():
     # pooled: a's ictal 0.2 lose to b's interictal 0.5 (25 of 100 pairs)
     assert s["pooled"]["seizure_auc"] == pytest.approx(1 - 25 / 100)
     assert [r["recording"] for r in s["recordings"]] == ["a", "b"]
+
+
+def test_the_early_column_is_scored_both_ways():
+    # the alarm score ranks late ictal seconds (0.6) above a run of seizure-like interictal ones (0.5)
+    # and early ones above both; the model's own early output ranks the interictal run first
+    n = 100
+    t_end = np.arange(1, n + 1, dtype=float)
+    score = np.full(n, 0.1)
+    score[40:55], score[55:70], score[80:90] = 0.9, 0.6, 0.5
+    early = np.full(n, 0.1)
+    early[40:55], early[80:90] = 0.7, 0.8
+    r = SecondScores.from_trace("rec", t_end, score, float(n), [(40.0, 70.0)], p_early=early)
+    s = score_seconds([r])["pooled"]
+    assert s["early_auc"] == pytest.approx(1.0)
+    expected_own = 1 - (15 * 10) / (15 * 85)  # the 15 early seconds lose to the 10 interictal at 0.8
+    assert s["early_auc_output"] == pytest.approx(expected_own)
+    assert s["challenge_score"] == pytest.approx((s["seizure_auc"] + expected_own) / 2)
+    # a model without an early output (on any recording) has no such column
+    plain = SecondScores.from_trace("plain", t_end, score, float(n), [(40.0, 70.0)])
+    both = score_seconds([r, plain])
+    assert both["pooled"]["early_auc_output"] is None and both["pooled"]["challenge_score"] is None
+    assert both["recordings"][0]["early_auc_output"] is None and both["early_auc_output_mean"] is None

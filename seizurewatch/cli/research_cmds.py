@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seizurewatch.research.evaluate import evaluate
+    from seizurewatch.research.evaluate import evaluate, fa_evidence
 
     out = Path(args.out or f"eval-{Path(args.model).stem}")
     recordings, windows, baseline, units = list(args.recordings), None, args.baseline, None
@@ -263,13 +263,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if "events" in m:
         ev = m["events"]
         summary["events"] = {k: ev[k] for k in ("seizures", "detected", "sensitivity", "precision", "false_alarms",
-                                                "fa_per_24h", "hours")} | {"latency_s": ev["latency_s"]["mean"]}
+                                                "fa_per_24h", "hours", "alarmed", "unrelated_alarms",
+                                                "interictal_hours", "unrelated_per_24h_upper95")} | {
+            "latency_s": ev["latency_s"]["mean"], "false_alarms_to_the_nurse": fa_evidence(ev["unrelated_alarms"],
+                                                                                          ev["interictal_hours"])}
     if "units" in m:
         summary[m["units"]["kind"]] = {k: v for k, v in m["units"].items() if k != "kind"}
     if "seconds" in m:
         sec = m["seconds"]
         summary["seconds"] = {"early_s": sec["early_s"], **{k: sec["pooled"][k] for k in (
-            "seizure_auc", "early_auc", "seconds_scored", "seconds_unscored")}}
+            "seizure_auc", "early_auc", "early_auc_output", "challenge_score", "seconds_scored",
+            "seconds_unscored")}}
     _print(summary)
     return 0
 

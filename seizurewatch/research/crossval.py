@@ -31,7 +31,7 @@ import numpy as np
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, second_scores
+from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, fa_evidence, fa_upper_per_24h, second_scores
 from seizurewatch.research.outoffold import out_of_fold, recording_paths, with_roles
 from seizurewatch.research.parallel import run_tasks
 from seizurewatch.research.predict import stream_probabilities
@@ -193,7 +193,8 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
         chosen = transfer(oof, method, decision, rules, early_s)
         other = transfer(oof, next(m for m in TRANSFER if m != method), decision, rules, early_s)
         oof_seconds = time.perf_counter() - t0
-    dec = dataclasses.replace(decision.for_model(chosen), threshold=float(chosen["value"]))
+    hop = float(meta["hop_s"])
+    dec = dataclasses.replace(decision.for_model(chosen, hop), threshold=float(chosen["value"]))
     rows = fold.rows("test")
     traces = [stream_probabilities(r, model_path, dec) for r in recs] if replayable else []
     m = evaluate(model_path, recs if replayable else [], out / spec.name / f"eval-{stem}",
@@ -204,12 +205,13 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     m["threshold_seconds"] = round(oof_seconds, 2)
     if traces:
         tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
-            traces, chosen["value"], decision.for_model(chosen), rules) | {"policy": chosen.get("policy", "youden")}}
+            traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
+                "policy": chosen.get("policy", "youden")}}
         if other is not None:
-            tt["other"] = outcome(traces, other["value"], decision.for_model(other), rules) | {
+            tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
                 "policy": other["policy"]}
         best = by_events(traces, decision, rules, policy="best_on_test")
-        tt["best_on_test"] = outcome(traces, best["value"], decision.for_model(best), rules) | {
+        tt["best_on_test"] = outcome(traces, best["value"], decision.for_model(best, hop), rules) | {
             "tied_range": best["point"]["tied_range"]}
         m["threshold_transfer"] = tt
         m["_second_scores"] = second_scores(traces, early_s)
@@ -235,6 +237,7 @@ def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str,
     detected = sum(e["alarmed"] for e in ev)
     fa = sum(e["unrelated_alarms"] for e in ev)
     hours = sum(e["hours"] for e in ev)
+    inter = sum(e["interictal_hours"] for e in ev)
     lat = [v for e in ev for v in e["latency_s"]["values"]]
     secs = [s for r in runs for s in r.get("_second_scores", [])]
     pr = [r["windows"]["pr_auc"] for r in runs if "pr_auc" in r["windows"]]
@@ -244,7 +247,9 @@ def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str,
             "accuracy_mean": float(np.mean([r["windows"]["accuracy"] for r in runs])),
             "seconds": score_seconds(secs, early_s) if secs else None,
             "seizures": seizures, "detected": detected, "event_sensitivity": detected / seizures if seizures else None,
-            "false_alarms": fa, "hours": hours, "szcore_detected": sum(e["detected"] for e in ev),
+            "false_alarms": fa, "hours": hours, "interictal_hours": inter,
+            "false_alarms_upper95_per_24h": fa_upper_per_24h(fa, inter) if ev else None,
+            "szcore_detected": sum(e["detected"] for e in ev),
             "szcore_false_alarms": sum(e["false_alarms"] for e in ev), "fa_per_24h": fa / hours * 24 if hours else None,
             "latency_s_mean": float(np.mean(lat)) if lat else None,
             "latency_s_median": float(np.median(lat)) if lat else None, "latency_s": lat,
@@ -266,8 +271,11 @@ def _aucs(sec: dict[str, Any] | None, key: str) -> str:
 def _out(o: dict[str, Any] | None) -> str:
     if not o:
         return "-"
-    return (f"{o['threshold']:.3f} {o.get('rule', '')}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
-            f"{_fmt(o['latency_s_median'], '.0f')} s")
+    rule = o.get("rule", "")
+    if o.get("rule_s"):
+        rule += f" ({o['rule_s'][0]:g} of {o['rule_s'][1]:g} s)"
+    return (f"{o['threshold']:.3f} {rule}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
+            f"{_fmt(o['latency_s_median'], '.1f')} s")
 
 
 def transfer_verdict(summaries: list[dict[str, Any]]) -> str:
@@ -297,26 +305,35 @@ def fold_line(folds_: list[Fold]) -> str:
 
 def markdown(summaries: list[dict[str, Any]], folds_: list[Fold], early_s: float = EARLY_S) -> str:
     e = f"{early_s:g}"
-    lines = [f"| model | seizure AUC per second, pooled (mean, min over folds) | early AUC ({e} s), pooled (mean, min) "
-             "| window ROC AUC mean (min) | seizures alarmed | false alarms (hours) | latency onset->alarm median (s) "
-             "| training s per fold |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | seizure AUC per second, pooled (mean, min over folds) | early AUC ({e} s) of the alarm score, "
+             f"pooled (mean, min) | early AUC ({e} s) of the early output, as the challenge scored it, pooled "
+             "(mean, min) | challenge score (seizure + early output AUC) / 2, pooled "
+             "| window ROC AUC mean (min) | seizures alarmed | false alarms in the interictal time (95 % upper bound "
+             "per 24 h) | latency onset->alarm median (s) | training s per fold |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
+        sec = s["seconds"] or {}
         lines.append(f"| {s['model']} | {_aucs(s['seconds'], 'seizure_auc')} | {_aucs(s['seconds'], 'early_auc')} | "
+                     f"{_aucs(s['seconds'], 'early_auc_output')} | "
+                     f"{_fmt((sec.get('pooled') or {}).get('challenge_score'), '.3f')} | "
                      f"{_fmt(s['roc_auc_mean'], '.3f')} ({_fmt(s['roc_auc_min'], '.3f')}) | "
-                     f"{s['detected']}/{s['seizures']} | {s['false_alarms']} ({s['hours']:.3f} h) | "
+                     f"{s['detected']}/{s['seizures']} | {fa_evidence(s['false_alarms'], s['interictal_hours'])} | "
                      f"{_fmt(s['latency_s_median'], '.1f')} | "
                      f"{', '.join(f'{v:.0f}' for v in s['train_seconds'])} |")
     lines += ["", "Per fold (held-out recording; threshold chosen out-of-fold -> on the test recording: seizures "
               "alarmed, false alarms, median latency; best on test = the threshold the test recording itself "
               "would have picked, for reference only):", "",
-              "| model | test | seizure AUC | early AUC | window AUC | threshold chosen (policy) | chosen -> test "
-              "| other criterion -> test | best on test | training s | threshold s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| model | test | seizure AUC | early AUC (alarm score) | early AUC (early output) | window AUC "
+              "| threshold chosen (policy) | chosen -> test | other criterion -> test | best on test | training s "
+              "| threshold s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         for f in s["per_fold"]:
             why = f.get("why") or "n/a"
             lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f').replace('n/a', why)} | "
-                         f"{_fmt(f['early_auc'], '.3f').replace('n/a', why)} | {_fmt(f['roc_auc'], '.3f')} | "
+                         f"{_fmt(f['early_auc'], '.3f').replace('n/a', why)} | "
+                         f"{_fmt(f['early_auc_output'], '.3f').replace('n/a', why)} | "
+                         f"{_fmt(f['roc_auc'], '.3f')} | "
                          f"{f['threshold']:.3f} ({f['policy']}) | "
                          f"{_out(f['transfer'].get('chosen'))} | {_out(f['transfer'].get('other'))} | "
                          f"{_out(f['transfer'].get('best_on_test'))} | {f['train_seconds']:.0f} | "
@@ -428,6 +445,7 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             "test": r["fold_test"],
             "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
             "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
+            "early_auc_output": (r.get("seconds") or {}).get("pooled", {}).get("early_auc_output"),
             "why": auc_why(r), "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
             "policy": (r["threshold"]["policy"] if r["threshold"]["policy"] != "default"
                        else "default 0.5: the validation recording lacks a class"),
@@ -452,11 +470,14 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
                 (out / spec.name / f"eval-{Path(r['fold_test']).stem}").glob("*-timeline.png"))]))
     md = markdown(summaries, fs, early_s)
     summary_rows = [[s["model"], _aucs(s["seconds"], "seizure_auc"), _aucs(s["seconds"], "early_auc"),
-                     s["roc_auc_mean"], f"{s['detected']}/{s['seizures']}", s["false_alarms"],
+                     _aucs(s["seconds"], "early_auc_output"), s["roc_auc_mean"], f"{s['detected']}/{s['seizures']}",
+                     fa_evidence(s["false_alarms"], s["interictal_hours"]),
                      s["latency_s_median"], sum(s["train_seconds"])] for s in summaries]
     head = Section("Comparison", paragraphs=[f"Dataset {ds.root}; " + md.splitlines()[-1], transfer_verdict(summaries)],
                    tables=[(["model", "seizure AUC pooled (mean, min)", f"early AUC {early_s:g} s pooled (mean, min)",
-                             "window ROC AUC (mean)", "seizures alarmed", "false alarms", "latency median (s)",
+                             f"early output's AUC {early_s:g} s pooled (mean, min)",
+                             "window ROC AUC (mean)", "seizures alarmed", "false alarms (95 % upper bound)",
+                             "latency median (s)",
                              "training s (all folds)"], summary_rows)])
     write_report(out / "report.html", "Leave-one-recording-out comparison", [head] + sections)
     for s in summaries:

@@ -102,6 +102,39 @@ def recording_windows(meta: ModelMeta, recording: str, stride_s: float = 1.0) ->
 # ----- event level --------------------------------------------------------------------------
 
 
+def interictal_seconds(duration: float, seizures: list[tuple[float, float]], rules: EventRules = SZCORE) -> float:
+    """The time on which an alarm counts as a false alarm: the recording less each seizure from
+    ``alarm_before_onset_s`` before its onset to ``tolerance_end_s`` after its end (an alarm
+    starting there is the seizure's)."""
+    spans = sorted((max(0.0, a - rules.alarm_before_onset_s), min(duration, b + rules.tolerance_end_s))
+                   for a, b in seizures)
+    covered, reach = 0.0, 0.0
+    for a, b in spans:
+        a = max(a, reach)
+        if b > a:
+            covered, reach = covered + b - a, b
+    return max(duration - covered, 0.0)
+
+
+def fa_upper_per_24h(false_alarms: int, hours: float, confidence: float = 0.95) -> float | None:
+    """The one-sided ``confidence`` upper bound on the false-alarm rate per 24 h that ``false_alarms``
+    in ``hours`` of interictal signal allow (Poisson, exact: chi-square with 2(k+1) degrees of
+    freedom over 2; 0 in T hours -> 3.0/T per hour, 72/T per 24 h). None without interictal time."""
+    from scipy.stats import chi2
+
+    if hours <= 0:
+        return None
+    return float(chi2.ppf(confidence, 2 * (false_alarms + 1)) / 2 / hours * 24)
+
+
+def fa_evidence(false_alarms: int, hours: float) -> str:
+    """``false_alarms`` with the interictal time they were counted on and the rate bound it implies,
+    e.g. "0 in 2.2 min (95 % upper bound 1,961/24 h)": a zero is only as good as the time behind it."""
+    up = fa_upper_per_24h(false_alarms, hours)
+    span = f"{hours * 3600:.0f} s" if hours < 2 / 60 else f"{hours * 60:.1f} min" if hours < 2 else f"{hours:.1f} h"
+    return f"{false_alarms} in {span}" + (f" (95 % upper bound {up:,.0f}/24 h)" if up is not None else "")
+
+
 def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig,
                  rules: EventRules = SZCORE) -> dict[str, Any]:
     """Event scores summed over recordings, after the daemon's decision logic.
@@ -113,7 +146,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
     that ended before the onset, or one already on long before it, which SzCORE's overlap rule
     would count as a detection."""
     tp = fp = ref = alarmed = other = 0
-    hours = 0.0
+    hours = inter_h = 0.0
     latencies: list[float] = []
     per_rec = []
     for tr in traces:
@@ -131,16 +164,20 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
             raised |= set(hits)
         unrelated = sum(1 for a, _ in spans if a not in raised)
         tp, fp, ref, hours = tp + s.tp, fp + s.fp, ref + s.refTrue, hours + tr.duration / 3600
+        inter = interictal_seconds(tr.duration, tr.seizures, rules) / 3600
+        inter_h += inter
         alarmed, other = alarmed + len(lat), other + unrelated
         latencies += lat
         per_rec.append({"recording": Path(tr.recording).name, "seizures": int(s.refTrue), "detected": int(s.tp),
                         "false_alarms": int(s.fp), "alarmed": len(lat), "unrelated_alarms": unrelated,
                         "alarms": [[round(a, 2), round(b, 2)] for a, b in spans],
-                        "latency_s": [round(v, 2) for v in lat], "hours": round(tr.duration / 3600, 4)})
+                        "latency_s": [round(v, 2) for v in lat], "hours": round(tr.duration / 3600, 4),
+                        "interictal_hours": round(inter, 5)})
     return {
         "threshold": float(threshold),
         "seizures": int(ref), "detected": int(tp), "false_alarms": int(fp), "hours": round(hours, 4),
-        "alarmed": int(alarmed), "unrelated_alarms": int(other),
+        "alarmed": int(alarmed), "unrelated_alarms": int(other), "interictal_hours": round(inter_h, 5),
+        "unrelated_per_24h_upper95": fa_upper_per_24h(other, inter_h),
         "sensitivity": tp / ref if ref else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "fa_per_24h": fp / hours * 24 if hours else float("nan"),
@@ -160,8 +197,8 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
 
 def second_scores(traces: list[Trace], early_s: float = EARLY_S) -> list[SecondScores]:
     """The per-second samples of replayed recordings (what the nurse station showed each second)."""
-    return [SecondScores.from_trace(Path(tr.recording).name, tr.t, tr.p, tr.duration, tr.seizures, early_s)
-            for tr in traces]
+    return [SecondScores.from_trace(Path(tr.recording).name, tr.t, tr.p, tr.duration, tr.seizures, early_s,
+                                    p_early=tr.output("early")) for tr in traces]
 
 
 @dataclass(frozen=True)
@@ -229,7 +266,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = loaded.meta
-    decision = decision.for_model(meta.raw.get("threshold"))  # the k of n the daemon would apply
+    decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:
         raise DataError("no recordings to evaluate")
@@ -325,14 +362,15 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
             ["false alarms / 24 h", NOT_CONTINUOUS, NOT_CONTINUOUS]]))
     sec = m.get("seconds")
     if sec:
-        rows_s = [[r["recording"], _f(r["seizure_auc"]), _f(r["early_auc"]), r["seconds_scored"],
-                   r["ictal_seconds"], r["seconds_unscored"]] for r in sec["recordings"]]
+        rows_s = [[r["recording"], _f(r["seizure_auc"]), _f(r["early_auc"]), _f(r.get("early_auc_output")),
+                   r["seconds_scored"], r["ictal_seconds"], r["seconds_unscored"]] for r in sec["recordings"]]
         po = sec["pooled"]
         if len(sec["recordings"]) > 1:
-            rows_s.append(["pooled", _f(po["seizure_auc"]), _f(po["early_auc"]), po["seconds_scored"],
-                           po["ictal_seconds"], po["seconds_unscored"]])
+            rows_s.append(["pooled", _f(po["seizure_auc"]), _f(po["early_auc"]), _f(po.get("early_auc_output")),
+                           po["seconds_scored"], po["ictal_seconds"], po["seconds_unscored"]])
         s.tables.insert(0, ([f"time level (probability in force each second; early = first {sec['early_s']:g} s)",
-                             "seizure AUC", "early AUC", "seconds scored", "ictal seconds", "unscored"], rows_s))
+                             "seizure AUC", "early AUC (alarm score)", "early AUC (early output, as the 2014 "
+                             "challenge scored it)", "seconds scored", "ictal seconds", "unscored"], rows_s))
         s.paragraphs.append(f"Time level: {po['seconds_unscored']} s before the first full window of each recording "
                             f"are unscored ({po['ictal_seconds_unscored']} of them ictal); every later second "
                             "carries the probability of the latest window that ended by then.")
@@ -340,7 +378,8 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
     if ev:
         s.tables.append((["event level (after smoothing/hysteresis)", "value"], [
             ["seizures / alarmed (an alarm starts for it)", f"{ev['seizures']} / {ev['alarmed']}"],
-            ["unrelated alarms (false alarms to the nurse)", ev["unrelated_alarms"]],
+            ["unrelated alarms (false alarms to the nurse) in the interictal time",
+             fa_evidence(ev["unrelated_alarms"], ev["interictal_hours"])],
             ["SzCORE: seizures / detected (any overlap)", f"{ev['seizures']} / {ev['detected']}"],
             ["event sensitivity", _f(ev["sensitivity"])], ["precision", _f(ev["precision"])],
             ["SzCORE false alarms", ev["false_alarms"]], ["hours scored", _f(ev["hours"])],

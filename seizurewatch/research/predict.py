@@ -38,6 +38,15 @@ class Trace:
     alarms: list[tuple[float, float]] = field(default_factory=list)  # (start, end) as the daemon raised them
     annotation_source: str = ""
     start_datetime: str = ""  # the recording's start (ISO), "" when its header does not say
+    hop_s: float = 1.0  # the model's hop: a rule in seconds is this many hops (``config.rule_in_hops``)
+    outputs: np.ndarray | None = None  # (windows, outputs): every output per window (``p`` is column 0)
+    output_names: tuple[str, ...] = ()
+
+    def output(self, name: str) -> np.ndarray | None:
+        """The named model output per window (e.g. ``early``), None when the model has no such output."""
+        if self.outputs is None or name not in self.output_names:
+            return None
+        return self.outputs[:, self.output_names.index(name)]
 
 
 def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionConfig,
@@ -73,10 +82,12 @@ def trace_of(res: ReplayResult, decision: DecisionConfig) -> Trace:
     anns = res.annotations
     return Trace(
         recording=res.recording, model=res.meta.name, t=res.t, p=res.p, duration=res.duration,
-        threshold=res.threshold, decision=decision.for_model(res.meta.raw.get("threshold")),  # the rule applied
+        threshold=res.threshold, decision=decision.for_model(res.meta.raw.get("threshold"),
+                                                                          res.meta.hop_s),  # the rule applied
         seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)],
         joins=[a.onset for a in anns if is_join(a.description)], alarms=res.alarms,
-        annotation_source=res.annotation_source, start_datetime=res.start_datetime,
+        annotation_source=res.annotation_source, start_datetime=res.start_datetime, hop_s=res.meta.hop_s,
+        outputs=res.outputs, output_names=tuple(res.meta.outputs),
     )
 
 
@@ -139,7 +150,8 @@ def timeline_png(trace: Trace) -> bytes:
     ax.set_xlabel("time (s, window end)")
     ax.set_ylabel("P(seizure)")
     k, n = trace.decision.rule
-    ax.set_title(f"{Path(trace.recording).name} - {trace.model}: alarm when {k} of the last {n} hops reach the "
+    ax.set_title(f"{Path(trace.recording).name} - {trace.model}: alarm when {k} of the last {n} hops "
+                 f"({k * trace.hop_s:g} of {n * trace.hop_s:g} s) reach the "
                  f"threshold", fontsize=10, loc="left", pad=18)
     # above the axes, under the title, so it never covers the trace
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=6, frameon=False)

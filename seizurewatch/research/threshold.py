@@ -20,10 +20,12 @@ out_of_fold`` on its training recordings), two criteria for what the nurse sees:
            false alarms, then a median latency within 2 s of the least (an alarm at or before
            the onset counts 0 s); the middle, in log-odds, of the thresholds still in (a margin
            on both sides for a recording not yet seen). Unless the decision config fixes k and n,
-           the k-of-n rule is chosen with the threshold (``RULES``: 2..6 hops, at least 2 over):
-           the most seizures, the fewest false alarms, the least latency, ties to the more
-           persistent rule; the model file stores it (``threshold.decision``) and the daemon
-           applies it unless its config sets ``decision.k``/``decision.n``
+           the k-of-n rule is chosen with the threshold, in seconds (``RULES_S``: at least
+           ``evidence_s`` over the threshold within the last ``span_s``, turned into hops of the
+           model's hop by ``rules_at``): the most seizures, the fewest false alarms, the least
+           latency, ties to the more persistent rule; the model file stores it in seconds
+           (``threshold.decision.evidence_s/span_s``, with k/n at its hop) and the daemon applies it
+           at the model's hop unless its config sets ``decision.k``/``decision.n``
   seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
 ``compare`` reports both on every test recording beside the threshold that would have been
 best there (``events`` applied to the test recording itself).
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from seizurewatch.config import DecisionConfig
+from seizurewatch.config import DecisionConfig, rule_in_hops
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import load_model
 from seizurewatch.research.evaluate import SZCORE, EventRules, score_events
@@ -55,9 +57,36 @@ log = logging.getLogger(__name__)
 POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
 TRANSFER = ("events", "seconds")
 LATENCY_SLACK_S = 2.0  # "least latency" to within this: a margin from the false-alarm edge is worth 2 s
-# the k-of-n rules ``events`` chooses among when the decision leaves k and n to the model: at least
-# 2 hops of evidence (one hop never pages the nurse), within the last 2..6 hops
-RULES = tuple((k, n) for n in range(2, 7) for k in range(2, n + 1))
+# the rules ``events`` chooses among when the decision leaves k and n to the model, in seconds:
+# (evidence_s, span_s), at least evidence_s of hops over the threshold within the last span_s. At a 1-s
+# hop they are the k-of-n rules 2..6 of 2..6 hops; ``rules_at`` keeps those of at least 2 hops (one hop
+# never pages the nurse). Evidence starts at 1 s: at a short hop overlapping 1-s windows see the same
+# second of signal, so less than a second of evidence would be one second seen several times
+EVIDENCE_S = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+SPAN_S = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+RULES_S = tuple((e, s) for s in SPAN_S for e in EVIDENCE_S if e <= s)
+
+
+def rules_at(hop_s: float) -> list[tuple[int, int]]:
+    """The distinct k-of-n rules of ``RULES_S`` at ``hop_s`` with k >= 2, shortest span first."""
+    out: list[tuple[int, int]] = []
+    for e, s in RULES_S:
+        k, n = rule_in_hops(e, s, hop_s)
+        if k >= 2 and (k, n) not in out:
+            out.append((k, n))
+    return sorted(out, key=lambda r: (r[1], r[0]))
+
+
+RULES = tuple(rules_at(1.0))  # at a 1-s hop: 2..6 of 2..6 hops
+
+
+def hop_of(traces: list[Trace]) -> float:
+    """The hop all ``traces`` share (one model's replays); a rule in seconds is chosen at it."""
+    hops = {round(t.hop_s, 9) for t in traces}
+    if len(hops) > 1:
+        raise DataError(f"traces at different hops ({', '.join(f'{h:g} s' for h in sorted(hops))}): choose a "
+                        "rule on one model's replays")
+    return hops.pop() if hops else 1.0
 
 
 def candidates(traces: list[Trace], most: int = 200) -> np.ndarray:
@@ -189,14 +218,17 @@ def _widest_run(rows: list[dict[str, Any]], ok: list[bool]) -> tuple[float, floa
 def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
               policy: str = "oof_events") -> dict[str, Any]:
     """``events`` at the decision's k of n, or, when it leaves them unset (the model's rule), the
-    threshold and the rule chosen together: each rule of ``RULES`` gets its threshold
-    (``events_at``), and the rule that alarms on the most seizures, then with the fewest false
-    alarms, then with the least median latency wins; ties go to the more persistent rule (larger
-    k, then larger n). The block's ``decision`` says which rule; the daemon applies it."""
+    threshold and the rule chosen together: each rule of ``RULES_S`` at the traces' hop (``rules_at``)
+    gets its threshold (``events_at``), and the rule that alarms on the most seizures, then with the
+    fewest false alarms, then with the least median latency wins; ties go to the more persistent rule
+    (more evidence, then a longer span). The block's ``decision`` says which rule, in seconds too; the
+    daemon applies it at the model's hop."""
     if decision.k is not None:
         return events_at(traces, decision, rules, policy)
+    hop = hop_of(traces)
+    tried = rules_at(hop)
     best: tuple[tuple[float, ...], dict[str, Any]] | None = None
-    for k, n in RULES:
+    for k, n in tried:
         th = events_at(traces, dataclasses.replace(decision, k=k, n=n), rules, policy)
         pt = th["point"]
         lat = pt["latency_s_median"]
@@ -204,7 +236,7 @@ def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
         if best is None or key < best[0]:
             best = (key, th)
     assert best is not None
-    best[1]["rules_tried"] = [f"{k}/{n}" for k, n in RULES]
+    best[1]["rules_tried"] = [f"{k}/{n}" for k, n in tried]
     return best[1]
 
 
@@ -240,7 +272,7 @@ def events_at(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
     return {"value": value, "policy": policy, "target": None,
             "point": {"detected": at["alarmed"], "seizures": at["seizures"], "false_alarms": at["unrelated_alarms"],
                       "latency_s_median": at["latency_s"]["median"], "tied_range": [lo, hi]},
-            "decision": decision.describe(), "chosen_on": [Path(t.recording).name for t in traces]}
+            "decision": decision.describe(hop_of(traces)), "chosen_on": [Path(t.recording).name for t in traces]}
 
 
 def by_seconds(traces: list[Trace], early_s: float = 15.0, decision: DecisionConfig | None = None
@@ -255,7 +287,7 @@ def by_seconds(traces: list[Trace], early_s: float = 15.0, decision: DecisionCon
         raise DataError("choosing a threshold on seconds needs ictal and interictal seconds")
     th = youden(roc(y, p))
     th["policy"] = "oof_seconds"
-    th["decision"] = (decision or DecisionConfig()).describe()
+    th["decision"] = (decision or DecisionConfig()).describe(hop_of(traces))
     th["chosen_on"] = [Path(t.recording).name for t in traces]
     return th
 
@@ -273,7 +305,9 @@ def outcome(traces: list[Trace], threshold: float, decision: DecisionConfig,
     """What the nurse would have seen at ``threshold``: seizures alarmed, false alarms, latency."""
     ev = score_events(traces, threshold, decision, rules)
     k, n = decision.rule
-    return {"threshold": float(threshold), "rule": f"{k}/{n}", "detected": ev["alarmed"], "seizures": ev["seizures"],
+    hop = hop_of(traces)
+    return {"threshold": float(threshold), "rule": f"{k}/{n}", "rule_s": [round(k * hop, 6), round(n * hop, 6)],
+            "detected": ev["alarmed"], "seizures": ev["seizures"],
             "false_alarms": ev["unrelated_alarms"], "latency_s_median": ev["latency_s"]["median"],
             "latency_s": ev["latency_s"]["values"]}
 

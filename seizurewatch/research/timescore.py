@@ -8,7 +8,11 @@ before the first full window have no probability: they are *unscored* and counte
 
 - seizure AUC: ictal seconds (midpoint inside an annotated seizure) vs every other second;
 - early AUC: the first ``early_s`` seconds after each onset vs every other second (late
-  ictal seconds are negatives, as in the challenge).
+  ictal seconds are negatives, as in the challenge), scored two ways: on the one score the
+  daemon alarms on (``early_auc``), and, when the model has an ``early`` output, on that output
+  as its own column (``early_auc_output``: how the challenge scored its submissions, which gave
+  one probability per class); ``challenge_score`` is the challenge's figure, the mean of the
+  seizure AUC and the early output's AUC.
 
 Per recording (a fold of leave-one-recording-out) and pooled over recordings.
 """
@@ -66,13 +70,16 @@ class SecondScores:
     p: np.ndarray
     ictal: np.ndarray
     early: np.ndarray
+    p_early: np.ndarray | None = None  # the model's own early output per second, when it has one
 
     @classmethod
     def from_trace(cls, recording: str, t_end: np.ndarray, p: np.ndarray, duration: float,
-                   seizures: Sequence[tuple[float, float]], early_s: float = EARLY_S) -> SecondScores:
+                   seizures: Sequence[tuple[float, float]], early_s: float = EARLY_S,
+                   p_early: np.ndarray | None = None) -> SecondScores:
         ps = probability_per_second(t_end, p, duration)
         ictal, early = second_labels(len(ps), seizures, early_s)
-        return cls(recording, ps, ictal, early)
+        pe = probability_per_second(t_end, p_early, duration) if p_early is not None else None
+        return cls(recording, ps, ictal, early, pe)
 
     @property
     def scored(self) -> np.ndarray:
@@ -84,30 +91,39 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def _figures(p: np.ndarray, ictal: np.ndarray, early: np.ndarray, unscored: int,
-             unscored_ictal: int) -> dict[str, Any]:
-    return {"seizure_auc": _auc(ictal, p), "early_auc": _auc(early, p),
+             unscored_ictal: int, p_early: np.ndarray | None = None) -> dict[str, Any]:
+    seizure = _auc(ictal, p)
+    own = _auc(early, p_early) if p_early is not None else None
+    return {"seizure_auc": seizure, "early_auc": _auc(early, p), "early_auc_output": own,
+            "challenge_score": (seizure + own) / 2 if seizure is not None and own is not None else None,
             "seconds_scored": int(len(p)), "ictal_seconds": int(ictal.sum()), "early_seconds": int(early.sum()),
             "seconds_unscored": int(unscored), "ictal_seconds_unscored": int(unscored_ictal)}
 
 
 def score_seconds(recordings: Sequence[SecondScores], early_s: float = EARLY_S) -> dict[str, Any]:
-    """Seizure and early AUC per recording and pooled over all recordings' seconds, plus the
-    mean and minimum over the recordings that have both classes."""
+    """Seizure and early AUC (both ways, see the module docstring) per recording and pooled over all
+    recordings' seconds, plus the mean and minimum over the recordings that have both classes. The
+    early output's figures need it on every recording (else None)."""
     per: list[dict[str, Any]] = []
-    ps, ics, ers = [], [], []
+    ps, ics, ers, pes = [], [], [], []
     unscored = unscored_ictal = 0
+    own = all(r.p_early is not None for r in recordings)
     for r in recordings:
         m = r.scored
         u, ui = int((~m).sum()), int((~m & r.ictal).sum())
-        per.append({"recording": r.recording, **_figures(r.p[m], r.ictal[m], r.early[m], u, ui)})
+        pe = r.p_early[m] if own and r.p_early is not None else None
+        per.append({"recording": r.recording, **_figures(r.p[m], r.ictal[m], r.early[m], u, ui, pe)})
         ps.append(r.p[m])
         ics.append(r.ictal[m])
         ers.append(r.early[m])
+        if pe is not None:
+            pes.append(pe)
         unscored, unscored_ictal = unscored + u, unscored_ictal + ui
     pooled = _figures(np.concatenate(ps) if ps else np.zeros(0), np.concatenate(ics) if ics else np.zeros(0, bool),
-                      np.concatenate(ers) if ers else np.zeros(0, bool), unscored, unscored_ictal)
+                      np.concatenate(ers) if ers else np.zeros(0, bool), unscored, unscored_ictal,
+                      np.concatenate(pes) if own and pes else None)
     out: dict[str, Any] = {"early_s": float(early_s), "pooled": pooled, "recordings": per}
-    for key in ("seizure_auc", "early_auc"):
+    for key in ("seizure_auc", "early_auc", "early_auc_output", "challenge_score"):
         vals = [r[key] for r in per if r[key] is not None]
         out[f"{key}_mean"] = float(np.mean(vals)) if vals else None
         out[f"{key}_min"] = float(np.min(vals)) if vals else None
