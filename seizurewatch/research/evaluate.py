@@ -317,12 +317,12 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
     metrics["decision"] = decision.describe()
     if units is not None:
-        us = unit_scores(units, y, p, early_s)
+        us = unit_scores(units, y, p, early_s, meta.outputs)
         right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None
         metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": right}
         write_unit_csv(us, threshold, out / "units.csv")
         if bl is not None and pb is not None:
-            metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s), early_s)
+            metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s, bl.meta.outputs), early_s)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
     if units is not None:
@@ -355,9 +355,12 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
         s.tables.insert(0, ([f"per {un['kind'][:-1]} ({un['units']}, {un['ictal_units']} ictal; one score each: the "
                              "mean of its windows)", "model", "baseline"], [
             ["seizure AUC", fmt_auc(un, "seizure_auc"), fmt_auc(b, "seizure_auc") if b else "-"],
-            [f"early AUC (latency <= {un.get('early_s', EARLY_S):g} s)", fmt_auc(un, "early_auc"),
+            [f"early AUC (latency <= {un.get('early_s', EARLY_S):g} s) of the alarm score", fmt_auc(un, "early_auc"),
              fmt_auc(b, "early_auc") if b else "-"],
-            ["mean of the two", fmt_auc(un, "mean_auc"), fmt_auc(b, "mean_auc") if b else "-"],
+            ["early AUC of the early output (as the challenge scored it)", fmt_auc(un, "early_auc_output"),
+             fmt_auc(b, "early_auc_output") if b else "-"],
+            ["challenge score (seizure + early output AUC) / 2", fmt_auc(un, "challenge_score"),
+             fmt_auc(b, "challenge_score") if b else "-"],
             ["latency onset -> alarm", NOT_CONTINUOUS, NOT_CONTINUOUS],
             ["false alarms / 24 h", NOT_CONTINUOUS, NOT_CONTINUOUS]]))
     sec = m.get("seconds")

@@ -237,7 +237,8 @@ def predict_clips(paths: Sequence[str | Path], model: str | Path | None, out_dir
             lat[Path(f).name] = float(clip.latency)
     p = np.concatenate(probs)
     kind = "clips" if all("_segment_" in Path(f).stem for f in files) else "segments"
-    us = unit_scores(Units(kind, np.asarray(names, dtype=object), lat), np.asarray(ys)[:, None], p, early_s)
+    us = unit_scores(Units(kind, np.asarray(names, dtype=object), lat), np.asarray(ys)[:, None], p, early_s,
+                     meta.outputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "clips-probabilities.csv"

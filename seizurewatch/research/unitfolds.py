@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from seizurewatch.research.crossval import Fold, FoldTask
     from seizurewatch.research.dataset import DatasetDir
 
-KEYS = ("seizure_auc", "early_auc", "mean_auc")
+KEYS = ("seizure_auc", "early_auc", "early_auc_output", "challenge_score")
 
 
 def _spread(per_fold: list[dict[str, Any]], key: str) -> dict[str, float | None]:
@@ -55,15 +55,18 @@ def _cell(s: dict[str, Any], key: str) -> str:
 def markdown(summaries: list[dict[str, Any]], fold_line: str, early_s: float) -> str:
     kind = summaries[0]["kind"] if summaries else "clips"
     unit = kind[:-1]
-    lines = [f"| model | seizure AUC per {unit}, pooled (mean, min over folds) | early AUC (latency <= {early_s:g} s), "
-             "pooled (mean, min) | mean of the two, pooled (mean, min) | latency | false alarms / 24 h "
-             "| training s per fold |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| model | seizure AUC per {unit}, pooled (mean, min over folds) | early AUC (latency <= {early_s:g} s) "
+             "of the alarm score, pooled (mean, min) | early AUC of the early output, as the challenge scored it, "
+             "pooled (mean, min) | challenge score (seizure + early output AUC) / 2, pooled (mean, min) | latency "
+             "| false alarms / 24 h | training s per fold |", "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {s['model']} | {_cell(s, 'seizure_auc')} | {_cell(s, 'early_auc')} | {_cell(s, 'mean_auc')} "
+        lines.append(f"| {s['model']} | {_cell(s, 'seizure_auc')} | {_cell(s, 'early_auc')} | "
+                     f"{_cell(s, 'early_auc_output')} | {_cell(s, 'challenge_score')} "
                      f"| {NOT_CONTINUOUS} | {NOT_CONTINUOUS} | {', '.join(f'{v:.0f}' for v in s['train_seconds'])} |")
     lines += ["", f"Per fold (test part: {kind}, ictal, early; threshold chosen on the validation part):", "",
-              f"| model | fold | test {kind} (ictal, early) | seizure AUC | early AUC | mean | threshold (policy) | "
-              f"{kind} right at the threshold | training s |", "|---|---|---|---|---|---|---|---|---|"]
+              f"| model | fold | test {kind} (ictal, early) | seizure AUC | early AUC (alarm score) | early AUC (early "
+              f"output) | challenge score | threshold (policy) | {kind} right at the threshold | training s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         for f in s["per_fold"]:
             u = f["units"]
@@ -71,7 +74,8 @@ def markdown(summaries: list[dict[str, Any]], fold_line: str, early_s: float) ->
             acc = u.get("threshold_accuracy")
             n = f"{u['units']} ({u['ictal_units']}, {u.get('early_units', '-')})"
             lines.append(f"| {s['model']} | {f['fold']} | {n} "
-                         f"| {fmt_auc(u, 'seizure_auc')} | {fmt_auc(u, 'early_auc')} | {fmt_auc(u, 'mean_auc')} | {th} "
+                         f"| {fmt_auc(u, 'seizure_auc')} | {fmt_auc(u, 'early_auc')} "
+                         f"| {fmt_auc(u, 'early_auc_output')} | {fmt_auc(u, 'challenge_score')} | {th} "
                          f"| {'n/a' if acc is None else f'{acc:.3f}'} | {f['train_seconds']:.0f} |")
     lines += ["", fold_line]
     return "\n".join(lines)
