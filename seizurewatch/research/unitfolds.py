@@ -95,10 +95,11 @@ def unit_report(ds: DatasetDir, plans: list[tuple[str, str, Any]], tasks: list[F
         s["config"], s["dataset"] = cfg_path, str(data)
         summaries.append(s)
         us = pooled([r["_unit_scores"] for r in runs])
-        for title, y in ((f"seizure ({us.kind}, pooled over folds)", us.ictal),
-                         (f"early, latency <= {early_s:g} s ({us.kind}, pooled)", us.early)):
-            if 0 < int(y.sum()) < len(y) and (us.kind == "clips" or title.startswith("seizure")):
-                panels.setdefault(title, {})[spec.name] = roc(y, us.p)
+        for title, y, score in ((f"seizure ({us.kind}, pooled over folds)", us.ictal, us.p),
+                                (f"early <= {early_s:g} s, alarm score ({us.kind}, pooled)", us.early, us.p),
+                                (f"early <= {early_s:g} s, early output ({us.kind}, pooled)", us.early, us.p_early)):
+            if score is not None and 0 < int(y.sum()) < len(y) and (us.kind == "clips" or y is us.ictal):
+                panels.setdefault(title, {})[spec.name] = roc(y, score)
     images: list[str | Path] = [plots.unit_rocs(panels, out / "roc_units.png")] if panels else []
     line = fold_line(folds_)
     md = markdown(summaries, line, early_s)
