@@ -212,6 +212,7 @@ def test_browser_sees_the_alarm_clicks_acknowledge_and_the_daemon_journals_it(tm
         wait.until(lambda d: d.find_element(By.ID, "bed-bed1").get_attribute("data-shown") == "alarm")
         card = driver.find_element(By.ID, "bed-bed1")
         assert "ALARM" in card.find_element(By.CLASS_NAME, "badge").text, "colour without the word"
+        assert card.find_element(By.CLASS_NAME, "model").text == "model: dog1-hills-early"  # the model in force
         assert driver.find_elements(By.CSS_SELECTOR, "#beds > section")[0].get_attribute("id") == "bed-bed1"
         name = driver.find_element(By.ID, "by")
         name.send_keys("nurse Selenium")

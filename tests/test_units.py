@@ -1,266 +1,193 @@
-"""Issue 26 items 3-4: clips and segments as first-class research data (scored per unit, never replayed,
-no latency or false alarms per 24 h), grouped k-fold in compare, early = latency <= 15 s, and ROC
-thresholds inside the gap between separable classes."""
+"""Issue 26 item 1: one unit convention. Every reader returns µV from the unit the file declares (one table,
+``seizurewatch.units``, shared with the LSL source); a unit it does not know, or none, is refused naming the
+file and the channel unless a flag or the device profile says what it is."""
 
 from __future__ import annotations
 
 import json
-import math
+import uuid
 
 import numpy as np
+import pyedflib
 import pytest
-import scipy.io
-from conftest import run_cli
+from conftest import DOG1, MODEL, run_cli
 
+from seizurewatch.devices import DeviceProfile
 from seizurewatch.errors import DataError
-from seizurewatch.research.dataset import DatasetSpec, SplitSpec, build_dataset, open_dataset
-from seizurewatch.research.labels import is_early
-from seizurewatch.research.roc import roc
-from seizurewatch.research.threshold import target_sensitivity, youden
-from seizurewatch.research.units import NOT_CONTINUOUS, kind_of
+from seizurewatch.recordings import open_recording, read_header
+from seizurewatch.replay import replay
+from seizurewatch.units import microvolt_factors, microvolts_per
 
-RATE = 100
+REC04 = DOG1 / "dog1_rec04.edf"
 
 
-def _clip(folder, name, ictal, seed, latency=None):
-    rng = np.random.default_rng(seed)
-    t = np.arange(RATE) / RATE
-    data = rng.normal(0, 5, (2, RATE)) + (60 * np.sin(2 * np.pi * 8 * t) if ictal else 0)
-    mat = {"data": data, "freq": float(RATE), "channels": np.array(["Dog_9_c1", "Dog_9_c2"], dtype=object)}
-    if latency is not None:
-        mat["latency"] = float(latency)
-    scipy.io.savemat(folder / name, mat)
+def _rewrite(dst, dimension: str, per_uv: float, label_dims: dict[str, str] | None = None):
+    """rec04 with the same digital samples, its physical dimension and range stated in ``dimension``
+    (``per_uv`` of that unit in one µV), its EDF+ annotations kept: the same signal in other units."""
+    src = pyedflib.EdfReader(str(REC04))
+    try:
+        n = src.signals_in_file
+        heads = src.getSignalHeaders()
+        digital = [src.readSignal(i, digital=True) for i in range(n)]
+        anns = list(zip(*src.readAnnotations()))
+        record = src.datarecord_duration
+    finally:
+        src.close()
+    w = pyedflib.EdfWriter(str(dst), n, file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        if record != 1:
+            w.setDatarecordDuration(record)
+        for h in heads:
+            h["dimension"] = (label_dims or {}).get(h["label"], dimension)
+            # rounded as the header's 8 characters hold them (-1298 µV -> -1.298 mV, not -1.2980000000000002)
+            h["physical_min"], h["physical_max"] = (round(h[k] * per_uv, 6) for k in ("physical_min", "physical_max"))
+        w.setSignalHeaders(heads)
+        w.writeSamples([np.ascontiguousarray(d, dtype=np.int32) for d in digital], digital=True)
+        for onset, duration, desc in anns:
+            w.writeAnnotation(onset, duration, desc)
+    finally:
+        w.close()
+    return dst
 
 
-def _clips(tmp_path):
-    """3 seizures of 4 one-second clips (latency 0, 10, 15, 16 s) and 12 interictal clips (3 blocks)."""
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    n = 0
-    for _ in range(3):
-        for lat in (0, 10, 15, 16):
-            n += 1
-            _clip(folder, f"Dog_9_ictal_segment_{n}.mat", True, n, lat)
-    for k in range(1, 13):
-        _clip(folder, f"Dog_9_interictal_segment_{k}.mat", False, 100 + k)
-    return folder
+def _in_volts(dst):
+    """rec04's µV written again as physical values in V, on a ±2.5 mV range (8 characters in the header)."""
+    with open_recording(REC04) as rec:
+        x = rec.read(0, rec.header.n_samples).astype(np.float64) * 1e-6
+        h = rec.header
+    assert np.abs(x).max() < 2.5e-3
+    w = pyedflib.EdfWriter(str(dst), len(h.channels), file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        w.setSignalHeaders([{"label": c, "dimension": "V", "sample_frequency": h.rate, "physical_min": -0.0025,
+                             "physical_max": 0.0025, "digital_min": -32768, "digital_max": 32767,
+                             "transducer": "", "prefilter": ""} for c in h.channels])
+        w.writeSamples(list(np.ascontiguousarray(x)))
+        for a in h.annotations:
+            w.writeAnnotation(a.onset, a.duration, a.description)
+    finally:
+        w.close()
+    return dst
 
 
-def _model(tmp_path):
-    p = tmp_path / "lr.yaml"
-    p.write_text("name: lr\narch: bandpower_lr\nepochs: 3\nlr: 0.05\nbatch_size: 8\npatience: 0\nseed: 0\n")
-    return p
+def test_the_table_reads_the_spellings_edf_files_use():
+    assert {u: microvolts_per(u) for u in ("uV", "µV", "μV", "uV ", "UV", "microvolt", "mV", "V", "nV")} == {
+        "uV": 1.0, "µV": 1.0, "μV": 1.0, "uV ": 1.0, "UV": 1.0, "microvolt": 1.0, "mV": 1e3, "V": 1e6, "nV": 1e-3}
+    assert microvolts_per("\x83\xcaV") == 1.0  # the Shift-JIS mu, as a Latin-1 header decodes it (mne reads it too)
+    assert microvolts_per("mmHg") is None and microvolts_per("") is None
+    np.testing.assert_array_equal(microvolt_factors("f", ["a", "b"], ["", "mV"], assume="V"), [1e6, 1e3])
 
 
-def _no_continuous_figures(text):
-    """Nothing of a replay: no latency or false-alarm figure other than the 'not continuous' marker."""
-    data = json.loads(text) if isinstance(text, str) else text
-    flat = json.dumps(data)
-    for key in ("latency_s", "fa_per_24h", "events"):
-        for chunk in flat.split(f'"{key}": ')[1:]:
-            assert chunk.startswith(json.dumps(NOT_CONTINUOUS)), (key, chunk[:60])
-    assert '"seconds"' not in flat and '"alarms"' not in flat
+def test_rec04_in_uv_mv_and_v_replays_to_the_same_probabilities_and_alarms(tmp_path):
+    ref = replay(REC04, model=MODEL)
+    mv = replay(_rewrite(tmp_path / "rec04_mv.edf", "mV", 1e-3), model=MODEL)
+    volts = replay(_in_volts(tmp_path / "rec04_v.edf"), model=MODEL)
+    assert ref.alarms and ref.alarms[0][0] == pytest.approx(68, abs=1)  # the shipped model's rec04 alarm
+    # the same digital samples under a range in mV: the same µV to the last bit, so the same numbers out
+    np.testing.assert_array_equal(mv.t, ref.t)
+    np.testing.assert_array_equal(mv.p, ref.p)
+    assert mv.alarms == ref.alarms and [e["event"] for e in mv.events] == [e["event"] for e in ref.events]
+    # V: EDF's 8-character range fields cannot hold rec04's ranges in V, so the samples are quantised again
+    # (±2.5 mV range, 0.08 µV steps against 0.04): the forest's votes move by up to 0.011, the alarms do not
+    np.testing.assert_allclose(volts.p, ref.p, rtol=0, atol=0.02)
+    assert volts.alarms == ref.alarms
+    with open_recording(tmp_path / "rec04_mv.edf") as a, open_recording(tmp_path / "rec04_v.edf") as v, \
+            open_recording(REC04) as b:
+        assert set(a.header.units) == {"mV"} and set(v.header.units) == {"V"}
+        np.testing.assert_array_equal(a.read(0, 4000), b.read(0, 4000))
+        np.testing.assert_allclose(v.read(0, 4000), b.read(0, 4000), rtol=0, atol=0.08)  # one step
 
 
-def test_early_is_latency_at_most_15_s_as_the_challenge_scored(tmp_path):
-    assert is_early(15.0, 15) and is_early(0.0, 15) and not is_early(15.5, 15) and not is_early(None, 15)
-    folder = _clips(tmp_path)
-    spec = DatasetSpec(recordings=(str(folder),), window_s=1, stride_s=1, stride_ictal_s=1, early_s=15,
-                       channels=("c1", "c2"), rate=RATE, split=SplitSpec(assign={"*": "train"}))
-    m = build_dataset(spec, tmp_path / "ds")
-    ds = open_dataset(tmp_path / "ds")
-    assert m["units"] == "clips" and kind_of(ds) == "clips"
-    latency = {r["path"].rsplit("/", 1)[-1]: r.get("latency") for r in m["recordings"]}
-    early = {row.recording: int(ds.y[row.i, 1]) for row in ds.index}
-    at_15 = [n for n, v in latency.items() if v == 15.0]
-    assert len(at_15) == 3 and all(early[n] == 1 for n in at_15)  # was 0 with latency < 15
-    assert all(early[n] == 0 for n, v in latency.items() if v == 16.0)
-    assert sum(early.values()) == 9  # latencies 0, 10, 15 of 3 seizures
+def test_an_unknown_or_missing_unit_is_refused_naming_file_and_channel(tmp_path):
+    odd = _rewrite(tmp_path / "odd.edf", "uV", 1.0, {"c007": "mmHg"})
+    with pytest.raises(DataError, match=r"odd\.edf: channel c007 declares unit 'mmHg'; seizurewatch reads V, mV"):
+        open_recording(odd)
+    assert read_header(odd).units[6] == "mmHg"  # the header (annotations, labels) is still readable
+    blank = _rewrite(tmp_path / "blank.edf", "", 1.0)
+    with pytest.raises(DataError, match=r"blank\.edf: channel c001 declares no unit.*--units or the device profile"):
+        open_recording(blank)
+    with open_recording(blank, units="uV") as rec, open_recording(REC04) as ref:
+        np.testing.assert_array_equal(rec.read(0, 400), ref.read(0, 400))
+    # the replay refuses before any window, and a device profile saying what the amplifier sends is enough
+    r = run_cli("replay", str(blank), "--probabilities", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "blank.edf: channel c001 declares no unit" in r.stderr and not (tmp_path / "p.csv").exists()
+    device = tmp_path / "amp.yaml"
+    device.write_text("name: amp\nchannels: [" + ", ".join(f"c{i:03d}" for i in range(1, 17)) + "]\n"
+                      "sampling_rate: 400\nunits: mV\n")
+    res = replay(_rewrite(tmp_path / "blank_mv.edf", "", 1e-3), model=MODEL, device=str(device))
+    assert res.alarms == replay(REC04, model=MODEL).alarms
+    with pytest.raises(ValueError, match=r"units: expected one of V, mV, µV \(uV\), nV, got 'volts\?'"):
+        DeviceProfile(name="x", channels=("a",), sampling_rate=100, units="volts?")
 
 
-def test_a_threshold_on_separable_data_sits_inside_the_gap():
-    y = np.array([0, 0, 0, 0, 1, 1, 1])
-    p = np.array([0.05, 0.1, 0.2, 0.3, 0.9, 0.95, 0.99])
-    for th in (youden(roc(y, p)), target_sensitivity(roc(y, p), 1.0)):
-        v = th["value"]
-        assert 0.3 < v < 0.9, v  # not the lowest seizure score (0.9), not the highest negative
-        logit = math.log(v / (1 - v))
-        assert math.isclose(logit, (math.log(0.3 / 0.7) + math.log(0.9 / 0.1)) / 2, rel_tol=1e-9)
-        assert th["point"] == {"tpr": 1.0, "fpr": 0.0, "specificity": 1.0}
-    # not separable: the value still flags exactly the windows of the chosen ROC point
-    y2 = np.array([0, 0, 1, 0, 1, 1])
-    p2 = np.array([0.1, 0.2, 0.4, 0.5, 0.8, 0.9])
-    v2 = youden(roc(y2, p2))["value"]
-    assert 0.5 < v2 < 0.8 or 0.2 < v2 < 0.4
+def test_text_sidecar_units_per_column(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_text("a,b\n1.5,2\n-0.25,4\n")
+    (tmp_path / "r.json").write_text(json.dumps({"rate": 10, "units": ["mV", "uV"]}))
+    with open_recording(csv) as rec:
+        np.testing.assert_array_equal(rec.read(0, 2), [[1500, -250], [2, 4]])
+    (tmp_path / "r.json").write_text(json.dumps({"rate": 10, "units": ["mV", "counts"]}))
+    with pytest.raises(DataError, match=r"r\.csv: channel b declares unit 'counts'"):
+        open_recording(csv)
 
 
-@pytest.fixture(scope="module")
-def clip_ds(tmp_path_factory):
-    """The clips as a dataset split by seizure (sz3 + one interictal block test, sz2 + another validate), and
-    a quick model trained on it."""
-    from seizurewatch.research.training_run import train_from_dataset
+def _outlet(source_id: str, units: tuple[str, ...]):
+    import pylsl
 
-    tmp = tmp_path_factory.mktemp("clips")
-    folder = _clips(tmp)
-    spec = DatasetSpec(recordings=(str(folder),), window_s=1, stride_s=1, stride_ictal_s=1, early_s=15,
-                       channels=("c1", "c2"), rate=RATE,
-                       split=SplitSpec(by="seizure", assign={
-                           "Dog_9#ictal-sz3": "test", "Dog_9#interictal-block3": "test", "Dog_9#ictal-sz2": "val",
-                           "Dog_9#interictal-block2": "val", "*": "train"}))
-    m = build_dataset(spec, tmp / "ds")
-    assert m["split_units"]["Dog_9#ictal-sz3"] == "test" and m["split_units"]["Dog_9#interictal-block1"] == "train"
-    train_from_dataset(tmp / "ds", _model(tmp), tmp / "m.pt", progress=False)
-    return tmp, folder, tmp / "ds", tmp / "m.pt"
+    info = pylsl.StreamInfo(source_id, "EEG", len(units), 100.0, pylsl.cf_float32, source_id)
+    chans = info.desc().append_child("channels")
+    for i, unit in enumerate(units):
+        c = chans.append_child("channel")
+        c.append_child_value("label", f"ch{i + 1}")
+        if unit:
+            c.append_child_value("unit", unit)
+    return pylsl.StreamOutlet(info)
 
 
-def test_compare_k_fold_on_clips_groups_each_seizure_and_scores_per_clip(clip_ds, tmp_path):
-    from seizurewatch.research.crossval import compare
+def _first_block(source_id: str, declared: tuple[str, ...], x: np.ndarray, units: str | None = None) -> np.ndarray:
+    """The first block an LslSource hands the pipeline while an outlet declaring ``declared`` pushes ``x``."""
+    import asyncio
+    import threading
 
-    root, _, ds_dir, _ = clip_ds
-    res = compare(ds_dir, [str(_model(root))], tmp_path / "cmp", baseline=None, k=3, workers=1)
-    assert res["units"] == "clips" and res["folding"] == "grouped stratified 3-fold by seizure"
-    (s,) = res["models"]
-    assert len(s["per_fold"]) == 3
-    # each seizure's clips stay in one fold; every fold tests on ictal, early and interictal clips
-    tests = [set(f["test"]) for f in res["folds"]]
-    for k in range(3):
-        seizure = {f"Dog_9_ictal_segment_{4 * k + j}.mat" for j in (1, 2, 3, 4)}
-        assert sum(seizure <= t for t in tests) == 1
-    for f in s["per_fold"]:
-        assert f["units"]["units"] == 8 and f["units"]["ictal_units"] == 4 and f["units"]["early_units"] == 3
-        assert f["policy"] == "youden" and 0 < f["threshold"] < 1
-    assert s["pooled"]["units"] == 24 and s["pooled"]["early_units"] == 9
-    assert s["pooled"]["seizure_auc"] > 0.9  # 8-Hz bursts against noise
-    # the dataset has the early class, so the model an early output: the challenge's column is scored on it
-    po = s["pooled"]
-    assert po["early_auc"] is not None and po["early_auc_output"] is not None
-    assert po["challenge_score"] == (po["seizure_auc"] + po["early_auc_output"]) / 2
-    _no_continuous_figures({"models": res["models"]})
-    assert NOT_CONTINUOUS in res["markdown"] and "fold3" in res["markdown"]
-    assert (tmp_path / "cmp" / "roc_units.png").stat().st_size > 0 and (tmp_path / "cmp" / "report.html").is_file()
-    with pytest.raises(DataError, match="use --folds K"):
-        compare(ds_dir, [str(_model(root))], tmp_path / "loo", baseline=None, workers=1)
-    with pytest.raises(DataError, match="only 3 seizure group"):
-        compare(ds_dir, [str(_model(root))], tmp_path / "k4", baseline=None, k=4, workers=1)
+    from seizurewatch.config import SourceConfig
+    from seizurewatch.sources.lsl import LslSource
+    from seizurewatch.types import Block
 
+    outlet = _outlet(source_id, declared)
+    stop = threading.Event()
 
-def test_evaluate_scores_a_clip_dataset_per_clip_without_replaying(clip_ds, tmp_path):
-    _, _, ds_dir, model = clip_ds
-    r = run_cli("evaluate", str(model), "--dataset", str(ds_dir), "--split", "test", "--baseline", "none",
-                "--out", str(tmp_path / "ev"), timeout=280)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
-    summary = json.loads(r.stdout)
-    assert summary["clips"]["units"] == 8 and summary["clips"]["ictal_units"] == 4
-    assert summary["clips"]["early_units"] == 3 and summary["clips"]["seizure_auc"] is not None
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert "events" not in metrics and "seconds" not in metrics
-    _no_continuous_figures(summary)
-    rows = (tmp_path / "ev" / "units.csv").read_text().splitlines()
-    assert rows[0] == "unit,ictal,early,latency_s,score,flagged" and len(rows) == 9
-    assert any(line.startswith("Dog_9_ictal_segment_11.mat,1,1,15,") for line in rows)  # latency 15: early
+    def push() -> None:
+        while not stop.is_set():
+            outlet.push_chunk(np.ascontiguousarray(x.T, dtype=np.float32))
+            stop.wait(0.1)
+
+    async def main() -> np.ndarray:
+        src = LslSource(SourceConfig(kind="lsl", source_id=source_id, resolve_timeout_s=10), units=units)
+        await src.open()
+        try:
+            async for item in src.items():
+                if isinstance(item, Block):
+                    return item.data
+        finally:
+            await src.close()
+        raise AssertionError("no block")
+
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    try:
+        return asyncio.run(asyncio.wait_for(main(), 60))  # hang guard
+    finally:
+        stop.set()
+        pusher.join(5)
 
 
-def test_predict_reads_clips(clip_ds, tmp_path):
-    _, folder, _, model = clip_ds
-    r = run_cli("predict", str(folder), "--model", str(model), "--out", str(tmp_path / "pr"), timeout=280)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
-    assert out["clips"] == 24 and out["scores"]["early_units"] == 9 and out["scores"]["ictal_units"] == 12
-    _no_continuous_figures(out)
-    csv = (tmp_path / "pr" / "clips-probabilities.csv").read_text().splitlines()
-    assert len(csv) == 25 and any(line.startswith("Dog_9_ictal_segment_3.mat,ictal,15,") for line in csv)
-
-
-def test_threshold_and_evaluate_never_replay_clips(clip_ds, tmp_path):
-    from seizurewatch.errors import ConfigError
-    from seizurewatch.research.threshold import choose_threshold
-
-    _, folder, ds_dir, model = clip_ds
-    with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "fa_budget", 0, dataset=ds_dir, output=tmp_path / "t.pt")
-    with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "oof", dataset=ds_dir, output=tmp_path / "t.pt")
-    th = choose_threshold(model, "youden", dataset=ds_dir, output=tmp_path / "t.pt")
-    assert th["chosen_on"] == ["ds:val"] and th["policy"] == "youden"  # the clips' windows, nothing replayed
-    r = run_cli("evaluate", str(model), "--recordings", str(folder / "Dog_9_ictal_segment_1.mat"), "--baseline",
-                "none", "--out", str(tmp_path / "ev2"))
-    assert r.returncode == 2 and "scored per clip" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-
-
-def _bonn(tmp_path, n=6):
-    """A Bonn-style text-segment corpus as the tests write it: set Z (healthy) and set E (ictal), one bare
-    column per file, a STEM.json rate sidecar and STEM_events.tsv (E: the whole segment is a seizure)."""
-    rate, seconds = 173.61, 4
-    k = int(rate * seconds)
-    root = tmp_path / "bonn"
-    for s in ("Z", "E"):
-        (root / s).mkdir(parents=True)
-        for i in range(1, n + 1):
-            rng = np.random.default_rng(i + (100 if s == "E" else 0))
-            x = rng.normal(0, 20, k) + (150 * np.sin(2 * np.pi * 5 * np.arange(k) / rate) if s == "E" else 0)
-            stem = root / s / f"{s}{i:03d}"
-            stem.with_suffix(".txt").write_text("".join(f"{int(v)}\n" for v in x))
-            stem.with_suffix(".json").write_text(json.dumps({"SamplingFrequency": rate, "channels": ["EEG"],
-                                                             "units": "uV"}))
-            events = "onset\tduration\teventType\n" + (f"0\t{k / rate:.4f}\tsz\n" if s == "E" else "")
-            (root / s / f"{s}{i:03d}_events.tsv").write_text(events)
-    return root
-
-
-def test_a_segment_dataset_with_k_fold_compare_and_evaluate(tmp_path):
-    from seizurewatch.research.crossval import compare
-    from seizurewatch.research.training_run import train_from_dataset
-
-    root = _bonn(tmp_path)
-    ds_dir = tmp_path / "ds"
-    spec = DatasetSpec(recordings=(str(root),), units="segments", window_s=2, stride_s=1, stride_ictal_s=1,
-                       exclusion_s=0, bandpass=(0.5, 40.0), split=SplitSpec(by="recording"))
-    build_dataset(spec, ds_dir)
-    assert kind_of(open_dataset(ds_dir)) == "segments"
-    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, workers=1)
-    (s,) = res["models"]
-    assert res["units"] == "segments" and len(s["per_fold"]) == 3
-    assert sum(f["units"]["units"] for f in s["per_fold"]) == 12  # every segment tested once
-    assert all(f["units"]["ictal_units"] == 2 for f in s["per_fold"])  # stratified: 2 of 4 per fold
-    assert s["pooled"]["early_auc"] is None and s["pooled"]["early_auc_why"] == "n/a: segments carry no onset"
-    _no_continuous_figures({"models": res["models"]})
-    model = tmp_path / "m.pt"
-    train_from_dataset(ds_dir, _model(tmp_path), model, progress=False)
-    r = run_cli("evaluate", str(model), "--dataset", str(ds_dir), "--split", "test", "--baseline", "none",
-                "--out", str(tmp_path / "ev"), timeout=280)
-    assert r.returncode == 0, r.stderr[-2000:]
-    summary = json.loads(r.stdout)
-    assert summary["segments"]["units"] >= 2
-    assert "events" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    _no_continuous_figures(summary)
-
-
-def test_segments_refuse_an_early_output():
-    from seizurewatch.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="segments carry no seizure onset"):
-        DatasetSpec(recordings=("x",), units="segments", early_s=15).check("spec.yaml")
-
-
-def test_k_fold_on_continuous_recordings_groups_by_subject(tmp_path):
-    from synthetic_dataset import make_dataset
-
-    from seizurewatch.research.crossval import compare, kfolds
-
-    ds_dir = make_dataset(tmp_path / "ds", subjects=("s1", "s2", "s3"), per_split={"train": 4, "val": 2, "test": 2})
-    ds = open_dataset(ds_dir)
-    assert kind_of(ds) == "continuous"
-    fs = kfolds(ds, 3, "subject")
-    assert all(len({r.split("_")[0] for r in f.test}) == 1 for f in fs)  # one subject per test part
-    assert sorted(r for f in fs for r in f.test) == sorted(ds.index.recording_names)  # each tested once
-    for f in fs:
-        assert not set(f.test) & set(f.val) and not (set(f.test) | set(f.val)) & set(f.train)
-    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, group_by="subject",
-                  threshold_method=None, workers=1)
-    (s,) = res["models"]
-    assert [f["test"] for f in s["per_fold"]] == ["fold1", "fold2", "fold3"]
-    assert all(f["roc_auc"] is not None for f in s["per_fold"])
-    # the synthetic recordings are not on disk: nothing replayed, and the table says so instead of a bare n/a
-    assert all(f["why"] == "n/a: test recording not replayed" for f in s["per_fold"])
-    assert res["markdown"].count("n/a: test recording not replayed") == 3 * 3  # seizure, early x2, per fold
+def test_live_lsl_uses_the_same_table():
+    tag = uuid.uuid4().hex[:8]
+    x = np.array([[1.5, -0.25, 0.125, 2.0], [10.0, 20.0, -30.0, 40.0]])
+    block = _first_block(f"mv-{tag}", ("mV", "uV"), x)
+    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])
+    with pytest.raises(DataError, match=rf"LSL stream 'none-{tag}'.*channel ch1 declares no unit"):
+        _first_block(f"none-{tag}", ("", "uV"), x)
+    # the device profile (or source.units) says what it is
+    block = _first_block(f"none2-{tag}", ("", "uV"), x, units="mV")
+    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])

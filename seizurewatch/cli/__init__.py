@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
 
@@ -32,6 +33,7 @@ DESCRIPTION = textwrap.dedent(
       inspect    header, traces, statistics and value distribution of an EDF (PNG + HTML)
       dataset    build a windowed dataset from annotated recordings
       train      train a model (from a recipe YAML or a built dataset)
+      import     a published pretrained model as a model file (day one, no patient data)
       evaluate   ROC/PR, confusion matrix, event sensitivity, false alarms/24 h, latency
       threshold  pick the operating point from the ROC trade-off
       export     write TorchScript (.pt) or torch.export (.pt2) with metadata
@@ -56,7 +58,7 @@ EPILOG = textwrap.dedent(
 )
 
 COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "subscribe_cmd", "station_cmds",
-                   "labels_cmd", "bench_cmd")
+                   "labels_cmd", "bench_cmd", "pretrained_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our stdout closed it (``seizurewatch dataset show | head``): stop quietly, as a
+    command killed by SIGPIPE would (exit 141), what is still buffered sent nowhere. (``replay`` keeps
+    replaying instead: ``daemon_cmds.StdoutLines``.)"""
+    from seizurewatch.cli.stdout import drop_stdout
+
+    drop_stdout()
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -93,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.log_level or getattr(args, "default_log_level", "WARNING"), args.log_format or "text")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (``| head``) shows here, in the funnel, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except SeizurewatchError as exc:
         print(f"seizurewatch: error: {exc}", file=sys.stderr)
         return exc.exit_code

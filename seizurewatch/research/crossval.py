@@ -40,7 +40,7 @@ from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transf
 from seizurewatch.research.timescore import EARLY_S, score_seconds
 from seizurewatch.research.training_run import ModelSpec, load_model_config, train_from_dataset
 from seizurewatch.research.unitfolds import unit_report
-from seizurewatch.research.units import Units, kind_of
+from seizurewatch.research.unitscore import Units, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +399,13 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
     ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
     fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
     (``parallel.run_tasks``: ``scheduler``, else an in-process cluster of ``workers``; 1: serially here)."""
+    if open_dataset(dataset).task == "prediction":  # per-horizon clip AUC against chance (research/forecast.py)
+        from seizurewatch.research.forecast_compare import compare_segments, prediction_units
+
+        prediction_units(dataset)
+        configs = list(model_configs)
+        base = default_baseline(configs) if baseline == "auto" else baseline
+        return compare_segments(dataset, configs + ([base] if base and base not in configs else []), out_dir)
     decision = decision or DecisionConfig()
     if threshold_method is not None and threshold_method not in TRANSFER:
         raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")

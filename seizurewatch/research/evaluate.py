@@ -34,7 +34,7 @@ from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
-from seizurewatch.research.units import NOT_CONTINUOUS, Units, fmt_auc, score_units, unit_scores, write_unit_csv
+from seizurewatch.research.unitscore import NOT_CONTINUOUS, Units, fmt_auc, score_units, unit_scores, write_unit_csv
 
 if TYPE_CHECKING:
     from seizurewatch.research.dataset.store import Windows
@@ -259,13 +259,19 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     in-process cluster of ``workers``; ``workers=1``: serially here): its replay, its windows and their
     probabilities, its timeline. The caller gathers them in recording order, so the metrics do not depend
     on where the tasks ran.
-    ``units``: the rows of ``windows`` are clips or segments (``research.units``): scored per unit (seizure AUC,
+    ``units``: the rows of ``windows`` are clips or segments (``research.unitscore``): scored per unit (seizure AUC,
     early AUC for clips, their mean), never replayed; ``recordings`` must then be empty."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = loaded.meta
+    if meta.risk_outputs and windows is None:  # a prediction model: per-horizon forecast figures
+        from seizurewatch.research.forecast_eval import evaluate_forecast
+
+        if not recordings:
+            raise DataError("no recordings to evaluate")
+        return evaluate_forecast(model, meta, [str(r) for r in recordings], out, decision)
     decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:
@@ -323,7 +329,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         write_unit_csv(us, threshold, out / "units.csv")
         if bl is not None and pb is not None:
             metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s, bl.meta.outputs), early_s)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+    (out / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
     if units is not None:
         metrics["_unit_scores"] = us  # for a caller pooling folds (not in metrics.json)
@@ -394,3 +400,20 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
             s.warnings.append(f"Only {ev['hours'] * 60:.1f} min of signal were scored: one false alarm is "
                               f"{24 / ev['hours']:.0f} per 24 h. Treat FA/24 h as indicative only.")
     return s
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON (a reader's ``JSON.parse``, ``jq``): an undefined metric (NaN, e.g. an AUC with one class)
+    is ``null``, never the ``NaN`` Python's json writes by default."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return float(v) if np.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    return json.dumps(clean(value), indent=2, default=float, allow_nan=False)

@@ -204,14 +204,14 @@ def predict_clips(paths: Sequence[str | Path], model: str | Path | None, out_dir
                   early_s: float = 15.0) -> dict[str, Any]:
     """Clips (Kaggle ``.mat`` files, or folders of them) scored one probability each, never replayed: each clip
     through the model's own preprocessing, cut into its windows, the mean of their outputs
-    (``research.units``). Writes ``clips-probabilities.csv``; with both classes among the clips, the
+    (``research.unitscore``). Writes ``clips-probabilities.csv``; with both classes among the clips, the
     challenge's seizure and early AUCs and their mean."""
     from seizurewatch.modelfile import load_model
     from seizurewatch.research.annotations import find_clips
     from seizurewatch.research.dataset.plan import clip_signal
     from seizurewatch.research.dataset.recording import window_views
     from seizurewatch.research.train import predict
-    from seizurewatch.research.units import Units, score_units, unit_scores
+    from seizurewatch.research.unitscore import Units, score_units, unit_scores
     from seizurewatch.resources import default_model_path
 
     loaded = load_model(model or default_model_path())

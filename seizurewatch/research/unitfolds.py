@@ -1,4 +1,4 @@
-"""``compare`` on clips and segments: per-fold and pooled figures per unit (``research.units``).
+"""``compare`` on clips and segments: per-fold and pooled figures per unit (``research.unitscore``).
 
 Each fold's model is scored on its test part, one score per clip or segment; pooled figures put
 every fold's test units together, each scored by its own fold's model. The threshold of each fold is
@@ -19,7 +19,7 @@ import numpy as np
 from seizurewatch.research import plots
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import Curve, roc
-from seizurewatch.research.units import NOT_CONTINUOUS, fmt_auc, pooled, score_units
+from seizurewatch.research.unitscore import NOT_CONTINUOUS, fmt_auc, pooled, score_units
 
 if TYPE_CHECKING:
     from seizurewatch.research.crossval import Fold, FoldTask
