@@ -48,7 +48,8 @@ def _clips(tmp_path):
 
 def _model(tmp_path):
     p = tmp_path / "lr.yaml"
-    p.write_text("name: lr\narch: bandpower_lr\nepochs: 3\nlr: 0.05\nbatch_size: 8\npatience: 0\nseed: 0\n")
+    p.write_text("name: lr\narch: bandpower_lr\nepochs: 3\nlr: 0.05\nbatch_size: 8\npatience: 0\nseed: 0\n"
+                 "min_windows_per_class: 1\n")  # the tiny corpora here
     return p
 
 
