@@ -54,10 +54,11 @@ def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, 
         cfg = dataclasses.replace(spec.train, threads=threads, **quick_kw)
         spec = dataclasses.replace(spec, train=cfg)
         per_fold = {}
-        for test, val, _ in folds(ds)[:1] if quick else folds(ds):
+        for fold in folds(ds)[:1] if quick else folds(ds):
+            test = fold.test[0]
             log(f"research: {spec.name}, fold test {test}")
             t0 = time.perf_counter()
-            train_from_dataset(with_splits(ds, test, val), spec, out / f"fold-{spec.name}.pt", progress=False)
+            train_from_dataset(with_splits(ds, fold), spec, out / f"fold-{spec.name}.pt", progress=False)
             per_fold[test.rsplit("/", 1)[-1]] = round(time.perf_counter() - t0, 2)
         vals = list(per_fold.values())
         figures[f"dog1.fold_train_s.{spec.name}"] = figure(

@@ -32,19 +32,27 @@ def test_known_curve():
     assert fraction_flagged_at_sensitivity(c, 0.99) == 0.25
 
 
+def mid(lo: float, hi: float) -> float:
+    """The middle of (lo, hi] in log-odds: where a ROC point's threshold sits (inside the gap)."""
+    z = (np.log(lo / (1 - lo)) + np.log(hi / (1 - hi))) / 2
+    return float(1 / (1 + np.exp(-z)))
+
+
 def test_youden_picks_the_first_maximum_of_j():
     th = by_policy("youden", roc(Y, P), None, None)
-    # J = TPR - FPR: 0 .25 .5 .75 .5 .75 .5 .25 0 -> max .75 first reached at threshold .7
-    assert th["value"] == pytest.approx(0.7)
+    # J = TPR - FPR: 0 .25 .5 .75 .5 .75 .5 .25 0 -> max .75 first reached at threshold .7; the value sits in
+    # the gap down to the next score (.6), which flags the same windows
+    assert th["value"] == pytest.approx(mid(0.6, 0.7))
     assert th["point"] == {"tpr": 0.75, "fpr": 0.0, "specificity": 1.0}
     assert th["policy"] == "youden"
 
 
-@pytest.mark.parametrize("target,expected,tpr", [(1.0, 0.4, 1.0), (0.75, 0.7, 0.75), (0.5, 0.8, 0.5),
-                                                 (0.3, 0.8, 0.5), (0.25, 0.9, 0.25)])
+@pytest.mark.parametrize("target,expected,tpr", [(1.0, (0.3, 0.4), 1.0), (0.75, (0.6, 0.7), 0.75),
+                                                 (0.5, (0.7, 0.8), 0.5), (0.3, (0.7, 0.8), 0.5),
+                                                 (0.25, (0.8, 0.9), 0.25)])
 def test_target_sensitivity_takes_the_highest_threshold_reaching_it(target, expected, tpr):
     th = by_policy("sensitivity", roc(Y, P), target, None)
-    assert th["value"] == pytest.approx(expected)
+    assert th["value"] == pytest.approx(mid(*expected))
     assert th["point"]["tpr"] == tpr and th["target"] == target
 
 
@@ -202,7 +210,7 @@ def test_seconds_criterion_is_youden_on_the_probability_in_force_each_second():
     th = by_seconds(OOF)
     # at 0.7: 98 of 100 ictal seconds flagged (each seizure's last second already shows 0.1), 2 of 500
     # others (the second before each onset shows the first ictal window); at 0.6 the bump adds 10 more
-    assert th["value"] == pytest.approx(0.7) and th["policy"] == "oof_seconds"
+    assert th["value"] == pytest.approx(mid(0.6, 0.7)) and th["policy"] == "oof_seconds"  # inside the gap
     assert th["point"]["tpr"] == pytest.approx(0.98) and th["point"]["fpr"] == pytest.approx(2 / 500)
     assert transfer(OOF, "seconds", QUICK)["value"] == th["value"]
     with pytest.raises(ConfigError, match="expected one of"):

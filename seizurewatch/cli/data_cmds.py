@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     b.add_argument("--assign", nargs="+", metavar="NAME=SPLIT",
                    help="explicit split for a recording/seizure/subject (names or globs), e.g. dog1_rec04=test")
+    b.add_argument("--units", choices=["continuous", "segments"],
+                   help="what each signal file is: a continuous recording (default) or an independent segment "
+                        "(Bonn-style: scored per segment, never replayed); clips say it themselves")
     b.add_argument("--seed", type=int)
     b.set_defaults(func=cmd_build)
     s = dsub.add_parser("show", help="print a dataset's manifest summary")
@@ -104,7 +107,8 @@ def spec_from_args(args: argparse.Namespace):
     else:
         raise ConfigError("dataset build: give --spec YAML or --recordings PATH...")
     over = {k: getattr(args, k) for k in ("device", "rate", "notch", "task", "window_s", "stride_s",
-                                          "stride_ictal_s", "exclusion_s", "interictal_min_s", "balance", "seed")
+                                          "stride_ictal_s", "exclusion_s", "interictal_min_s", "balance", "seed",
+                                          "units")
             if getattr(args, k) is not None}
     if args.recordings:
         over["recordings"] = tuple(os.path.abspath(Path(r).expanduser()) for r in args.recordings)

@@ -134,7 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "STEM-timeline.png with annotated seizures and alarms, and the alarms as "
                                    "SzCORE's hypothesis file (BIDS STEM_events.tsv: one sz row per alarm, or "
                                    "one bckg row), for SzCORE/timescoring scoring.")
-    p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task")
+    p.add_argument("edf", nargs="+", help="EDF/EDF+ recording(s), each replayed as one task; or Kaggle .mat clips "
+                                          "or folders of them, scored one probability per clip (never replayed)")
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
@@ -142,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     scheduler_arg(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
 
-    p = sub.add_parser("compare", help="leave-one-recording-out comparison of model YAMLs on a dataset",
+    p = sub.add_parser("compare", help="leave-one-recording-out or grouped k-fold comparison of model YAMLs",
                        description="For each recording of the dataset: train every model on the others (the "
                                    "next recording validates: early stopping), choose the threshold on out-of-fold "
                                    "replays of the non-test recordings (each left out in turn, the config trained "
@@ -161,6 +162,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alarms, latency within 2 s of the least, then the middle in log-odds; default), "
                         "seconds (Youden J on per-second probabilities), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="grouped stratified K-fold (scikit-learn StratifiedGroupKFold) instead of leave one recording "
+                        "out: no group split between folds, each fold's share of seizure units about the same; part "
+                        "i tests, part i+1 validates, the rest train")
+    p.add_argument("--group-by", choices=["recording", "subject", "seizure"],
+                   help="with --folds: what stays together (default: the dataset's split unit; seizure = a "
+                        "seizure's clips or an interictal block, as dataset build --split-by seizure kept them)")
+    p.add_argument("--seed", type=int, default=0, help="with --folds: the shuffle of the groups (default 0)")
     p.add_argument("--out", default="compare", type=out_dir, help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
@@ -220,16 +229,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seizurewatch.research.evaluate import evaluate, fa_evidence
 
     out = Path(args.out or f"eval-{Path(args.model).stem}")
-    recordings, windows, baseline = list(args.recordings), None, args.baseline
+    recordings, windows, baseline, units = list(args.recordings), None, args.baseline, None
     if args.dataset:
         from seizurewatch.research.dataset import open_dataset
+        from seizurewatch.research.unitscore import Units, kind_of
 
         ds = open_dataset(args.dataset)
         rows = ds.rows(args.split)
         if not len(rows):
             raise ConfigError(f"{args.dataset}: split {args.split!r} has no windows")
         windows = (ds.x[rows], ds.y[rows])
-        recordings = recordings or [r for r in ds.recordings(args.split) if Path(r).is_file()]
+        if kind_of(ds) != "continuous":  # clips and segments: one score each, never replayed
+            if recordings:
+                raise ConfigError(f"{args.dataset}: holds {kind_of(ds)}, scored per unit; --recordings (replayed "
+                                  "continuous recordings) goes with a dataset of recordings")
+            units = Units.of_rows(ds, rows)
+        else:
+            recordings = recordings or [r for r in ds.recordings(args.split) if Path(r).is_file()]
         if baseline in (None, "auto"):
             from seizurewatch.research.train import TrainConfig
             from seizurewatch.research.training_run import ModelSpec, train_from_dataset
@@ -241,6 +257,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             train_from_dataset(ds, spec, baseline, progress=False)
     elif baseline == "auto":
         raise ConfigError("evaluate: --baseline auto needs --dataset (it trains on the train split)")
+    from seizurewatch.research.predict import is_clip_input
+
+    clips = [r for r in args.recordings if is_clip_input(r)]
+    if clips:
+        raise ConfigError(f"evaluate --recordings {clips[0]}: a clip is scored per clip, not replayed; build a dataset "
+                          "of the clips (dataset build --recordings FOLDER) and give --dataset, or predict the clips")
     if baseline == "none":
         baseline = None
     if not recordings and windows is None:
@@ -248,7 +270,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
-                 windows=windows, early_s=args.early_s, scheduler=args.scheduler)
+                 windows=windows, early_s=args.early_s, scheduler=args.scheduler, units=units)
     if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
         print(m["markdown"])
         return 0
@@ -263,6 +285,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                 "interictal_hours", "unrelated_per_24h_upper95")} | {
             "latency_s": ev["latency_s"]["mean"], "false_alarms_to_the_nurse": fa_evidence(ev["unrelated_alarms"],
                                                                                           ev["interictal_hours"])}
+    if "units" in m:
+        summary[m["units"]["kind"]] = {k: v for k, v in m["units"].items() if k != "kind"}
     if "seconds" in m:
         sec = m["seconds"]
         summary["seconds"] = {"early_s": sec["early_s"], **{k: sec["pooled"][k] for k in (
@@ -300,8 +324,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from seizurewatch.research.annotations import events_path
     from seizurewatch.research.parallel import SchedulerLost, run_tasks
-    from seizurewatch.research.predict import predict_recording
+    from seizurewatch.research.predict import is_clip_input, predict_clips, predict_recording
 
+    clips = [is_clip_input(e) for e in args.edf]
+    if any(clips):
+        if not all(clips):
+            raise ConfigError("predict: give clips (.mat files or folders) or recordings, not both in one call")
+        if args.threshold is not None:
+            raise ConfigError("predict: --threshold goes with replayed recordings; a clip's score is in the CSV")
+        _print(predict_clips(args.edf, args.model, args.out or "predict-clips"))
+        return 0
     stems = [Path(e).stem for e in args.edf]
     out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
     fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))
@@ -323,6 +355,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     method = None if args.threshold_method == "none" else args.threshold_method
     res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
                   threshold_method=method, early_s=args.early_s,
-                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler)
+                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler,
+                  k=args.folds, group_by=args.group_by, seed=args.seed)
     print(res["markdown"])
     return 0

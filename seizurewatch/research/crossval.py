@@ -39,6 +39,8 @@ from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transfer
 from seizurewatch.research.timescore import EARLY_S, score_seconds
 from seizurewatch.research.training_run import ModelSpec, load_model_config, train_from_dataset
+from seizurewatch.research.unitfolds import unit_report
+from seizurewatch.research.unitscore import Units, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +52,80 @@ def recordings_of(ds: DatasetDir) -> list[str]:
     return ds.index.recordings_in()
 
 
-def folds(ds: DatasetDir) -> list[tuple[str, str, list[str]]]:
-    """(test recording, validation recording, training recordings) per fold, in index order."""
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One fold: its name, and the recordings (clips, segments) it tests, validates and trains on."""
+
+    name: str
+    test: tuple[str, ...]
+    val: tuple[str, ...]
+    train: tuple[str, ...]
+
+
+def folds(ds: DatasetDir) -> list[Fold]:
+    """Leave one recording out: fold i tests recording i, validates on the next, trains on the rest."""
     recs = recordings_of(ds)
     if len(recs) < 3:
         raise DataError(f"{ds.root}: leave-one-recording-out needs >= 3 recordings (has {len(recs)})")
-    return [(recs[i], recs[(i + 1) % len(recs)], [r for j, r in enumerate(recs) if j not in (i, (i + 1) % len(recs))])
-            for i in range(len(recs))]
+    n = len(recs)
+    return [Fold(Path(recs[i]).stem, (recs[i],), (recs[(i + 1) % n],),
+                 tuple(r for j, r in enumerate(recs) if j not in (i, (i + 1) % n))) for i in range(n)]
 
 
-def with_splits(ds: DatasetDir, test: str, val: str) -> DatasetDir:
-    roles = {r: "train" for r in recordings_of(ds)} | {val: "val", test: "test"}
+GROUP_BY = ("recording", "subject", "seizure")
+
+
+def groups_of(ds: DatasetDir, by: str) -> list[str]:
+    """The group of each recording (``recordings_of`` order): itself, its subject, or the build's split unit
+    (``seizure``: a clip's seizure or interictal block, as ``dataset build --split-by seizure`` kept them
+    together; a recording or segment is its own)."""
+    if by not in GROUP_BY:
+        raise DataError(f"--group-by {by!r}: expected one of {', '.join(GROUP_BY)}")
+    recs = recordings_of(ds)
+    if by == "recording":
+        return recs
+    if by == "subject":
+        first = {ds.index.recording_names[c]: ds.index.subject_names[s]
+                 for c, s in zip(ds.index.recording.tolist(), ds.index.subject.tolist())}
+        return [first[r] for r in recs]
+    unit = {Path(str(e.get("path", ""))).name: str(e.get("group") or "") for e in ds.manifest.get("recordings", [])
+            if isinstance(e, dict)}
+    return [unit.get(Path(r).name) or r for r in recs]
+
+
+def kfolds(ds: DatasetDir, k: int, group_by: str = "recording", seed: int = 0) -> list[Fold]:
+    """Grouped, stratified k-fold (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``): no group
+    is split between folds, and each fold holds about the share of seizure units it should. Fold i tests
+    on part i, validates on part i+1 (early stopping, and the threshold for clips and segments), trains on
+    the rest."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    recs = recordings_of(ds)
+    groups = groups_of(ds, group_by)
+    pos = np.zeros(len(ds.index.recording_names), dtype=bool)
+    np.logical_or.at(pos, ds.index.recording, ds.y[:, 0] > 0)
+    code = {n: c for c, n in enumerate(ds.index.recording_names)}
+    y = np.array([pos[code[r]] for r in recs], dtype=int)
+    n_groups = len(set(groups))
+    if k < 3:
+        raise DataError(f"--folds {k}: k-fold needs >= 3 folds (one tests, one validates, the rest train)")
+    if n_groups < k:
+        raise DataError(f"{ds.root}: --folds {k} needs >= {k} groups by {group_by}, the dataset has {n_groups}; "
+                        f"use --folds {max(n_groups, 3)} or another --group-by")
+    for cls, what in ((1, "seizure"), (0, "seizure-free"))[: 1 if kind_of(ds) == "continuous" else 2]:
+        have = len({g for g, v in zip(groups, y) if v == cls})
+        if have < k:
+            raise DataError(f"{ds.root}: --folds {k}: only {have} {what} group(s) by {group_by}, so some folds "
+                            f"would test without {what} units; use --folds {max(have, 3)} or another --group-by")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    parts = [tuple(recs[i] for i in sorted(test)) for _, test in cv.split(np.zeros(len(recs)), y, groups)]
+    return [Fold(f"fold{i + 1}", parts[i], parts[(i + 1) % k],
+                 tuple(r for j, part in enumerate(parts) if j not in (i, (i + 1) % k) for r in part))
+            for i in range(k)]
+
+
+def with_splits(ds: DatasetDir, fold: Fold) -> DatasetDir:
+    roles = {r: "train" for r in recordings_of(ds)} | dict.fromkeys(fold.val, "val") | dict.fromkeys(fold.test, "test")
     return with_roles(ds, roles)
 
 
@@ -77,31 +142,53 @@ def fits_once(ds: DatasetDir, spec: ModelSpec) -> bool:
     return isinstance(net, FittedModel)
 
 
-def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decision: DecisionConfig,
+def _units_fold(ds: DatasetDir, fold: DatasetDir, model_path: Path, meta: dict[str, Any], out: Path,
+                early_s: float) -> dict[str, Any]:
+    """Clips or segments: the threshold chosen on the validation part (Youden, inside the gap), the test
+    part scored per unit; nothing replayed."""
+    th = meta["threshold"]
+    rows = fold.rows("test")
+    m = evaluate(model_path, [], out, windows=(ds.x[rows], ds.y[rows]), early_s=early_s,
+                 units=Units.of_rows(fold, rows), threshold_policy=str(th.get("policy")))
+    if th.get("policy") == "default":  # never silently: the table says why the threshold is 0.5
+        m["threshold"]["why"] = "0.5: the validation part lacks a class"
+    return m
+
+
+def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: DecisionConfig,
           method: str | None, rules: EventRules, early_s: float, progress: bool, dataset_arg: str) -> dict[str, Any]:
-    """Train, choose the threshold out-of-fold, replay the test recording once, evaluate. A model
-    fitted once (a forest) has nothing to stop early: the validation recording trains it too."""
-    if fits_once(ds, spec):
-        fold = with_roles(ds, {r: "train" for r in recordings_of(ds) if r != test} | {test: "test"})
+    """Train, choose the threshold out-of-fold, replay the test recordings once, evaluate. A model
+    fitted once (a forest) has nothing to stop early: on continuous recordings the validation recording
+    trains it too (the threshold comes from out-of-fold replays); on clips and segments the validation
+    part chooses the threshold."""
+    units = kind_of(ds) != "continuous"
+    if fits_once(ds, spec) and not units:
+        fold = with_roles(ds, {r: "train" for r in recordings_of(ds) if r not in fold_.test}
+                          | dict.fromkeys(fold_.test, "test"))
     else:
-        fold = with_splits(ds, test, val)
-    stem = Path(test).stem
+        fold = with_splits(ds, fold_)
+    stem = fold_.name
     model_path = out / spec.name / f"test-{stem}.pt"
     try:
         meta = train_from_dataset(fold, spec, model_path, progress=progress,
                                   command=f"seizurewatch compare --dataset {dataset_arg} (fold: test {stem})")
     except SeizurewatchError as exc:
         raise type(exc)(f"compare {spec.name}, fold test {stem}: {exc}") from exc
+    if units:
+        m = _units_fold(ds, fold, model_path, meta, out / spec.name / f"eval-{stem}", early_s)
+        m |= {"fold_test": stem, "train_seconds": meta["training"]["seconds"], "threshold_seconds": 0.0}
+        return m
     paths = recording_paths(ds)
-    rec = paths.get(Path(test).name, test)
-    replayable = Path(rec).is_file()
+    recs = [paths.get(Path(t).name, t) for t in fold_.test]
+    replayable = all(Path(r).is_file() for r in recs)
     chosen: dict[str, Any] = dict(meta["threshold"])
     other: dict[str, Any] | None = None
     oof_seconds = 0.0
     if method is not None and replayable:
         t0 = time.perf_counter()
         epochs = meta["training"]["best_epoch"] + 1 if meta["training"]["best_epoch"] >= 0 else None
-        oof = out_of_fold(ds, spec, [r for r in recordings_of(ds) if r != test], out / spec.name / f"oof-test-{stem}",
+        oof = out_of_fold(ds, spec, [r for r in recordings_of(ds) if r not in fold_.test],
+                          out / spec.name / f"oof-test-{stem}",
                           decision, epochs=epochs, progress=progress)
         chosen = transfer(oof, method, decision, rules, early_s)
         other = transfer(oof, next(m for m in TRANSFER if m != method), decision, rules, early_s)
@@ -109,11 +196,11 @@ def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decis
     hop = float(meta["hop_s"])
     dec = dataclasses.replace(decision.for_model(chosen, hop), threshold=float(chosen["value"]))
     rows = fold.rows("test")
-    traces = [stream_probabilities(rec, model_path, dec)] if replayable else []
-    m = evaluate(model_path, [rec] if replayable else [], out / spec.name / f"eval-{stem}",
+    traces = [stream_probabilities(r, model_path, dec) for r in recs] if replayable else []
+    m = evaluate(model_path, recs if replayable else [], out / spec.name / f"eval-{stem}",
                  windows=(ds.x[rows], ds.y[rows]), decision=dec, rules=rules, early_s=early_s, traces=traces,
                  threshold_policy=str(chosen.get("policy", "youden")))
-    m["fold_test"] = Path(test).name
+    m["fold_test"] = Path(fold_.test[0]).name if len(fold_.test) == 1 else stem
     m["train_seconds"] = meta["training"]["seconds"]
     m["threshold_seconds"] = round(oof_seconds, 2)
     if traces:
@@ -129,6 +216,18 @@ def _fold(ds: DatasetDir, spec: ModelSpec, test: str, val: str, out: Path, decis
         m["threshold_transfer"] = tt
         m["_second_scores"] = second_scores(traces, early_s)
     return m
+
+
+def auc_why(run: dict[str, Any]) -> str:
+    """Why a fold's per-second AUCs cannot be computed ("" when they can)."""
+    po = (run.get("seconds") or {}).get("pooled")
+    if not po:
+        return "n/a: test recording not replayed"
+    if po["ictal_seconds"] == 0:
+        return "n/a: no ictal second in the test part"
+    if po["ictal_seconds"] == po["seconds_scored"]:
+        return "n/a: every scored second is ictal"
+    return ""
 
 
 def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str, Any]:
@@ -196,8 +295,15 @@ def transfer_verdict(summaries: list[dict[str, Any]]) -> str:
     return "Out-of-fold threshold criteria on the test recordings (all models, all folds): " + "; ".join(parts) + "."
 
 
-def markdown(summaries: list[dict[str, Any]], folds_: list[tuple[str, str, list[str]]], early_s: float = EARLY_S
-             ) -> str:
+def fold_line(folds_: list[Fold]) -> str:
+    """The folds in one line: test / validation / train (parts of more than 3 units by their count)."""
+    def part(names: tuple[str, ...]) -> str:
+        return ", ".join(Path(x).stem for x in names) if len(names) <= 3 else f"{len(names)} units"
+    return "Folds (test / validation / train): " + "; ".join(
+        f"{f.name + ': ' if len(f.test) > 1 else ''}{part(f.test)} / {part(f.val)} / {part(f.train)}" for f in folds_)
+
+
+def markdown(summaries: list[dict[str, Any]], folds_: list[Fold], early_s: float = EARLY_S) -> str:
     e = f"{early_s:g}"
     lines = [f"| model | seizure AUC per second, pooled (mean, min over folds) | early AUC ({e} s) of the alarm score, "
              f"pooled (mean, min) | early AUC ({e} s) of the early output, as the challenge scored it, pooled "
@@ -223,8 +329,10 @@ def markdown(summaries: list[dict[str, Any]], folds_: list[tuple[str, str, list[
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         for f in s["per_fold"]:
-            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f')} | "
-                         f"{_fmt(f['early_auc'], '.3f')} | {_fmt(f['early_auc_output'], '.3f')} | "
+            why = f.get("why") or "n/a"
+            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f').replace('n/a', why)} | "
+                         f"{_fmt(f['early_auc'], '.3f').replace('n/a', why)} | "
+                         f"{_fmt(f['early_auc_output'], '.3f').replace('n/a', why)} | "
                          f"{_fmt(f['roc_auc'], '.3f')} | "
                          f"{f['threshold']:.3f} ({f['policy']}) | "
                          f"{_out(f['transfer'].get('chosen'))} | {_out(f['transfer'].get('other'))} | "
@@ -236,8 +344,7 @@ def markdown(summaries: list[dict[str, Any]], folds_: list[tuple[str, str, list[
         lines.append("Unscored seconds, all folds (before each recording's first full window): "
                      + ", ".join(unscored) + ".")
     lines.append("")
-    lines.append("Folds (test / validation / train): " + "; ".join(
-        f"{Path(t).stem} / {Path(v).stem} / {', '.join(Path(x).stem for x in tr)}" for t, v, tr in folds_))
+    lines.append(fold_line(folds_))
     return "\n".join(lines)
 
 
@@ -263,8 +370,7 @@ class FoldTask:
 
     dataset: str
     config: str
-    test: str
-    val: str
+    fold: Fold
     out: str
     decision: DecisionConfig
     method: str | None
@@ -272,25 +378,27 @@ class FoldTask:
     early_s: float
 
     def __str__(self) -> str:
-        return f"{Path(self.config).stem} (test {Path(self.test).stem})"
+        return f"{Path(self.config).stem} (test {self.fold.name})"
 
 
 def run_fold(task: FoldTask) -> dict[str, Any]:
     """``_fold`` of one task, in whichever process runs it."""
     spec = load_model_config(task.config)
-    return _fold(open_dataset(task.dataset), spec, task.test, task.val, Path(task.out), task.decision, task.method,
+    return _fold(open_dataset(task.dataset), spec, task.fold, Path(task.out), task.decision, task.method,
                  task.rules, task.early_s, False, task.dataset)
 
 
 def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, progress: bool = False,
             decision: DecisionConfig | None = None, threshold_method: str | None = "events",
             early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto",
-            scheduler: str | None = None) -> dict[str, Any]:
-    """Leave-one-recording-out over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
+            scheduler: str | None = None, k: int | None = None, group_by: str | None = None,
+            seed: int = 0, workers: int | None = None) -> dict[str, Any]:
+    """Leave-one-recording-out (or, with ``k``, grouped stratified k-fold: ``kfolds`` by ``group_by``,
+    default the dataset's split unit) over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
     plus the strongest ``baseline`` ("auto": the first of BASELINE_CONFIGS beside them; None: none).
     ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
     fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
-    (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
+    (``parallel.run_tasks``: ``scheduler``, else an in-process cluster of ``workers``; 1: serially here)."""
     if open_dataset(dataset).task == "prediction":  # per-horizon clip AUC against chance (research/forecast.py)
         from seizurewatch.research.forecast_compare import compare_segments, prediction_units
 
@@ -308,7 +416,14 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
         configs.append(base)
     ds = open_dataset(dataset)
     out = Path(out_dir)
-    fs = folds(ds)
+    group_by = group_by or str(ds.manifest.get("split_by") or "recording")
+
+    units = kind_of(ds) != "continuous"
+    if units and k is None:
+        raise DataError(f"{dataset}: holds {len(recordings_of(ds))} {kind_of(ds)}; leaving one out would test a single "
+                        f"{kind_of(ds)[:-1]} per fold (no AUC per fold, one training per {kind_of(ds)[:-1]}); use "
+                        "--folds K (grouped stratified k-fold)")
+    fs = folds(ds) if k is None else kfolds(ds, k, group_by, seed)
     summaries, sections = [], []
     plans: list[tuple[str, str, Any]] = []
     tasks: list[FoldTask] = []
@@ -319,9 +434,13 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             raise DataError(f"{data}: its recordings differ from those of {dataset}; folds must hold out the same ones")
         spec = load_model_config(cfg_path)
         plans.append((cfg_path, str(data), spec))
-        tasks += [FoldTask(str(data), cfg_path, test, val, str(out), decision, threshold_method, rules, early_s)
-                  for test, val, _train in folds(mds)]
-    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold")
+        if kind_of(mds) != kind_of(ds):
+            raise DataError(f"{data}: holds {kind_of(mds)}, {dataset} holds {kind_of(ds)}; compare them on one kind")
+        tasks += [FoldTask(str(data), cfg_path, f, str(out), decision, threshold_method, rules, early_s)
+                  for f in fs]  # the same folds for every model (recordings matched by file name)
+    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold", workers=workers)
+    if units:
+        return unit_report(ds, plans, tasks, results, fs, out, early_s, group_by if k else None)
     for cfg_path, data, spec in plans:
         runs = [m for t, m in zip(tasks, results) if t.config == cfg_path and t.dataset == data]
         for m in runs:
@@ -334,8 +453,10 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
             "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
             "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
             "early_auc_output": (r.get("seconds") or {}).get("pooled", {}).get("early_auc_output"),
-            "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
-            "policy": r["threshold"]["policy"], "transfer": r.get("threshold_transfer", {}),
+            "why": auc_why(r), "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
+            "policy": (r["threshold"]["policy"] if r["threshold"]["policy"] != "default"
+                       else "default 0.5: the validation recording lacks a class"),
+            "transfer": r.get("threshold_transfer", {}),
             "events": {"detected": r["events"]["alarmed"], "seizures": r["events"]["seizures"],
                        "false_alarms": r["events"]["unrelated_alarms"]} if "events" in r else None,
             "latency_s": r["events"]["latency_s"]["values"] if "events" in r else [],
@@ -368,7 +489,7 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
     write_report(out / "report.html", "Leave-one-recording-out comparison", [head] + sections)
     for s in summaries:
         s.pop("transfer", None)
-    result = {"dataset": str(ds.root), "folds": [{"test": t, "val": v, "train": tr} for t, v, tr in fs],
+    result = {"dataset": str(ds.root), "folds": [dataclasses.asdict(f) for f in fs],
               "threshold_method": threshold_method, "early_s": early_s, "models": summaries, "markdown": md}
     (out / "compare.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
     (out / "compare.md").write_text(md + "\n", encoding="utf-8")

@@ -34,6 +34,7 @@ from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
+from seizurewatch.research.unitscore import NOT_CONTINUOUS, Units, fmt_auc, score_units, unit_scores, write_unit_csv
 
 if TYPE_CHECKING:
     from seizurewatch.research.dataset.store import Windows
@@ -247,7 +248,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
              windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
              early_s: float = EARLY_S, traces: list[Trace] | None = None,
              threshold_policy: str | None = None, scheduler: str | None = None,
-             progress: bool = False, workers: int | None = None) -> dict[str, Any]:
+             progress: bool = False, workers: int | None = None, units: Units | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
     writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
     ``windows``: (x, y) to score instead of the recordings' own windows.
@@ -257,7 +258,9 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     Each recording is one task (``evaluate_recording`` through ``parallel.run_tasks``: ``scheduler``, else an
     in-process cluster of ``workers``; ``workers=1``: serially here): its replay, its windows and their
     probabilities, its timeline. The caller gathers them in recording order, so the metrics do not depend
-    on where the tasks ran."""
+    on where the tasks ran.
+    ``units``: the rows of ``windows`` are clips or segments (``research.unitscore``): scored per unit (seizure AUC,
+    early AUC for clips, their mean), never replayed; ``recordings`` must then be empty."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decision or DecisionConfig()
@@ -273,6 +276,8 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:
         raise DataError("no recordings to evaluate")
+    if units is not None and (recordings or windows is None):
+        raise DataError(f"evaluate: {units.kind} are scored per unit from their windows, never replayed")
     if traces is not None and len(traces) != len(recordings):
         raise DataError(f"evaluate: {len(traces)} traces for {len(recordings)} recordings")
     bl = load_model(baseline) if baseline else None
@@ -317,8 +322,17 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         metrics["events"] = score_events(traces, threshold, decision, rules)
         metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
     metrics["decision"] = decision.describe()
+    if units is not None:
+        us = unit_scores(units, y, p, early_s, meta.outputs)
+        right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None
+        metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": right}
+        write_unit_csv(us, threshold, out / "units.csv")
+        if bl is not None and pb is not None:
+            metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s, bl.meta.outputs), early_s)
     (out / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
+    if units is not None:
+        metrics["_unit_scores"] = us  # for a caller pooling folds (not in metrics.json)
     return metrics
 
 
@@ -341,6 +355,20 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
     s.paragraphs.append(f"Held out: {', '.join(m['held_out']) or '(given windows)'}; threshold "
                         f"{m['threshold']['value']:.4f} ({m['threshold']['policy']}). "
                         f"Confusion at the threshold: {w['confusion']}.")
+    un = m.get("units")
+    if un:
+        b = m.get("baseline", {}).get("units", {})
+        s.tables.insert(0, ([f"per {un['kind'][:-1]} ({un['units']}, {un['ictal_units']} ictal; one score each: the "
+                             "mean of its windows)", "model", "baseline"], [
+            ["seizure AUC", fmt_auc(un, "seizure_auc"), fmt_auc(b, "seizure_auc") if b else "-"],
+            [f"early AUC (latency <= {un.get('early_s', EARLY_S):g} s) of the alarm score", fmt_auc(un, "early_auc"),
+             fmt_auc(b, "early_auc") if b else "-"],
+            ["early AUC of the early output (as the challenge scored it)", fmt_auc(un, "early_auc_output"),
+             fmt_auc(b, "early_auc_output") if b else "-"],
+            ["challenge score (seizure + early output AUC) / 2", fmt_auc(un, "challenge_score"),
+             fmt_auc(b, "challenge_score") if b else "-"],
+            ["latency onset -> alarm", NOT_CONTINUOUS, NOT_CONTINUOUS],
+            ["false alarms / 24 h", NOT_CONTINUOUS, NOT_CONTINUOUS]]))
     sec = m.get("seconds")
     if sec:
         rows_s = [[r["recording"], _f(r["seizure_auc"]), _f(r["early_auc"]), _f(r.get("early_auc_output")),

@@ -166,7 +166,7 @@ def choose_levels(y: np.ndarray, p: np.ndarray, where: str) -> dict[str, float |
     """A prediction output's level thresholds on held-out windows: ``elevated`` at Youden's J (the detection
     threshold's criterion), ``high`` where specificity reaches HIGH_SPECIFICITY (when that is not above
     ``elevated``: halfway from it to 1). Without both classes: 0.5 / 0.75, said so (policy ``default``)."""
-    from seizurewatch.research.roc import youden
+    from seizurewatch.research.threshold import youden
 
     y = np.asarray(y).astype(bool)
     if not len(y) or y.all() or not y.any():

@@ -67,6 +67,13 @@ class LabelRules:
         return [f"preictal_{h:g}s" for h in self.horizons_s]
 
 
+def is_early(latency: float | None, early_s: float) -> bool:
+    """The 2014 Kaggle detection challenge's early class: an ictal clip whose ``latency`` (seconds since
+    the seizure's onset) is at most ``early_s`` (15 s there: ``latency <= 15``). The one definition, for
+    building datasets and for scoring clips."""
+    return latency is not None and latency <= early_s + 1e-9
+
+
 def _continuous(a: float, b: float, joins: list[float]) -> bool:
     """True if no seam lies in [a, b]: the signal at a and at b belong to one piece."""
     return not any(a <= j <= b for j in joins)

@@ -78,3 +78,17 @@ def tradeoff(table: list[dict[str, float]], chosen: float, path: str | Path) -> 
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("after the daemon's smoothing and hysteresis", fontsize=10)
     return _save(fig, path)
+
+
+def unit_rocs(panels: dict[str, dict[str, Curve]], path: str | Path) -> Path:
+    """One ROC panel per column (e.g. seizure, early), one line per model: clips or segments pooled over folds."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), dpi=100, squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        for name, c in curves.items():
+            ax.plot(c.fpr, c.tpr, lw=1.5, label=f"{name} (AUC {c.auc:.3f})")
+        ax.plot([0, 1], [0, 1], ls=":", color="#999")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(-0.01, 1.01),
+               ylim=(-0.01, 1.01))
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

@@ -192,3 +192,62 @@ def predict_recording(edf: str | Path, model: str | Path | None, out_dir: str | 
     return {"recording": str(edf), "model": trace.model, "windows": int(len(trace.t)), "threshold": trace.threshold,
             "seizures": trace.seizures, "alarms": trace.alarms, "csv": str(csv_path), "png": str(png),
             "events": str(tsv), "annotations": trace.annotation_source}
+
+
+def is_clip_input(path: str | Path) -> bool:
+    """A ``.mat`` clip or a folder of them (what ``predict`` scores per clip instead of replaying)."""
+    p = Path(path)
+    return p.suffix.lower() == ".mat" or p.is_dir()
+
+
+def predict_clips(paths: Sequence[str | Path], model: str | Path | None, out_dir: str | Path,
+                  early_s: float = 15.0) -> dict[str, Any]:
+    """Clips (Kaggle ``.mat`` files, or folders of them) scored one probability each, never replayed: each clip
+    through the model's own preprocessing, cut into its windows, the mean of their outputs
+    (``research.unitscore``). Writes ``clips-probabilities.csv``; with both classes among the clips, the
+    challenge's seizure and early AUCs and their mean."""
+    from seizurewatch.modelfile import load_model
+    from seizurewatch.research.annotations import find_clips
+    from seizurewatch.research.dataset.plan import clip_signal
+    from seizurewatch.research.dataset.recording import window_views
+    from seizurewatch.research.train import predict
+    from seizurewatch.research.unitscore import Units, score_units, unit_scores
+    from seizurewatch.resources import default_model_path
+
+    loaded = load_model(model or default_model_path())
+    meta = loaded.meta
+    files = [c.path for p in paths for c in (find_clips(p) if Path(p).is_dir() else [None]) if c] + [
+        str(p) for p in paths if not Path(p).is_dir()]
+    if not files:
+        raise DataError(f"{', '.join(str(p) for p in paths)}: no clips")
+    names, probs, ys, lat, counts = [], [], [], {}, []
+    for f in files:
+        clip, sig = clip_signal(f, meta.preprocess)
+        n = int(round(meta.window_s * meta.preprocess.rate))
+        starts = np.arange(0, sig.shape[1] - n + 1, n) / meta.preprocess.rate
+        if not len(starts):
+            raise DataError(f"{f}: shorter ({sig.shape[1] / meta.preprocess.rate:g} s) than the model's window "
+                            f"({meta.window_s:g} s)")
+        pr = predict(loaded.module, window_views(sig, starts, meta.preprocess.rate, meta.window_s, f)[:])
+        names += [Path(f).name] * len(pr)
+        probs.append(pr)
+        ys += [int(clip.label == "ictal")] * len(pr)
+        counts.append(len(pr))
+        if clip.latency is not None:
+            lat[Path(f).name] = float(clip.latency)
+    p = np.concatenate(probs)
+    kind = "clips" if all("_segment_" in Path(f).stem for f in files) else "segments"
+    us = unit_scores(Units(kind, np.asarray(names, dtype=object), lat), np.asarray(ys)[:, None], p, early_s,
+                     meta.outputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "clips-probabilities.csv"
+    with open(csv_path, "w", encoding="utf-8") as fh:
+        fh.write("clip,label,latency_s,score,flagged\n")
+        for k, name in enumerate(us.names):
+            la = "" if np.isnan(us.latency[k]) else f"{us.latency[k]:g}"
+            fh.write(f"{name},{'ictal' if us.ictal[k] else 'interictal'},{la},{us.p[k]:.6f},"
+                     f"{int(us.p[k] >= meta.threshold)}\n")
+    return {"model": meta.name, "clips": len(us.names), "threshold": meta.threshold,
+            "flagged": int((us.p >= meta.threshold).sum()), "csv": str(csv_path),
+            "scores": score_units(us, early_s)}

@@ -144,7 +144,8 @@ def check_policy(recipe: Recipe, where: str) -> None:
 def on_validation(run: Trained, ds: DatasetDir, recipe: Recipe, where: str) -> None:
     """The ROC threshold on the ``val`` split: ``fit_dataset`` chose Youden's J there already;
     ``sensitivity`` moves it to the target."""
-    from seizurewatch.research.roc import roc, target_sensitivity
+    from seizurewatch.research.roc import roc
+    from seizurewatch.research.threshold import target_sensitivity
     from seizurewatch.research.train import predict
 
     va = ds.rows("val")

@@ -1,9 +1,8 @@
-"""ROC / PR curves and the threshold policies that pick an operating point from them."""
+"""ROC / PR curves (the policies that pick an operating point on them live in ``threshold``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -46,35 +45,6 @@ def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     recall = tps / max(y.sum(), 1)
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     return precision, recall, p[distinct], ap
-
-
-def _clip_threshold(t: float) -> float:
-    """Thresholds must be usable as strict probabilities in (0, 1)."""
-    return float(min(max(t, 1e-6), 1 - 1e-6))
-
-
-def youden(curve: Curve) -> dict[str, Any]:
-    j = curve.tpr - curve.fpr
-    i = int(np.argmax(j[1:]) + 1)
-    return _point(curve, i, "youden", None)
-
-
-def target_sensitivity(curve: Curve, target: float) -> dict[str, Any]:
-    """The highest threshold whose sensitivity reaches ``target`` (fewest false alarms)."""
-    ok = np.flatnonzero(curve.tpr >= target)
-    i = int(ok[0]) if len(ok) else len(curve.tpr) - 1
-    i = max(i, 1)
-    return _point(curve, i, "sensitivity", target)
-
-
-def _point(curve: Curve, i: int, policy: str, target: float | None) -> dict[str, Any]:
-    return {
-        "value": _clip_threshold(float(curve.thresholds[i])),
-        "policy": policy,
-        "target": target,
-        "point": {"tpr": float(curve.tpr[i]), "fpr": float(curve.fpr[i]), "specificity": float(1 - curve.fpr[i])},
-        "auc": curve.auc,
-    }
 
 
 def fraction_flagged_at_sensitivity(curve: Curve, sensitivity: float = 0.99) -> float:

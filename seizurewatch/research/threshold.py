@@ -47,8 +47,9 @@ from seizurewatch.research.evaluate import SZCORE, EventRules, score_events
 from seizurewatch.research.export import example_input, rebuild_eager, save_checked
 from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of
 from seizurewatch.research.predict import Trace, stream_many
-from seizurewatch.research.roc import Curve, roc, target_sensitivity, youden
+from seizurewatch.research.roc import Curve, roc
 from seizurewatch.research.train import predict
+from seizurewatch.research.unitscore import kind_of
 from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,48 @@ def event_table(traces: list[Trace], thresholds: np.ndarray, decision: DecisionC
             row["window_j"] = pt["tpr"] - pt["fpr"]
         rows.append(row)
     return rows
+
+
+def _clip_threshold(t: float) -> float:
+    """Thresholds must be usable as strict probabilities in (0, 1)."""
+    return float(min(max(t, 1e-6), 1 - 1e-6))
+
+
+def inside_gap(curve: Curve, i: int) -> float:
+    """A threshold that flags exactly the windows ROC point ``i`` flags, in the middle (log-odds) of the gap
+    between the lowest score it flags and the highest it leaves: on separable validation data the middle of
+    the gap between the classes, not the lowest seizure score (there every test seizure a hair weaker is
+    missed at AUC 1.0). With nothing left unflagged, the lowest score."""
+    hi = _clip_threshold(float(curve.thresholds[i]))
+    if i + 1 >= len(curve.thresholds):
+        return hi
+    lo = _clip_threshold(float(curve.thresholds[i + 1]))
+    return _logodds_middle(lo, hi) if lo < hi else hi
+
+
+def _point(curve: Curve, i: int, policy: str, target: float | None) -> dict[str, Any]:
+    return {
+        "value": inside_gap(curve, i),
+        "policy": policy,
+        "target": target,
+        "point": {"tpr": float(curve.tpr[i]), "fpr": float(curve.fpr[i]), "specificity": float(1 - curve.fpr[i])},
+        "auc": curve.auc,
+    }
+
+
+def youden(curve: Curve) -> dict[str, Any]:
+    """Maximise sensitivity + specificity - 1 over the ROC points (``inside_gap`` of the best one)."""
+    j = curve.tpr - curve.fpr
+    i = int(np.argmax(j[1:]) + 1)
+    return _point(curve, i, "youden", None)
+
+
+def target_sensitivity(curve: Curve, target: float) -> dict[str, Any]:
+    """The highest threshold whose sensitivity reaches ``target`` (fewest false alarms; ``inside_gap``)."""
+    ok = np.flatnonzero(curve.tpr >= target)
+    i = int(ok[0]) if len(ok) else len(curve.tpr) - 1
+    i = max(i, 1)
+    return _point(curve, i, "sensitivity", target)
 
 
 def by_fa_budget(table: list[dict[str, float]], budget: float) -> dict[str, Any]:
@@ -323,7 +366,12 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
             raise DataError(f"{dataset}: split {split!r} has no windows")
         y = ds.y[rows]
         p = predict(loaded.module, ds.x, rows=rows)[:, 0]
-        recordings = recordings or [r for r in ds.recordings(split) if Path(r).is_file()]
+        if kind_of(ds) != "continuous":  # clips and segments are never replayed: their windows only
+            if recordings or policy == "fa_budget":
+                raise ConfigError(f"{dataset}: holds {kind_of(ds)}; false alarms per 24 h and replayed validation "
+                                  "recordings need continuous recordings (use --policy youden or sensitivity)")
+        else:
+            recordings = recordings or [r for r in ds.recordings(split) if Path(r).is_file()]
         where = [f"{Path(dataset).name}:{split}"]
         yv = y[:, 0]
         traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress) if recordings else []
@@ -377,6 +425,9 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
     spec = training_spec(meta)
     training = meta.get("training") or {}
     ds = open_dataset(dataset)
+    if kind_of(ds) != "continuous":
+        raise ConfigError(f"{dataset}: holds {kind_of(ds)}, which are never replayed; --policy oof replays "
+                          "continuous recordings (use --policy youden: the middle of the gap on separable data)")
     recs = ds.recordings("train") + ds.recordings("val")
     best = int(training.get("best_epoch", -1))
     traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None,

@@ -26,7 +26,8 @@ from seizurewatch.modelfile import save_model
 from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.research.architectures import Deployable
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, youden
+from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
+from seizurewatch.research.threshold import youden
 from seizurewatch.research.train import TrainConfig, TrainResult, predict, train
 from seizurewatch.typedyaml import load_typed, read_yaml
 

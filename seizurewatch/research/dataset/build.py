@@ -24,7 +24,7 @@ from seizurewatch.checks import check_output_dir
 from seizurewatch.devices import DeviceProfile
 from seizurewatch.errors import DataError
 from seizurewatch.preprocess import PreprocessSpec
-from seizurewatch.research.dataset.plan import Piece, load_signal, plan
+from seizurewatch.research.dataset.plan import Piece, load_signal, plan, unit_kind
 from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.dataset.split import assign_splits, balance, check_classes, check_leakage, counts
 from seizurewatch.research.dataset.store import FORMAT, SPLITS, IndexBlock, write_signal, write_table
@@ -76,7 +76,8 @@ def build_recording(job: RecordingJob) -> RecordingEntry:
         "windows": len(kept), "windows_per_split": per_split,
         "positive": int(p.positive[kept].sum()),
         "dropped": dict(p.dropped), "annotations": p.annotations_from, "signal": file,
-        **({"montage": p.montage} if p.montage else {}),
+        **({"montage": p.montage} if p.montage else {}), "group": p.group,
+        **({"latency": p.clip.latency} if p.clip is not None and p.clip.latency is not None else {}),
     }
     log.info("recording stored", extra={"recording": p.name, "windows": len(kept), "dropped": dict(p.dropped)})
     return RecordingEntry(p.name, file, index, p.labels[kept], entry)
@@ -97,6 +98,10 @@ def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dic
         if seen.setdefault(p.name, p.path) != p.path:
             raise DataError(f"{p.path}: same file name as {seen[p.name]}; the index names recordings by file "
                             f"name, so rename one of them")
+    kinds = sorted({unit_kind(p, spec.units) for p in pieces})
+    if len(kinds) > 1:
+        raise DataError(f"the recordings mix {' and '.join(kinds)}, which are scored differently; build a dataset "
+                        "of each")
     warnings: list[str] = []
     outputs = spec.outputs()
     if not any(len(p) for p in pieces):
@@ -122,7 +127,7 @@ def plan_jobs(spec: DatasetSpec, out_dir: Path) -> tuple[list[RecordingJob], dic
     check_classes(pieces, splits, outputs, spec, warnings)
     jobs = [RecordingJob(k, p, sp, pre, device, out_dir) for k, (p, sp) in enumerate(zip(pieces, splits))]
     fields = {
-        "name": spec.name, "task": spec.task, "outputs": outputs,
+        "name": spec.name, "task": spec.task, "outputs": outputs, "units": kinds[0] if kinds else spec.units,
         "preprocess": pre.to_json(), "window_s": spec.window_s, "stride_s": spec.stride_s,
         "stride_ictal_s": spec.stride_ictal_s, "exclusion_s": spec.exclusion_s,
         "horizons_s": list(spec.horizons_s) if spec.task == "prediction" else [],

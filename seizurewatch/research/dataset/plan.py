@@ -38,6 +38,7 @@ from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.labels import (
     Seizure,
     drop_reason,
+    is_early,
     joins_of,
     label_window,
     seizure_index,
@@ -285,7 +286,7 @@ def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | No
         if clip.sequence is not None:
             raise DataError(f"{clip.path}: a prediction-challenge clip cannot make a detection dataset")
         if spec.early_s is not None and clip.label in ("ictal", "interictal"):
-            early = int(clip.label == "ictal" and clip.latency is not None and clip.latency < spec.early_s)
+            early = int(clip.label == "ictal" and is_early(clip.latency, spec.early_s))
             return (int(clip.label == "ictal"), early)
         return {"ictal": (1,), "interictal": (0,)}.get(clip.label)  # Delhi preictal: dropped
     if clip.label == "interictal":
@@ -304,6 +305,14 @@ def _clip_label(clip: Clip, t: float, spec: DatasetSpec) -> tuple[int, ...] | No
 
 def _is_delhi(c: Clip) -> bool:
     return "_segment_" not in Path(c.path).stem
+
+
+def unit_kind(piece: Piece, declared: str) -> str:
+    """What a dataset's units are (``research.unitscore``): Kaggle clips "clips", Delhi clips "segments", a
+    signal file what the spec declares (``units``: "continuous" or "segments")."""
+    if piece.clip is not None:
+        return "segments" if _is_delhi(piece.clip) else "clips"
+    return declared
 
 
 def _clip_groups(clips: list[Clip], task: str) -> dict[str, tuple[str, str]]:
@@ -409,8 +418,13 @@ def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None)
             proc = Preprocessor(pre, h.channels, h.rate, where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]
         return np.concatenate(parts, axis=1)
-    clip, data = read_clip(piece.path)
+    return clip_signal(piece.path, pre, canon)[1]
+
+
+def clip_signal(path: str, pre: PreprocessSpec, canon: Any = canonical_label) -> tuple[Clip, np.ndarray]:
+    """One clip as the daemon's preprocessing gives it: (clip, (channels, samples) at ``pre.rate``)."""
+    clip, data = read_clip(path)
     assert data is not None
-    labels = _clip_channels(clip.channels, pre.channels, piece.path, canon)
-    proc = Preprocessor(pre, labels, clip.rate, where=piece.path, canon=canon)
-    return proc.process(data)
+    labels = _clip_channels(clip.channels, pre.channels, path, canon)
+    proc = Preprocessor(pre, labels, clip.rate, where=path, canon=canon)
+    return clip, proc.process(data)

@@ -37,6 +37,10 @@ class DatasetSpec:
     interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
     postictal_s: float = 600.0
     early_s: float | None = None  # detection: add the output "early" (window ends <= early_s after onset)
+    # what a signal file is: "continuous" (a recording: replayed, scored per second and per event) or
+    # "segments" (each file an independent segment, e.g. Bonn's 23.6-s text files: scored per segment).
+    # Clips say it themselves: Kaggle clips are "clips", Delhi's are "segments".
+    units: Literal["continuous", "segments"] = "continuous"
     balance: Literal["none", "subject"] = "none"  # subject: undersample the majority class per subject
     balance_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
     split: SplitSpec = field(default_factory=SplitSpec)
@@ -62,6 +66,9 @@ class DatasetSpec:
         fr = self.split.fractions
         if min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
             raise ConfigError(f"{where}: split.fractions must be >= 0 and sum to 1, got {list(fr)}")
+        if self.units == "segments" and self.early_s is not None:
+            raise ConfigError(f"{where}: early_s: independent segments carry no seizure onset (units: segments); "
+                              "drop early_s")
         if not self.recordings:
             raise ConfigError(f"{where}: recordings: at least one recording or clip folder is needed")
 
