@@ -114,4 +114,4 @@ def test_the_summary_scores_the_early_column_both_ways_and_gives_each_zero_its_t
     s["per_fold"] = []
     md = markdown([s], [])
     assert "early AUC (15 s) of the early output, as the challenge scored it" in md
-    assert "| 0 in 3.5 min (95 % upper bound 1,233/24 h) |" in md
+    assert "| 0 in 3.5 min (95 % upper bound 1,232/24 h) |" in md
