@@ -5,7 +5,7 @@ The corpus: Dog_1 rec01..04 (16 ch, 400 Hz) concatenated and repeated, cut into 
 (``FILE_S``), each carrying the seizure annotations of the copies it holds (shifted to its time line; a
 seizure cut by a file boundary is clipped to it). Written with pyedflib into the bench work folder.
 
-Sizes in hours: ``SIZES_H`` (10, 50, 200), or ``BENCH_CORPUS_HOURS=2,10`` (quick: 0.5 and 1 h). Each build
+Sizes in hours: ``SIZES_H`` (10, 50, 200), or ``BENCH_CORPUS_HOURS=2,10`` (quick: 0.25 and 0.5 h). Each build
 runs in its own process (``python -m bench.bench_corpus build``), serially (``workers=1``), so its peak RSS
 (``ru_maxrss``) is the build's alone.
 """
@@ -27,7 +27,7 @@ from bench.bench_parallel import _evaluate_on, workers_ratio
 from bench.common import DOG1, ROOT, SHIPPED_MODELS, figure, log, workdir
 
 SIZES_H = (10.0, 50.0, 200.0)
-QUICK_SIZES_H = (0.5, 1.0)
+QUICK_SIZES_H = (0.25, 0.5)
 FILE_S = 3600.0
 RATE = 400
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"

@@ -9,7 +9,8 @@ Then the training time of each fold of ``compare``'s leave-one-recording-out for
 config: the networks (``MODELS``) on the 10-s dataset, and the shipped default
 (``hills-early.yaml``) and the peer baseline (``hills-forest.yaml``, ``crossval.BASELINE_CONFIGS``)
 on their 1-s dataset (config/dataset-dog1-1s.yaml): the outer training per fold; the out-of-fold
-threshold adds one training per non-test recording. Quick mode: 3 epochs, 20 trees per forest.
+threshold adds one training per non-test recording. Quick mode: 1 epoch, 5 trees per forest, the
+first fold only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from bench.common import ROOT, figure, log, workdir
 TARGET_S = 300.0
 MODELS = ("seed-convnet.yaml", "cnn1d.yaml", "bandpower-lr.yaml")
 MODELS_1S = ("hills-early.yaml", "hills-forest.yaml")  # the shipped default, the peer baseline
-QUICK_TREES = 20
+QUICK_EPOCHS = 1
+QUICK_TREES = 5
 
 
 def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, out: Any) -> dict[str, Any]:
@@ -46,13 +48,13 @@ def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, 
         spec = load_model_config(path)
         quick_kw: dict[str, Any] = {}
         if quick:
-            quick_kw["epochs"] = 3
+            quick_kw["epochs"] = QUICK_EPOCHS
             if "trees" in spec.train.arch_kwargs:
                 quick_kw["arch_kwargs"] = {**spec.train.arch_kwargs, "trees": QUICK_TREES}
         cfg = dataclasses.replace(spec.train, threads=threads, **quick_kw)
         spec = dataclasses.replace(spec, train=cfg)
         per_fold = {}
-        for test, val, _ in folds(ds):
+        for test, val, _ in folds(ds)[:1] if quick else folds(ds):
             log(f"research: {spec.name}, fold test {test}")
             t0 = time.perf_counter()
             train_from_dataset(with_splits(ds, test, val), spec, out / f"fold-{spec.name}.pt", progress=False)
@@ -61,7 +63,8 @@ def fold_times(dataset: Any, names: tuple[str, ...], threads: int, quick: bool, 
         figures[f"dog1.fold_train_s.{spec.name}"] = figure(
             sum(vals) / len(vals), "s", f"mean training seconds per leave-one-recording-out fold ({len(vals)} folds), "
             f"on {Path(dataset).name}, threads {threads}"
-            + (f" [quick: 3 epochs, {QUICK_TREES} trees]" if quick else ""), per_fold_s=per_fold)
+            + (f" [quick: {QUICK_EPOCHS} epoch, {QUICK_TREES} trees, first fold]" if quick else ""),
+            per_fold_s=per_fold)
     return figures
 
 
@@ -75,8 +78,8 @@ def run(quick: bool) -> dict[str, Any]:
     out = workdir() / "research"
     spec = load_spec(ROOT / "config" / "dataset-dog1.yaml")
     model = load_model_config(ROOT / "config" / "models" / "seed-convnet.yaml")
-    if quick:  # a smoke run: same data, a few epochs
-        model = dataclasses.replace(model, train=dataclasses.replace(model.train, epochs=3))
+    if quick:  # a smoke run: same data, one epoch
+        model = dataclasses.replace(model, train=dataclasses.replace(model.train, epochs=QUICK_EPOCHS))
     model = dataclasses.replace(model, train=dataclasses.replace(model.train, threads=threads))
     log(f"research: dataset build dog1 ({len(spec.recordings)} recordings)")
     t0 = time.perf_counter()
@@ -89,7 +92,7 @@ def run(quick: bool) -> dict[str, Any]:
     total = t2 - t0
     setup = (f"config/dataset-dog1.yaml ({manifest['n']} windows of 16 ch x 4000 samples) then "
              f"config/models/seed-convnet.yaml ({meta['training']['epochs_run']} epochs run, early stopping), "
-             f"torch threads {threads}" + (" [quick: 3 epochs]" if quick else ""))
+             f"torch threads {threads}" + (f" [quick: {QUICK_EPOCHS} epoch]" if quick else ""))
     figures = {
         "dog1.dataset_build_s": figure(t1 - t0, "s", "dataset build of the 4 Dog_1 recordings"),
         "dog1.train_seed_convnet_s": figure(t2 - t1, "s", setup),

@@ -253,6 +253,7 @@ def timing_convnet(suffix: str = ".pt", hop_s: float = TIMING_HOP_S) -> Path:
         "hop_s": hop_s,
         "threshold": {"value": 0.5, "policy": "none (untrained, timing only)"},
         "training": {"config": {"arch": "seed_convnet", "arch_kwargs": {}}, "untrained": True},
+        "architecture": net.get_config(),  # the model describes itself, as train writes it (export rebuilds from it)
     }
     tmp = final.with_name(f"tmp{os.getpid()}-{final.name}")
     save_model(model, meta, tmp, torch.zeros(2, len(labels), n_samples))

@@ -52,6 +52,12 @@ class SourceConfig:
         check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
         if self.rate is not None:
             check_number(self.rate, "rate", low=0, low_open=True, high=1_000_000)
+        if self.kind == "edf":  # an LSL setting here means the kind line was forgotten: say so, not ignore it
+            lsl_set = [k for k in ("name", "source_id", "predicate") if getattr(self, k) is not None]
+            lsl_set += ["type"] if self.type != "EEG" else []
+            if lsl_set:
+                raise ValueError(f"{lsl_set[0]}: an LSL setting, but this source is kind: edf (set kind: lsl, "
+                                 f"or remove {', '.join(lsl_set)})")
         if self.kind == "lsl" and not (self.name or self.type or self.source_id or self.predicate):
             raise ValueError("lsl: give at least one of name, type, source_id, predicate")
         for key in ("name", "type", "source_id", "predicate"):

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import Ack, AckBook, Issued, ack_topic
+from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, Issued, ack_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
@@ -146,6 +146,7 @@ class Daemon:
         self._metrics_pending = False
         self.model_sha256 = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
+        self._fault_tasks: set[asyncio.Future[None]] = set()
 
     # ----- start-up checks -------------------------------------------------------------
     async def prepare(self) -> None:
@@ -193,7 +194,12 @@ class Daemon:
         else:
             self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
                                                   cfg.outbox.keep_delivered_days * 86400.0)
-            await asyncio.to_thread(self.acks.load, cfg.outbox.path)
+            journaled: list[dict[str, Any]] = []
+            await asyncio.to_thread(self.acks.load, cfg.outbox.path, RELOAD_S, journaled.append)
+            carried = self.escalator.carry(journaled, time.monotonic())
+            if carried:
+                log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
+                            "at their level", extra={"levels": carried})
         for stream in cfg.streams:
             pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,
@@ -213,6 +219,7 @@ class Daemon:
             if self.opts.publish:
                 link = PatientLink(cfg.mqtt, self.outbox, stream.patient, url=self.opts.mqtt_url)
                 link.on_change.append(self._broker_gauge(stream.patient))
+                link.on_refused.append(self._refusal_to(pipe))
                 link.subscriptions.append(ack_topic(cfg.mqtt.topic_prefix, stream.patient))
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
@@ -220,7 +227,8 @@ class Daemon:
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
-                    await link.policy.check(f"seizurewatch-check-{patient}-{os.getpid()}")
+                    await link.policy.check_publish(f"seizurewatch-check-{patient}-{os.getpid()}",
+                                                    link.topics["status"])
                 else:
                     await link.check()
             except BrokerError as exc:
@@ -257,16 +265,22 @@ class Daemon:
 
     def _state_to(self, link: PatientLink, pipe: StreamPipeline) -> Callable[[str, dict[str, Any]], None]:
         def update(state: str, info: dict[str, Any]) -> None:
-            link.set_state({**info, "acks": self.acks.acks_of(pipe.patient)})
+            link.set_state({**info, **self._state_tail(pipe)})
 
         return update
+
+    def _state_tail(self, pipe: StreamPipeline) -> dict[str, Any]:
+        """What every retained state adds to the patient's own: the acks, and the model in force (the
+        station shows it per bed: a day-one pretrained model or the patient's own)."""
+        ctx = pipe.context
+        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name, "sha256": ctx.model_sha256}}
 
     def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
         """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
         t = max(pipe.stats.last_t, pipe.stats.last_window_t)
         return {"state": pipe.state, "t": round(t, 3), "wall_time": round(time.time(), 3),
                 "probability": pipe.stats.last_probability, "faults": sorted(pipe.faults.active),
-                "alarm_id": pipe.decision.alarm_id, "acks": self.acks.acks_of(pipe.patient)}
+                "alarm_id": pipe.decision.alarm_id, **self._state_tail(pipe)}
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
@@ -290,6 +304,20 @@ class Daemon:
         link = self.links.get(patient)
         if link is not None:
             link.set_state(self.state_info(pipe))
+
+    def _refusal_to(self, pipe: StreamPipeline) -> Callable[[Any], None]:
+        """The broker refusing this bed's publishes is a ``publish_refused`` fault (journaled, in the state and
+        systemd's STATUS), counted; it ends when a publish is accepted again."""
+        def update(exc: Any) -> None:
+            if exc is not None:
+                self.metrics.publish_refused_total.labels(pipe.patient).inc()
+            if (exc is not None) != ("publish_refused" in pipe.faults.active):
+                detail = str(exc) if exc is not None else "the broker accepts this bed's publishes again"
+                task = asyncio.ensure_future(pipe.set_fault("publish_refused", exc is not None, detail[:200]))
+                self._fault_tasks.add(task)
+                task.add_done_callback(self._fault_tasks.discard)
+
+        return update
 
     def _broker_gauge(self, patient: str) -> Callable[[bool], None]:
         def update(up: bool) -> None:

@@ -29,6 +29,9 @@ class DeviceProfile:
     line_freq: float = 50.0  # mains frequency at the site, for signal-quality checks
     aliases: dict[str, str] = field(default_factory=dict)  # other label -> profile label
     description: str = ""
+    # plausible median channel RMS of a window (µV, after the model's band-pass): outside it, a unit or gain
+    # error (mV read as µV is 1000x) rather than a patient; the window gets an ``amplitude`` fault
+    amplitude_uv: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -38,6 +41,10 @@ class DeviceProfile:
             raise ValueError("channels: labels must be unique")
         check_number(self.sampling_rate, "sampling_rate", low=0, low_open=True, high=100_000)
         check_number(self.line_freq, "line_freq", low=0, low_open=True, high=1000)
+        if self.amplitude_uv is not None:
+            low, high = self.amplitude_uv
+            check_number(low, "amplitude_uv[0]", low=0, low_open=True)
+            check_number(high, "amplitude_uv[1]", low=low, low_open=True)
 
     def canonical(self, label: str) -> str:
         """Map a label as a source spells it to the canonical form of a profile label."""

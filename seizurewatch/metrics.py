@@ -75,6 +75,9 @@ class Metrics:
                                     registry=r)
         self.acks_total = Counter("seizurewatch_acks_total", "Acks journaled by action (ack, false_alarm, confirmed)",
                                   ["patient", "action"], registry=r)
+        self.publish_refused_total = Counter("seizurewatch_publish_refused_total",
+                                             "Publishes the broker refused (MQTT v5 PUBACK reason >= 0x80)", p,
+                                             registry=r)
         self.acks_ignored_total = Counter("seizurewatch_acks_ignored_total",
                                           "Messages on the ack topic refused (unknown id, malformed, duplicate...)",
                                           p, registry=r)

@@ -186,6 +186,12 @@ def save_model(module: torch.nn.Module, meta: dict[str, Any], path: str | Path, 
     return meta
 
 
+# other frameworks' files, refused by name before any loader sees their bytes
+FOREIGN_FORMATS = {".onnx": "ONNX", ".h5": "Keras/HDF5", ".keras": "Keras", ".tflite": "TensorFlow Lite",
+                   ".pb": "TensorFlow", ".safetensors": "safetensors (weights only)", ".pkl": "a pickle",
+                   ".joblib": "a joblib pickle"}
+
+
 def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedModel:
     """Load a model file and check its metadata and weights hash; ModelError on any mismatch.
 
@@ -197,6 +203,10 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
     where = str(p)
     if not p.is_file():
         raise ModelError(f"{where}: model file not found")
+    if p.suffix.lower() in FOREIGN_FORMATS:
+        raise ModelError(f"{where}: {FOREIGN_FORMATS[p.suffix.lower()]} is not a format seizurewatch runs; export the "
+                         "model to TorchScript (.pt) or torch.export (.pt2) with its metadata (seizurewatch train "
+                         "writes .pt)")
     pin = None
     if expect_sha256 is not None:
         try:

@@ -33,7 +33,7 @@ from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
 from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
 from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
-from seizurewatch.quality import QualityChecker, QualityVerdict
+from seizurewatch.quality import QualityChecker, QualityVerdict, with_amplitude
 from seizurewatch.ringbuffer import RingBuffer, as_batch
 from seizurewatch.sources import Source
 from seizurewatch.streamquality import StreamingQuality
@@ -289,6 +289,9 @@ class StreamPipeline:
         windows = self.ring.push(x, block.wall_received)
         t2 = time.perf_counter()
         verdicts = self.quality.push(raw)
+        if self.device is not None and self.device.amplitude_uv is not None and windows:
+            verdicts = with_amplitude(verdicts, [w.data for w in windows], self.device.amplitude_uv,
+                                      self.meta.preprocess.channels)
         t3 = time.perf_counter()
         self.times.preprocess += t1 - t0
         self.times.buffer += t2 - t1
@@ -376,6 +379,12 @@ class StreamPipeline:
             self._reset_rings(st.t)
         await self._emit(self.faults.set("stream_lost", not st.up, st.t, detail=st.detail))
         self._update_state(st.t)
+
+    async def set_fault(self, fault_type: str, on: bool, detail: str) -> None:
+        """A fault found outside the signal path (the broker refusing this bed's publishes): journaled and
+        shown in the state like the signal's own."""
+        await self._emit(self.faults.set(fault_type, on, max(self.stats.last_t, self.stats.last_window_t),
+                                         detail=detail))
 
     async def _emit(self, events: list[Event]) -> None:
         if not events:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
 
+from seizurewatch import filters
 from seizurewatch.devices import DeviceProfile, canonical_label
 from seizurewatch.errors import DataError
 
@@ -107,6 +107,8 @@ class StreamingResampler:
         self.identity = same_rate(rate_in, rate_out) or self.up == self.down
         if self.identity:
             return
+        from scipy import signal  # here: a stream at the model's rate never needs scipy.signal (filters.py)
+
         max_rate = max(self.up, self.down)
         half_len = 10 * max_rate
         h = signal.firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
@@ -144,24 +146,15 @@ class StreamingFilter:
     """Causal band-pass and/or notch (second-order sections), state kept across blocks."""
 
     def __init__(self, n_channels: int, rate: float, bandpass: tuple[float, float] | None, notch: float | None):
-        sos = []
-        nyq = rate / 2
-        if bandpass:
-            lo, hi = bandpass
-            if not 0 < lo < hi:
-                raise DataError(f"band-pass {bandpass}: need 0 < low < high")
-            hi = min(hi, 0.95 * nyq)
-            sos.append(signal.butter(4, [lo, hi], btype="bandpass", fs=rate, output="sos"))
-        if notch and notch < nyq:
-            b, a = signal.iirnotch(notch, 30.0, fs=rate)
-            sos.append(signal.tf2sos(b, a))
-        self.sos = np.vstack(sos) if sos else None
+        if bandpass and not 0 < bandpass[0] < bandpass[1]:
+            raise DataError(f"band-pass {bandpass}: need 0 < low < high")
+        self.sos = filters.design(rate, bandpass, notch)
         self.zi = None if self.sos is None else np.zeros((self.sos.shape[0], n_channels, 2))
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        if self.sos is None or x.shape[1] == 0:
+        if self.sos is None or self.zi is None or x.shape[1] == 0:
             return x
-        y, self.zi = signal.sosfilt(self.sos, x, axis=1, zi=self.zi)
+        y, self.zi = filters.sosfilt(self.sos, x, self.zi)
         return y.astype(np.float32)
 
 

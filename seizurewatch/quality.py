@@ -2,15 +2,26 @@
 
 Fault types: ``nonfinite`` (NaN/inf), ``flatline`` (a dead channel), ``clipping`` (the
 amplifier saturates: many samples pinned at the window's extreme), ``line_noise``
-(mains hum dominates the spectrum: usually a lifted electrode).
+(mains hum dominates the spectrum: usually a lifted electrode), ``amplitude`` (the window's
+amplitude is far outside what the device profile calls plausible: a unit or gain error).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import fft as sp_fft
+
+# A window with this share of its channels flat or clipped is not classified ("cannot tell"), and a fault
+# that covers it escalates (escalation.py): with 7 of 16 channels dead the model saw half a head and
+# read it as calm, and nobody was paged. One share for both questions.
+MAX_BAD_SHARE = 0.25
+
+
+def too_many(bad: int, n_channels: int) -> bool:
+    """``bad`` of ``n_channels`` reach MAX_BAD_SHARE."""
+    return n_channels > 0 and bad >= MAX_BAD_SHARE * n_channels
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ class QualityChecker:
                 out.append(QualityVerdict({"nonfinite": [ch[i] for i in np.flatnonzero(nonfinite[b])],
                                            "flatline": [], "clipping": [], "line_noise": []}, usable=False))
                 continue
-            usable = int((flat[b] | clip[b]).sum()) <= len(ch) // 2
+            usable = not too_many(int((flat[b] | clip[b]).sum()), len(ch))
             out.append(QualityVerdict({"nonfinite": [],
                                        "flatline": [ch[i] for i in np.flatnonzero(flat[b])],
                                        "clipping": [ch[i] for i in np.flatnonzero(clip[b])],
@@ -121,3 +132,18 @@ class QualityChecker:
         total = power[..., above:].sum(axis=-1, dtype=np.float64) + 1e-12
         frac = power[..., band[0] : band[-1] + 1].sum(axis=-1, dtype=np.float64) / total if len(band) else 0 * total
         return frac > self.LINE_FRACTION
+
+
+def with_amplitude(verdicts: list[QualityVerdict], windows: list[np.ndarray], plausible: tuple[float, float],
+                   channels: tuple[str, ...]) -> list[QualityVerdict]:
+    """Each verdict with an ``amplitude`` fault (every channel, window not classified) when its window's
+    median channel RMS lies outside ``plausible`` (µV): a recording 1000x too small (mV sent as µV) must be
+    'cannot tell', never 'no seizure'. The median ignores a few dead or wild channels (their own faults)."""
+    low, high = plausible
+    out = []
+    for verdict, x in zip(verdicts, windows):
+        rms = float(np.median(x.std(axis=-1)))
+        wrong = np.isfinite(rms) and not low <= rms <= high
+        faults = {**verdict.faults, "amplitude": list(channels) if wrong else []}
+        out.append(replace(verdict, faults=faults, usable=verdict.usable and not wrong))
+    return out

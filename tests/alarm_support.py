@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class PersistentMosquitto(Mosquitto):
     def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None) -> None:
         store = workdir / "mosquitto-store"
         store.mkdir(exist_ok=True)
+        self.store_file = store / "mosquitto.db"
         super().__init__(workdir, extra_conf=extra_conf, port=port)
         text = self.conf.read_text().replace("persistence false\n", "")
         # "user root": a broker started by root keeps root, so it can write the store under pytest's 0700 tmp dirs
@@ -87,11 +89,22 @@ def pager(tmp: Path) -> tuple[str, Path]:
     return f"{sys.executable} {script} {record}", record
 
 
-def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 30, settle: float = 2.0,
-                    auth: tuple[str, str] | None = None) -> None:
-    """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed),
-    then give Mosquitto's autosave (1 s) time to store its persistent session. ``auth``: (user,
-    password) of an account allowed to publish there."""
+def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 60, settle: float = 0.0,
+                    auth: tuple[str, str] | None = None, store: Path | None = None) -> None:
+    """Publish probes on the patient's status topic until the subscriber prints one (it is subscribed).
+    ``store``: the broker's persistence file; then also wait until Mosquitto's autosave wrote it after that
+    moment (it then holds the subscriber's persistent session, which a SIGKILL of the broker must not lose).
+    ``auth``: (user, password) of an account allowed to publish there. ``timeout``: a hang guard only."""
+    wait_printed(broker_port, out, patient, "probe", timeout, auth)
+    if store is not None:
+        subscribed = time.time()
+        wait_for(lambda: store.is_file() and store.stat().st_mtime > subscribed, timeout, f"an autosave of {store}")
+    time.sleep(settle)
+
+
+def wait_printed(broker_port: int, out: Path, patient: str, token: str, timeout: float = 60,
+                 auth: tuple[str, str] | None = None) -> None:
+    """Publish ``token`` (QoS 1) on the patient's status topic until the subscriber writing ``out`` prints it."""
     import asyncio
 
     import aiomqtt
@@ -99,18 +112,24 @@ def wait_subscribed(broker_port: int, out: Path, patient: str, timeout: float = 
     user, password = auth or (None, None)
 
     async def probe() -> None:
-        async with aiomqtt.Client("127.0.0.1", broker_port, identifier="probe", username=user,
-                                  password=password) as c:
+        async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"probe-{uuid.uuid4().hex[:8]}",
+                                  username=user, password=password) as c:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                await c.publish(f"seizurewatch/{patient}/status", b"probe", qos=1)
-                if "probe" in out.read_text():
+                await c.publish(f"seizurewatch/{patient}/status", token.encode(), qos=1)
+                if token in out.read_text():
                     return
                 await asyncio.sleep(0.2)
-            raise AssertionError("the subscriber never subscribed")
+            raise AssertionError(f"the subscriber never printed {token!r}")
 
     asyncio.run(probe())
-    time.sleep(settle)
+
+
+def wait_all_arrived(broker_port: int, out: Path, patient: str, auth: tuple[str, str] | None = None) -> None:
+    """A positive end marker instead of "wait a second for stragglers": a fresh token published after
+    everything else reaches the subscriber after whatever the broker already held for it (one session,
+    delivered in order), so once it is printed, any duplicate or extra event would have been printed too."""
+    wait_printed(broker_port, out, patient, f"end-marker-{uuid.uuid4().hex[:8]}", auth=auth)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ LSL: the loopback-only config is applied here, before anything imports pylsl.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,13 +30,57 @@ OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 EC = "ec_paramgen_curve:prime256v1"  # EC keys: quick to generate
 
 
+def _port_slice() -> range:
+    """Ports only this pytest worker hands out: a slice, per xdist worker, of the range below the kernel's
+    ephemeral ports (ip_local_port_range), which is where bind(0) and every outgoing connection take theirs.
+    So a port from free_port() is never taken meanwhile by another worker's free_port() or by a client's
+    socket, even while a broker that owned it is down for an outage test and restarts on it."""
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    first = max(1024, low - 12_000)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    size = (low - first) // workers
+    return range(first + worker * size, first + (worker + 1) * size)
+
+
+_PORTS = _port_slice()
+_next_port = [random.randrange(len(_PORTS))]  # another pytest session on the box starts elsewhere in the slice
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_data: uses the shared recordings (DATA); skipped when they are absent")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked needs_data is skipped, with the reason, where the shared recordings are not there."""
+    if item.get_closest_marker("needs_data") is not None:
+        missing = [d.name for d in (DOG1, SCALP8) if not d.is_dir()]
+        if missing:
+            pytest.skip(f"the shared recordings are not at {DATA} (missing {', '.join(missing)}/): put them there or "
+                        "set SEIZUREWATCH_DATA")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, from this worker's own slice (see _port_slice); never the same twice
+    in a session until the slice wraps."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use (another session on this machine): the next one
+                continue
+        return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (``timeout``: a hang guard only)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -43,6 +88,17 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself has a listening TCP socket on ``port`` (not merely someone on the port)."""
+    import psutil
+
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 class Mosquitto:
@@ -67,10 +123,36 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    PORT_ATTRS: tuple[str, ...] = ("port",)  # the listeners' ports (WardMosquitto has two)
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        wait_port(self.port)
+        """Start the broker and return once IT listens on its port(s). A first start whose port was taken
+        (another test session on the machine) moves to fresh ports; a restart keeps its ports (outage
+        tests) and retries until they are free. Time limits are hang guards only."""
+        deadline = time.monotonic() + 120
+        log = self.conf.with_suffix(".log")
+        while True:
+            with open(log, "wb") as err:
+                self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=err)
+            ports = [getattr(self, a) for a in self.PORT_ATTRS]
+            while self.proc.poll() is None and not all(listens(self.proc.pid, p) for p in ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mosquitto did not listen on {ports} within 120 s: {log.read_text()[-500:]}")
+                time.sleep(0.05)
+            if self.proc.poll() is None:
+                self.started = True
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto exited {self.proc.returncode}: {log.read_text()[-500:]}")
+            if not getattr(self, "started", False):  # never started: its port(s) may move
+                text = self.conf.read_text()
+                for a in self.PORT_ATTRS:
+                    new = free_port()
+                    text = text.replace(f"listener {getattr(self, a)} ", f"listener {new} ")
+                    setattr(self, a, new)
+                self.conf.write_text(text)
+            else:
+                time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -108,6 +190,7 @@ class WardMosquitto(Mosquitto):
     ACL is the shipped seizurewatch.acl itself. Accounts: bedside1 (bed1's daemon), station1."""
 
     ACCOUNTS = {"bedside1": "bedside-pw-1", "station1": "station-pw-1", "bedside2": "bedside-pw-2"}
+    PORT_ATTRS = ("port", "tls_port")
     MOVED = ("persistence_location", "password_file", "acl_file", "cafile", "certfile", "keyfile")
 
     def __init__(self, workdir: Path) -> None:
@@ -123,6 +206,7 @@ class WardMosquitto(Mosquitto):
         make_ca(d, "ca")
         make_cert(d, "broker", "ca", san="IP:127.0.0.1,DNS:localhost")
         self.ca = d / "ca.crt"
+        self.store_file = d / "store" / "mosquitto.db"  # persistence (autosave every second)
         for i, (user, pw) in enumerate(self.ACCOUNTS.items()):
             subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(d / "passwd"), user, pw], check=True,
                            capture_output=True)

@@ -19,6 +19,8 @@ from conftest import DOG1, MODEL, ROOT
 from seizurewatch.alarms.ack import MAX_ACK_BYTES, Ack, AckBook, AckError, parse_ack
 from seizurewatch.escalation import Escalator, fault_escalates
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 ACK_SCHEMA = json.loads((ROOT / "docs" / "ack.schema.json").read_text())
 GOOD = {"alarm_id": "0123456789abcdef", "action": "false_alarm", "by": "nurse A", "note": "artefact, chewing"}
 
@@ -313,3 +315,27 @@ def test_periodic_state_refreshes_never_push_real_changes_out_of_an_outage_backl
         link.refresh_state({"state": "alarm", "n": i})
     queued = list(link._transitions)  # noqa: SLF001 - what will be published, in order
     assert [(q["state"], q["n"]) for q in queued] == [("ok", 0), ("ok", 499), ("alarm", 500), ("alarm", 999)]
+
+
+def test_an_escalation_level_survives_a_restart():
+    """#24: bed1's alarm reached level 2 unanswered and the daemon stopped (its end says why); the seizure
+    goes on, so the first alarm after the restart escalates to level 3, not 1. An answered alarm, or one
+    that ended by itself, carries nothing."""
+    from seizurewatch.alarms.outbox import INTERRUPTED
+
+    def night(patient: str, end: dict, acked: bool = False) -> list[dict]:
+        base = {"kind": "alarm", "patient": patient, "alarm_id": f"{patient:0>16}"[-16:]}
+        evs = [{**base, "event": "start"}, {**base, "event": "escalate", "level": 1},
+               {**base, "event": "escalate", "level": 2}]
+        if acked:
+            evs.append({**base, "event": "ack", "action": "ack", "by": "n"})
+        return [*evs, {**base, "event": "end", **end}]
+
+    journal = (night("bed1", {"detail": "stream ended"}) + night("bed2", {"extra": {"end_reason": INTERRUPTED}})
+               + night("bed3", {"detail": "stream ended"}, acked=True) + night("bed4", {}))
+    esc = Escalator(60.0)
+    assert esc.carry(journal, 1000.0) == {"bed1": 2, "bed2": 2}
+    for p in ("bed1", "bed3", "bed4"):
+        esc.observe({"kind": "alarm", "patient": p, "alarm_id": "f" * 16, "event": "start"}, 1010.0)
+    assert esc.due(1069.0) == []
+    assert [(d.patient, d.level) for d in esc.due(1070.0)] == [("bed1", 3), ("bed3", 1), ("bed4", 1)]

@@ -18,6 +18,8 @@ from seizurewatch.research.annotations import (
 from seizurewatch.research.dataset.plan import _clip_groups
 from seizurewatch.types import Annotation
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 # As published on PhysioNet (chb01 uses "Seizure Start Time:", later patients "Seizure 1 Start Time:").
 CHB_SUMMARY = """Data Sampling Rate: 256 Hz
 *************************

@@ -6,6 +6,8 @@ import zipfile
 import pytest
 from conftest import DOG1, MODEL, ROOT, SCALP8, free_port, run_cli
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 def assert_one_line_error(r, code, *fragments):
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)

@@ -14,7 +14,8 @@ from seizurewatch.errors import DataError
 from seizurewatch.research.crossval import compare, default_baseline, parse_model_arg
 from seizurewatch.research.train import TrainingError
 
-pytestmark = pytest.mark.usefixtures("shared_cluster")  # one Dask cluster runs every fold task here
+# one Dask cluster runs every fold task here
+pytestmark = [pytest.mark.usefixtures("shared_cluster"), pytest.mark.needs_data]
 
 
 def _yaml(path, arch, batch_size=16, epochs=2):

@@ -23,6 +23,8 @@ from seizurewatch.research.dataset import (
 from seizurewatch.research.dataset.recording import windows_from_recording
 from seizurewatch.research.labels import LabelRules
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 RATE = 100
 
 

@@ -25,6 +25,7 @@ from alarm_support import (
     stop,
     undelivered,
     validate,
+    wait_all_arrived,
     wait_for,
     wait_subscribed,
     ward_accounts,
@@ -35,7 +36,7 @@ from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import MqttConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 
 def assert_exactly_once_in_order(received: list[dict], journal: list[tuple]) -> None:
@@ -47,8 +48,19 @@ def assert_exactly_once_in_order(received: list[dict], journal: list[tuple]) -> 
         validate(e)
 
 
-def test_broker_killed_during_seizure_and_back_10s_later(tmp_path):
-    """The shipped ward broker config (persistence), killed while the daemon runs and the station waits."""
+def alarm_started(journal, delivered: bool | None = None) -> bool:
+    """Whether the journal holds an alarm start (``delivered``: only one the broker acknowledged / has not)."""
+    try:
+        rows = journal_rows(journal)
+    except sqlite3.Error:  # not created yet
+        return False
+    return any('"kind":"alarm"' in r[1] and '"event":"start"' in r[1]
+               and (delivered is None or (r[3] is not None) == delivered) for r in rows)
+
+
+def test_broker_killed_before_the_seizure_and_back_after_its_alarm_started(tmp_path):
+    """The shipped ward broker config (persistence), killed while the daemon runs and the station waits;
+    restarted once the daemon has journaled the seizure's alarm start without a broker."""
     broker = WardMosquitto(tmp_path)
     daemon_auth, station_url, station_args, probe_auth = ward_accounts(broker, tmp_path)
     broker.start()
@@ -58,19 +70,19 @@ def test_broker_killed_during_seizure_and_back_10s_later(tmp_path):
     sub = start_subscriber(station_url, out, *station_args, "--patient", "bed1", "--client-id", "nurse-station-1")
     daemon = None
     try:
-        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth, store=broker.store_file)
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
-        time.sleep(2.0)  # stream time ~20-30 s at 10x: well before the seizure (60-101 s)
+        assert not alarm_started(journal), "the alarm started before the outage: nothing would be tested"
         broker.kill()
         killed_at = time.time()
-        time.sleep(10.0)
+        wait_for(lambda: alarm_started(journal, delivered=False), 120, "the alarm start journaled in the outage")
         broker.start()
         back_at = time.time()
-        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        assert daemon.wait(600) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
         rows = journal_rows(journal)
-        wait_for(lambda: len(events(out)) >= len(rows), 30, "the subscriber to catch up")
-        time.sleep(1.0)  # any duplicate or extra event would arrive now
+        wait_for(lambda: len(events(out)) >= len(rows), 60, "the subscriber to catch up")
+        wait_all_arrived(broker.port, out, "bed1", auth=probe_auth)  # a duplicate or extra event came before it
     finally:
         stop(sub)
         if daemon is not None:
@@ -96,7 +108,7 @@ def test_daemon_sigkilled_with_backlog_resends_it_after_restart(tmp_path):
     sub = start_subscriber(broker.url, out, "--patient", "bed1", "--client-id", "nurse-station-2")
     first = second = None
     try:
-        wait_subscribed(broker.port, out, "bed1")
+        wait_subscribed(broker.port, out, "bed1", store=broker.store_file)
         first = start_daemon(cfg, tmp_path / "first.log")
         wait_for(lambda: any(x.get("status") == "online" for x in lines(out)), 60, "the daemon to come online")
         broker.kill()
@@ -121,10 +133,10 @@ def test_daemon_sigkilled_with_backlog_resends_it_after_restart(tmp_path):
         broker.start()
         cfg2 = daemon_config(tmp_path / "bed1-fast.yaml", broker.url, journal, speed="max")
         second = start_daemon(cfg2, tmp_path / "second.log")
-        assert second.wait(120) == 0, (tmp_path / "second.log").read_text()[-2000:]
+        assert second.wait(600) == 0, (tmp_path / "second.log").read_text()[-2000:]
         rows = journal_rows(journal)
-        wait_for(lambda: len(events(out)) >= len(rows), 30, "the subscriber to catch up")
-        time.sleep(1.0)
+        wait_for(lambda: len(events(out)) >= len(rows), 60, "the subscriber to catch up")
+        wait_all_arrived(broker.port, out, "bed1")
     finally:
         stop(sub)
         for p in (first, second):
@@ -152,7 +164,8 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
     broker.start()
     out = tmp_path / "sub.jsonl"
     sub = start_subscriber(broker.url, out, "--patient", "bed9", "--client-id", "count10k", "--count", str(n))
-    wait_subscribed(broker.port, out, "bed9")  # the broker keeps what arrives while the nurse station is away
+    # the broker keeps what arrives while the nurse station is away
+    wait_subscribed(broker.port, out, "bed9", store=broker.store_file)
 
     async def main() -> tuple[int, int]:
         cfg = MqttConfig(url=broker.url, drain_timeout_s=120)
@@ -171,7 +184,7 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
         assert await box.depth("bed9") == n
         broker.start()
         link.wake()
-        async with asyncio.timeout(180):
+        async with asyncio.timeout(600):
             while await box.depth("bed9"):
                 await asyncio.sleep(0.2)
         link.close()
@@ -183,7 +196,7 @@ def test_10000_event_backlog_drains_in_order(tmp_path):
 
     try:
         left, journal_bytes = asyncio.run(main())
-        assert sub.wait(120) == 0
+        assert sub.wait(600) == 0
     finally:
         stop(sub)
         broker.stop()
@@ -202,7 +215,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
     broker.start()
     out = tmp_path / "sub.jsonl"
     sub = start_subscriber(broker.url, out, "--patient", "bed5", "--client-id", "mid-drain", "--count", str(n))
-    wait_subscribed(broker.port, out, "bed5")
+    wait_subscribed(broker.port, out, "bed5", store=broker.store_file)
 
     async def main() -> tuple[int, int]:
         cfg = MqttConfig(url=broker.url, drain_timeout_s=60, max_inflight=50)
@@ -215,14 +228,16 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
              "threshold_policy": "youden", "model": {"name": "m", "sha256": "0" * 64}, "started_t": 0.0,
              "duration_s": float(i), "peak_probability": 0.9} for i in range(n)])
         runner = asyncio.create_task(link.run())
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(600):
             while await box.depth("bed5") > n - 500:
                 await asyncio.sleep(0.005)
         await asyncio.to_thread(broker.stop)  # mid-drain: publishes are on the wire
         stopped_with = await box.depth("bed5")
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(60):  # the link saw the connection go before the broker is back
+            while link.connected.is_set():
+                await asyncio.sleep(0.05)
         await asyncio.to_thread(broker.start)
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(600):
             while await box.depth("bed5"):
                 await asyncio.sleep(0.1)
         link.close()
@@ -232,7 +247,7 @@ def test_broker_stopped_mid_drain_inflight_publishes_are_resent(tmp_path):
 
     try:
         stopped_with, reconnects = asyncio.run(main())
-        assert sub.wait(120) == 0
+        assert sub.wait(600) == 0
     finally:
         stop(sub)
         broker.stop()
@@ -305,27 +320,23 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
     sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
     daemon = None
     try:
-        wait_subscribed(broker.port, out, "bed1", auth=probe_auth)
+        wait_subscribed(broker.port, out, "bed1", auth=probe_auth, store=getattr(broker, "store_file", None))
         stop(sub)  # the station goes away; the broker keeps its session (and, if it can, its messages)
 
-        def started() -> bool:
-            try:
-                return any('"event":"start"' in r[1] and '"kind":"alarm"' in r[1] and r[3] is not None
-                           for r in journal_rows(journal))
-            except sqlite3.Error:  # not created yet
-                return False
-
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
-        wait_for(started, 90, "the alarm start to be accepted by the broker")
-        time.sleep(3.0)  # autosave_interval 1: Mosquitto saves every 1-2 s; a SIGKILL loses the last ones
+        wait_for(lambda: alarm_started(journal, delivered=True), 120, "the alarm start to be accepted by the broker")
+        if persistent:  # autosave_interval 1: a SIGKILL loses what the last save did not hold; wait for a save
+            accepted, store = time.time(), broker.conf.parent / "store" / "mosquitto.db"
+            wait_for(lambda: store.is_file() and store.stat().st_mtime > accepted, 60, "Mosquitto's next autosave")
         broker.kill()
-        time.sleep(2.0)
+        wait_for(lambda: "connection lost" in (tmp_path / "daemon.log").read_text().lower(), 60,
+                 "the daemon to see the broker go")
         broker.start()
         sub = start_subscriber(station_url, out, *args, err=tmp_path / "station.log")
-        assert daemon.wait(120) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
-        wait_for(lambda: any(e["kind"] == "alarm" and e["event"] == "end" for e in events(out)), 30,
+        assert daemon.wait(600) == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+        wait_for(lambda: any(e["kind"] == "alarm" and e["event"] == "end" for e in events(out)), 60,
                  "the station to see the alarm end")
-        time.sleep(1.0)  # a second page would come now
+        wait_all_arrived(broker.port, out, "bed1", auth=probe_auth)  # a second start or state notice came before
     finally:
         stop(sub)
         if daemon is not None:
@@ -349,7 +360,7 @@ def test_broker_killed_during_an_alarm_while_the_station_is_away_the_station_sti
 
 
 def test_two_daemons_on_two_journals_for_one_patient_do_not_kick_each_other_off_the_broker(mosquitto, tmp_path):
-    """Client ids carry the journal's id: two links for bed1 (two journals) both stay connected;
+    """Client ids carry the journal's client key: two links for bed1 (two journals) both stay connected;
     the same journal reopened keeps its id (the broker replaces a stale connection, not a live one)."""
     cfg = MqttConfig(url=mosquitto.url)
 
@@ -358,8 +369,16 @@ def test_two_daemons_on_two_journals_for_one_patient_do_not_kick_each_other_off_
         links = [PatientLink(cfg, b, "bed1") for b in boxes]
         runners = [asyncio.create_task(lk.run()) for lk in links]
         for lk in links:
-            await asyncio.wait_for(lk.connected.wait(), 10)
-        await asyncio.sleep(3.0)  # kicking each other would show as reconnects by now
+            await asyncio.wait_for(lk.connected.wait(), 60)
+        # Each link then delivers one event. Had the second connection kicked the first off the broker (same
+        # client id), the first could deliver only over a new connection, counted in its reconnects.
+        for box, lk in zip(boxes, links, strict=True):
+            await asyncio.to_thread(box.append_sync, "bed1", topics(cfg.topic_prefix, "bed1")["alarm"],
+                                    {"schema": "seizurewatch/event/1", "kind": "alarm", "event": "update"})
+            lk.wake()
+        async with asyncio.timeout(60):
+            while any([await box.depth("bed1") for box in boxes]):
+                await asyncio.sleep(0.05)
         reconnects = [lk.reconnects for lk in links]
         assert reconnects == [0, 0], "the two links kicked each other off the broker"
         ids = [lk.identifier for lk in links]
@@ -388,16 +407,20 @@ def test_reconnects_leave_no_future_exception_unretrieved(mosquitto, caplog):
         box = Outbox.open_sync(":memory:")
         link = PatientLink(cfg, box, "bed1")
         runner = asyncio.create_task(link.run())
-        sub = asyncio.create_task(subscribe(cfg, lambda p: None, retries=30, client_id="nurse-gc"))
-        for _ in range(3):
-            await asyncio.wait_for(link.connected.wait(), 30)
-            await asyncio.sleep(1.0)
+        ready = asyncio.Event()
+        sub = asyncio.create_task(subscribe(cfg, lambda p: None, retries=30, client_id="nurse-gc", ready=ready))
+        for _ in range(3):  # each restart once both are connected, and once the link has seen the broker go
+            await asyncio.wait_for(link.connected.wait(), 60)
+            await asyncio.wait_for(ready.wait(), 60)
+            ready.clear()
             await asyncio.to_thread(mosquitto.stop)
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(60):
+                while link.connected.is_set():
+                    await asyncio.sleep(0.05)
             await asyncio.to_thread(mosquitto.start)
             gc.collect()
-        await asyncio.wait_for(link.connected.wait(), 30)
-        await asyncio.sleep(1.0)
+        await asyncio.wait_for(link.connected.wait(), 60)
+        await asyncio.wait_for(ready.wait(), 60)
         gc.collect()
         sub.cancel()
         link.close()

@@ -80,7 +80,7 @@ def test_configs_are_retained_and_republished_on_home_assistants_birth(mosquitto
 
     async def retained(c: aiomqtt.Client, n: int) -> dict[str, dict]:
         got: dict[str, dict] = {}
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(60):
             async for m in c.messages:
                 if m.payload:
                     got[str(m.topic)] = json.loads(m.payload)

@@ -6,6 +6,8 @@ from conftest import DOG1
 from seizurewatch.edfio import EdfRecording, dedupe_labels
 from seizurewatch.errors import DataError
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 def test_chunked_read_equals_whole_read():
     path = DOG1 / "dog1_rec04.edf"

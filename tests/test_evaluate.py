@@ -15,6 +15,8 @@ from seizurewatch.errors import DataError
 from seizurewatch.research.evaluate import evaluate, score_events, window_metrics
 from seizurewatch.research.predict import Trace, alarm_spans, predict_recording, stream_probabilities
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 REC04 = str(DOG1 / "dog1_rec04.edf")
 
 

@@ -22,6 +22,8 @@ from seizurewatch.research.timescore import SecondScores, score_seconds
 from seizurewatch.research.train import TrainConfig
 from seizurewatch.research.training_run import ModelSpec, train_from_dataset
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 DOG1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dog1"
 RATE = 400
 

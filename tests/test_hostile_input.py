@@ -15,6 +15,8 @@ from seizurewatch.config import load_config
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.research.train import load_checkpoint
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 REC04 = DOG1 / "dog1_rec04.edf"
 CONVNET = ROOT / "models" / "dog1-convnet.pt"  # a shipped model with 10-s windows

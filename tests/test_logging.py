@@ -16,6 +16,8 @@ from conftest import DOG1, MODEL, ROOT, run_cli
 from seizurewatch import logsetup
 from seizurewatch.logsetup import JsonFormatter, RateLimit, setup_logging
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 class Clock:
     def __init__(self) -> None:

@@ -29,6 +29,8 @@ from seizurewatch.player import eeg_info
 from seizurewatch.sources.lsl import GapTracker, LslSource, build_predicate
 from seizurewatch.types import Block, Gap
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 REC04 = DOG1 / "dog1_rec04.edf"
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 CHANNELS = tuple(f"c{i:03d}" for i in range(1, 17))

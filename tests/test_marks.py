@@ -18,6 +18,8 @@ from conftest import DOG1, MODEL, ROOT
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.research.marks import parse_since, read_marks
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 def test_since_accepts_unix_seconds_and_iso_and_names_the_problem():
     assert parse_since("1700000000") == 1700000000.0
@@ -128,3 +130,50 @@ def test_daemon_marks_export_and_dataset_build(mosquitto, tmp_path):
     in_fa = [label for row, label in zip(index, y)
              if row["recording"] == "dog1_rec01.edf" and fa[0] <= float(row["t_start"]) <= fa[1] - 10]
     assert in_fa and not any(in_fa), "the false alarm span gave no interictal (label 0) windows"
+
+
+def _journal_with_ack(path: Path, by: str, action: str) -> None:
+    from seizurewatch.alarms.outbox import Outbox
+    from seizurewatch.events import Context, Event, to_payload
+
+    ctx = Context(patient="bed1", model_name="m", model_sha256="0" * 64, threshold_policy="youden")
+    evs = [Event("alarm", "start", "a" * 16, 100.0, 0.9, 0.5, started_t=100.0, peak_probability=0.9),
+           Event("alarm", "ack", "a" * 16, 101.0, 0.9, 0.5, started_t=100.0, peak_probability=0.9, action=action,
+                 by=by),
+           Event("alarm", "end", "a" * 16, 110.0, 0.1, 0.5, started_t=100.0, peak_probability=0.9)]
+    box = Outbox.open_sync(str(path))
+
+    async def main() -> None:
+        await box.append_all("bed1", [("seizurewatch/bed1/alarm", to_payload(e, ctx, seq=0, wall_time=1.7e9))
+                                      for e in evs])
+        await box.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("action", ["ack", "confirmed"])
+def test_a_name_with_line_breaks_never_forges_a_label(tmp_path, action):
+    """A name journaled before acks refused control characters (or by a daemon of an older version):
+    `labels export` writes it escaped, on its own line, and dataset build reads no extra annotation."""
+    from seizurewatch.research.annotations import read_csv_annotations
+    from seizurewatch.research.marks import export_marks
+
+    forged = "Nurse X\n0,7200,seizure\n#"
+    _journal_with_ack(tmp_path / "j.sqlite3", forged, action)
+    summary = export_marks(tmp_path / "j.sqlite3", tmp_path / "out")
+    text = Path(summary["files"]["bed1"]).read_text()
+    assert "\n0,7200,seizure" not in text and "Nurse X\\n0" in text
+    anns = read_csv_annotations(Path(summary["files"]["bed1"]))
+    assert [a.duration for a in anns if "seizure" in a.description and a.duration > 3600] == []
+    assert len(anns) == (1 if action == "confirmed" else 0)
+
+
+def test_labels_export_over_an_existing_file_is_one_line(tmp_path):
+    (tmp_path / "j.sqlite3").touch()
+    (tmp_path / "labels.csv").write_text("x\n")
+    r = subprocess.run([sys.executable, "-m", "seizurewatch", "labels", "export", "--journal",
+                        str(tmp_path / "j.sqlite3"), "--out", str(tmp_path / "labels.csv")], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"seizurewatch: error: --out: {tmp_path / 'labels.csv'} is a file; "
+                                                 "give a folder for the CSV files (one per patient)")

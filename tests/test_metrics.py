@@ -15,6 +15,8 @@ from seizurewatch.errors import ConfigError
 from seizurewatch.metrics import Metrics, PortInUse, parse_listen
 from seizurewatch.replay import replay_config
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 
 def values(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in registry.collect() for s in fam.samples}

@@ -18,6 +18,8 @@ from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import check_forward, load_model, save_model
 from seizurewatch.replay import replay_config
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CHANNELS = ["a", "b"]
 
 

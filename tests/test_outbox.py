@@ -17,6 +17,8 @@ from conftest import DOG1, mount_tmpfs, run_cli
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.errors import ConfigError
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 TOPIC = "seizurewatch/bed1/alarm"
 
 
@@ -390,6 +392,38 @@ def test_alarms_and_faults_left_open_are_ended_at_the_next_open_with_a_reason(tm
     box = Outbox.open_sync(path)  # nothing left open now
     assert box.closed_at_open == 0
     box.close_sync()
+
+
+def test_an_open_alarm_whose_last_event_is_an_escalation_or_an_ack_is_ended_too(tmp_path):
+    """#24: only start/update as the last event used to count as open; an alarm escalated or acknowledged
+    before the crash stayed open for ever on every station. An ack after the end reopens nothing."""
+    from alarm_support import validate
+
+    from seizurewatch.events import Context, Event, to_payload
+
+    ctx = Context("bed1", "dog1-convnet", "b" * 64, "youden")
+    a = dict(started_t=66.0, peak_probability=0.7)
+    evs = [Event("alarm", "start", "00000000000000a1", 66.0, 0.7, 0.44, **a),
+           Event("alarm", "escalate", "00000000000000a1", 96.0, 0.7, 0.44, level=1, **a),
+           Event("alarm", "start", "00000000000000a2", 66.0, 0.7, 0.44, **a),
+           Event("alarm", "ack", "00000000000000a2", 80.0, 0.7, 0.44, action="ack", by="nurse", **a),
+           Event("alarm", "start", "00000000000000a3", 10.0, 0.5, 0.44, started_t=10.0, peak_probability=0.5),
+           Event("alarm", "end", "00000000000000a3", 20.0, 0.2, 0.44, started_t=10.0, peak_probability=0.5),
+           Event("alarm", "ack", "00000000000000a3", 30.0, 0.2, 0.44, action="false_alarm", by="nurse",
+                 started_t=10.0, peak_probability=0.5)]
+    path = str(tmp_path / "j.sqlite3")
+    box = Outbox.open_sync(path)
+    for e in evs:
+        box.append_sync("bed1", "seizurewatch/bed1/alarm", to_payload(e, ctx, seq=0, wall_time=1.7e9))
+    box.close_sync()
+    box = Outbox.open_sync(path)
+    rows = [json.loads(r[1]) for r in box.all_rows_sync("bed1")]
+    box.close_sync()
+    ended = rows[len(evs):]
+    assert [(e["event"], e["alarm_id"]) for e in ended] == [("end", "00000000000000a1"), ("end", "00000000000000a2")]
+    for e in ended:
+        validate(e)
+        assert "level" not in e and "action" not in e and "by" not in e
 
 
 # ----- permissions (#14.15) ---------------------------------------------------------------------

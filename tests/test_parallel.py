@@ -19,6 +19,8 @@ from seizurewatch.research.evaluate import evaluate
 from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, in_worker, run_tasks
 from seizurewatch.research.predict import stream_probabilities
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 RECS = [str(DOG1 / "dog1_rec03.edf"), str(DOG1 / "dog1_rec04.edf")]
 BIN = Path(sys.executable).parent
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from seizurewatch import filters
 from seizurewatch.errors import DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
 
@@ -68,3 +69,62 @@ def test_awkward_ratios_stay_cheap_and_chunk_independent(rate_in, rate_out):
     assert abs(whole.shape[1] - x.shape[1] * rate_out / rate_in) <= 2
     if abs(rate_out / rate_in - 1) <= 1e-3:
         assert factory().identity  # a device clock a hair off nominal is passed through
+
+
+# ----- the filters without scipy.signal (seizurewatch/filters.py) -------------------------------------------------
+@pytest.mark.parametrize("rate, bandpass, notch", [*filters.KEPT, (250.0, (0.5, 40.0), 50.0), (100.0, None, 60.0)])
+def test_filter_designs_are_scipys_bit_for_bit(rate, bandpass, notch):
+    """The kept designs (and the ones made at first use) are exactly what scipy's butter/iirnotch give."""
+    assert np.array_equal(filters.design(rate, bandpass, notch), filters.scipy_design(rate, bandpass, notch))
+
+
+def test_every_kept_design_is_in_the_table():
+    for rate, bandpass, notch in filters.KEPT:
+        assert filters._key(rate, bandpass, notch) in filters._table(), (rate, bandpass, notch)
+
+
+def test_the_streaming_filter_gives_scipy_sosfilt_bits_block_by_block():
+    """Fed in blocks of any size, the daemon's filter equals scipy.signal.sosfilt with its state carried, bit for
+    bit (float32 in, the same float64 kernel, float32 out)."""
+    from scipy import signal
+
+    from seizurewatch.preprocess import StreamingFilter
+
+    x = np.random.default_rng(3).normal(0, 50, (16, 4000)).astype(np.float32)
+    for bandpass, notch in (((1.0, 150.0), None), ((1.0, 40.0), 50.0)):
+        ours = StreamingFilter(16, 400.0, bandpass, notch)
+        sos = ours.sos
+        zi = np.zeros((sos.shape[0], 16, 2))
+        pos = 0
+        for n in (1, 7, 100, 400, 333, 3159):
+            block = x[:, pos:pos + n]
+            want, zi = signal.sosfilt(sos, block, axis=1, zi=zi)
+            assert np.array_equal(ours.process(block), want.astype(np.float32)), (bandpass, notch, n)
+            pos += n
+        assert np.array_equal(ours.zi, zi)
+
+
+def test_the_daemon_path_imports_neither_scipy_signal_nor_scipy_stats():
+    """Importing the daemon and filtering a block for the shipped model leaves scipy.signal (and the scipy.stats
+    its peak finding pulls in) unimported; importing scipy.signal afterwards still works and shares the kernel."""
+    import subprocess
+    import sys
+
+    from conftest import MODEL, ROOT
+
+    code = (
+        "import sys, numpy as np\n"
+        "import seizurewatch.cli, seizurewatch.daemon\n"
+        "from seizurewatch.modelfile import read_metadata\n"
+        "from seizurewatch.preprocess import Preprocessor, PreprocessSpec\n"
+        f"spec = PreprocessSpec.from_json(read_metadata({str(MODEL)!r})['preprocess'])\n"
+        "x = np.ones((len(spec.channels), 400), np.float32)\n"
+        "y = Preprocessor(spec, spec.channels, spec.rate, 'x').process(x)\n"
+        "assert y.shape == (len(spec.channels), 400) and np.isfinite(y).all()\n"
+        "print(sorted(m for m in sys.modules if m in ('scipy.signal', 'scipy.stats', 'scipy.interpolate')))\n"
+        "import scipy.signal\n"
+        "print(scipy.signal._signaltools._sosfilt is sys.modules['scipy.signal._sosfilt']._sosfilt)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["[]", "True"], r.stdout

@@ -10,6 +10,8 @@ from seizurewatch.edfio import EdfRecording
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec
 from seizurewatch.quality import QualityChecker
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CH = tuple(f"c{i:03d}" for i in range(1, 17))
 RATE = 400.0
 

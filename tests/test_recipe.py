@@ -19,6 +19,8 @@ from seizurewatch.research.recipe import dataset_spec, load_recipe, run_recipe
 from seizurewatch.research.threshold import transfer
 from seizurewatch.research.training_run import ModelSpec, train_from_dataset
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 ROOT = Path(__file__).resolve().parents[1]
 DOG1 = ROOT.parent / "shared" / "data" / "dog1"
 

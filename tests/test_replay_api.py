@@ -13,6 +13,8 @@ from seizurewatch.replay import ReplayResult, ReplayStart, replay
 from seizurewatch.research.labels import is_seizure
 from seizurewatch.research.predict import trace_of
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 REC04 = str(DOG1 / "dog1_rec04.edf")
 
 

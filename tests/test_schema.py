@@ -19,6 +19,8 @@ from edf_writer import write_edf
 from seizurewatch.decision import FaultTracker
 from seizurewatch.events import Context, to_payload
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CTX = Context("bed1", "dog1-convnet", "a" * 64, "youden")
 
 

@@ -29,6 +29,8 @@ from seizurewatch.replay import replay_config
 from seizurewatch.service import is_stalled
 from seizurewatch.sources.lsl import RateMonitor
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
 REC04 = DOG1 / "dog1_rec04.edf"
 CHANNELS = tuple(f"c{i:03d}" for i in range(1, 17))

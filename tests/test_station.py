@@ -23,6 +23,8 @@ from seizurewatch.errors import ConfigError
 from seizurewatch.station.server import StationOptions
 from seizurewatch.station.ward import Ward
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 BROKER_PASSWORD = "broker-secret-7f3a"
 
@@ -85,6 +87,7 @@ def test_station_refuses_a_non_loopback_address_without_a_password(tmp_path):
     with pytest.raises(ConfigError, match="expected host:port"):
         StationOptions.from_listen("8080")
     (tmp_path / "pw").write_text("")
+    (tmp_path / "pw").chmod(0o600)  # a password file others can read is refused
     with pytest.raises(ConfigError, match="is empty"):
         StationOptions.from_listen("0.0.0.0:8080", password_file=str(tmp_path / "pw"))
     (tmp_path / "pw").write_text("night shift\n")
@@ -149,6 +152,7 @@ def _http(port: int, path: str, data: bytes | None = None, headers: dict | None 
 @pytest.mark.slow
 def test_station_password_csrf_header_and_no_broker_credentials_for_the_browser(tmp_path, secured_broker):
     (tmp_path / "page.pw").write_text("ward-7\n")
+    (tmp_path / "page.pw").chmod(0o600)
     proc, port = _start_station(tmp_path, secured_broker, "--password-file", str(tmp_path / "page.pw"))
     try:
         assert _http(port, "/")[0] == 401
@@ -164,8 +168,10 @@ def test_station_password_csrf_header_and_no_broker_credentials_for_the_browser(
         body = json.dumps({"patient": "bed1", "alarm_id": "a" * 16, "action": "ack", "by": "x"}).encode()
         status, _ = _http(port, "/api/ack", body, {**good, "Content-Type": "application/json"})
         assert status == 403, "an ack without the station's header (a cross-site form) was accepted"
+        token = json.dumps(_http(port, "/", headers=good)[1].decode().split('seizurewatch-token" content="')[1]
+                           .split('"')[0])[1:-1]
         status, answer = _http(port, "/api/ack", body, {**good, "Content-Type": "application/json",
-                                                        "X-Seizurewatch-Station": "1"})
+                                                        "X-Seizurewatch-Station": "1", "X-Seizurewatch-Token": token})
         assert status == 404 and b"no bed" in answer
     finally:
         stop(proc)
@@ -206,6 +212,7 @@ def test_browser_sees_the_alarm_clicks_acknowledge_and_the_daemon_journals_it(tm
         wait.until(lambda d: d.find_element(By.ID, "bed-bed1").get_attribute("data-shown") == "alarm")
         card = driver.find_element(By.ID, "bed-bed1")
         assert "ALARM" in card.find_element(By.CLASS_NAME, "badge").text, "colour without the word"
+        assert card.find_element(By.CLASS_NAME, "model").text == "model: dog1-hills-early"  # the model in force
         assert driver.find_elements(By.CSS_SELECTOR, "#beds > section")[0].get_attribute("id") == "bed-bed1"
         name = driver.find_element(By.ID, "by")
         name.send_keys("nurse Selenium")

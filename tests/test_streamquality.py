@@ -12,6 +12,8 @@ from seizurewatch.edfio import EdfRecording
 from seizurewatch.quality import QualityChecker
 from seizurewatch.streamquality import StreamingQuality
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 CH = tuple(f"c{i:03d}" for i in range(1, 17))
 RATE = 400.0
 

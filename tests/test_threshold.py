@@ -16,6 +16,8 @@ from seizurewatch.research.predict import Trace
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
 from seizurewatch.research.threshold import by_fa_budget, by_policy, candidates, choose_threshold, event_table
 
+pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
+
 # 4 interictal, 4 seizure windows. Sorted by score: .9+ .8+ .7+ .6- .4+ .3- .2- .1-
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from seizurewatch.alarms import wire
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ MAX_BY = 64
 MAX_NOTE = 500
 KNOWN_PER_PATIENT = 1000  # alarms/faults remembered per patient (a night has a handful)
 STATE_ACKS = 8  # acks listed in the retained state, newest last
+ACKS_PER_MINUTE = 30  # accepted per patient; a flood beyond is refused (each one is an fsync'd journal row)
 RELOAD_S = 24 * 3600.0  # alarms of the last day are learnt from the journal at start (marks after a restart)
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _KEYS = {"alarm_id", "action", "by", "note"}
@@ -62,9 +66,9 @@ def parse_ack(raw: bytes) -> Ack:
     if len(raw) > MAX_ACK_BYTES:
         raise AckError(f"payload of {len(raw)} bytes is larger than {MAX_ACK_BYTES}")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AckError(f"not JSON ({exc})") from None
+        body = wire.loads(raw)
+    except wire.WireError as exc:
+        raise AckError(str(exc)) from None
     if not isinstance(body, dict):
         raise AckError(f"expected a JSON object, got {type(body).__name__}")
     extra = set(body) - _KEYS
@@ -79,6 +83,9 @@ def parse_ack(raw: bytes) -> Ack:
         raise AckError(f"by: expected a non-empty name of at most {MAX_BY} characters")
     if not isinstance(note, str) or len(note) > MAX_NOTE:
         raise AckError(f"note: expected text of at most {MAX_NOTE} characters")
+    for key, text in (("by", by), ("note", note)):  # a name is data: never a line break or escape sequence
+        if not text.isprintable():
+            raise AckError(f"{key}: control characters (line breaks, escape sequences) are refused: {text[:40]!r}")
     return Ack(alarm_id, action, by.strip(), note.strip())  # type: ignore[arg-type]
 
 
@@ -104,6 +111,7 @@ class AckBook:
         self.issued: dict[str, OrderedDict[str, Issued]] = {p: OrderedDict() for p in patients}
         self.recent: dict[str, list[dict[str, Any]]] = {p: [] for p in patients}
         self.refused = 0
+        self._accepted: dict[str, deque[float]] = {p: deque() for p in patients}  # monotonic times, last minute
 
     def observe(self, payload: dict[str, Any]) -> None:
         """Follow a journaled event payload (start / update / end of an alarm or fault)."""
@@ -148,21 +156,27 @@ class AckBook:
                 raise AckError(f"alarm_id {ack.alarm_id} is not an alarm or fault of patient {patient}")
             if (ack.action, ack.by, ack.note) in rec.acks:
                 raise AckError(f"duplicate: {ack.action} by {ack.by} already journaled for {ack.alarm_id}")
+            recent, now = self._accepted[patient], time.monotonic()
+            while recent and now - recent[0] >= 60.0:
+                recent.popleft()
+            if len(recent) >= ACKS_PER_MINUTE:
+                raise AckError(f"more than {ACKS_PER_MINUTE} acks a minute for patient {patient}: a flood, ignored")
+            recent.append(now)
         except AckError as exc:
             self.refused += 1
-            log.warning("ack ignored: %s", exc, extra={"patient": patient, "bytes": len(raw)})
+            log.warning("ack ignored: %s", wire.printable(str(exc)), extra={"patient": patient, "bytes": len(raw)})
             return None
         rec.acks.append((ack.action, ack.by, ack.note))
         return ack, rec
 
-    def load(self, journal: str, since_s: float = RELOAD_S) -> int:
+    def load(self, journal: str, since_s: float = RELOAD_S, also: Any = None) -> int:
         """Learn the alarms, faults and acks of the last ``since_s`` from the daemon's journal (after a
-        restart a nurse can still mark last night's alarms); returns the events read. Best effort: a journal
-        that cannot be read is logged and the book starts empty."""
+        restart a nurse can still mark last night's alarms); returns the events read. ``also`` (optional)
+        sees each alarm/fault payload too (the escalator's levels). Best effort: a journal that cannot be
+        read is logged and the book starts empty."""
         if journal == ":memory:":
             return 0
         import sqlite3
-        import time
 
         try:
             db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
@@ -182,6 +196,8 @@ class AckBook:
                 continue
             if isinstance(payload, dict) and payload.get("kind") in ("alarm", "fault"):
                 self.observe(payload)
+                if also is not None:
+                    also(payload)
         return len(rows)
 
     def acks_of(self, patient: str) -> list[dict[str, Any]]:

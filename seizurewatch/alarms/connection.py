@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -44,13 +45,14 @@ from seizurewatch.alarms.security import (
     describe_broker,
     is_transient,
     protocol_attempts,
+    scheme_mismatch,
 )
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONNECTION_ERRORS", "ConnectionPolicy", "watch"]
+__all__ = ["CONNECTION_ERRORS", "CheckedClient", "ConnectionPolicy", "PublishRefused", "watch"]
 
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
@@ -59,6 +61,59 @@ LOGIN_REFUSED = (4, 5, 134, 135)  # 3.1.1 bad credentials / not authorised; v5 t
 PROTOCOL_REFUSED = (1, 132)  # 3.1.1 unacceptable protocol version; v5 unsupported protocol version
 # What a dropped or refused connection raises (OSError/TimeoutError: socket or TLS failures paho did not wrap).
 CONNECTION_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
+
+
+T = TypeVar("T")
+_MIDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("seizurewatch_publish_mids", default=None)
+
+
+class PublishRefused(Exception):  # noqa: N818 - what the broker said, not a bug of ours
+    """The broker answered a publish with a failure reason code (MQTT v5 PUBACK >= 0x80, e.g. 0x87 Not
+    authorized when the account's ACL does not allow the topic): the message was NOT accepted."""
+
+    def __init__(self, topic: str, reason: str, code: int) -> None:
+        super().__init__(f"the broker refused the publish on {topic}: {reason} (0x{code:02x})")
+        self.topic = topic
+        self.reason = reason
+        self.code = code
+
+
+class CheckedClient(aiomqtt.Client):
+    """aiomqtt.Client whose QoS 1 ``publish`` raises PublishRefused when the PUBACK carries a failure reason
+    code. aiomqtt 2.5 sets a publish's confirmation whatever the broker answered (paho hands the reason code
+    to ``on_publish``; aiomqtt drops it), so a refused publish looked delivered. Under MQTT 3.1.1 a broker
+    has no way to say no (it acks and drops): ``ConnectionPolicy.check_publish`` sees that by the echo."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refusals: dict[int, Any] = {}
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if getattr(reason_code, "is_failure", False):
+            self._refusals[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    @contextlib.contextmanager
+    def _pending_call(self, mid: int, value: T, pending_dict: dict[int, T]) -> Iterator[None]:
+        mids = _MIDS.get()
+        if mids is not None and pending_dict is self._pending_publishes:
+            self._refusals.pop(mid, None)  # a stale answer for a reused id (a publish abandoned earlier)
+            mids.append(mid)
+        with super()._pending_call(mid, value, pending_dict):
+            yield
+
+    async def publish(self, /, topic: str, payload: Any = None, qos: int = 0, retain: bool = False,  # noqa: FBT001, FBT002
+                      properties: Any = None, *args: Any, timeout: float | None = None, **kwargs: Any) -> None:
+        mids: list[int] = []
+        token = _MIDS.set(mids)
+        try:
+            await super().publish(topic, payload, qos, retain, properties, *args, timeout=timeout, **kwargs)
+        finally:
+            _MIDS.reset(token)
+        for mid in mids:
+            rc = self._refusals.pop(mid, None)
+            if rc is not None:
+                raise PublishRefused(topic, str(rc), int(getattr(rc, "value", 0x80)))
 
 
 def _reason(exc: BaseException) -> Any:
@@ -86,7 +141,7 @@ class ConnectionPolicy:
     def protocol(self) -> aiomqtt.ProtocolVersion:
         return self.protocols[0]
 
-    def client(self, *, identifier: str, persistent: bool = False, **extra: Any) -> aiomqtt.Client:
+    def client(self, *, identifier: str, persistent: bool = False, **extra: Any) -> CheckedClient:
         """An aiomqtt.Client for the current protocol; ``persistent`` keeps the broker-side session
         (a station's QoS 1 subscription survives while it is away)."""
         args: dict[str, Any] = {**self.kw, **extra, "identifier": identifier, "socket_options": (NO_DELAY,)}
@@ -100,7 +155,7 @@ class ConnectionPolicy:
             args["clean_start"] = not persistent
         else:
             args["clean_session"] = not persistent
-        return aiomqtt.Client(**args, protocol=self.protocol)
+        return CheckedClient(**args, protocol=self.protocol)
 
     def connected(self) -> None:
         self.ever_connected = True
@@ -151,7 +206,62 @@ class ConnectionPolicy:
             except CONNECTION_ERRORS as exc:
                 if self.fall_back(exc):
                     continue
+                await self._mismatch(exc)
                 raise BrokerError(self.message(exc), is_transient(exc)) from None  # transient: run waits
+
+    async def _mismatch(self, exc: BaseException) -> None:
+        """A reset or a silence may be TLS against a plain port (or the reverse): BrokerError saying so
+        (not transient: waiting does not fix a URL)."""
+        text = str(exc).lower()
+        if any(k in text for k in ("reset by peer", "timed out", "eof occurred", "connection closed")):
+            found = await asyncio.to_thread(scheme_mismatch, self.kw)
+            if found:
+                raise BrokerError(f"MQTT broker {self.broker} {found}") from None
+
+
+    async def check_publish(self, identifier: str, topic: str) -> None:
+        """Connect and publish on ``topic`` (QoS 1, not retained) what the broker holds retained there (or
+        ``offline`` when nothing is), so a running daemon's station sees nothing change; BrokerError (one
+        line) if the broker refuses it (MQTT v5 reason code) or, under 3.1.1 where a broker cannot say no,
+        never routes it back to us."""
+        while True:
+            try:
+                async with self.client(identifier=identifier) as client:
+                    await self._test_publish(client, topic)
+                    return
+            except CONNECTION_ERRORS as exc:
+                if self.fall_back(exc):
+                    continue
+                await self._mismatch(exc)
+                raise BrokerError(self.message(exc), is_transient(exc)) from None
+
+    async def _test_publish(self, client: CheckedClient, topic: str) -> None:
+        got: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        account = f"account {self.kw.get('username')!r}" if self.kw.get("username") else "the anonymous login"
+        fix = f"let {account} write {topic} in the broker's ACL (config/mosquitto/seizurewatch.acl)"
+        async with watch(client, got.put_nowait):
+            await client.subscribe(topic, qos=1)
+            held = b"offline"
+            with contextlib.suppress(TimeoutError):
+                first = await asyncio.wait_for(got.get(), 1.0)
+                if first.retain and isinstance(first.payload, bytes):
+                    held = first.payload
+            try:
+                await client.publish(topic, held, qos=1, timeout=self.cfg.publish_timeout_s)
+            except PublishRefused as exc:
+                raise BrokerError(f"MQTT broker {self.broker} refused a test publish on {topic} ({exc.reason}, "
+                                  f"0x{exc.code:02x}): {fix}") from None
+            if self.protocol == aiomqtt.ProtocolVersion.V5:
+                return  # the PUBACK said accepted
+            try:
+                async with asyncio.timeout(max(self.cfg.publish_timeout_s, 2.0)):
+                    while True:
+                        msg = await got.get()
+                        if not msg.retain and msg.payload == held:
+                            return
+            except TimeoutError:
+                raise BrokerError(f"MQTT broker {self.broker} took a test publish on {topic} but never routed "
+                                  f"it back (MQTT 3.1.1 brokers drop what the ACL refuses silently): {fix}") from None
 
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None] | None]

@@ -1,5 +1,8 @@
 """The station's ``--exec`` hook: one process per alarm, bounded, rate-limited, with a small
-environment (never the subscriber's own: it holds the broker password variable)."""
+environment (never the subscriber's own: it holds the broker password variable).
+
+Every bound is per patient: a flood of forged alarms on one bed fills that bed's budget only, and
+another bed's real alarm still gets its page at once."""
 
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EXEC_TIMEOUT_S = 60.0
-MAX_RUNNING = 4  # hooks running at once; more wait their turn
-MAX_WAITING = 32  # beyond that, a flood (not a ward) is at work: drop, loudly
-PER_MINUTE = 20  # hooks started per minute at most
+MAX_RUNNING = 4  # hooks running at once per patient; more wait their turn
+MAX_WAITING = 32  # per patient; beyond that, a flood (not a ward) is at work: drop, loudly
+PER_MINUTE = 20  # hooks started per minute per patient at most
 # What a pager script needs from the station's environment; nothing else is passed on.
 PASS_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 
@@ -37,8 +40,17 @@ def exec_env(payload: dict[str, Any], source: str = "start", keep: tuple[str, ..
     return env
 
 
+class _Budget:
+    """One patient's share: its running slots, the start times of its last minute, its queued hooks."""
+
+    def __init__(self, max_running: int) -> None:
+        self.slots = asyncio.Semaphore(max_running)
+        self.started: deque[float] = deque()
+        self.tasks: set[asyncio.Task[int]] = set()
+
+
 class HookRunner:
-    """Runs ``cmd`` once per alarm: at most ``max_running`` at once, ``per_minute`` started per
+    """Runs ``cmd`` once per alarm; per patient at most ``max_running`` at once, ``per_minute`` started per
     minute, ``max_waiting`` queued; what exceeds that is dropped with an error naming the alarm."""
 
     def __init__(self, cmd: str, shell: bool = False, keep_env: tuple[str, ...] = (),
@@ -50,44 +62,53 @@ class HookRunner:
         self.timeout_s = timeout_s
         self.per_minute = per_minute
         self.max_waiting = max_waiting
-        self._slots = asyncio.Semaphore(max_running)
-        self._started: deque[float] = deque()
-        self._tasks: set[asyncio.Task[int]] = set()
+        self.max_running = max_running
+        self._budgets: dict[str, _Budget] = {}
         self.dropped = 0
         self.ran = 0
 
+    @property
+    def _tasks(self) -> set[asyncio.Task[int]]:
+        """Every queued or running hook, all patients."""
+        return {t for b in self._budgets.values() for t in b.tasks}
+
     def submit(self, payload: dict[str, Any], source: str = "start") -> bool:
-        """Queue the hook for one alarm; False (and an error logged) if the bound is reached."""
-        if len(self._tasks) >= self.max_waiting:
+        """Queue the hook for one alarm; False (and an error logged) if its patient's bound is reached."""
+        patient = str(payload.get("patient"))
+        budget = self._budgets.get(patient)
+        if budget is None:
+            budget = self._budgets[patient] = _Budget(self.max_running)
+        if len(budget.tasks) >= self.max_waiting:
             self.dropped += 1
-            log.error("--exec: too many hooks pending; this alarm's hook is dropped",
-                      extra={"patient": payload.get("patient"), "alarm_id": payload.get("alarm_id"),
-                             "pending": len(self._tasks), "dropped": self.dropped})
+            log.error("--exec: too many hooks pending for this patient; this alarm's hook is dropped",
+                      extra={"patient": patient, "alarm_id": payload.get("alarm_id"),
+                             "pending": len(budget.tasks), "dropped": self.dropped})
             return False
-        task = asyncio.create_task(self._run(payload, source))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = asyncio.create_task(self._run(budget, payload, source))
+        budget.tasks.add(task)
+        task.add_done_callback(budget.tasks.discard)
         return True
 
-    async def _rate(self) -> None:
+    async def _rate(self, started: deque[float]) -> None:
         while True:
             now = time.monotonic()
-            while self._started and now - self._started[0] >= 60.0:
-                self._started.popleft()
-            if len(self._started) < self.per_minute:
-                self._started.append(now)
+            while started and now - started[0] >= 60.0:
+                started.popleft()
+            if len(started) < self.per_minute:
+                started.append(now)
                 return
-            await asyncio.sleep(60.0 - (now - self._started[0]))
+            await asyncio.sleep(60.0 - (now - started[0]))
 
-    async def _run(self, payload: dict[str, Any], source: str) -> int:
-        async with self._slots:
-            await self._rate()
+    async def _run(self, budget: _Budget, payload: dict[str, Any], source: str) -> int:
+        async with budget.slots:
+            await self._rate(budget.started)
             self.ran += 1
             return await run_exec(self.cmd, payload, self.shell, source, self.keep_env, self.timeout_s)
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = self._tasks
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_exec(cmd: str, payload: dict[str, Any], shell: bool = False, source: str = "start",

@@ -27,7 +27,7 @@ from typing import Any
 import aiomqtt
 
 from seizurewatch.alarms import discovery
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
+from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.outbox import Outbox, OutboxRow
 from seizurewatch.config import MqttConfig
 
@@ -76,6 +76,9 @@ class PatientLink:
         self.delivered = 0
         self.reconnects = 0
         self.on_change: list[Any] = []  # callbacks(connected: bool) for metrics/logs
+        # callbacks(refusal: PublishRefused | None): the broker refused a publish (None: it accepts again)
+        self.on_refused: list[Any] = []
+        self.refused: PublishRefused | None = None
         self.subscriptions: list[str] = []  # topics the link's connection subscribes to (QoS 1)
         self.on_message: Any = None  # async or plain callable(aiomqtt.Message)
         self._discovery_due = False  # Home Assistant's configs to (re)publish
@@ -87,9 +90,11 @@ class PatientLink:
 
     @property
     def identifier(self) -> str:
-        """``<client_id>-<patient>-<journal>``: two daemons on two journals never kick each other off
-        the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id."""
-        return f"{self.cfg.client_id or 'seizurewatch'}-{self.patient}-{self.outbox.journal_id[:8]}"
+        """``<client_id>-<patient>-<the journal's client key>``: two daemons on two journals never kick each
+        other off the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id;
+        and the key is never published, so no other account can take the id over (the journal id can be
+        read from every payload's epoch)."""
+        return f"{self.cfg.client_id or 'seizurewatch'}-{self.patient}-{self.outbox.client_key}"
 
     def _client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(self.topics["status"], b"offline", qos=1, retain=True)
@@ -163,6 +168,12 @@ class PatientLink:
                         if await self._serve(client, gone):
                             await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
                             return
+            except PublishRefused as exc:
+                self._refused(exc)
+                if self._closing and time.monotonic() >= self._close_deadline:
+                    await self._give_up()
+                    return
+                await self._sleep_unless_closing(self.policy.failed(exc))
             except CONNECTION_ERRORS as exc:
                 if self.connected.is_set():
                     log.warning("MQTT connection lost; events stay in the outbox",
@@ -187,6 +198,21 @@ class PatientLink:
             finally:
                 self._set_connected(False)
 
+    def _refused(self, exc: PublishRefused | None) -> None:
+        """The broker refused a publish (the account's ACL does not cover this bed?), or accepts again."""
+        if exc is None and self.refused is None:
+            return
+        if exc is not None:
+            log.error("MQTT broker refused a publish; events stay in the outbox, retrying: let account %s write "
+                      "%s/%s/# in the broker's ACL", self.cfg.username or "(anonymous)", self.cfg.topic_prefix,
+                      self.patient, extra={"patient": self.patient, "broker": self.broker, "topic": exc.topic,
+                                           "reason": exc.reason, "code": exc.code})
+        else:
+            log.warning("MQTT broker accepts this bed's publishes again", extra={"patient": self.patient})
+        self.refused = exc
+        for cb in self.on_refused:
+            cb(exc)
+
     async def _give_up(self) -> None:
         left = await self.outbox.depth(self.patient)
         if left:
@@ -210,8 +236,9 @@ class PatientLink:
 
     async def _publish_all(
         self, client: aiomqtt.Client, gone: asyncio.Task[None], msgs: list[tuple[str, bytes, bool]]
-    ) -> tuple[list[bool], ConnectionLost | None]:
-        """Publish ``msgs`` in order, all on the wire at once; which got their PUBACK, and why not.
+    ) -> tuple[list[bool], ConnectionLost | PublishRefused | None]:
+        """Publish ``msgs`` in order, all on the wire at once; which the broker accepted, and why not (a
+        refusal in a PUBACK is not a delivery: the row stays undelivered).
         aiomqtt does not wake pending publishes on a disconnect (they would sit until their timeout),
         so the window races against the connection's reader (``gone``)."""
         tasks = [asyncio.ensure_future(client.publish(t, p, qos=1, retain=r, timeout=self.cfg.publish_timeout_s))
@@ -225,8 +252,12 @@ class PatientLink:
                 await everything
         acked = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
         if all(acked):
+            self._refused(None)
             return acked, None
         errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        refused = next((e for e in errors if isinstance(e, PublishRefused)), None)
+        if refused is not None:
+            return acked, refused  # the accepted ones are marked; the refused stay in the journal
         return acked, ConnectionLost(f"no PUBACK for {acked.count(False)} message(s): "
                                      f"{errors[0] if errors else 'connection lost'}")
 

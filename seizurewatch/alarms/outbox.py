@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
@@ -101,6 +102,10 @@ class Outbox:
         self._seq_dirty = False  # sequences advanced in memory only (spilled events)
         self.journal_id = uuid.uuid4().hex[:16]  # replaced by the journal's own when it has one
         self.incarnation = 1
+        # the broker client id's secret part: never published (the journal id is, in every epoch), so no
+        # other account can connect under this daemon's id and push it off the broker; kept in the journal
+        # so a restart takes over its own stale session
+        self.client_key = secrets.token_hex(8)
         self._lock_fd: int | None = None
         self.closed_at_open = 0  # alarms/faults left open by an unclean exit, ended at open
 
@@ -220,6 +225,11 @@ class Outbox:
                 self._db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?)", (self.journal_id,))
             else:
                 self.journal_id = str(row[0])
+            key = self._db.execute("SELECT value FROM meta WHERE key = 'client_key'").fetchone()
+            if key is None:
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('client_key', ?)", (self.client_key,))
+            else:
+                self.client_key = str(key[0])
             inc = self._db.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
             self.incarnation = (int(inc[0]) if inc else 0) + 1
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('incarnation', ?)",
@@ -230,7 +240,9 @@ class Outbox:
                              "AND json_valid(payload) AND json_type(payload, '$.epoch') IS NULL", (self.epoch,))
 
     def _close_interrupted(self) -> None:
-        """End what the journal shows as open: the last event of each alarm/fault id is not an ``end``."""
+        """End what the journal shows as open: the last lifecycle event (start, update, end) of each alarm/fault
+        id is not an ``end``. Acks and escalations are not part of that question: an alarm whose last event
+        is an ``ack`` or ``escalate`` is just as open (it used to stay open for ever on every station)."""
         assert self._db is not None
         try:
             rows = self._db.execute(
@@ -238,6 +250,7 @@ class Outbox:
                 " SELECT MAX(id) AS id FROM events WHERE json_valid(payload)"
                 " AND json_extract(payload, '$.kind') IN ('alarm', 'fault')"
                 " AND json_type(payload, '$.alarm_id') = 'text'"
+                " AND json_extract(payload, '$.event') IN ('start', 'update', 'end')"
                 " GROUP BY patient, json_extract(payload, '$.kind'), json_extract(payload, '$.alarm_id')"
                 ") last ON e.id = last.id ORDER BY e.id").fetchall()
         except sqlite3.Error as exc:

@@ -31,16 +31,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def read_secret_file(path: str, key: str, owner: str = "the daemon") -> str:
+    """A password file's content (stripped); ConfigError if others may read it or it cannot be read."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o007:
+            raise ConfigError(f"{key}: {path} is open to every user (mode {mode:04o}); chmod 600 {path} "
+                              f"(or 640 with {owner}'s group)")
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from None
+
+
 def read_password(cfg: MqttConfig) -> str | None:
     if cfg.password_file:
-        try:
-            mode = stat.S_IMODE(os.stat(cfg.password_file).st_mode)
-            if mode & 0o007:
-                raise ConfigError(f"mqtt.password_file: {cfg.password_file} is open to every user (mode "
-                                  f"{mode:04o}); chmod 600 {cfg.password_file} (or 640 with the daemon's group)")
-            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({exc.strerror})") from None
+        return read_secret_file(cfg.password_file, "mqtt.password_file")
     if cfg.password_env:
         value = os.environ.get(cfg.password_env)
         if value is None:
@@ -118,6 +123,30 @@ def is_transient(exc: BaseException) -> bool:
     """A connection failure a retry may cure (broker down, network) rather than a refusal or a TLS failure."""
     return not (isinstance(exc, MqttConnectError) or isinstance(exc, ssl.SSLError)
                 or "certificate" in str(exc).lower())
+
+
+MQTT_CONNECT = bytes.fromhex("100c00044d5154540402003c0000")  # 3.1.1 CONNECT, clean session, empty id
+
+
+def scheme_mismatch(kw: dict[str, Any], timeout: float = 3.0) -> str | None:
+    """When a connection failed without a word (reset, or no answer): does the port speak the other
+    protocol? One line saying so (TLS where plain was asked, or the reverse), or None. Blocking: call it
+    in a thread."""
+    import socket
+
+    host, port = kw.get("hostname", "127.0.0.1"), int(kw.get("port", 1883))
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if kw.get("tls_context") is not None:  # asked for TLS: does it answer plain MQTT?
+                sock.sendall(MQTT_CONNECT)
+                return ("speaks plain MQTT, not TLS, on this port: use mqtt:// (or the broker's TLS port)"
+                        if sock.recv(1)[:1] == b"\x20" else None)
+            probe = ssl.create_default_context()
+            probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE  # only: is this TLS at all?
+            with probe.wrap_socket(sock, server_hostname=host):
+                return "speaks TLS on this port: use mqtts:// (with mqtt.ca_file)"
+    except (OSError, ssl.SSLError):
+        return None
 
 
 def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:

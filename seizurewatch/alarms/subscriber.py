@@ -30,6 +30,7 @@ from typing import Any
 import aiomqtt
 import jsonschema
 
+from seizurewatch.alarms import wire
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.config import MqttConfig
 from seizurewatch.resources import alarm_schema_path
@@ -142,6 +143,7 @@ class Handlers:
     # once per alarm id: (payload, how it was first seen: "start", "update" (start lost) or "state" (retained))
     on_alarm: Callable[[dict[str, Any], str], Any] | None = None
     on_missed: Callable[[str, int, int], Any] | None = None  # (patient, first seq, last seq) never received
+    on_cleared: Callable[[str], Any] | None = None  # (patient): its retained state was cleared (empty message)
 
 
 class Station:
@@ -177,10 +179,14 @@ class Station:
             return None
         if len(raw) > MAX_PAYLOAD:
             return self._ignore(topic, f"{len(raw)} bytes")
+        if leaf == "state" and not raw:  # the retained state was cleared: the bed left the ward
+            if self.h.on_cleared is not None:
+                await _call(self.h.on_cleared, patient)
+            return None
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._ignore(topic, "not JSON")
+            payload = wire.loads(raw)
+        except wire.WireError as exc:
+            return self._ignore(topic, str(exc))
         if leaf not in ("alarm", "fault", "state"):
             return self._ignore(topic, f"unknown leaf {leaf!r}")
         why = schema_error(leaf, payload)

@@ -32,6 +32,7 @@ DESCRIPTION = textwrap.dedent(
       inspect    header, traces, statistics and value distribution of an EDF (PNG + HTML)
       dataset    build a windowed dataset from annotated recordings
       train      train a model (from a recipe YAML or a built dataset)
+      import     a published pretrained model as a model file (day one, no patient data)
       evaluate   ROC/PR, confusion matrix, event sensitivity, false alarms/24 h, latency
       threshold  pick the operating point from the ROC trade-off
       export     write TorchScript (.pt) or torch.export (.pt2) with metadata
@@ -56,7 +57,7 @@ EPILOG = textwrap.dedent(
 )
 
 COMMAND_MODULES = ("daemon_cmds", "data_cmds", "research_cmds", "lsl_cmds", "subscribe_cmd", "station_cmds",
-                   "labels_cmd", "bench_cmd")
+                   "labels_cmd", "bench_cmd", "pretrained_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

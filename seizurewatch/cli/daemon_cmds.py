@@ -75,7 +75,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.check:
         return asyncio.run(check_run(cfg, str(args.config)))
+    refuse_embedded(cfg, str(args.config))
     return asyncio.run(run_service(cfg, args))
+
+
+def refuse_embedded(cfg: Any, name: str) -> None:
+    """``run`` publishes for the ward: an in-process broker (demo, replay) would carry its alarms to nobody."""
+    if cfg.mqtt.url == "embedded":
+        from seizurewatch.errors import ConfigError
+
+        raise ConfigError(f"{name}: mqtt.url: 'embedded' is an in-process broker for demo and replay that no "
+                          "station can reach, so run would publish its alarms to nobody; give the ward broker's "
+                          "URL, e.g. mqtt://127.0.0.1:1883")
 
 
 async def check_run(cfg: Any, name: str) -> int:
@@ -89,6 +100,7 @@ async def check_run(cfg: Any, name: str) -> int:
         await daemon.prepare()
     finally:
         await daemon.close_unstarted()
+    refuse_embedded(cfg, name)  # after the other checks: their errors are the ones to fix first
     meta = daemon.pipelines[0].meta
     for pipe in daemon.pipelines:
         d = pipe.decision

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--station-name", default="station", help="default 'by' for acks (the page asks for a name)")
     s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--ssl-keyfile", help="private key of --ssl-certfile")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer to this Host name (e.g. station.ward.local); the listen address and loopback "
+                        "names always work, any other name is refused (DNS rebinding)")
     s.set_defaults(func=cmd_station, default_log_level="INFO")
 
 
@@ -70,6 +73,6 @@ def cmd_station(args: argparse.Namespace) -> int:
 
     opts = StationOptions.from_listen(args.listen, password_file=args.password_file,
                                       station_name=args.station_name, ssl_certfile=args.ssl_certfile,
-                                      ssl_keyfile=args.ssl_keyfile)
+                                      ssl_keyfile=args.ssl_keyfile, allow_hosts=tuple(args.allow_host))
     serve(_mqtt(args), opts, url=args.mqtt_url)
     return 0

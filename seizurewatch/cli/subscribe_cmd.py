@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "SEIZUREWATCH_T, SEIZUREWATCH_PROBABILITY and SEIZUREWATCH_SOURCE (start, update or state: how "
                "the alarm was first seen) in its "
                "environment, which holds only PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR and the "
-               "variables named by --exec-env. At most 4 hooks run at once and 20 start per minute; each "
-               "is killed after 60 s.")
+               "variables named by --exec-env. Per patient at most 4 hooks run at once, 20 start per minute "
+               "and 32 wait (a flood on one bed never drops another's page); each is killed after 60 s.")
     p.add_argument("--patient", default="+", help="patient id (default: every patient)")
     p.add_argument("--mqtt-url", help="broker, e.g. mqtts://broker.ward:8883 (default: the config's)")
     p.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this daemon config")
@@ -59,6 +59,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             raise ConfigError(f"--exec: cannot parse {args.exec_cmd!r} ({exc})") from None
 
     async def main() -> None:
+        from seizurewatch.alarms import wire
         from seizurewatch.alarms.hooks import HookRunner
 
         hooks = HookRunner(args.exec_cmd, args.exec_shell, tuple(args.exec_env)) if args.exec_cmd else None
@@ -66,7 +67,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         done = asyncio.Event()
 
         def out(line: str) -> None:
-            print(line, flush=True)
+            print(line if args.jsonl else wire.printable(line), flush=True)  # names are data, never escapes
 
         def on_event(p: dict[str, Any]) -> None:
             nonlocal seen
@@ -105,7 +106,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 out(json.dumps({"kind": "status", "patient": patient, "status": text}) if args.jsonl
                     else f"[{patient}] daemon {text}")
             elif leaf == "state":
-                state = json.loads(text)  # validated by the subscriber
+                state = wire.loads(raw)  # validated by the subscriber
                 if args.jsonl:
                     out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
                 elif shown.get(patient) != state.get("state"):  # the state is republished every few seconds

@@ -321,3 +321,14 @@ def hills_forest(n_channels: int, n_samples: int, n_outputs: int = 1, rate: floa
     from seizurewatch.research.hills import HillsForest
 
     return HillsForest(n_channels, n_samples, n_outputs, rate=rate, **kwargs)
+
+
+# ----- published pretrained models (fitted once with nothing to fit, see seizurewatch/pretrained) ----------
+
+
+@register("brainmaze")
+def brainmaze(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,
+              variant: str = "modelA") -> Architecture:
+    from seizurewatch.pretrained.brainmaze import Brainmaze, load_onnx
+
+    return load_onnx(Brainmaze(n_channels, n_samples, n_outputs, rate, variant))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seizurewatch.alarms.wire import printable
 from seizurewatch.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,10 @@ def export_marks(journal: str | Path, out: str | Path, since: float | None = Non
     patient -> EDF path, else the patient id); returns a summary (files, counts, unreviewed alarms)."""
     if lead_s < 0:
         raise ConfigError("--lead: must be >= 0 seconds")
-    marks = read_marks(journal, since, patient)
     out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out: {out_dir} is a file; give a folder for the CSV files (one per patient)")
+    marks = read_marks(journal, since, patient)
     out_dir.mkdir(parents=True, exist_ok=True)
     recordings = recordings or {}
     summary: dict[str, Any] = {"journal": str(journal), "files": {}, "confirmed": 0, "false_alarm": 0,
@@ -127,10 +130,10 @@ def export_marks(journal: str | Path, out: str | Path, since: float | None = Non
                 onset = max(m.start_t - lead_s, 0.0)
                 if m.mark is None:
                     fh.write(f"# unreviewed alarm {m.alarm_id} at {m.start_t:.1f}-{m.end_t:.1f} s "
-                             f"({', '.join(m.acks) or 'no answer'}): not labelled\n")
+                             f"({printable(', '.join(m.acks)) or 'no answer'}): not labelled\n")
                     summary["unreviewed"].append({"patient": who, "alarm_id": m.alarm_id, "t": m.start_t})
                     continue
-                desc = LABELS[m.mark].format(by=m.by.replace(",", " "))
+                desc = LABELS[m.mark].format(by=printable(m.by).replace(",", " "))  # a name is data, one field
                 w.writerow([f"{onset:.3f}", f"{m.end_t - onset:.3f}", desc])
                 summary[m.mark] += 1
         summary["files"][who] = str(dest)

@@ -5,8 +5,13 @@ The server holds the only broker connection (the station's own credentials, from
 each time it changes, at most every ``push_every_s``) and acknowledges through ``POST /api/ack``,
 which the server publishes to ``<prefix>/<patient>/ack``. The browser never sees broker credentials.
 
-Listening anywhere but loopback needs a password (HTTP Basic, any user name); use
-``--ssl-certfile``/``--ssl-keyfile`` (or a TLS proxy) off the machine so it is not sent in clear.
+Listening anywhere but loopback needs a password (HTTP Basic, any user name; wrong ones back off), in a
+file only its owner (and group) may read; use ``--ssl-certfile``/``--ssl-keyfile`` (or a TLS proxy) off
+the machine so it is not sent in clear (a warning says so otherwise).
+
+The station answers only itself: a request whose Host header is not the configured listen name, a
+loopback name or an ``--allow-host`` name is refused (DNS rebinding), and an acknowledgement needs the
+page's own origin and the unguessable token the server put in that page (CSRF).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import hmac
 import json
 import logging
 import os
+import secrets
+import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +35,10 @@ from typing import Any
 
 import aiomqtt
 
+from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
-from seizurewatch.alarms.security import is_loopback
+from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
+from seizurewatch.alarms.security import is_loopback, read_secret_file
 from seizurewatch.alarms.subscriber import Handlers
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
@@ -41,6 +50,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0
 TRACE_EVERY_S = 5.0  # the probability traces go out this often (the rest of the ward at every push)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+SESSIONS = 10_000  # page tokens remembered (one per page load), oldest forgotten first
+FREE_TRIES = 5  # wrong passwords from one address before it must wait
+LOCKOUT_MAX_S = 60.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -58,6 +71,17 @@ class StationOptions:
     ssl_keyfile: str | None = None
     push_every_s: float = 0.25
     stale_s: float = 15.0
+    allow_hosts: tuple[str, ...] = ()  # Host header names accepted besides the listen name and loopback
+
+    def host_names(self) -> set[str]:
+        """The names this station answers to: loopback, the listen address unless a wildcard (then this
+        machine's names), and ``allow_hosts``."""
+        names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allow_hosts)}
+        if self.host in ("0.0.0.0", "::", ""):
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        else:
+            names.add(self.host.lower())
+        return names
 
     @classmethod
     def from_listen(cls, listen: str, password_file: str | None = None, **kw: Any) -> StationOptions:
@@ -67,10 +91,7 @@ class StationOptions:
         host = host.strip("[]")
         password = None
         if password_file:
-            try:
-                password = Path(password_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"--password-file: cannot read {password_file} ({exc.strerror})") from None
+            password = read_secret_file(password_file, "--password-file", "the station")
             if not password:
                 raise ConfigError(f"--password-file: {password_file} is empty")
         if not is_loopback(host) and password is None:
@@ -78,6 +99,9 @@ class StationOptions:
                               f"can see the ward and acknowledge alarms (and --ssl-certfile/--ssl-keyfile)")
         if bool(kw.get("ssl_certfile")) != bool(kw.get("ssl_keyfile")):
             raise ConfigError("--ssl-certfile and --ssl-keyfile: give both or neither")
+        if not is_loopback(host) and not kw.get("ssl_certfile"):
+            log.warning("station listens on %s without TLS: the page's password and the ward cross the network "
+                        "in clear; give --ssl-certfile/--ssl-keyfile (or put a TLS proxy in front)", listen)
         return cls(host=host, port=int(port_s), password=password, **{k: v for k, v in kw.items() if v is not None})
 
 
@@ -94,7 +118,8 @@ class Station:
         self.ward = Ward(stale_s=opts.stale_s)
         # the subscriber's checks: schema, topic vs payload, de-duplication on (patient, epoch, seq), gaps
         self.checker = MessageChecker(cfg.topic_prefix, Handlers(on_event=self._on_event, on_other=self._on_other,
-                                                                 on_missed=self._on_missed))
+                                                                 on_missed=self._on_missed,
+                                                                 on_cleared=self.ward.forget))
         self.browsers: set[asyncio.Queue[str]] = set()
         self.connected = asyncio.Event()
         self.closing = asyncio.Event()
@@ -102,6 +127,7 @@ class Station:
         self.ignored = 0
         self._client: aiomqtt.Client | None = None
         self._broker_error = ""
+        self.sessions: OrderedDict[str, None] = OrderedDict()  # tokens of the pages this server handed out
 
     # ----- broker ----------------------------------------------------------------------
     async def run_mqtt(self) -> None:
@@ -158,7 +184,7 @@ class Station:
         if leaf == "status":
             self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
         elif leaf == "state":
-            self.ward.on_state(patient, json.loads(raw), time.time())
+            self.ward.on_state(patient, wire.loads(raw), time.time())
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)
@@ -175,18 +201,29 @@ class Station:
         try:
             await client.publish(ack_topic(self.cfg.topic_prefix, patient), ack.to_json(), qos=1,
                                  timeout=self.cfg.publish_timeout_s)
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, PublishRefused) as exc:
             return {"status": 503, "error": f"the broker did not take the ack ({exc}); it was NOT sent"}
         log.info("ack sent", extra={"patient": patient, "alarm_id": ack.alarm_id, "action": ack.action,
                                     "by": ack.by})
         return {"status": 200, "ok": True, "patient": patient, "alarm_id": ack.alarm_id, "action": ack.action}
 
     # ----- browsers --------------------------------------------------------------------
+    def new_session(self) -> str:
+        """An unguessable token for one page load; its acknowledgements must carry it."""
+        token = secrets.token_urlsafe(24)
+        self.sessions[token] = None
+        while len(self.sessions) > SESSIONS:
+            self.sessions.popitem(last=False)
+        return token
+
+    def valid_session(self, token: str) -> bool:
+        return bool(token) and token in self.sessions
+
     def snapshot_json(self, history: bool = True) -> str:
         snap = self.ward.snapshot(time.time(), history=history)
         snap.update(broker={"connected": self.connected.is_set(), "name": self.broker, "error": self._broker_error},
                     station=self.opts.station_name)
-        return json.dumps(snap, separators=(",", ":"))
+        return wire.dumps(snap)
 
     async def push(self) -> None:
         """Push the ward to every browser when it changed (and once a second, for 'last seen' and offline);
@@ -199,7 +236,11 @@ class Station:
                 seen, last_push = self.ward.version, now
                 traces = now - last_trace >= TRACE_EVERY_S
                 last_trace = now if traces else last_trace
-                data = self.snapshot_json(history=traces)
+                try:
+                    data = self.snapshot_json(history=traces)
+                except Exception:  # noqa: BLE001 - supervised: the loop outlives any one bad ward
+                    log.exception("station push failed; trying again at the next tick")
+                    continue
                 for q in list(self.browsers):
                     _replace(q, data)
 
@@ -231,14 +272,31 @@ class BasicAuth:
     def __init__(self, app: ASGIApp, password: str) -> None:
         self.app = app
         self.password = password.encode()
+        self.failures: dict[str, tuple[int, float]] = {}  # client address -> (wrong passwords in a row, wait until)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._ok(dict(scope.get("headers") or [])):
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"www-authenticate", b'Basic realm="seizurewatch station", charset="UTF-8"'),
-                                    (b"content-type", b"text/plain; charset=utf-8")]})
-            await send({"type": "http.response.body", "body": b"password required\n"})
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
+        who = str((scope.get("client") or ("?",))[0])
+        count, until = self.failures.get(who, (0, 0.0))
+        wait = until - time.monotonic()
+        if wait > 0:  # backoff: no password is even tried from this address until then
+            await _plain(send, 429, b"too many wrong passwords; wait and try again\n",
+                         [(b"retry-after", str(int(wait) + 1).encode())])
+            return
+        headers = dict(scope.get("headers") or [])
+        if not self._ok(headers):
+            if b"authorization" in headers:  # a wrong password (a first visit sends none)
+                count += 1
+                lock = min(2.0 ** (count - FREE_TRIES), LOCKOUT_MAX_S) if count >= FREE_TRIES else 0.0
+                self.failures[who] = (count, time.monotonic() + lock)
+                if lock:
+                    log.warning("station: %d wrong passwords in a row from %s; it waits %.0f s", count, who, lock)
+            await _plain(send, 401, b"password required\n",
+                         [(b"www-authenticate", b'Basic realm="seizurewatch station", charset="UTF-8"')])
+            return
+        self.failures.pop(who, None)
         await self.app(scope, receive, send)
 
     def _ok(self, headers: dict[bytes, bytes]) -> bool:
@@ -252,15 +310,49 @@ class BasicAuth:
         return hmac.compare_digest(given, self.password)
 
 
+async def _plain(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*(headers or []), (b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def host_name(header: bytes) -> str:
+    """The name in a Host header, without its port (``[::1]:8080`` -> ``::1``)."""
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class HostGuard:
+    """Refuses a request whose Host header is not one of the station's names: a page on another site whose
+    name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
+
+    def __init__(self, app: ASGIApp, names: set[str]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = host_name(dict(scope.get("headers") or []).get(b"host", b""))
+            if host not in self.names:
+                log.warning("station: request for host %r refused (not one of this station's names)", host[:80])
+                await _plain(send, 421, b"this station does not answer to that host name\n")
+                return
+        await self.app(scope, receive, send)
+
+
 def make_app(station: Station) -> ASGIApp:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        meta = f'<meta name="seizurewatch-token" content="{station.new_session()}">\n</head>'
+        return HTMLResponse(html.replace("</head>", meta, 1), headers={"Cache-Control": "no-store"})
 
     async def ward(request: Request) -> Response:
         return Response(station.snapshot_json(), media_type="application/json")
@@ -274,10 +366,15 @@ def make_app(station: Station) -> ASGIApp:
         # so another page open in the same browser cannot acknowledge alarms (CSRF).
         if request.headers.get("x-seizurewatch-station") != "1":
             return JSONResponse({"error": "missing X-Seizurewatch-Station header"}, status_code=403)
+        origin, host = request.headers.get("origin"), request.headers.get("host", "")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return JSONResponse({"error": f"cross-origin request from {origin[:80]} refused"}, status_code=403)
+        if not station.valid_session(request.headers.get("x-seizurewatch-token", "")):
+            return JSONResponse({"error": "no valid page token: reload the page"}, status_code=403)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return JSONResponse({"error": "expected a JSON body"}, status_code=400)
+            body = wire.loads(await request.body())
+        except wire.WireError as exc:
+            return JSONResponse({"error": f"expected a JSON body ({exc})"}, status_code=400)
         if not isinstance(body, dict) or not isinstance(body.get("patient"), str):
             return JSONResponse({"error": "expected {patient, alarm_id, action, by}"}, status_code=400)
         patient = body.pop("patient")
@@ -306,7 +403,7 @@ def make_app(station: Station) -> ASGIApp:
     ], lifespan=lifespan)
     if station.opts.password is not None:
         app = BasicAuth(app, station.opts.password)
-    return app
+    return HostGuard(app, station.opts.host_names())
 
 
 def serve(cfg: MqttConfig, opts: StationOptions, url: str | None = None) -> None:

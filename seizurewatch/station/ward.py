@@ -15,9 +15,14 @@ a short alarm as false or confirmed (the marks are labels for retraining).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from seizurewatch.alarms.wire import dumps
+
+log = logging.getLogger(__name__)
 
 HISTORY_S = 600.0  # probability trace shown: the last 10 minutes
 HISTORY_POINTS = 900
@@ -47,6 +52,7 @@ class Item:
     ended_wall: float | None = None
     level: int = 0
     acks: list[dict[str, Any]] = field(default_factory=list)  # {"action", "by", "wall_time"}
+    reconciled: bool = False  # ended by the bed's state, its end event never received
 
     @property
     def open(self) -> bool:
@@ -56,7 +62,8 @@ class Item:
         return {"kind": self.kind, "alarm_id": self.alarm_id, "started_wall": self.started_wall,
                 "probability": self.probability, "peak": self.peak, "fault_type": self.fault_type,
                 "channels": self.channels, "ended_wall": self.ended_wall, "open": self.open, "level": self.level,
-                "acks": self.acks, "answered": bool(self.acks)}
+                "acks": self.acks, "answered": bool(self.acks),
+                "reconciled": self.reconciled}
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Bed:
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
+    model: str | None = None  # the model in force, from the retained state (pretrained or the patient's own)
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
         it = self.items.get(alarm_id)
@@ -107,6 +115,9 @@ class Ward:
     def on_state(self, patient: str, st: dict[str, Any], now: float) -> None:
         b = self.bed(patient)
         b.state = str(st.get("state", "unknown"))
+        model = st.get("model")
+        if isinstance(model, dict) and isinstance(model.get("name"), str):
+            b.model = model["name"]
         p = st.get("probability")
         b.probability = float(p) if isinstance(p, (int, float)) else None
         when = float(st.get("wall_time") or now)
@@ -116,11 +127,26 @@ class Ward:
         alarm_id = st.get("alarm_id")
         if b.state == "alarm" and isinstance(alarm_id, str):  # joined mid-alarm: the start was before our time
             b.item("alarm", alarm_id, when)
+        self._reconcile(b, alarm_id if b.state == "alarm" else None, when)
         for a in st.get("acks") or []:
             it = b.items.get(str(a.get("alarm_id")))
             if it is not None:
                 self._add_ack(it, a)
         self.version += 1
+
+    @staticmethod
+    def _reconcile(b: Bed, open_id: Any, when: float) -> None:
+        """The bed's own word on what is open wins: an alarm shown open that the state (newer than its
+        start) no longer names has ended, though its ``end`` never reached us (lost, or a daemon crash)."""
+        for it in b.items.values():
+            if it.kind == "alarm" and it.open and it.alarm_id != open_id and it.started_wall <= when:
+                it.ended_wall = when
+                it.reconciled = True
+
+    def forget(self, patient: str) -> None:
+        """The bed's retained state was cleared (it left the ward): off the page."""
+        if self.beds.pop(patient, None) is not None:
+            self.version += 1
 
     def on_event(self, ev: dict[str, Any], now: float) -> None:
         patient, alarm_id, kind, phase = ev.get("patient"), ev.get("alarm_id"), ev.get("kind"), ev.get("event")
@@ -182,27 +208,37 @@ class Ward:
 
     def snapshot(self, now: float, history: bool = True) -> dict[str, Any]:
         """The page's rows, most urgent first; ``history`` adds each bed's probability trace."""
-        rows = []
+        rows, unreadable = [], []
         for b in self.beds.values():
-            shown, urgency = self.shown(b, now)
-            items = [i for i in b.items.values() if i.open]
-            waiting = min((i.started_wall for i in items if i.kind == "alarm" and not i.acks), default=now)
-            rows.append({
-                "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
-                "state": b.state, "status": b.status, "probability": b.probability,
-                "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
-                **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
-                   if history else {}),
-                "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
-                "faults": [i.as_dict() for i in items if i.kind == "fault"],
-                "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
-                "_waiting": waiting,
-            })
+            try:
+                rows.append(self._row(b, now, history))
+            except (ValueError, TypeError, OverflowError) as exc:  # never the page: this bed alone, marked
+                log.exception("bed dropped from the page: its data cannot be shown", extra={"patient": b.patient})
+                unreadable.append({"patient": b.patient, "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
         rows.sort(key=lambda r: (r["urgency"], r["_waiting"], r["patient"]))
         for r in rows:
             del r["_waiting"]
         counts = {k: sum(1 for r in rows if r["shown"] == k) for k in ("alarm", "offline", "fault", "ok", "starting")}
-        return {"now": now, "beds": rows, "counts": counts, "history": history}
+        return {"now": now, "beds": rows, "counts": counts, "history": history, "unreadable": unreadable}
+
+    def _row(self, b: Bed, now: float, history: bool) -> dict[str, Any]:
+        """One bed's row; checked to be plain JSON (a browser's JSON.parse refuses NaN) before it goes out."""
+        shown, urgency = self.shown(b, now)
+        items = [i for i in b.items.values() if i.open]
+        waiting = min((i.started_wall for i in items if i.kind == "alarm" and not i.acks), default=now)
+        row = {
+            "patient": b.patient, "shown": shown, "urgency": URGENCY[urgency], "urgency_key": urgency,
+            "state": b.state, "status": b.status, "probability": b.probability, "model": b.model,
+            "last_seen": b.last_seen or None, "seen_ago_s": round(now - b.last_seen, 1) if b.last_seen else None,
+            **({"history": _thin([(round(t - now), round(p, 3)) for t, p in b.history if now - t <= HISTORY_S])}
+               if history else {}),
+            "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
+            "faults": [i.as_dict() for i in items if i.kind == "fault"],
+            "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
+            "_waiting": waiting,
+        }
+        dumps(row)
+        return row
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -8,9 +8,15 @@ const ACTION_WORD = { ack: "Acknowledged", false_alarm: "False alarm", confirmed
 const FAULT_WORD = {
   stream_lost: "EEG stream lost", stream_gap: "gap in the EEG", flatline: "flat signal", clipping: "clipping",
   nonfinite: "invalid samples", line_noise: "mains noise", model_error: "model error",
+  amplitude: "implausible amplitude (units or gain?)", publish_refused: "broker refuses this bed's alarms",
 };
 const pending = new Map();  // alarm_id -> "sending" | error text
 let lastWard = null;
+// The token the server put in this page: an acknowledgement without it is refused (another site cannot send one).
+const TOKEN = (document.querySelector('meta[name="seizurewatch-token"]') || {}).content || "";
+// The server pushes the ward every second; a page that heard nothing for this long says it may be out of date.
+const STALE_PAGE_MS = 5000;
+let lastPush = Date.now();
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const byInput = $("#by");
@@ -65,7 +71,7 @@ async function answer(bed, item, action, buttons, errorLine) {
   try {
     const r = await fetch("/api/ack", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Seizurewatch-Station": "1" },
+      headers: { "Content-Type": "application/json", "X-Seizurewatch-Station": "1", "X-Seizurewatch-Token": TOKEN },
       body: JSON.stringify({ patient: bed.patient, alarm_id: item.alarm_id, action, by: byInput.value.trim() }),
     });
     const body = await r.json().catch(() => ({}));
@@ -90,6 +96,7 @@ function itemBox(bed, item, now, kind) {
   } else if (kind === "review") {
     what.appendChild(el("span", "what", "Ended alarm, not answered: "));
     what.appendChild(el("span", "", `${clock(item.started_wall)}–${clock(item.ended_wall)}, peak ${pct(item.peak)}`));
+    if (item.reconciled) what.appendChild(el("span", "since", " (its end never arrived; the bed says it is over)"));
   } else {
     what.appendChild(el("span", "what", "▲ SEIZURE ALARM "));
     const since = el("span", "since", `for ${ago(now - item.started_wall)}`);
@@ -129,7 +136,7 @@ function itemBox(bed, item, now, kind) {
 
 function signature(bed) {
   return JSON.stringify([bed.shown, bed.urgency_key, bed.state, bed.status, bed.alarms, bed.faults, bed.review,
-                         bed.missed,
+                         bed.missed, bed.model,
                          [...pending.entries()].filter(([id]) => JSON.stringify(bed).includes(id))]);
 }
 
@@ -154,6 +161,8 @@ function card(bed, now) {
   cap.appendChild(el("span", "", "probability (dashed: 50 %)"));
   cap.appendChild(el("span", "", "now"));
   c.appendChild(cap);
+  // which model is in force (a day-one pretrained model, or the patient's own once pinned)
+  if (bed.model) c.appendChild(el("div", "model", `model: ${bed.model}`));
   for (const a of bed.alarms) c.appendChild(itemBox(bed, a, now, "alarm"));
   for (const f of bed.faults) c.appendChild(itemBox(bed, f, now, "fault"));
   for (const r of bed.review) c.appendChild(itemBox(bed, r, now, "review"));
@@ -223,9 +232,43 @@ function render(ward) {
   document.title = n.alarm ? `▲ ${n.alarm} ALARM — seizurewatch` : "seizurewatch — ward";
 }
 
+function showUnreadable(ward) {
+  let box = $("#unreadable");
+  if (!box) {
+    box = el("div", "banner");
+    box.id = "unreadable";
+    $("#beds").before(box);
+  }
+  const bad = ward.unreadable || [];
+  box.hidden = !bad.length;
+  box.textContent = bad.length ? `◆ Data from ${bad.map((b) => b.patient).join(", ")} cannot be shown ` +
+    "(malformed): check those beds directly." : "";
+}
+
+function staleCheck() {  // pushes stopped (server stuck, network, a page that cannot read them): say so
+  const quiet = Date.now() - lastPush;
+  let box = $("#stale");
+  if (!box) {
+    box = el("div", "banner");
+    box.id = "stale";
+    $("#beds").before(box);
+  }
+  box.hidden = quiet < STALE_PAGE_MS;
+  box.textContent = `✕ No update from the station server for ${Math.round(quiet / 1000)} s: what you see may ` +
+    "be out of date. Watch the patients directly.";
+}
+staleCheck();
+setInterval(staleCheck, 1000);
+
 function connect() {
   const src = new EventSource("/events");
-  src.onmessage = (e) => render(JSON.parse(e.data));
+  src.onmessage = (e) => {
+    let ward;
+    try { ward = JSON.parse(e.data); } catch (err) { return; }  // unreadable: not an update (the banner comes)
+    lastPush = Date.now();
+    render(ward);
+    showUnreadable(ward);
+  };
   src.onerror = () => {
     const banner = $("#banner");
     banner.hidden = false;
