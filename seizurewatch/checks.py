@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 # MQTT topic levels we build from config values: a bound well under MQTT's 65,535 bytes, and long
@@ -144,3 +145,18 @@ def check_output_dir(path: str | Path, name: str) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{name}: {existing} is not a writable folder")
     return p
+
+
+def check_xpath(value: str, name: str) -> str:
+    """An XPath 1.0 expression (liblsl's ``resolve_bypred`` syntax): liblsl does not say when one is
+    malformed, it finds nothing and waits for ever, so the syntax is checked here (elementpath's parser)."""
+    from elementpath import XPath1Parser
+    from elementpath.exceptions import ElementPathError
+
+    try:
+        XPath1Parser().parse(value)
+    except ElementPathError as exc:
+        found = re.search(r"column (\d+): \[err:\w+\] (.*)", str(exc))
+        detail = f"{found.group(2)} at column {found.group(1)}" if found else str(exc)[:120]
+        raise ValueError(f"{name}: not a valid XPath 1.0 expression ({detail}): {value!r}") from None
+    return value

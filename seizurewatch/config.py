@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +21,11 @@ from seizurewatch.checks import (
     check_text,
     check_topic_level,
     check_topic_prefix,
+    check_xpath,
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.units import check_unit
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class SourceConfig:
     chunk_s: float = 0.25  # edf: seconds per block pushed into the pipeline
     loop: bool = False  # edf: start over at the end (soak tests)
     rate: float | None = None  # edf: sample rate (Hz) of a text signal (.csv/.txt) without a STEM.json sidecar
+    # what a channel declaring no unit (or one seizurewatch does not know) holds: V, mV, uV, nV; None: the
+    # device profile's units, else such a recording or stream is refused
+    units: str | None = None
     # lsl: how to find the stream; at least one of name / type / source_id
     name: str | None = None
     type: str | None = "EEG"
@@ -52,6 +58,8 @@ class SourceConfig:
         check_number(self.chunk_s, "chunk_s", low=0, low_open=True, high=60)
         if self.rate is not None:
             check_number(self.rate, "rate", low=0, low_open=True, high=1_000_000)
+        if self.units is not None:
+            check_unit(self.units, "units")
         if self.kind == "edf":  # an LSL setting here means the kind line was forgotten: say so, not ignore it
             lsl_set = [k for k in ("name", "source_id", "predicate") if getattr(self, k) is not None]
             lsl_set += ["type"] if self.type != "EEG" else []
@@ -63,6 +71,8 @@ class SourceConfig:
         for key in ("name", "type", "source_id", "predicate"):
             if getattr(self, key) is not None:
                 check_text(getattr(self, key), key)
+        if self.predicate is not None:
+            check_xpath(self.predicate, "predicate")
         check_number(self.resolve_timeout_s, "resolve_timeout_s", low=0, low_open=True, high=3600)
         check_number(self.lost_after_s, "lost_after_s", low=0, low_open=True, high=3600)
         check_number(self.max_gap_s, "max_gap_s", low=0, low_open=True, high=3600)
@@ -140,6 +150,11 @@ class DecisionConfig:
     refractory_s: float = 30.0  # no new alarm start this long after an end
     update_every_s: float = 5.0  # "update" events while an alarm is active
     escalate_after_s: float = 60.0  # unacknowledged alarm (or lasting fault) -> "escalate" every this long; 0 = off
+    # risk levels of a prediction model's outputs (risk.py): the median probability over the last risk_span_s
+    # (at least RISK_MIN_WINDOWS windows, so one window's blip never moves it); a level is left downwards only
+    # risk_hysteresis below the threshold that entered it
+    risk_span_s: float = 60.0
+    risk_hysteresis: float = 0.05
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -155,6 +170,8 @@ class DecisionConfig:
         check_number(self.refractory_s, "refractory_s", low=0, high=86_400)
         check_number(self.update_every_s, "update_every_s", low=0, low_open=True, high=86_400)
         check_number(self.escalate_after_s, "escalate_after_s", low=0, high=86_400)  # 0 turns escalation off
+        check_number(self.risk_span_s, "risk_span_s", low=0, low_open=True, high=86_400)
+        check_number(self.risk_hysteresis, "risk_hysteresis", low=0, high=1, high_open=True)
 
     @property
     def rule(self) -> tuple[int, int]:
@@ -284,7 +301,7 @@ def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or value in (":memory:", "embedded"):
         return value
     p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str(p if p.is_absolute() else os.path.abspath(base / p))  # links kept: sidecars sit beside them
 
 
 def resolve_paths(cfg: Config, base: Path) -> Config:

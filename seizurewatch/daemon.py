@@ -33,7 +33,7 @@ from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import DeviceProfile, load_device
-from seizurewatch.errors import BrokerError, ConfigError, SourceUnavailable, StorageError
+from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
 from seizurewatch.escalation import Escalator
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
@@ -47,18 +47,21 @@ from seizurewatch.sources import Source
 log = logging.getLogger(__name__)
 
 PayloadSink = Callable[[dict[str, Any]], None]
+EVENT_TOPIC = {"alarm": "alarm", "fault": "fault", "risk": "risk_change"}  # event kind -> its topic (mqtt.topics)
 
 
-def make_source(stream: StreamConfig) -> Source:
+def make_source(stream: StreamConfig, device: DeviceProfile | None = None) -> Source:
+    """The stream's source; a channel declaring no unit holds ``source.units``, else the device profile's."""
     s = stream.source
+    units = s.units or (device.units if device else None)
     if s.kind == "edf":
         from seizurewatch.sources.edf import EdfReplaySource
 
         assert s.path is not None
-        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop, rate=s.rate)
+        return EdfReplaySource(s.path, speed=s.speed, chunk_s=s.chunk_s, loop=s.loop, rate=s.rate, units=units)
     from seizurewatch.sources.lsl import LslSource
 
-    return LslSource(s)
+    return LslSource(s, units=units)
 
 
 RETRY_S = 5.0  # a metrics port in use is tried again this often
@@ -201,15 +204,24 @@ class Daemon:
                 log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
                             "at their level", extra={"levels": carried})
         for stream in cfg.streams:
-            pipe = StreamPipeline(stream, devices[stream.patient], make_source(stream), predictor, cfg.decision,
+            device = devices[stream.patient]
+            pipe = StreamPipeline(stream, device, make_source(stream, device), predictor, cfg.decision,
                                   self._sink, record_probabilities=self.opts.record_probabilities,
                                   metrics=self.metrics)
             self._opened.append(pipe)
             try:
                 await pipe.open()
-            except SourceUnavailable as exc:
-                if not self.opts.keep_trying:
+            except DataError as exc:
+                # a live stream that is not there, or there but not what the model needs (1 channel: an
+                # amplifier not set up yet): a service says so (stream_lost fault) and keeps looking; exit 2
+                # would leave the bed unmonitored for good (systemd does not restart a config error).
+                # A recording that does not fit, and run --check, still refuse.
+                live = stream.source.kind == "lsl" and not self.opts.check_only
+                if not self.opts.keep_trying or not (isinstance(exc, SourceUnavailable) or live):
                     raise
+                if not isinstance(exc, SourceUnavailable):
+                    with contextlib.suppress(Exception):
+                        await pipe.source.close()
                 pipe.waiting = str(exc)  # run() publishes a stream_lost fault and keeps looking
                 self.notes.append(f"{stream.patient}: {exc}; waiting for it (stream_lost fault)")
                 log.error("no stream at start; monitoring starts when it appears",
@@ -224,6 +236,8 @@ class Daemon:
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
                 pipe.on_state.append(self._state_to(link, pipe))
+                pipe.status.on_risk.append(link.set_risk)
+                link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -330,8 +344,7 @@ class Daemon:
         assert self.outbox is not None
         names = topics(self.cfg.mqtt.topic_prefix, ctx.patient)
         now = time.time()
-        items = [(names["alarm" if ev.kind == "alarm" else "fault"], to_payload(ev, ctx, seq=0, wall_time=now))
-                 for ev in events]
+        items = [(names[EVENT_TOPIC[ev.kind]], to_payload(ev, ctx, seq=0, wall_time=now)) for ev in events]
         for _, payload in items:  # an ended alarm stops escalating before the journal write yields the loop
             if payload["event"] == "end":
                 self.escalator.observe(payload, 0.0)
@@ -423,6 +436,8 @@ class Daemon:
                 link = self.links.get(pipe.patient)
                 if link is not None:
                     link.refresh_state(self.state_info(pipe))
+                    if pipe.status.risk and pipe.status.risk.last_t:
+                        link.set_risk(pipe.status.risk.message(pipe.context))
 
     def stop(self) -> None:
         for pipe in self.pipelines:

@@ -8,6 +8,7 @@ from pathlib import Path
 from seizurewatch.checks import check_number
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.units import check_unit
 
 
 def canonical_label(label: str) -> str:
@@ -24,7 +25,7 @@ class DeviceProfile:
     name: str
     channels: tuple[str, ...]
     sampling_rate: float
-    units: str = "uV"
+    units: str | None = None  # what the amplifier's channels hold when its stream or files declare no unit
     montage: str = "unspecified"  # e.g. "bipolar double banana", "referential", "intracranial grid"
     line_freq: float = 50.0  # mains frequency at the site, for signal-quality checks
     aliases: dict[str, str] = field(default_factory=dict)  # other label -> profile label
@@ -41,6 +42,8 @@ class DeviceProfile:
             raise ValueError("channels: labels must be unique")
         check_number(self.sampling_rate, "sampling_rate", low=0, low_open=True, high=100_000)
         check_number(self.line_freq, "line_freq", low=0, low_open=True, high=1000)
+        if self.units is not None:
+            check_unit(self.units, "units")
         if self.amplitude_uv is not None:
             low, high = self.amplitude_uv
             check_number(low, "amplitude_uv[0]", low=0, low_open=True)

@@ -18,10 +18,12 @@ import pyedflib
 
 from seizurewatch.errors import DataError
 from seizurewatch.types import Annotation
+from seizurewatch.units import microvolt_factors, to_microvolts
 
 log = logging.getLogger(__name__)
 
 
+HEADER_ONLY = "header-only"  # units= for a reader opened to read its header, never its samples
 _TUH_RE = re.compile(r"^EEG\s+(\S+?)-(REF|LE)$", re.I)
 
 
@@ -62,7 +64,7 @@ class EdfHeader:
     channels: tuple[str, ...]
     rate: float
     n_samples: int
-    units: tuple[str, ...]
+    units: tuple[str, ...]  # as the file declares them; every reader returns µV
     annotations: tuple[Annotation, ...]
     start_datetime: str
     skipped_channels: tuple[str, ...]  # signals at another rate than the EEG (ECG, SpO2...)
@@ -74,13 +76,36 @@ class EdfHeader:
 
 
 class ChunkedReader:
-    """What every signal reader shares: ``chunks`` over ``read``, and ``with`` closing it. A reader sets
-    ``header`` and defines ``read(start, n, channels)`` and ``close()``."""
+    """What every signal reader shares: ``chunks`` over ``read``, ``with`` closing it, and the conversion
+    of the declared units to µV (``seizurewatch.units``). A reader sets ``header``, calls ``_units(assume)``
+    and defines ``_read(start, n, picks)`` (declared units, float32 or float64) and ``close()``."""
 
+    path: str
     header: EdfHeader
+    _factors: np.ndarray
+
+    def _units(self, assume: str | None) -> None:
+        """Checks the header's declared units (``assume``: what a unit-less or unknown channel is); a
+        reader that cannot convert refuses to open, naming the file and the channel. ``HEADER_ONLY``:
+        opened for the header (annotations, labels), no samples will be read."""
+        if assume == HEADER_ONLY:
+            self._factors = np.full(len(self.header.channels), np.nan)
+            return
+        self._factors = microvolt_factors(self.path, self.header.channels, self.header.units, assume)
+
+    def _read(self, start: int, n: int, picks: list[int]) -> np.ndarray:
+        raise NotImplementedError
 
     def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
-        raise NotImplementedError
+        """Samples ``start .. start+n`` (clipped to the file): (channels, n) float32 µV."""
+        start = max(0, start)
+        n = max(0, min(n, self.header.n_samples - start))
+        picks = list(range(len(self.header.channels))) if channels is None else list(channels)
+        if not n:
+            return np.empty((len(picks), 0), dtype=np.float32)
+        if np.isnan(self._factors).any():
+            raise RuntimeError(f"{self.path}: opened for its header only (units=HEADER_ONLY); no samples")
+        return to_microvolts(self._read(start, n, picks), self._factors[picks])
 
     def close(self) -> None:
         raise NotImplementedError
@@ -101,9 +126,10 @@ class ChunkedReader:
 
 
 class EdfRecording(ChunkedReader):
-    """An open EDF file; use as a context manager."""
+    """An open EDF file; use as a context manager. ``units``: what a channel whose physical dimension is
+    empty or unknown holds (else such a file is refused)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, units: str | None = None) -> None:
         self.path = str(path)
         if not Path(self.path).is_file():
             raise DataError(f"{self.path}: recording not found")
@@ -147,15 +173,16 @@ class EdfRecording(ChunkedReader):
             skipped_channels=skipped,
             reference=reference_of([raw[i] for i in self._idx]),
         )
+        try:
+            self._units(units)
+        except DataError:
+            r.close()
+            raise
 
-    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
-        """Samples ``start .. start+n`` (clipped to the file) of the EEG signals: (channels, n) float32 µV."""
-        n = max(0, min(n, self.header.n_samples - start))
-        picks = self._idx if channels is None else [self._idx[c] for c in channels]
-        out = np.empty((len(picks), n), dtype=np.float32)
-        for row, sig in enumerate(picks):
-            if n:
-                out[row] = self._reader.readSignal(sig, start, n, digital=False)
+    def _read(self, start: int, n: int, picks: list[int]) -> np.ndarray:
+        out = np.empty((len(picks), n), dtype=np.float64)  # physical values; to µV in float64, then float32
+        for row, c in enumerate(picks):
+            out[row] = self._reader.readSignal(self._idx[c], start, n, digital=False)
         return out
 
     def close(self) -> None:

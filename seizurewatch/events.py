@@ -1,4 +1,4 @@
-"""Alarm and fault events, and their JSON payload (see docs/alarm.schema.json)."""
+"""Alarm, fault and risk events, and their JSON payload (docs/alarm.schema.json; risk: docs/risk.schema.json)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,25 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["alarm", "fault"]
-EventPhase = Literal["start", "update", "end", "ack", "escalate"]  # ack/escalate: see alarms/ack.py, escalation.py
+EventKind = Literal["alarm", "fault", "risk"]
+# ack/escalate: see alarms/ack.py, escalation.py; change: a risk level changed (risk.py)
+EventPhase = Literal["start", "update", "end", "ack", "escalate", "change"]
 
 
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class RiskChange:
+    """What a ``risk`` event says: one horizon's level changed (``risk.RiskTracker``)."""
+
+    output: str  # the model output, e.g. preictal_600s
+    horizon_s: float
+    level: str  # low | elevated | high
+    previous: str  # low | elevated | high | unknown
+    since_t: float  # stream time the new level holds from
+    thresholds: dict[str, float]  # {"elevated": x, "high": y} in force
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Event:
     by: str | None = None  # ack events: who (the station's or the person's name)
     note: str | None = None  # ack events: free text, if given
     level: int | None = None  # escalate events: 1, 2, ... one per unanswered interval
+    risk: RiskChange | None = None  # risk events
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,8 @@ class Context:
 
 
 def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str, Any]:
+    if ev.risk is not None:
+        return _risk_payload(ev, ev.risk, ctx, seq, wall_time)
     p: dict[str, Any] = {
         "schema": "seizurewatch/event/1",
         "kind": ev.kind,
@@ -82,3 +98,15 @@ def to_payload(ev: Event, ctx: Context, seq: int, wall_time: float) -> dict[str,
     if ev.extra:
         p["extra"] = ev.extra
     return p
+
+
+def _risk_payload(ev: Event, r: RiskChange, ctx: Context, seq: int, wall_time: float) -> dict[str, Any]:
+    """A risk level change (docs/risk.schema.json, ``change``): the smoothed probability that moved it."""
+    return {
+        "schema": "seizurewatch/risk-event/1", "kind": "risk", "event": "change", "event_id": ev.alarm_id,
+        "patient": ctx.patient, "seq": seq, "t": round(ev.t, 4), "wall_time": round(wall_time, 4),
+        "output": r.output, "horizon_s": r.horizon_s, "level": r.level, "previous": r.previous,
+        "since_t": round(r.since_t, 4), "probability": None if ev.probability is None else round(ev.probability, 5),
+        "thresholds": {k: round(v, 5) for k, v in r.thresholds.items()},
+        "model": {"name": ctx.model_name, "sha256": ctx.model_sha256},
+    }

@@ -5,6 +5,11 @@ extra file ``metadata.json`` says what it expects (channels, rate, window, hop,
 preprocessing), how its threshold was chosen, what it was trained on, and the SHA-256 of
 its weights. The forward pass takes ``(batch, channels, samples)`` float32 in physical
 units and returns ``(batch, outputs)`` probabilities.
+
+Outputs are typed by the metadata: an output named in ``risk`` is a prediction output (its
+horizon and the thresholds of its levels, ``risk.<output>.horizon_s/elevated/high``), published as
+a risk level (``seizurewatch/risk.py``); the first output not named there is the detection output
+the alarms follow. A model without a ``risk`` section alarms on its first output, as before.
 """
 
 from __future__ import annotations
@@ -57,6 +62,17 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 @dataclass(frozen=True)
+class RiskOutput:
+    """A prediction output: its column in the model's answer, its horizon and its level thresholds."""
+
+    index: int
+    name: str
+    horizon_s: float
+    elevated: float  # smoothed probability from which the level is "elevated"
+    high: float  # ... and "high"
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     raw: dict[str, Any]
 
@@ -91,6 +107,19 @@ class ModelMeta:
     @property
     def threshold_policy(self) -> str:
         return str(self.raw["threshold"].get("policy", "unknown"))
+
+    @property
+    def risk_outputs(self) -> tuple[RiskOutput, ...]:
+        """The prediction outputs, in output order (``risk`` section; empty without one)."""
+        risk = self.raw.get("risk") or {}
+        return tuple(RiskOutput(i, name, float(risk[name]["horizon_s"]), float(risk[name]["elevated"]),
+                                float(risk[name]["high"])) for i, name in enumerate(self.outputs) if name in risk)
+
+    @property
+    def detection_output(self) -> int | None:
+        """The output the alarms follow: the first one that is not a prediction output (None: none is)."""
+        risk = self.raw.get("risk") or {}
+        return next((i for i, name in enumerate(self.outputs) if name not in risk), None)
 
     @property
     def window_samples(self) -> int:
@@ -129,14 +158,7 @@ def _check_meta(meta: ModelMeta) -> None:
         raise ValueError("preprocess.channels: expected a non-empty list of channel labels")
     if len(set(channels)) != len(channels):
         raise ValueError("preprocess.channels: labels must be unique")
-    check_number(spec.rate, "preprocess.rate", low=0, low_open=True, high=100_000)
-    nyquist = spec.rate / 2
-    if spec.bandpass is not None:
-        lo, hi = spec.bandpass
-        check_number(lo, "preprocess.bandpass[0]", low=0, high=nyquist, high_open=True)
-        check_number(hi, "preprocess.bandpass[1]", low=lo, low_open=True, high=nyquist, high_open=True)
-    if spec.notch is not None:
-        check_number(spec.notch, "preprocess.notch", low=0, low_open=True, high=nyquist, high_open=True)
+    spec.check()
     check_number(meta.window_s, "window_s", low=0, low_open=True, high=3600)
     check_number(meta.hop_s, "hop_s", low=0, low_open=True, high=meta.window_s)
     if meta.window_samples < 1 or meta.hop_samples < 1:
@@ -150,6 +172,24 @@ def _check_meta(meta: ModelMeta) -> None:
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")
+    _check_risk(meta.raw.get("risk"), outputs)
+
+
+def _check_risk(risk: Any, outputs: list[str]) -> None:
+    """``risk``: {output: {horizon_s, elevated, high}} for outputs of the model, 0 < elevated < high < 1."""
+    if risk is None:
+        return
+    if not isinstance(risk, dict):
+        raise ValueError("risk: expected a mapping of output name -> {horizon_s, elevated, high}")
+    for name, spec in risk.items():
+        if name not in outputs:
+            raise ValueError(f"risk.{name}: not one of the model's outputs ({', '.join(outputs)})")
+        if not isinstance(spec, dict):
+            raise ValueError(f"risk.{name}: expected a mapping with horizon_s, elevated, high")
+        horizon, elevated, high = (spec.get(k, "missing") for k in ("horizon_s", "elevated", "high"))
+        check_number(horizon, f"risk.{name}.horizon_s", low=0, low_open=True, high=86_400 * 30)
+        check_number(elevated, f"risk.{name}.elevated", low=0, high=1, low_open=True, high_open=True)
+        check_number(high, f"risk.{name}.high", low=elevated, high=1, low_open=True, high_open=True)
 
 
 @dataclass

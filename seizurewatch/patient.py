@@ -16,6 +16,7 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.decision import AlarmDecision, FaultTracker
 from seizurewatch.events import Context, Event
 from seizurewatch.modelfile import ModelMeta, output_problem
+from seizurewatch.risk import PatientRisk
 from seizurewatch.types import Window
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,12 @@ class PatientState:
         self._shown_alarm: str | None = None  # what the last published state said
         self._shown_faults: set[str] = set()
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
+        self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
         decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
         self.decision = AlarmDecision(decision, self._threshold(decision))
         self.context = self._context(decision)
+        self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
+        self.risk = PatientRisk(meta, decision)  # the prediction outputs' levels (empty: none)
 
     def _threshold(self, decision: DecisionConfig) -> float:
         return decision.threshold if decision.threshold is not None else self.meta.threshold
@@ -77,6 +81,12 @@ class PatientState:
         decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
+        self.risk.reconfigure(decision)
+
+    def reset_history(self) -> None:
+        """After a gap or a lost stream the recent windows say nothing about the next ones."""
+        self.decision.reset_history()
+        self.risk.reset()
 
     def snapshot(self, waiting: str | None = None) -> PatientSnapshot:
         return PatientSnapshot(self.patient, self.state, tuple(sorted(self.faults.active)),
@@ -104,13 +114,16 @@ class PatientState:
                                           detail=f"the model {output_problem(row[None, :], 1, len(row))}")
                 continue
             events += self.faults.set("model_error", False, w.t_end)
-            p = float(row[0])
             self.stats.windows += 1
-            self.stats.last_probability = p
             self.stats.last_t = w.t_end
-            if self.record:
-                self.stats.probabilities.append((w.t_end, p))
+            events += self.risk.update(w.t_end, row)
+            if self.record:  # every window's outputs; p: the detection output (prediction-only model: the first)
+                self.stats.probabilities.append((w.t_end, float(row[self.detection or 0])))
                 self.stats.outputs.append(row)
+            if self.detection is None:
+                continue  # no alarms: nothing here is a seizure probability
+            p = float(row[self.detection])
+            self.stats.last_probability = p
             events.extend(self.decision.update(w.t_end, p))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)
@@ -133,7 +146,12 @@ class PatientState:
     def update_state(self, t: float, events: list[Event] | None = None) -> None:
         """Publish every state the patient passed through: ``events`` (just emitted, in order) are
         walked first, so an alarm that started and ended inside one block (a fast replay decides
-        30 s at a time) still shows as ``alarm`` between them; then the state as it is now."""
+        30 s at a time) still shows as ``alarm`` between them; then the state as it is now. A risk level
+        change republishes the retained risk message."""
+        if events and any(ev.kind == "risk" for ev in events):
+            message = self.risk.message(self.context)
+            for cb in self.on_risk:
+                cb(message)
         if events:
             alarm_id = self._shown_alarm
             faults = set(self._shown_faults)

@@ -361,7 +361,7 @@ class StreamPipeline:
         assert self.pre
         self._reset_rings(gap.t)
         self.pre.reset()
-        self.decision.reset_history()
+        self.status.reset_history()
         if gap.reason != "replay_loop":
             log.warning("stream gap; window buffer reset", extra={"patient": self.patient, "gap_s": gap.seconds})
             await self._emit(self.faults.instant("stream_gap", gap.t, f"{gap.seconds:.3f} s without samples",
@@ -373,7 +373,7 @@ class StreamPipeline:
             log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
             self._reset_rings(st.t)
             self.pre.reset()
-            self.decision.reset_history()
+            self.status.reset_history()
         else:
             log.info("stream back", extra={"patient": self.patient, "detail": st.detail})
             self._reset_rings(st.t)
@@ -397,6 +397,10 @@ class StreamPipeline:
             elif ev.kind == "alarm" and ev.event in ("start", "end"):
                 log.warning("alarm %s", ev.event, extra={"patient": self.patient, "t": round(ev.t, 2),
                                                          "probability": ev.probability, "alarm_id": ev.alarm_id})
+            elif ev.risk is not None:
+                log.info("risk %s -> %s", ev.risk.previous, ev.risk.level,
+                         extra={"patient": self.patient, "horizon_s": ev.risk.horizon_s, "t": round(ev.t, 2),
+                                "probability": ev.probability})
             if self.metrics:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)

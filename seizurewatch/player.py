@@ -39,6 +39,7 @@ class PlayOptions:
     duration_s: float | None = None  # and for this long (None: to the end)
     markers: bool = True
     rate: float | None = None  # text signals without a STEM.json sidecar
+    units: str | None = None  # what channels declaring no unit hold
     wait_consumer_s: float = 0.0  # wait this long for an inlet before the clock starts
     channel_order: tuple[str, ...] | None = None  # publish these channels in this order (tests: shuffled, missing)
     gap_at_s: float | None = None  # test aid: skip ``gap_s`` of timestamps at this recording time
@@ -85,7 +86,7 @@ class Player:
         self.path = path
         self.opts = options or PlayOptions()
         self.stats = PlayStats()
-        self.rec = open_recording(path, rate=self.opts.rate)
+        self.rec = open_recording(path, rate=self.opts.rate, units=self.opts.units)
         h = self.rec.header
         self.rate = h.rate
         units = dict(zip(h.channels, h.units))
@@ -95,7 +96,7 @@ class Player:
             raise DataError(f"{path}: no channel(s) {', '.join(unknown)}; the file has {', '.join(h.channels)}")
         self.labels = tuple(order)
         self.picks = [h.channels.index(c) for c in order]
-        self.units = tuple(units[c] for c in order)
+        self.units = ("uV",) * len(order)  # the reader converted the file's units
         self.first = int(round(self.opts.start_s * self.rate))
         end = h.n_samples if self.opts.duration_s is None else self.first + int(round(self.opts.duration_s * self.rate))
         self.last = min(end, h.n_samples)

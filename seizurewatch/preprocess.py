@@ -13,6 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from seizurewatch import filters
+from seizurewatch.checks import check_number
 from seizurewatch.devices import DeviceProfile, canonical_label
 from seizurewatch.errors import DataError
 
@@ -25,6 +26,23 @@ class PreprocessSpec:
     rate: float
     bandpass: tuple[float, float] | None = None
     notch: float | None = None
+
+    def check(self, prefix: str = "preprocess.") -> None:
+        """The filters fit the rate: band edges and notch below the Nyquist frequency (rate / 2). ValueError
+        naming the key (``prefix`` + ``bandpass[1]``...), the value and the Nyquist frequency. One check
+        for the dataset build, the trainer and the model loader."""
+        check_number(self.rate, f"{prefix}rate", low=0, low_open=True, high=100_000)
+        nyquist = self.rate / 2
+        at = f"; the Nyquist frequency at {self.rate:g} Hz is {nyquist:g} Hz"
+        try:
+            if self.bandpass is not None:
+                lo, hi = self.bandpass
+                check_number(lo, f"{prefix}bandpass[0]", low=0, high=nyquist, high_open=True)
+                check_number(hi, f"{prefix}bandpass[1]", low=lo, low_open=True, high=nyquist, high_open=True)
+            if self.notch is not None:
+                check_number(self.notch, f"{prefix}notch", low=0, low_open=True, high=nyquist, high_open=True)
+        except ValueError as exc:
+            raise ValueError(f"{exc}{at}") from None
 
     def to_json(self) -> dict:
         return {

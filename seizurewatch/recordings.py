@@ -10,8 +10,14 @@
   columns separated by commas, semicolons, tabs or spaces, or a bare column of numbers
   (one value per line, as in the Bonn EEG database's ``Z001.txt``). Text carries no rate:
   it comes from ``rate=`` or from a sidecar ``STEM.json`` (``{"rate": 173.61}``, or BIDS's
-  ``SamplingFrequency``; optional ``channels`` and ``units``). Text corpora are small, so a
-  text file is parsed whole into memory once (float32); EDF/BDF are never loaded whole.
+  ``SamplingFrequency``; optional ``channels``; ``units``, one for all columns or one per column).
+  Text corpora are small, so a text file is parsed whole into memory once; EDF/BDF are never loaded
+  whole.
+
+Every reader returns float32 µV, converted from the units the file declares (``seizurewatch.units``);
+``units=`` says what a channel that declares none (or one seizurewatch does not know) holds, else such
+a file is refused naming the file and the channel; ``read_header`` reads only the header (labels,
+rate, annotations), whatever the units.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from seizurewatch.edfio import ChunkedReader, EdfHeader, EdfRecording, dedupe_labels
+from seizurewatch.edfio import HEADER_ONLY, ChunkedReader, EdfHeader, EdfRecording, dedupe_labels
 from seizurewatch.errors import DataError
 from seizurewatch.types import Annotation
+from seizurewatch.units import to_microvolts
 
 EDF_SUFFIXES = (".edf", ".bdf")
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".asc")
@@ -67,19 +74,27 @@ def signal_format(path: str | Path) -> str:
                     f"{', '.join(SIGNAL_SUFFIXES)}")
 
 
-def open_recording(path: str | Path, rate: float | None = None) -> Recording:
+def open_recording(path: str | Path, rate: float | None = None, units: str | None = None) -> Recording:
     """Open ``path`` with the reader its format needs. ``rate`` (Hz) is for text signals without a
-    sidecar; given for an EDF/BDF it must agree with the file's header."""
+    sidecar; given for an EDF/BDF it must agree with the file's header. ``units``: what a channel
+    declaring no unit (or an unknown one) holds."""
     kind = signal_format(path)
     if kind == "text":
-        return TextRecording(path, rate=rate)
+        return TextRecording(path, rate=rate, units=units)
     rec: EdfRecording | BrainVisionRecording
-    rec = BrainVisionRecording(path) if kind == "brainvision" else EdfRecording(path)
+    rec = BrainVisionRecording(path, units) if kind == "brainvision" else EdfRecording(path, units)
     if rate is not None and not math.isclose(rate, rec.header.rate, rel_tol=1e-6):
         rec.close()
         raise DataError(f"{path}: the file says {rec.header.rate:g} Hz; --rate {rate:g} disagrees "
                         "(drop the rate option for EDF/BDF files)")
     return rec
+
+
+def read_header(path: str | Path, rate: float | None = None) -> EdfHeader:
+    """The header of a recording (channels, rate, declared units, annotations), units unchecked: for a
+    caller that reads no samples."""
+    with open_recording(path, rate=rate, units=HEADER_ONLY) as rec:
+        return rec.header
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -134,9 +149,9 @@ def _is_number(token: str) -> bool:
 
 
 class TextRecording(ChunkedReader):
-    """A text signal parsed once into a (channels, samples) float32 array; use as a context manager."""
+    """A text signal parsed once into a (channels, samples) array; use as a context manager."""
 
-    def __init__(self, path: str | Path, rate: float | None = None) -> None:
+    def __init__(self, path: str | Path, rate: float | None = None, units: str | None = None) -> None:
         self.path = str(path)
         p = Path(self.path)
         if not p.is_file():
@@ -162,15 +177,22 @@ class TextRecording(ChunkedReader):
                 raise DataError(f"{side}: channels: expected a list of {data.shape[0]} names "
                                 f"(one per column of {p.name}), got {chans!r}")
             names = list(chans)
-        units = meta.get("units", "uV")
-        if isinstance(units, str):
-            units = [units] * data.shape[0]
-        if not isinstance(units, list) or len(units) != data.shape[0]:
-            raise DataError(f"{side}: units: expected one string or {data.shape[0]} strings, got {units!r}")
-        self._data = data
+        declared = meta.get("units", "")
+        if isinstance(declared, str):
+            declared = [declared] * data.shape[0]
+        if not isinstance(declared, list) or len(declared) != data.shape[0] \
+                or not all(isinstance(u, str) for u in declared):
+            raise DataError(f"{side}: units: expected one string or {data.shape[0]} strings, got {declared!r}")
         self.header = EdfHeader(path=self.path, channels=tuple(dedupe_labels(names)), rate=float(fs),
-                                n_samples=data.shape[1], units=tuple(str(u) for u in units), annotations=(),
+                                n_samples=data.shape[1], units=tuple(declared), annotations=(),
                                 start_datetime="", skipped_channels=())
+        self._units(units)
+        if units == HEADER_ONLY:  # no samples will be read (``read`` refuses)
+            self._data = np.empty((0, 0), dtype=np.float32)
+            return
+        # converted once, from float64, and kept as float32 µV (half the memory; reads are slices)
+        self._data = to_microvolts(data, self._factors)
+        self._factors = np.ones(data.shape[0])
 
     def _parse(self, p: Path) -> tuple[list[str], np.ndarray]:
         names: list[str] | None = None
@@ -203,15 +225,11 @@ class TextRecording(ChunkedReader):
                 rows.append(values)
         if not rows:
             raise DataError(f"{p}: no samples (expected one row per sample, one column per channel)")
-        data = np.asarray(rows, dtype=np.float32).T.copy()
+        data = np.asarray(rows, dtype=np.float64).T.copy()  # to µV from float64, as the EDF reader does
         return (names or [f"ch{i + 1}" for i in range(width)]), data
 
-    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
-        """Samples ``start .. start+n`` (clipped to the file): (channels, n) float32."""
-        start = max(0, start)
-        n = max(0, min(n, self.header.n_samples - start))
-        block = self._data[:, start:start + n] if channels is None else self._data[channels, start:start + n]
-        return np.array(block, dtype=np.float32)
+    def _read(self, start: int, n: int, picks: list[int]) -> np.ndarray:
+        return self._data[picks, start:start + n]
 
     def close(self) -> None:
         self._data = np.empty((0, 0), dtype=np.float32)
@@ -219,10 +237,15 @@ class TextRecording(ChunkedReader):
 
 # ---------------------------------------------------------------------------------------------- BrainVision
 
-class BrainVisionRecording(ChunkedReader):
-    """A BrainVision recording through ``mne.io.read_raw_brainvision`` (not preloaded); µV like the EDF reader."""
+_MNE_SCALES_TO_VOLTS = ("V", "mV", "µV", "uV", "nV")  # mne.io.brainvision: what it scales (a missing unit is µV)
 
-    def __init__(self, path: str | Path) -> None:
+
+class BrainVisionRecording(ChunkedReader):
+    """A BrainVision recording through ``mne.io.read_raw_brainvision`` (not preloaded). mne scales what
+    the header declares to volts (the BrainVision default is µV); the declared units are checked here
+    like every other reader's, and volts become µV."""
+
+    def __init__(self, path: str | Path, units: str | None = None) -> None:
         self.path = str(path)
         if not Path(self.path).is_file():
             raise DataError(f"{self.path}: recording not found")
@@ -236,20 +259,22 @@ class BrainVisionRecording(ChunkedReader):
         anns = tuple(Annotation(float(a["onset"]), max(float(a["duration"]), 0.0), str(a["description"]))
                      for a in raw.annotations)
         meas = raw.info["meas_date"]
+        declared = getattr(raw, "_orig_units", None) or {}
         self.header = EdfHeader(
             path=self.path, channels=tuple(dedupe_labels(list(raw.ch_names))), rate=float(raw.info["sfreq"]),
-            n_samples=int(raw.n_times), units=("uV",) * len(raw.ch_names), annotations=anns,
-            start_datetime=meas.isoformat() if meas is not None else "", skipped_channels=())
+            n_samples=int(raw.n_times), units=tuple(str(declared.get(c, "")) for c in raw.ch_names),
+            annotations=anns, start_datetime=meas.isoformat() if meas is not None else "", skipped_channels=())
+        try:
+            self._units(units)
+        except DataError:
+            raw.close()
+            raise
+        # mne hands volts for the units it scales (its header reader's list); any other unit as it was stored
+        volts = [u in _MNE_SCALES_TO_VOLTS for u in self.header.units]
+        self._factors = np.where(volts, 1e6, self._factors)
 
-    def read(self, start: int, n: int, channels: list[int] | None = None) -> np.ndarray:
-        """Samples ``start .. start+n`` (clipped to the file): (channels, n) float32 µV."""
-        start = max(0, start)
-        n = max(0, min(n, self.header.n_samples - start))
-        picks = list(range(len(self.header.channels))) if channels is None else channels
-        if not n:
-            return np.empty((len(picks), 0), dtype=np.float32)
-        data = self._raw.get_data(picks=picks, start=start, stop=start + n)  # volts
-        return (data * 1e6).astype(np.float32)
+    def _read(self, start: int, n: int, picks: list[int]) -> np.ndarray:
+        return self._raw.get_data(picks=picks, start=start, stop=start + n)  # volts
 
     def close(self) -> None:
         self._raw.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,24 +41,28 @@ def replay_config(
     base: Config | None = None,
     outbox: str | None = None,
     rate: float | None = None,
+    units: str | None = None,
 ) -> Config:
     """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
     given; ``rate`` is a text signal's sample rate (Hz) when no sidecar gives it. The journal is
-    ``outbox``, else the base config's ``outbox.path``, else in memory.
+    ``outbox``, else the base config's ``outbox.path``, else in memory. ``units``: what channels declaring
+    no unit hold (else the device profile's units, else such a recording is refused).
     ConfigError (one line, naming the option) for a patient id, speed or broker URL the config would refuse."""
     try:
-        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox, rate)
+        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox, rate, units)
     except ValueError as exc:
         raise ConfigError(f"replay: --{str(exc).replace('url:', 'mqtt-url:', 1)}") from None
 
 
 def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: str | None, patient: str,
-                   device: str | None, base: Config | None, outbox: str | None, rate: float | None) -> Config:
+                   device: str | None, base: Config | None, outbox: str | None, rate: float | None,
+                   units: str | None) -> Config:
     stream = StreamConfig(
         patient=patient,
         device=str(Path(device).resolve()) if device else None,
-        source=SourceConfig(kind="edf", path=str(Path(edf).resolve()), speed=speed,  # type: ignore[arg-type]
-                            rate=rate),
+        # the path as typed (made absolute, links kept): a text signal's sidecar sits beside the link
+        source=SourceConfig(kind="edf", path=os.path.abspath(edf), speed=speed,  # type: ignore[arg-type]
+                            rate=rate, units=units),
     )
     model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
     if base is not None:
@@ -135,16 +140,16 @@ def replay(edf: str | Path, *, model: str | Path | None = None, decision: Decisi
            mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
            outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
            on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
-           handle_signals: bool = False, rate: float | None = None) -> ReplayResult:
+           handle_signals: bool = False, rate: float | None = None, units: str | None = None) -> ReplayResult:
     """Replay ``edf`` through a real ``Daemon`` (the code path of ``seizurewatch run``) and return what it
     did. ``decision`` replaces the config's decision rules; ``publish`` sends the events to MQTT
     (``mqtt_url`` or the ``base`` config's broker); ``sinks`` see each payload as it is emitted;
     ``on_start`` runs after start-up, before the first sample (e.g. to subscribe);
     ``handle_signals``: SIGTERM/SIGINT stop the replay cleanly (for the CLI); ``rate``: a text signal's
-    sample rate when no sidecar gives it."""
+    sample rate when no sidecar gives it; ``units``: what channels declaring no unit hold."""
     return asyncio.run(replay_async(edf, model=model, decision=decision, device=device, speed=speed, publish=publish,
                                     mqtt_url=mqtt_url, patient=patient, base=base, outbox=outbox, sinks=sinks,
-                                    on_start=on_start, handle_signals=handle_signals, rate=rate))
+                                    on_start=on_start, handle_signals=handle_signals, rate=rate, units=units))
 
 
 async def replay_async(edf: str | Path, *, model: str | Path | None = None, decision: DecisionConfig | None = None,
@@ -152,13 +157,15 @@ async def replay_async(edf: str | Path, *, model: str | Path | None = None, deci
                        mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
                        outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
                        on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
-                       handle_signals: bool = False, rate: float | None = None) -> ReplayResult:
+                       handle_signals: bool = False, rate: float | None = None,
+                       units: str | None = None) -> ReplayResult:
     """``replay`` inside a running event loop."""
     from seizurewatch.daemon import Daemon, DaemonOptions
     from seizurewatch.signals import capture_signals
 
     cfg = replay_config(str(edf), model=str(model) if model else None, speed=speed, mqtt_url=mqtt_url,
-                        patient=patient, device=device, base=base, outbox=outbox, rate=rate)
+                        patient=patient, device=device, base=base, outbox=outbox, rate=rate,
+                        units=units)
     if decision is not None:
         cfg = dataclasses.replace(cfg, decision=decision)
     daemon = Daemon(cfg, DaemonOptions(mqtt_url=mqtt_url, publish=publish, record_probabilities=True))

@@ -31,3 +31,8 @@ def lsl_loopback_config_path() -> Path:
 def alarm_schema_path() -> Path:
     """The JSON Schema of every MQTT payload (the same file as docs/alarm.schema.json)."""
     return _data("alarm.schema.json")
+
+
+def risk_schema_path() -> Path:
+    """The JSON Schema of the risk messages (the same file as docs/risk.schema.json)."""
+    return _data("risk.schema.json")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -192,6 +193,7 @@ def load_typed_file(cls: type[T], path: str | Path) -> tuple[T, Path]:
 
 
 def resolve_path(base: Path, s: str) -> str:
-    """``s`` as an absolute path, relative ones taken from ``base``; ``~`` expanded."""
+    """``s`` as an absolute path, relative ones taken from ``base``; ``~`` expanded; symbolic links kept
+    (a text signal's sidecar sits beside the link the user named, not beside its target)."""
     q = Path(s).expanduser()
-    return str(q if q.is_absolute() else (base / q).resolve())
+    return str(q if q.is_absolute() else os.path.abspath(base / q))

@@ -45,6 +45,7 @@ def make_dataset(root: Path, seed: int = 0, horizons: int = 1, subjects: tuple[s
                          for i in range(len(x))]
     outputs = ["seizure"] if horizons == 1 else [f"preictal_{600 * (k + 1)}s" for k in range(horizons)]
     manifest = {"task": "detection" if horizons == 1 else "prediction", "outputs": outputs,
+                "horizons_s": [] if horizons == 1 else [600.0 * (k + 1) for k in range(horizons)],
                 "preprocess": {"channels": list(CHANNELS), "rate": RATE, "bandpass": None, "notch": None},
                 "window_s": WINDOW_S, "stride_s": 1.0, "device": "synthetic", "recordings": []}
     return write_dataset(root, np.concatenate(xs), np.concatenate(ys), rows, manifest)

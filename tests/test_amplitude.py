@@ -14,6 +14,7 @@ from seizurewatch.errors import ConfigError
 from seizurewatch.replay import replay
 
 DEVICE = ROOT / "devices" / "dog1-ecog16.yaml"
+pytestmark = pytest.mark.needs_data
 
 
 def _scaled(tmp_path, factor: float):

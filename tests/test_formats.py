@@ -172,15 +172,17 @@ def test_bonn_bare_column_with_rate_argument_or_sidecar(tmp_path):
     z = tmp_path / "Z" / "Z001.txt"
     z.parent.mkdir()
     z.write_text("".join(f"{v}\n" for v in values))
-    with open_recording(z, rate=173.61) as rec:
+    with open_recording(z, rate=173.61, units="uV") as rec:
         assert rec.header.channels == ("ch1",) and rec.header.rate == 173.61
         np.testing.assert_array_equal(rec.read(10, 5)[0], values[10:15].astype(np.float32))
-    (z.parent / "Z001.json").write_text(json.dumps({"SamplingFrequency": 173.61, "channels": ["EEG"]}))
+    (z.parent / "Z001.json").write_text(json.dumps({"SamplingFrequency": 173.61, "channels": ["EEG"],
+                                                    "units": "mV"}))
     with open_recording(z) as rec:
         assert rec.header.channels == ("EEG",) and rec.header.n_samples == 400
+        np.testing.assert_array_equal(rec.read(10, 5)[0], 1000 * values[10:15].astype(np.float32))
     whitespace = tmp_path / "w.txt"
     whitespace.write_text("1 2\n3   4\n")
-    np.testing.assert_array_equal(TextRecording(whitespace, rate=1).read(0, 2), [[1, 3], [2, 4]])
+    np.testing.assert_array_equal(TextRecording(whitespace, rate=1, units="uV").read(0, 2), [[1, 3], [2, 4]])
 
 
 def test_bad_text_inputs_name_the_file_the_line_and_the_fix(tmp_path):
@@ -249,7 +251,7 @@ def test_csv_and_bdf_replay_through_the_daemon(tmp_path):
     data = _signal()
     csv = tmp_path / "rec.csv"
     csv.write_text("a,b\n" + "".join(f"{x:.4f},{y:.4f}\n" for x, y in data.T))
-    (tmp_path / "rec.json").write_text(json.dumps({"rate": RATE}))
+    (tmp_path / "rec.json").write_text(json.dumps({"rate": RATE, "units": "uV"}))
     (tmp_path / "rec_events.tsv").write_text("onset\tduration\teventType\n20\t10\tsz\n")
     _check_trace(stream_probabilities(csv, model))
     bdf = _write_bdf(tmp_path / "rec2.bdf", data, RATE, ["a", "b"], [(20.0, 10.0, "seizure")])
@@ -263,6 +265,10 @@ def test_cli_replays_a_bare_text_file_given_its_rate(tmp_path):
     r = run_cli("replay", str(z), "--model", str(model), "--probabilities", str(tmp_path / "p.csv"))
     assert r.returncode == 2 and "Z003.txt: a text signal carries no sample rate" in r.stderr
     r = run_cli("replay", str(z), "--rate", str(RATE), "--model", str(model),
+                "--probabilities", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "Z003.txt: channel ch1 declares no unit" in r.stderr and "--units" in r.stderr
+    assert not (tmp_path / "p.csv").exists()
+    r = run_cli("replay", str(z), "--rate", str(RATE), "--units", "uV", "--model", str(model),
                 "--probabilities", str(tmp_path / "p.csv"))
     assert r.returncode == 0, r.stderr
     rows = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
@@ -307,7 +313,7 @@ def test_inspect_a_text_signal_and_csv_annotations_next_to_it(tmp_path):
     z.parent.mkdir()
     z.write_text("".join(f"{v:.2f}\n" for v in np.sin(np.arange(2000) / 10.0) * 50))
     (z.parent / "S001.csv").write_text("onset,duration,description\n3,4,seizure\n")
-    res = inspect_recording(z, tmp_path / "out", rate=173.61)
+    res = inspect_recording(z, tmp_path / "out", rate=173.61, units="uV")
     assert res.header.rate == 173.61 and res.header.channels == ("ch1",)
     assert res.annotations == [Annotation(3.0, 4.0, "seizure")]
     (r,) = discover(tmp_path / "S")  # S001.csv is the annotations of S001.txt, not a second signal
@@ -342,7 +348,7 @@ def test_dataset_build_reads_a_chbmit_folder_and_text_signals(tmp_path):
     text.mkdir()
     for i in (1, 2):
         np.savetxt(text / f"s{i}.csv", noise(2, 30, 100, seed=i).T, delimiter=",", header="a,b", comments="")
-        (text / f"s{i}.json").write_text(json.dumps({"rate": 100}))
+        (text / f"s{i}.json").write_text(json.dumps({"rate": 100, "units": "uV"}))
         (text / f"s{i}_events.tsv").write_text("onset\tduration\teventType\n10\t6\tsz\n")
     spec = DatasetSpec(recordings=(str(text),), window_s=2, stride_s=2, exclusion_s=2,
                        split=SplitSpec(assign={"*": "train"}))

@@ -121,7 +121,7 @@ def test_replay_broker_url_that_cannot_parse_is_one_line():
 
 
 def test_outbox_path_that_is_a_folder(tmp_path):
-    _, r = check(tmp_path, good(f"outbox: {{path: {tmp_path}}}\nmqtt: {{url: embedded}}\n"))
+    _, r = check(tmp_path, good(f"outbox: {{path: {tmp_path}}}\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"))
     assert_one_line_error(r, 2, f"outbox.path: {tmp_path} is a folder")
 
 
@@ -198,7 +198,7 @@ def check(tmp_path, text):
 
 def test_run_check_refuses_an_unpinned_model_and_accepts_pinned_or_trusted(tmp_path):
     other = tmp_path / "copy.pt"
-    outbox = f"outbox: {{path: {tmp_path / 'o.sqlite3'}}}\nmqtt: {{url: embedded}}\n"
+    outbox = f"outbox: {{path: {tmp_path / 'o.sqlite3'}}}\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"
     p, r = check(tmp_path, good(outbox))
     assert r.returncode == 0, r.stderr  # the shipped model's bytes need no pin: as trusted as the package
     import json
@@ -223,7 +223,7 @@ def test_run_check_refuses_an_unpinned_model_and_accepts_pinned_or_trusted(tmp_p
 
 
 def test_run_check_runs_the_model_and_checks_devices_paths_and_port(tmp_path):
-    outbox = f"outbox: {{path: {tmp_path / 'o.sqlite3'}}}\nmqtt: {{url: embedded}}\n"
+    outbox = f"outbox: {{path: {tmp_path / 'o.sqlite3'}}}\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"
     # a device profile whose rate cannot carry the model's band
     slow = tmp_path / "slow.yaml"
     slow.write_text("name: slow\nchannels: [" + ", ".join(CHANNELS) + "]\nsampling_rate: 200\n")
@@ -235,7 +235,7 @@ def test_run_check_runs_the_model_and_checks_devices_paths_and_port(tmp_path):
     _, r = check(tmp_path, good(outbox).replace(str(DEVICE), str(few)))
     assert_one_line_error(r, 2, "device profile few", "c016 missing")
     # a journal folder that cannot exist (under a file)
-    _, r = check(tmp_path, good(f"outbox: {{path: {MODEL}/o.sqlite3}}\nmqtt: {{url: embedded}}\n"))
+    _, r = check(tmp_path, good(f"outbox: {{path: {MODEL}/o.sqlite3}}\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"))
     assert_one_line_error(r, 2, "outbox.path: cannot create the journal's folder", "is not a folder")
     # a metrics address that is not on this machine
     _, r = check(tmp_path, good(outbox + "metrics: {listen: '192.0.2.1:9108'}\n"))
@@ -279,7 +279,7 @@ def test_run_check_looks_at_a_running_daemons_journal_without_taking_it(tmp_path
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        _, r = check(tmp_path, good(f"outbox: {{path: {journal}}}\nmqtt: {{url: embedded}}\n"))
+        _, r = check(tmp_path, good(f"outbox: {{path: {journal}}}\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"))
         assert r.returncode == 0, r.stderr
         assert f"is in use by seizurewatch PID {holder.pid}; run refuses to start while that one runs" in r.stdout
     finally:

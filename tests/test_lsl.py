@@ -354,3 +354,28 @@ def test_player_describes_channels_and_sends_annotations_as_markers():
     for (onset, _), (_, t) in zip(expected, got):  # got: (text, LSL time)
         assert t - first_ts == pytest.approx(onset - 55.0, abs=0.01)  # on the EEG stream's sample clock
     assert player.stats.marker_log == expected
+
+
+def test_a_one_channel_stream_at_start_is_a_fault_the_service_keeps_looking_past(tmp_path):
+    """#24: `run` exited 2 on a stream with the wrong channels (systemd does not restart exit 2: the bed stayed
+    unmonitored, and nothing said so on the broker). Now: a stream_lost fault naming what is wrong, and the
+    daemon keeps looking; a recording that does not fit, and `run --check`, still refuse."""
+    one = sid("one")
+    outlet = pylsl.StreamOutlet(eeg_info(pylsl, one, "EEG", one, ("c001",), ("uV",), 400.0))
+    daemon = Daemon(config(tmp_path, lsl_stream("bed6", one, resolve_timeout_s=3.0)),
+                    DaemonOptions(publish=False, keep_trying=True))
+    seen: list[dict] = []
+    daemon.payload_sinks.append(seen.append)
+    try:
+        asyncio.run(run_daemon_until(daemon, lambda: any(e.get("fault_type") == "stream_lost" for e in seen),
+                                     timeout=60))
+    finally:
+        del outlet
+    fault = next(e for e in seen if e.get("fault_type") == "stream_lost")
+    assert fault["event"] == "start" and one in fault["detail"] and "1 ch @ 400 Hz" in fault["detail"]
+    assert "the model needs: c001, c002" in fault["detail"]
+    with pytest.raises(DataError, match=r"channel\(s\) c002, .* missing; the source has: c001;"):
+        outlet = pylsl.StreamOutlet(eeg_info(pylsl, one, "EEG", one, ("c001",), ("uV",), 400.0))
+        asyncio.run(Daemon(config(tmp_path, lsl_stream("bed6", one, resolve_timeout_s=3.0)),
+                           DaemonOptions(publish=False, keep_trying=True, check_only=True)).prepare())
+    del outlet

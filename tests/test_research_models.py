@@ -98,7 +98,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
 
 
 def test_multi_horizon_model_outputs_one_probability_per_horizon(tmp_path):
-    ds = make_dataset(tmp_path / "ds", horizons=2)
+    ds = make_dataset(tmp_path / "ds", horizons=2, per_split={"train": 40, "val": 10, "test": 10})  # 10 per class
     meta = train_from_dataset(ds, tiny_model_yaml(tmp_path / "m.yaml", "bandpower_lr", epochs=3),
                               tmp_path / "h.pt", progress=False)
     assert meta["outputs"] == ["preictal_600s", "preictal_1200s"]

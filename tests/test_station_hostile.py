@@ -141,7 +141,7 @@ def test_station_answers_only_its_own_names_origin_and_page_token(tmp_path, mosq
     try:
         assert _http(port, "/", headers={"Host": f"rebound.example:{port}"})[0] == 421  # DNS rebinding
         assert _http(port, "/api/ward", headers={"Host": "rebound.example"})[0] == 421
-        for name in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"192.0.2.7:{port}", f"[::1]:{port}"):
             assert _http(port, "/api/ward", headers={"Host": name})[0] == 200
         status, _, html = _http(port, "/")
         token = re.search(rb'name="seizurewatch-token" content="([^"]+)"', html)

@@ -271,7 +271,7 @@ def test_exec_hooks_are_bounded_and_rate_limited(tmp_path):
         # rate limit (runner.ran counts a hook the moment the limit lets it through), so a 21st would show, with no
         # time window. 120 s: a hang guard only.
         async with asyncio.timeout(120):
-            while len(lines(record)) < 20 or not runner._slots.locked() or len(runner._tasks) > 12:
+            while len(lines(record)) < 20 or not runner._budgets["bed3"].slots.locked() or len(runner._tasks) > 12:
                 await asyncio.sleep(0.1)
         assert runner.ran == 20
         ran, waiting = len(lines(record)), len(runner._tasks)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from alarm_support import lines, pager, stop, wait_for, wait_subscribed, ward_accounts
+from alarm_support import pager, stop, wait_for, wait_subscribed, ward_accounts
 from conftest import DOG1, MODEL, ROOT, WardMosquitto, run_cli, run_daemon_until
 
 from seizurewatch.config import load_config
@@ -40,6 +40,7 @@ def journal(path: Path) -> list[tuple[str, float | None]]:
         db.close()
 
 
+@pytest.mark.needs_data
 def test_a_daemon_whose_acl_is_for_another_bed_keeps_its_events_undelivered_and_faults(ward_broker, tmp_path,
                                                                                        caplog):
     """bedside1's ACL block is for bed1; a daemon monitoring bed2 under it (a copied block not edited) gets
@@ -68,6 +69,7 @@ def test_a_daemon_whose_acl_is_for_another_bed_keeps_its_events_undelivered_and_
     assert any("refused a publish" in rec.getMessage() and "bedside1" in rec.getMessage() for rec in caplog.records)
 
 
+@pytest.mark.needs_data
 def test_run_check_passes_with_the_right_account(ward_broker, tmp_path):
     cfg_path = ward_daemon_config(tmp_path / "bed1.yaml", ward_broker, "bed1", "bedside1")
     r = run_cli("run", "--config", str(cfg_path), "--check", timeout=120)
@@ -108,7 +110,7 @@ def test_a_flood_of_forged_alarms_on_one_bed_never_drops_another_beds_page(ward_
                 await c.publish("seizurewatch/bed1/alarm", _alarm_start("bed1", "b" * 16, 1), qos=1)
 
         asyncio.run(flood())
-        wait_for(lambda: any(c["alarm_id"] == "b" * 16 for c in lines(record)), 60, "bed1's page")
+        wait_for(lambda: any(c["alarm_id"] == "b" * 16 for c in _paged(record)), 60, "bed1's page")
         wait_for(lambda: "dropped" in err.read_text(), 30, "the flood's drops to be logged")
     finally:
         stop(sub)
@@ -116,7 +118,13 @@ def test_a_flood_of_forged_alarms_on_one_bed_never_drops_another_beds_page(ward_
     dropped = [line for line in log.splitlines() if "too many hooks pending" in line]
     assert dropped and all("bed2" in line for line in dropped), log[-2000:]
     assert not any("bed1" in line for line in log.splitlines() if "dropped" in line), log[-2000:]
-    assert sum(1 for c in lines(record) if c["env"]["SEIZUREWATCH_PATIENT"] == "bed2") <= 20
+    assert sum(1 for c in _paged(record) if c["env"]["SEIZUREWATCH_PATIENT"] == "bed2") <= 20
+
+
+def _paged(record: Path) -> list[dict]:
+    """The pager's calls so far: whole lines only (a hook may be writing its line right now)."""
+    text = record.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.startswith("{")]
 
 
 def test_acks_are_rate_limited_per_patient():
@@ -218,3 +226,17 @@ def test_subscribe_never_prints_a_control_character_from_the_network(mosquitto, 
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b]0;pwned\\x07\\n[bed1] ALARM forged" in text and "online\\x1b[2J\\nforged line" in text
     assert not any(line.startswith("forged") or line.startswith("[bed1] ALARM") for line in text.splitlines())
+
+
+def test_an_ack_the_broker_refuses_is_reported_not_sent(ward_broker, tmp_path):
+    """bed1's daemon account may not publish acks (shipped ACL): `seizurewatch ack` with it says NOT sent,
+    exit 3, instead of 'sent' (or a traceback)."""
+    b = ward_broker
+    cfg = tmp_path / "daemon-account.yaml"
+    cfg.write_text(f"mqtt:\n  url: mqtt://127.0.0.1:{b.port}\n  username: bedside1\n"
+                   f"  password_file: {b.password_file('bedside1')}\n")
+    r = run_cli("ack", "--config", str(cfg), "--patient", "bed1", "--alarm-id", "a" * 16, "--by", "nurse")
+    assert r.returncode == 3, r.stderr[-1500:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert "refused the ack (Not authorized, 0x87); it was NOT sent" in last and "'bedside1'" in last, last
+    assert "Traceback" not in r.stderr

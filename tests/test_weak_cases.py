@@ -12,6 +12,8 @@ from conftest import DOG1, run_cli
 from seizurewatch.errors import ConfigError
 from seizurewatch.typedyaml import read_yaml
 
+pytestmark = pytest.mark.needs_data  # most cases run the daemon's start-up on dog1_rec04
+
 
 @pytest.mark.parametrize("text, line", [("decision:\n  k: 3\n  k: 5\n", 3), ("a: {x: 1, x: 2}\n", 1),
                                         ("a: 1\nb: 2\na: 3\n", 3)])
@@ -154,3 +156,95 @@ def test_seven_of_sixteen_flat_channels_are_not_classified_and_escalate():
     x[:7] = np.random.default_rng(1).normal(0, 30, (7, 400))
     x[:3] = 0.0  # three dead contacts of sixteen: still classified, no page
     assert QualityChecker(ch, 400.0, 60.0).check(x).usable is True
+
+
+@pytest.mark.parametrize("predicate", ["starts-with(name,'Amp'", "name=='Amp1'", "name='Amp1' and"])
+def test_an_invalid_lsl_xpath_is_refused_at_load(tmp_path, predicate):
+    """liblsl waits for ever on a malformed predicate ('no stream matches'); now one line, exit 2."""
+    r = run_cli("run", "--config", _cfg(tmp_path, f"{{kind: lsl, predicate: \"{predicate}\"}}"), "--check")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "streams[0].source.predicate: not a valid XPath 1.0 expression" in last or \
+        "predicate: not a valid XPath 1.0 expression" in last, last
+    from seizurewatch.config import SourceConfig
+
+    assert SourceConfig(kind="lsl", predicate="starts-with(name,'Amp') and hostname='bed1'").predicate
+
+
+def test_metrics_json_never_holds_nan():
+    import json
+
+    import numpy as np
+
+    from seizurewatch.research.evaluate import json_text
+
+    text = json_text({"auc": float("nan"), "per": [np.float32("inf"), np.float64(0.5), np.int64(3)], "n": 2})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json")) == {
+        "auc": None, "per": [None, 0.5, 3], "n": 2}
+
+
+def test_resume_without_a_checkpoint_and_a_scheduler_that_is_not_an_address_are_one_line(tmp_path):
+    r = run_cli("train", "--dataset", str(tmp_path), "--model", str(tmp_path / "m.yaml"), "--output",
+                str(tmp_path / "m.pt"), "--resume")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"seizurewatch: error: --resume: no checkpoint {tmp_path / 'm.pt'}.ckpt to continue from (it is written "
+        "every epoch of a run); start without --resume")
+    r = run_cli("predict", str(DOG1 / "dog1_rec04.edf"), "--scheduler", "not a url", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "'not a url' is not a Dask scheduler address" in r.stderr, r.stderr[-800:]
+    assert "Traceback" not in r.stderr
+
+
+BLOCKER = """
+import time
+from pathlib import Path
+
+
+def task(i: int, folder: str) -> int:
+    if i == 0:
+        (Path(folder) / "0").write_text("done")
+        return 0
+    deadline = time.monotonic() + 600  # hang guard: the test kills the scheduler long before
+    while time.monotonic() < deadline and not (Path(folder) / "release").exists():
+        time.sleep(0.05)
+    return i
+"""
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_run_is_one_line_naming_what_is_not_done(tmp_path, monkeypatch):
+    """Was: a traceback, and no word of which outputs are missing."""
+    import functools
+    import sys
+    import threading
+    import time
+
+    from distributed import LocalCluster
+
+    from seizurewatch.research.parallel import SchedulerLost, run_tasks
+
+    (tmp_path / "blocker.py").write_text(BLOCKER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{':'.join(sys.path)}")
+    import blocker
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           memory_limit=0)
+
+    def kill_when_the_first_is_done() -> None:
+        deadline = time.monotonic() + 300  # hang guard
+        while not (tmp_path / "0").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.sync(cluster.scheduler.close)
+
+    killer = threading.Thread(target=kill_when_the_first_is_done, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(SchedulerLost) as exc:
+            run_tasks(functools.partial(blocker.task, folder=str(tmp_path)), list(range(4)),
+                      scheduler=cluster.scheduler_address)
+    finally:
+        (tmp_path / "release").write_text("")
+        killer.join(60)
+        cluster.close()
+    assert exc.value.exit_code == 3 and set(exc.value.lost) >= {1, 2, 3}
+    assert "went away" in str(exc.value) and "\n" not in str(exc.value)

@@ -215,7 +215,8 @@ async def publish_ack(cfg: Any, patient: str, ack: Ack, url: str | None = None, 
     import asyncio
     import os
 
-    from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy
+    from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused
+    from seizurewatch.errors import BrokerError
 
     policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
     ident = f"seizurewatch-ack-{os.getpid()}-{os.urandom(3).hex()}"
@@ -226,5 +227,9 @@ async def publish_ack(cfg: Any, patient: str, ack: Ack, url: str | None = None, 
                 await client.publish(ack_topic(cfg.topic_prefix, patient), ack.to_json(), qos=1,
                                      timeout=cfg.publish_timeout_s)
                 return
+        except PublishRefused as exc:  # the account may not ack (a daemon's): NOT sent, and said so
+            who = f"account {cfg.username!r}" if cfg.username else "the anonymous login"
+            raise BrokerError(f"MQTT broker {policy.broker} refused the ack ({exc.reason}, 0x{exc.code:02x}); it was "
+                              f"NOT sent: {who} may not write {exc.topic} (a station account may)") from None
         except CONNECTION_ERRORS as exc:
             await asyncio.sleep(policy.failed(exc))

@@ -13,10 +13,14 @@ Entities (all driven by the retained ``<prefix>/<patient>/state`` topic, unavail
     sensor        ``Seizure probability``  % of the latest window, ``state_class: measurement``
     sensor        ``Monitoring state``  ok / alarm / fault / unknown
     binary_sensor ``Monitoring fault``  device_class ``problem``: on = the daemon cannot tell
+and, for a prediction model, one sensor per horizon, driven by the retained ``<prefix>/<patient>/risk``:
+    sensor        ``Seizure risk 10 min`` (...) device_class ``enum``: low / elevated / high / unknown,
+                  the median probability and since-when as attributes
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from seizurewatch import __version__
@@ -31,8 +35,23 @@ def enabled(cfg: MqttConfig) -> bool:
     return cfg.discovery or cfg.homeassistant_discovery
 
 
-def discovery_configs(cfg: MqttConfig, patient: str) -> dict[str, dict[str, Any]]:
-    """Discovery topic -> config payload for one patient."""
+def horizon_words(seconds: float) -> str:
+    """600 -> '10 min', 3600 -> '1 h', 45 -> '45 s'."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _hid(seconds: float) -> str:
+    """A horizon as an id part: 600 -> '600s', 0.5 -> '0_5s' (ids take letters, digits, _ and - only)."""
+    return f"{seconds:g}s".replace(".", "_")
+
+
+def discovery_configs(cfg: MqttConfig, patient: str, horizons: Sequence[float] = ()) -> dict[str, dict[str, Any]]:
+    """Discovery topic -> config payload for one patient; ``horizons``: the model's prediction horizons (s),
+    in the order of the risk message's ``horizons``."""
     base = f"{cfg.topic_prefix}/{patient}"
     node = f"seizurewatch_{patient}"
     device = {"identifiers": [node], "name": f"seizurewatch {patient}", "manufacturer": "seizurewatch",
@@ -43,7 +62,16 @@ def discovery_configs(cfg: MqttConfig, patient: str) -> dict[str, dict[str, Any]
         "json_attributes_topic": f"{base}/state", "device": device, "qos": 1,
     }
     hp = cfg.homeassistant_prefix
-    return {
+    risk = {
+        f"{hp}/sensor/{node}/risk_{_hid(h)}/config": {
+            **common, "state_topic": f"{base}/risk", "json_attributes_topic": f"{base}/risk",
+            "name": f"Seizure risk {horizon_words(h)}", "unique_id": f"{node}_risk_{_hid(h)}",
+            "default_entity_id": f"sensor.{node}_risk_{_hid(h)}", "device_class": "enum",
+            "options": ["low", "elevated", "high", "unknown"], "icon": "mdi:chart-bell-curve-cumulative",
+            "value_template": f"{{{{ value_json.horizons[{i}].level }}}}",
+            "json_attributes_template": f"{{{{ value_json.horizons[{i}] | tojson }}}}"}
+        for i, h in enumerate(horizons)}
+    return risk | {
         f"{hp}/binary_sensor/{node}/alarm/config": {
             **common, "name": "Seizure alarm", "unique_id": f"{node}_alarm",
             "default_entity_id": f"binary_sensor.{node}_alarm",

@@ -5,6 +5,8 @@ Topics, for patient P under prefix ``seizurewatch``:
     seizurewatch/P/alarm   alarm events, QoS 1, not retained
     seizurewatch/P/fault   fault events, QoS 1, not retained
     seizurewatch/P/state   current state, QoS 1, retained
+    seizurewatch/P/risk    risk level per horizon of a prediction model, QoS 1, retained (risk.py)
+    seizurewatch/P/risk_change  risk level changes (events), QoS 1, not retained
     seizurewatch/P/status  "online" / "offline" (LWT), QoS 1, retained
     seizurewatch/P/ack     subscribed by the daemon: acknowledgements from the station (alarms/ack.py)
 
@@ -37,11 +39,12 @@ log = logging.getLogger(__name__)
 
 PAGE = 200
 STATE_BACKLOG = 64  # state changes kept while the broker is away (the last one matters most)
+REFUSED_RETRY_S = 30.0  # the broker refused a publish (its ACL): tried again this often
 
 
 def topics(prefix: str, patient: str) -> dict[str, str]:
     base = f"{prefix}/{patient}"
-    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status")}
+    return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status", "risk", "risk_change")}
 
 
 class ConnectionLost(aiomqtt.MqttError):
@@ -71,6 +74,9 @@ class PatientLink:
         self._close_deadline = float("inf")
         self._state: dict[str, Any] | None = None  # the latest state payload
         self._state_sent = False  # the broker holds the latest state (False after a reconnect)
+        self._risk: dict[str, Any] | None = None  # the latest risk message (a prediction model's levels)
+        self._risk_sent = False
+        self.horizons: tuple[float, ...] = ()  # the model's prediction horizons (Home Assistant: a sensor each)
         self._transitions: deque[dict[str, Any]] = deque(maxlen=STATE_BACKLOG)  # changes not yet published
         self._last_event: tuple[str, int] | None = None  # (epoch, seq) of the last event the broker accepted
         self.delivered = 0
@@ -118,6 +124,12 @@ class PatientLink:
         self._refresh_queued = False
         self._wake.set()
 
+    def set_risk(self, payload: dict[str, Any]) -> None:
+        """The retained risk message: only the latest matters (each level change is also an event)."""
+        self._risk = payload
+        self._risk_sent = False
+        self._wake.set()
+
     def refresh_state(self, payload: dict[str, Any]) -> None:
         """The same state with fresher numbers (the periodic republish): it replaces a refresh still
         queued instead of queuing behind it, so an outage never pushes real changes out of the backlog."""
@@ -148,7 +160,7 @@ class PatientLink:
     async def _announce(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> None:
         """Publish the retained Home Assistant discovery configs (alarms/discovery.py)."""
         self._discovery_due = False
-        for topic, config in discovery.discovery_configs(self.cfg, self.patient).items():
+        for topic, config in discovery.discovery_configs(self.cfg, self.patient, self.horizons).items():
             await self._publish(client, gone, topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
         log.info("Home Assistant discovery published", extra={"patient": self.patient})
 
@@ -164,7 +176,7 @@ class PatientLink:
                             await client.subscribe(topic, qos=1)
                         await self._publish(client, gone, self.topics["status"], b"online", retain=True)
                         self._discovery_due = discovery.enabled(self.cfg)
-                        self._state_sent = False
+                        self._state_sent = self._risk_sent = False
                         if await self._serve(client, gone):
                             await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
                             return
@@ -173,7 +185,10 @@ class PatientLink:
                 if self._closing and time.monotonic() >= self._close_deadline:
                     await self._give_up()
                     return
-                await self._sleep_unless_closing(self.policy.failed(exc))
+                delay = REFUSED_RETRY_S  # an ACL is fixed by hand: no hammering (the login itself worked)
+                if self._closing:
+                    delay = min(delay, max(self._close_deadline - time.monotonic(), 0.0))
+                await self._sleep_unless_closing(delay)
             except CONNECTION_ERRORS as exc:
                 if self.connected.is_set():
                     log.warning("MQTT connection lost; events stay in the outbox",
@@ -201,6 +216,10 @@ class PatientLink:
     def _refused(self, exc: PublishRefused | None) -> None:
         """The broker refused a publish (the account's ACL does not cover this bed?), or accepts again."""
         if exc is None and self.refused is None:
+            return
+        if exc is not None and self.refused is not None and exc.topic == self.refused.topic:
+            for cb in self.on_refused:
+                cb(exc)  # counted again; logged once
             return
         if exc is not None:
             log.error("MQTT broker refused a publish; events stay in the outbox, retrying: let account %s write "
@@ -252,7 +271,8 @@ class PatientLink:
                 await everything
         acked = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
         if all(acked):
-            self._refused(None)
+            if self.refused is not None and any(t == self.refused.topic for t, _, _ in msgs):
+                self._refused(None)  # the topic it refused takes our messages again (not just any topic)
             return acked, None
         errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
         refused = next((e for e in errors if isinstance(e, PublishRefused)), None)
@@ -304,6 +324,11 @@ class PatientLink:
                                     retain=True)
                 self._transitions.popleft()
                 self._state_sent = True
+            risk = self._risk
+            if risk is not None and not self._risk_sent:
+                await self._publish(client, gone, self.topics["risk"],
+                                    json.dumps(risk, separators=(",", ":")).encode(), retain=True)
+                self._risk_sent = self._risk is risk
             if self._closing and not self._wake.is_set():
                 return True
             waiter = asyncio.ensure_future(self._wake.wait())

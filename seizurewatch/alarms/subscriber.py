@@ -33,7 +33,7 @@ import jsonschema
 from seizurewatch.alarms import wire
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
 from seizurewatch.config import MqttConfig
-from seizurewatch.resources import alarm_schema_path
+from seizurewatch.resources import alarm_schema_path, risk_schema_path
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def format_event(p: dict[str, Any]) -> str:
         return f"[{who}] t={t:8.1f}s {str(p.get('kind')).upper()} {p.get('action')} by {p.get('by')}{note}"
     if p.get("event") == "escalate":
         return f"[{who}] t={t:8.1f}s {str(p.get('kind')).upper()} ESCALATE level {p.get('level')} (not acknowledged)"
+    if p.get("kind") == "risk":
+        return (f"[{who}] t={t:8.1f}s RISK  {p.get('horizon_s', 0):g} s horizon: {str(p.get('previous')).upper()} -> "
+                f"{str(p.get('level')).upper()} (median p={p.get('probability')}, {p.get('output')})")
     if p.get("kind") == "fault":
         chans = f" [{', '.join(p.get('channels', []))}]" if p.get("channels") else ""
         return f"[{who}] t={t:8.1f}s FAULT {p.get('event', '?'):6} {p.get('fault_type')}{chans} {p.get('detail', '')}"
@@ -58,15 +61,25 @@ def format_event(p: dict[str, Any]) -> str:
     return f"[{who}] t={t:8.1f}s ALARM {p.get('event', '?'):6} {probs} (threshold {p.get('threshold')}){dur}"
 
 
+# topic leaf -> (schema file, its definition): every JSON message a daemon publishes
+LEAVES = {"alarm": (alarm_schema_path, "alarm"), "fault": (alarm_schema_path, "fault"),
+          "state": (alarm_schema_path, "state"), "risk": (risk_schema_path, "risk"),
+          "risk_change": (risk_schema_path, "change")}
+EVENT_LEAVES = ("alarm", "fault", "risk_change")  # journaled events: one (epoch, seq) sequence per patient
+
+
 @lru_cache(maxsize=1)
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
-    schema = json.loads(alarm_schema_path().read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    return {leaf: cls({"$ref": f"#/$defs/{leaf}", "$defs": schema["$defs"]}) for leaf in ("alarm", "fault", "state")}
+    out = {}
+    for leaf, (path, name) in LEAVES.items():
+        schema = json.loads(path().read_text(encoding="utf-8"))
+        cls = jsonschema.validators.validator_for(schema)
+        out[leaf] = cls({"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
+    return out
 
 
 def schema_error(leaf: str, payload: Any) -> str | None:
-    """Why ``payload`` is not a valid ``leaf`` (alarm, fault, state) message, or None."""
+    """Why ``payload`` is not a valid ``leaf`` (alarm, fault, state, risk, risk_change) message, or None."""
     err = jsonschema.exceptions.best_match(_validators()[leaf].iter_errors(payload))
     if err is None:
         return None
@@ -187,7 +200,7 @@ class Station:
             payload = wire.loads(raw)
         except wire.WireError as exc:
             return self._ignore(topic, str(exc))
-        if leaf not in ("alarm", "fault", "state"):
+        if leaf not in LEAVES:
             return self._ignore(topic, f"unknown leaf {leaf!r}")
         why = schema_error(leaf, payload)
         if why is None and payload.get("patient") != patient:
@@ -196,6 +209,9 @@ class Station:
             return self._ignore(topic, why)
         if leaf == "state":
             await self._state(topic, patient, payload, raw)
+        elif leaf == "risk":
+            if self.h.on_other is not None:
+                await _call(self.h.on_other, topic, raw)
         else:
             await self._event(patient, payload)
         return None
@@ -273,7 +289,7 @@ async def subscribe(
                     log.info("subscriber reconnected", extra={"broker": policy.broker})
                 policy.connected()
                 async with watch(c, dispatch) as reader:
-                    for leaf in ("alarm", "fault", "state", "status"):
+                    for leaf in (*LEAVES, "status"):
                         await c.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
                     if ready is not None:
                         ready.set()

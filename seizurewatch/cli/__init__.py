@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
 
@@ -84,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our stdout closed it (``seizurewatch dataset show | head``): stop quietly, as a
+    command killed by SIGPIPE would (exit 141), what is still buffered sent nowhere. (``replay`` keeps
+    replaying instead: ``daemon_cmds.StdoutLines``.)"""
+    from seizurewatch.cli.stdout import drop_stdout
+
+    drop_stdout()
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.log_level or getattr(args, "default_log_level", "WARNING"), args.log_format or "text")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away (``| head``) shows here, in the funnel, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except SeizurewatchError as exc:
         print(f"seizurewatch: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
 
-from seizurewatch.cli.argtypes import out_file
+from seizurewatch.cli.argtypes import out_file, units_arg
+from seizurewatch.cli.stdout import drop_stdout
 from seizurewatch.errors import SeizurewatchError
 
 log = logging.getLogger("seizurewatch.cli")
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "STEM.json sidecar")
     p.add_argument("--rate", type=float, default=None, metavar="HZ",
                    help="sample rate of a text signal without a STEM.json sidecar")
+    units_arg(p)
     p.add_argument("--speed", type=speed_arg, default="max", help="1 = real time, 50 = 50x, max (default)")
     p.add_argument("--model", help="model file (.pt / .pt2); default: the shipped dog1 model or the config's")
     p.add_argument("--config", "-c", help="take decision, MQTT and model settings from this daemon config")
@@ -136,7 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = replay(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url, patient=args.patient,
                  device=args.device, base=base, publish=publish, sinks=[sink], handle_signals=True,
-                 rate=args.rate)
+                 rate=args.rate, units=args.units)
     wall = time.perf_counter() - t0
     if args.probabilities:
         with open(args.probabilities, "w", encoding="utf-8") as f:
@@ -172,9 +173,7 @@ class StdoutLines:
             sys.stdout.flush()
         except BrokenPipeError:
             self.closed = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has somewhere to go
-            os.close(devnull)
+            drop_stdout()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

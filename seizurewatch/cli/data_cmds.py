@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from seizurewatch.cli.argtypes import out_dir, scheduler_arg
+from seizurewatch.cli.argtypes import out_dir, scheduler_arg, units_arg
+
+Split = Literal["train", "val", "test"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt)")
     p.add_argument("--rate", type=float, default=None, metavar="HZ",
                    help="sample rate of a text signal without a STEM.json sidecar")
+    units_arg(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--channel", help="plot this channel only (label as in the file)")
     g.add_argument("--all", action="store_true", help="plot every channel (the default)")
@@ -78,7 +84,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from seizurewatch.research.inspect import inspect_recording
 
     out = args.out or f"inspect-{Path(args.file).stem}"
-    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window, rate=args.rate)
+    res = inspect_recording(args.file, out, channel=args.channel, start=args.start, window=args.window, rate=args.rate,
+                             units=args.units)
     flagged = {s.channel: list(s.flags) for s in res.stats if s.flags}
     print(json.dumps({"report": str(res.report), "images": [str(i) for i in res.images],
                       "channels": len(res.header.channels), "duration_s": res.header.duration,
@@ -115,16 +122,32 @@ def spec_from_args(args: argparse.Namespace):
     if args.fractions:
         split = dataclasses.replace(split, fractions=tuple(args.fractions))
     if args.assign:
-        table = dict(split.assign)
+        given: dict[str, Split] = {}
         for item in args.assign:
             name, sep, which = item.partition("=")
-            if not sep or which not in ("train", "val", "test"):
+            if not sep or not name or which not in ("train", "val", "test"):
                 raise ConfigError(f"--assign {item!r}: expected NAME=train|val|test")
-            table[name] = which
+            given[name] = which  # type: ignore[assignment]  # checked above
+        table, overridden = override_assign(split.assign, given)
+        if overridden:
+            print(f"--assign overrides the spec's split.assign {', '.join(overridden)}", file=sys.stderr)
         split = dataclasses.replace(split, assign=table)
     spec = dataclasses.replace(spec, split=split, **over)
     spec.check("command line")
     return spec
+
+
+def override_assign(spec: Mapping[str, Split], given: Mapping[str, Split]) -> tuple[dict[str, Split], list[str]]:
+    """The command line's ``--assign`` over the spec's ``split.assign``: a spec entry whose name (or
+    pattern) a command-line name or glob matches is dropped, and the command line's entries come first,
+    so they win wherever both match a unit (``assign_splits``: an exact name, else the first glob).
+    Returns the table and the spec entries it overrode."""
+    def covered(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, g) for g in given)
+
+    kept = {k: v for k, v in spec.items() if not covered(k)}
+    dropped = [f"{k}: {v}" for k, v in spec.items() if covered(k) and given.get(k) != v]
+    return {**given, **kept}, dropped
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from seizurewatch.cli.argtypes import units_arg
 from seizurewatch.cli.daemon_cmds import speed_arg
 from seizurewatch.signals import capture_signals
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("edf", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt)")
     p.add_argument("--rate", type=float, default=None, metavar="HZ",
                    help="sample rate of a text signal without a STEM.json sidecar")
+    units_arg(p)
     p.add_argument("--name", default="seizurewatch-play", help="LSL stream name (default: seizurewatch-play)")
     p.add_argument("--type", default="EEG", help="LSL stream type (default: EEG)")
     p.add_argument("--source-id", default="", help="LSL source_id (default: seizurewatch-play:<file name>)")
@@ -57,7 +59,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         opts = PlayOptions(
             name=args.name, type=args.type, source_id=args.source_id, speed=args.speed, loop=args.loop,
             chunk_s=args.chunk_s, start_s=args.start, duration_s=args.duration, markers=not args.no_markers,
-            wait_consumer_s=args.wait, rate=args.rate,
+            wait_consumer_s=args.wait, rate=args.rate, units=args.units,
             channel_order=tuple(c.strip() for c in args.channels.split(",")) if args.channels else None,
             gap_at_s=args.inject_gap[0] if args.inject_gap else None,
             gap_s=args.inject_gap[1] if args.inject_gap else 0.0,

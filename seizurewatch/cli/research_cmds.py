@@ -188,6 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train: --keep-dataset goes with a RECIPE (it keeps the dataset the recipe builds)")
     from seizurewatch.research.training_run import train_from_dataset, train_per_subject
 
+    if args.resume and not args.per_subject and not Path(f"{args.output}.ckpt").is_file():
+        raise ConfigError(f"--resume: no checkpoint {args.output}.ckpt to continue from (it is written every "
+                          "epoch of a run); start without --resume")
     kw = {"resume": args.resume, "progress": not args.no_progress, "command": command}
     if args.per_subject:
         metas = train_per_subject(args.dataset, args.model, args.output, **kw)
@@ -234,6 +237,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
                  windows=windows, early_s=args.early_s, scheduler=args.scheduler)
+    if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
+        print(m["markdown"])
+        return 0
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:
@@ -280,13 +286,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import functools
 
-    from seizurewatch.research.parallel import run_tasks
+    from seizurewatch.research.annotations import events_path
+    from seizurewatch.research.parallel import SchedulerLost, run_tasks
     from seizurewatch.research.predict import predict_recording
 
     stems = [Path(e).stem for e in args.edf]
     out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
     fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))
-    results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
+    try:
+        results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
+    except SchedulerLost as exc:  # what is missing is what has no events file (written last per recording)
+        missing = [e for e in args.edf if not (Path(out) / events_path(e).name).is_file()]
+        raise SchedulerLost(f"{exc}; in {out}: {len(args.edf) - len(missing)} of {len(args.edf)} recording(s) "
+                            f"done, missing: {' '.join(missing) or 'none'} (run predict again on those)") from None
     _print(results[0] if len(results) == 1 else results)
     return 0
 

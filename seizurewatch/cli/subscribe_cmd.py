@@ -112,6 +112,14 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 elif shown.get(patient) != state.get("state"):  # the state is republished every few seconds
                     shown[patient] = state.get("state")
                     out(f"[{patient}] state {state.get('state')}")
+            elif leaf == "risk":  # retained: what a late subscriber learns before the next level change
+                risk = wire.loads(raw)  # validated by the subscriber
+                levels = ", ".join(f"{h['horizon_s']:g} s {h['level'].upper()}" for h in risk["horizons"])
+                if args.jsonl:
+                    out(json.dumps({"kind": "risk_state", **risk}, separators=(",", ":")))
+                elif shown.get(f"{patient}/risk") != levels:
+                    shown[f"{patient}/risk"] = levels
+                    out(f"[{patient}] risk {levels}")
 
         sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,
                                             on_other=on_other, retries=args.retries, client_id=args.client_id,

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import BRAINVISION_SUFFIXES, EDF_SUFFIXES, open_recording
+from seizurewatch.recordings import BRAINVISION_SUFFIXES, EDF_SUFFIXES, read_header
 from seizurewatch.research.labels import is_join, is_seizure
 from seizurewatch.types import Annotation
+from seizurewatch.units import microvolt_factors, to_microvolts
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,7 @@ log = logging.getLogger(__name__)
 
 def read_edf_annotations(path: str | Path) -> list[Annotation]:
     """The EDF+/BDF+ annotations stored in the file itself (empty for plain EDF such as CHB-MIT)."""
-    with open_recording(path) as rec:
-        return list(rec.header.annotations)
+    return list(read_header(path).annotations)
 
 
 def read_csv_annotations(path: str | Path) -> list[Annotation]:
@@ -307,9 +307,21 @@ def is_clip_file(path: str | Path) -> bool:
     return p.suffix.lower() == ".mat" and bool(_KAGGLE_RE.match(p.stem) or _DELHI_RE.match(p.stem))
 
 
+# A .mat clip declares no unit; both releases publish microvolts (Kaggle's detection and prediction
+# challenges state it; the Delhi segments' amplitudes are EEG's in µV: tens to a few hundred).
+CLIP_UNITS = "uV"
+
+
 def read_clip(path: str | Path, with_data: bool = True) -> tuple[Clip, np.ndarray | None]:
-    """One clip and its samples ``(channels, samples)`` float32 (None unless ``with_data``)."""
-    p = Path(path)
+    """One clip and its samples ``(channels, samples)`` float32 µV (None unless ``with_data``)."""
+    clip, data = _read_clip(Path(path), with_data)
+    if data is None:
+        return clip, None
+    factors = microvolt_factors(clip.path, clip.channels, (CLIP_UNITS,) * len(clip.channels))
+    return clip, to_microvolts(data, factors)
+
+
+def _read_clip(p: Path, with_data: bool) -> tuple[Clip, np.ndarray | None]:
     m = _KAGGLE_RE.match(p.stem)
     if m:
         if m.group("label").lower() == "test":

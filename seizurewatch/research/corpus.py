@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seizurewatch.errors import DataError
-from seizurewatch.recordings import SIGNAL_SUFFIXES, open_recording, signal_format
+from seizurewatch.recordings import SIGNAL_SUFFIXES, read_header, signal_format
 from seizurewatch.research.annotations import find_annotations
 from seizurewatch.types import Annotation
 
@@ -77,8 +77,7 @@ def montage_of(f: Path) -> str:
     """A TUSZ file's montage: the reference its channel labels name (``-REF``: AR, ``-LE``: LE), as TUH
     writes it into each EDF, else the release's folder (``01_tcp_ar`` -> "tcp_ar"); "" when neither says."""
     try:
-        with open_recording(f) as rec:
-            ref = getattr(rec.header, "reference", "")
+        ref = read_header(f).reference
     except DataError:
         ref = ""
     if ref:

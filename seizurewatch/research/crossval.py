@@ -291,6 +291,13 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
     ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
     fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
     (``parallel.run_tasks``: ``scheduler`` or an in-process cluster)."""
+    if open_dataset(dataset).task == "prediction":  # per-horizon clip AUC against chance (research/forecast.py)
+        from seizurewatch.research.forecast_compare import compare_segments, prediction_units
+
+        prediction_units(dataset)
+        configs = list(model_configs)
+        base = default_baseline(configs) if baseline == "auto" else baseline
+        return compare_segments(dataset, configs + ([base] if base and base not in configs else []), out_dir)
     decision = decision or DecisionConfig()
     if threshold_method is not None and threshold_method not in TRANSFER:
         raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")

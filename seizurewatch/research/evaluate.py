@@ -263,6 +263,12 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = loaded.meta
+    if meta.risk_outputs and windows is None:  # a prediction model: per-horizon forecast figures
+        from seizurewatch.research.forecast_eval import evaluate_forecast
+
+        if not recordings:
+            raise DataError("no recordings to evaluate")
+        return evaluate_forecast(model, meta, [str(r) for r in recordings], out, decision)
     decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:
@@ -311,7 +317,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         metrics["events"] = score_events(traces, threshold, decision, rules)
         metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
     metrics["decision"] = decision.describe()
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+    (out / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
     write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
     return metrics
 
@@ -366,3 +372,20 @@ def section(m: dict[str, Any], images: list[Path]) -> Section:
             s.warnings.append(f"Only {ev['hours'] * 60:.1f} min of signal were scored: one false alarm is "
                               f"{24 / ev['hours']:.0f} per 24 h. Treat FA/24 h as indicative only.")
     return s
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON (a reader's ``JSON.parse``, ``jq``): an undefined metric (NaN, e.g. an AUC with one class)
+    is ``null``, never the ``NaN`` Python's json writes by default."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return float(v) if np.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    return json.dumps(clean(value), indent=2, default=float, allow_nan=False)

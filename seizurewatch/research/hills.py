@@ -40,6 +40,10 @@ class HillsFeatures(nn.Module):
     def __init__(self, n_channels: int, n_samples: int, rate: float, clip_s: float = 1.0,
                  f_lo: float = 1.0, f_hi: float = 47.0) -> None:
         super().__init__()
+        if n_channels < 2:
+            raise ValueError(f"the Hills features correlate channels, and this dataset has {n_channels}: its "
+                             "correlation coefficients and eigenvalues would be constants; use an architecture "
+                             "without channel correlations (e.g. bandpower_lr, seed_convnet)")
         clip = int(round(clip_s * rate))
         if clip < 2 or clip > n_samples:
             raise ValueError(f"clip of {clip_s:g} s ({clip} samples) does not fit a window of {n_samples} samples")

@@ -98,7 +98,7 @@ def channel_stats(rec: Recording, chunk_s: float = 60.0) -> list[ChannelStats]:
         for f0, share in ((50, l50[i]), (60, l60[i])):
             if share > QualityChecker.LINE_FRACTION:
                 flags.append(f"line_noise_{f0}hz")
-        out.append(ChannelStats(ch, h.units[i], float(mean[i]), float(std[i]), float(lo[i]), float(hi[i]),
+        out.append(ChannelStats(ch, "µV", float(mean[i]), float(std[i]), float(lo[i]), float(hi[i]),
                                 float(l50[i]), float(l60[i]), float(flat_blocks[i]), flat_frac, tuple(flags)))
     return out
 
@@ -139,7 +139,7 @@ def plot_traces(rec: Recording, anns: list[Annotation], out: Path, channel: str 
     fig, ax = plt.subplots(figsize=(12, fig_h), dpi=100)
     if len(idx) == 1:
         ax.plot(t, x[0], lw=0.6, color="#1f3b73")
-        ax.set_ylabel(f"{h.channels[idx[0]]} ({h.units[idx[0]] or 'a.u.'})")
+        ax.set_ylabel(f"{h.channels[idx[0]]} (µV)")  # every reader returns µV
     else:
         xc = x - np.median(x, axis=1, keepdims=True)
         spread = float(np.median(np.percentile(np.abs(xc), 99, axis=1))) or 1.0
@@ -148,7 +148,7 @@ def plot_traces(rec: Recording, anns: list[Annotation], out: Path, channel: str 
             ax.plot(t, xc[row] + offsets[row], lw=0.5, color="#1f3b73")
         ax.set_yticks(offsets, [h.channels[i] for i in idx])
         ax.set_ylim(offsets[-1] - 2 * spread, 2 * spread)
-        ax.text(1.0, 1.01, f"spacing {2.2 * spread:.3g} {h.units[idx[0]] or ''}", transform=ax.transAxes,
+        ax.text(1.0, 1.01, f"spacing {2.2 * spread:.3g} µV", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="#555")
     t_end = t[-1] if len(t) else start
     shaded = joined = False
@@ -204,7 +204,7 @@ class InspectResult:
 
 
 def inspect_recording(path: str | Path, out_dir: str | Path, channel: str | None = None, start: float = 0.0,
-                      window: float = 10.0, rate: float | None = None) -> InspectResult:
+                      window: float = 10.0, rate: float | None = None, units: str | None = None) -> InspectResult:
     """Header, traces (one channel or all) from ``start`` over ``window`` seconds, whole-file stats and
     value distributions of one recording (any format of seizurewatch.recordings; ``rate`` for text);
     writes PNGs, stats.json and report.html into ``out_dir``."""
@@ -212,7 +212,7 @@ def inspect_recording(path: str | Path, out_dir: str | Path, channel: str | None
     out.mkdir(parents=True, exist_ok=True)
     found = find_annotations(path, required=False)
     anns = found.annotations if found else []
-    with open_recording(path, rate=rate) as rec:
+    with open_recording(path, rate=rate, units=units) as rec:
         h = rec.header
         stem = Path(h.path).stem
         traces = plot_traces(rec, anns, out / f"{stem}-traces-{start:g}s.png", channel, start, window)
@@ -226,7 +226,8 @@ def inspect_recording(path: str | Path, out_dir: str | Path, channel: str | None
     header = Section("Header", tables=[(["field", "value"], [
         ["file", h.path], ["channels", f"{len(h.channels)}: {', '.join(h.channels)}"],
         ["sampling rate", f"{h.rate:g} Hz"], ["samples per channel", h.n_samples],
-        ["duration", f"{h.duration:g} s ({h.duration / 60:.1f} min)"], ["units", ", ".join(sorted(set(h.units)))],
+        ["duration", f"{h.duration:g} s ({h.duration / 60:.1f} min)"],
+        ["units", f"{', '.join(sorted(set(h.units))) or 'none'} (declared; read as µV)"],
         ["start", h.start_datetime or "unknown"],
         ["skipped signals (other rates)", ", ".join(h.skipped_channels) or "none"],
     ])])

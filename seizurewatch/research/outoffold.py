@@ -16,6 +16,7 @@ the same cluster.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from seizurewatch.config import DecisionConfig
@@ -90,7 +91,7 @@ def out_of_fold(ds: DatasetDir, spec: ModelSpec, recordings: list[str], workdir:
     # a bar over the left-out recordings (progress); none per fold model's epochs (they may run in workers)
     tasks = [LeftOut(str(Path(ds.root).resolve()), inner, r, tuple(recordings),
                      str((Path(workdir) / f"oof-{Path(r).stem}.pt").resolve()),
-                     str(Path(paths.get(Path(r).name, r)).resolve()), decision, device)
+                     os.path.abspath(paths.get(Path(r).name, r)), decision, device)  # links kept: sidecars
              for r in recordings]
     return run_tasks(left_out_trace, tasks, scheduler=scheduler, workers=workers, progress=progress,
                      what="left-out recording")

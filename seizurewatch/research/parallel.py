@@ -15,7 +15,6 @@ key ``scheduler-address``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,19 +30,20 @@ R = TypeVar("R")
 SCHEDULER_ENV = "SEIZUREWATCH_SCHEDULER"
 
 
+class SchedulerLost(SeizurewatchError):
+    """The Dask scheduler went away mid-run (killed, network): which items are not known to be done (a task
+    may have finished its own writes before the scheduler died; the caller can check its outputs)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, lost: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.lost = lost or []
+
+
 class TaskError(RuntimeError):
     """One or more tasks failed with an internal error; every other task finished first. (Failures that are
     all ``SeizurewatchError`` of one kind, bad input, are raised as that kind, so the exit status stays 2.)"""
-
-
-def _worker_setup(level: int) -> None:
-    """Worker set-up: one core per worker process (the cluster is the parallelism: torch on one thread, a
-    replay waiting for its model instead of reading on, ``inference.one_core``), and the caller's log level for
-    seizurewatch (a replay's alarm warnings are the caller's output, not the log's)."""
-    from seizurewatch.inference import one_core
-
-    one_core()
-    logging.getLogger("seizurewatch").setLevel(level)
 
 
 def default_workers() -> int:
@@ -66,7 +66,9 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
     processes with one thread each (closed on exit)."""
     from distributed import Client, LocalCluster
 
-    setup = functools.partial(_worker_setup, logging.getLogger("seizurewatch").getEffectiveLevel())
+    from seizurewatch.research.worker import SeizurewatchWorker
+
+    plugin = SeizurewatchWorker(logging.getLogger("seizurewatch").getEffectiveLevel())
     quiet = logging.getLogger("distributed")
     if quiet.getEffectiveLevel() < logging.WARNING:  # the cluster's start/stop chatter is not ours to show
         quiet.setLevel(logging.WARNING)
@@ -77,12 +79,12 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None) -> 
             raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one with "
                               "`dask scheduler` and `dask worker ADDRESS`, or leave --scheduler out") from None
         with client:
-            client.register_worker_callbacks(setup)
+            client.register_plugin(plugin)
             yield client
         return
     with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
                       dashboard_address=":0", memory_limit=0) as cluster, Client(cluster) as client:
-        client.register_worker_callbacks(setup)
+        client.register_plugin(plugin)
         yield client
 
 
@@ -154,19 +156,32 @@ def _serial(fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> 
 
 
 def _on_client(client: Any, fn: Callable[[T], R], items: list[T], progress: bool, what: str) -> list[R]:
+    import concurrent.futures
+
     from distributed import as_completed
 
     # pure=False: the same item given twice is two tasks; keys stay unique per call
     futures = client.map(fn, items, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}
     failed: dict[int, BaseException] = {}
-    with _bar(len(items), progress, what) as bar:
-        for fut in as_completed(futures):
-            if fut.status == "error":
-                failed[index[fut.key]] = fut.exception()
-            bar.update(1)
-    _raise_failed([(items[i], failed[i]) for i in sorted(failed)], what)
-    results: list[R] = client.gather(futures)
+    finished: set[int] = set()
+    try:
+        with _bar(len(items), progress, what) as bar:
+            for fut in as_completed(futures):
+                if fut.status == "error":
+                    failed[index[fut.key]] = fut.exception()
+                elif fut.status == "finished":
+                    finished.add(index[fut.key])
+                bar.update(1)
+        if len(finished) + len(failed) < len(items):  # cancelled: the client lost the scheduler
+            raise concurrent.futures.CancelledError
+        _raise_failed([(items[i], failed[i]) for i in sorted(failed)], what)
+        results: list[R] = client.gather(futures)
+    except (OSError, TimeoutError, concurrent.futures.CancelledError) as exc:
+        lost = [items[i] for i in range(len(items)) if i not in finished and i not in failed]
+        address = getattr(getattr(client, "scheduler", None), "address", "?")
+        raise SchedulerLost(f"the Dask scheduler {address} went away: {len(lost)} of {len(items)} {what}(s) not "
+                            f"known to be done: {', '.join(_describe(x) for x in lost[:50])}", lost) from exc
     return results
 
 

@@ -349,14 +349,8 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
     return th, table
 
 
-def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: DecisionConfig,
-                          rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
-                          workdir: str | Path = "oof", scheduler: str | None = None,
-                          progress: bool = False) -> dict[str, Any]:
-    """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
-    config (its metadata) on the others, replay the left-out one (one task each); choose on those traces."""
-    from seizurewatch.research.dataset import open_dataset
-    from seizurewatch.research.outoffold import out_of_fold
+def training_spec(meta: dict[str, Any]) -> Any:
+    """The ``ModelSpec`` a model was trained with (its metadata's ``training.config``): what --policy oof retrains."""
     from seizurewatch.research.train import TrainConfig
     from seizurewatch.research.training_run import ModelSpec
 
@@ -368,7 +362,20 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: D
         cfg = TrainConfig(**training["config"])
     except TypeError as exc:
         raise ConfigError(f"{meta.get('name')}: training.config does not fit this version ({exc})") from None
-    spec = ModelSpec(name=str(meta.get("name", "model")), hop_s=float(meta.get("hop_s", 1.0)), train=cfg)
+    return ModelSpec(name=str(meta.get("name", "model")), hop_s=float(meta.get("hop_s", 1.0)), train=cfg)
+
+
+def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: DecisionConfig,
+                          rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
+                          workdir: str | Path = "oof", scheduler: str | None = None,
+                          progress: bool = False) -> dict[str, Any]:
+    """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
+    config (its metadata) on the others, replay the left-out one (one task each); choose on those traces."""
+    from seizurewatch.research.dataset import open_dataset
+    from seizurewatch.research.outoffold import out_of_fold
+
+    spec = training_spec(meta)
+    training = meta.get("training") or {}
     ds = open_dataset(dataset)
     recs = ds.recordings("train") + ds.recordings("val")
     best = int(training.get("best_epoch", -1))
@@ -388,6 +395,18 @@ def choose_threshold(model: str | Path, policy: str, target: float | None = None
     decision = decision or DecisionConfig()
     loaded = load_model(model)
     meta = dict(loaded.meta.raw)
+    if policy == "oof" and loaded.meta.risk_outputs:  # a prediction model: its risk levels, out of fold
+        if dataset is None:
+            raise ConfigError("threshold --policy oof needs --dataset DIR (a prediction model's clips are "
+                              "cross-validated)")
+        from seizurewatch.research.forecast_compare import out_of_fold_levels
+
+        meta["risk"] = out_of_fold_levels(meta, dataset, Path(output or model).with_suffix(".oof"))
+        eager = rebuild_eager(loaded)
+        dst = Path(output) if output else Path(model)
+        save_checked(eager, meta, dst, example_input(meta))
+        log.info("risk levels chosen out of fold", extra={"model": str(dst)})
+        return dict(meta["threshold"])
     if policy == "oof":
         if dataset is None:
             raise ConfigError("threshold --policy oof needs --dataset DIR (its train and val recordings are left "

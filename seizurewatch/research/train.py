@@ -39,6 +39,9 @@ class TrainConfig:
     patience: int = 8  # early stopping on validation loss; 0 disables
     class_weights: bool = True
     threads: int = 2
+    # refuse a fit with fewer training windows than this in either class of any output (3 windows grew a
+    # 3,000-tree forest that meant nothing, with a warning only)
+    min_windows_per_class: int = 10
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs", low=1, high=100_000)
@@ -47,6 +50,7 @@ class TrainConfig:
         check_int(self.batch_size, "batch_size", low=1, high=65_536)
         check_int(self.patience, "patience", low=0, high=100_000)
         check_int(self.threads, "threads", low=1, high=256)
+        check_int(self.min_windows_per_class, "min_windows_per_class", low=1, high=1_000_000)
 
 
 class TrainingError(SeizurewatchError):

@@ -23,6 +23,7 @@ import torch
 import seizurewatch
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
+from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.research.architectures import Deployable
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc, youden
@@ -80,6 +81,20 @@ def training_meta(result: TrainResult, command: str, extra: dict[str, Any]) -> d
     }
 
 
+def _risk_section(ds: DatasetDir, y: np.ndarray, p: np.ndarray, where: str) -> dict[str, Any] | None:
+    """The model file's ``risk`` section: every output of a prediction dataset is a horizon (its manifest's
+    ``horizons_s``, in output order) with its level thresholds chosen on the validation windows."""
+    from seizurewatch.research.forecast import choose_levels
+
+    horizons = ds.manifest.get("horizons_s") or []
+    if len(horizons) != len(ds.outputs):
+        log.warning("prediction dataset without one horizon per output; the model gets no risk levels",
+                    extra={"dataset": str(ds.root), "outputs": ds.outputs, "horizons_s": horizons})
+        return None
+    return {name: {"horizon_s": float(h), **choose_levels(y[:, k], p[:, k], where)}
+            for k, (name, h) in enumerate(zip(ds.outputs, horizons))}
+
+
 @dataclass
 class Trained:
     """A trained model with the metadata its file will carry and an example input for the export."""
@@ -87,6 +102,25 @@ class Trained:
     model: Deployable
     meta: dict[str, Any]
     example: torch.Tensor
+
+
+def check_trainable(ds: DatasetDir, tr: np.ndarray, spec: ModelSpec, who: str) -> None:
+    """What makes a fit meaningless, refused before it starts (one line, the value and the fix): filters
+    the windows' rate cannot carry, and too few training windows of a class. (A model whose features
+    cannot be made for the dataset's channels is refused by its own constructor: ``hills_forest`` on one
+    channel.)"""
+    try:
+        PreprocessSpec.from_json(ds.manifest["preprocess"]).check()
+    except ValueError as exc:
+        raise ConfigError(f"{ds.root}/manifest.json: {exc}: rebuild the dataset with a lower band edge") from None
+    need = spec.train.min_windows_per_class
+    pos = ds.y[tr].sum(axis=0)
+    for k, name in enumerate(ds.outputs):
+        few = min(int(pos[k]), len(tr) - int(pos[k]))
+        if few < need:
+            raise DataError(f"{who}: {few} training window(s) of one class for output {name!r} "
+                            f"({int(pos[k])} positive, {len(tr) - int(pos[k])} negative); at least {need} "
+                            "(train.min_windows_per_class) are needed: add recordings, or shorten the stride")
 
 
 def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
@@ -105,6 +139,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     if not ds.y[tr].any(axis=0).all() or ds.y[tr].all(axis=0).any():
         raise DataError(f"{who}: the training split needs windows of both classes for every output "
                         f"({len(tr)} windows, positives per output {ds.y[tr].sum(axis=0).tolist()})")
+    check_trainable(ds, tr, spec, who)
     out = Path(output)
     ckpt = Path(checkpoint) if checkpoint else out.with_name(out.name + ".ckpt")
     try:
@@ -120,6 +155,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     if ds.y.shape[1] > 1:
         threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
                                    for k, name in enumerate(ds.outputs)}
+    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
     val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
     if threshold["auc"] is not None:
         curve = roc(y_va[:, 0], p_va[:, 0])
@@ -141,6 +177,7 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
         "window_s": ds.window_s,
         "hop_s": spec.hop_s,
         "threshold": threshold,
+        **({"risk": risk} if risk else {}),
         "architecture": result.model.get_config(),
         "training": training_meta(result, command or f"seizurewatch train --dataset {ds.root} --model {spec.source}", {
             "dataset": str(ds.root), "model_config": spec.source, "subject": subject,

@@ -19,9 +19,10 @@ FAST_CHUNK_S = 30.0
 
 class EdfReplaySource:
     def __init__(self, path: str, speed: float | str = 1.0, chunk_s: float = 0.25, loop: bool = False,
-                 rate: float | None = None) -> None:
+                 rate: float | None = None, units: str | None = None) -> None:
         self.path = path
         self.file_rate = rate  # text signals without a sidecar
+        self.file_units = units  # channels declaring no unit
         self.speed = speed
         self.chunk_s = chunk_s
         self.loop = loop
@@ -35,7 +36,7 @@ class EdfReplaySource:
         self.read_seconds = 0.0
 
     async def open(self) -> None:
-        self._rec = await asyncio.to_thread(open_recording, self.path, self.file_rate)
+        self._rec = await asyncio.to_thread(open_recording, self.path, self.file_rate, self.file_units)
         h = self._rec.header
         self.channels, self.rate, self.annotations = h.channels, h.rate, h.annotations
         self.start_datetime = h.start_datetime

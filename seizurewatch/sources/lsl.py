@@ -3,7 +3,10 @@
 - Resolution by ``name`` / ``type`` / ``source_id`` / an XPath ``predicate``, with a timeout;
   nothing (or more than one stream) found is a DataError listing what *was* found.
 - Channel labels, units and rate come from the stream's XML description
-  (``channels/channel/label,unit,type``); the pipeline maps them to the model by label.
+  (``channels/channel/label,unit,type``); the pipeline maps them to the model by label. Samples
+  are converted to µV by ``seizurewatch.units`` (the readers' one table); a channel declaring no
+  unit or an unknown one takes the configured ``units`` (source or device profile), else the
+  stream is refused naming the channel.
 - pylsl blocks, so a reader thread pulls chunks into a bounded queue; the asyncio side only
   drains that queue (an ``asyncio.Event`` set from the thread wakes it) and never blocks.
 - Timestamps are clock-corrected by liblsl (``proc_clocksync``) onto this machine's
@@ -35,11 +38,10 @@ from seizurewatch.config import SourceConfig
 from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.lslconfig import import_pylsl
 from seizurewatch.types import Annotation, Block, Gap, RateStatus, StreamStatus
+from seizurewatch.units import microvolt_factors, to_microvolts
 
 log = logging.getLogger(__name__)
 
-UNIT_SCALE = {"uv": 1.0, "µv": 1.0, "microvolts": 1.0, "microvolt": 1.0, "mv": 1e3, "millivolts": 1e3,
-              "v": 1e6, "volts": 1e6, "nv": 1e-3}
 _DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
 POLL_S = 0.5  # pull_chunk timeout (data returns at once): how often an idle reader checks its stop flag
 RETRY_RESOLVE_S = 2.0  # resolve timeout of attempts after the first
@@ -89,11 +91,6 @@ def read_channels(info: Any, where: str) -> ChannelDesc:
             "<desc><channels><channel><label>...</label></channel>...</channels></desc>"
         )
     return ChannelDesc(tuple(labels), tuple(units), tuple(types))
-
-
-def unit_scale(units: tuple[str, ...]) -> np.ndarray:
-    """Per-channel factor to µV (unknown or empty units: taken as µV)."""
-    return np.array([UNIT_SCALE.get(u.strip().lower(), 1.0) for u in units], dtype=np.float32)
 
 
 class GapTracker:
@@ -172,8 +169,9 @@ class RateMonitor:
 class LslSource:
     """The Source protocol over an LSL inlet; see the module docstring."""
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, units: str | None = None) -> None:
         self.cfg = cfg
+        self.assume_units = cfg.units or units  # what a channel declaring no (or an unknown) unit holds
         self.predicate = build_predicate(cfg.name, cfg.type, cfg.source_id, cfg.predicate)
         self.channels: tuple[str, ...] = ()
         self.units: tuple[str, ...] = ()
@@ -245,10 +243,15 @@ class LslSource:
         except (TimeoutError, self._pylsl.util.LostError) as exc:
             raise SourceUnavailable(f"LSL stream {describe_info(info)}: found, but it did not answer "
                             f"({type(exc).__name__}: {exc})") from None
+        try:
+            self._scale = microvolt_factors(f"LSL stream {describe_info(info)}", desc.labels, desc.units,
+                                            self.assume_units)
+        except DataError:
+            inlet.close_stream()
+            raise
         self._inlet = inlet
         self.channels, self.units, self.rate = desc.labels, desc.units, rate
         self._layout = (desc.labels, rate)
-        self._scale = unit_scale(desc.units)
         self.source_id = info.source_id() or ""
         self._dtype = _DTYPES[info.channel_format()]
         self.description = f"LSL stream {describe_info(info)}"
@@ -319,7 +322,7 @@ class LslSource:
                     self._drop_inlet()  # a hung outlet: look for it (or its replacement) again
                 continue
             last_data = now
-            data = buf[:n].T.astype(np.float32) * self._scale[:, None]
+            data = to_microvolts(buf[:n].T, self._scale)
             self._put((data, np.array(ts[:n], dtype=np.float64), now))
 
     def _drop_inlet(self) -> None:

@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
-from seizurewatch.alarms.subscriber import Handlers
+from seizurewatch.alarms.subscriber import LEAVES, Handlers
 from seizurewatch.alarms.subscriber import Station as MessageChecker
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
@@ -140,7 +141,7 @@ class Station:
                 async with self.policy.client(identifier=ident) as client:
                     self.policy.connected()
                     async with watch(client, self._dispatch) as reader:
-                        for leaf in ("state", "status", "alarm", "fault"):
+                        for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
                             await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
                         self._client = client
                         self._set_connected(True)
@@ -185,6 +186,8 @@ class Station:
             self.ward.on_status(patient, raw.decode("utf-8", "replace").strip(), time.time())
         elif leaf == "state":
             self.ward.on_state(patient, wire.loads(raw), time.time())
+        elif leaf == "risk":
+            self.ward.on_risk(patient, wire.loads(raw), time.time())
 
     def _on_missed(self, patient: str, first: int, last: int) -> None:
         self.ward.on_missed(patient, first, last)
@@ -324,9 +327,17 @@ def host_name(header: bytes) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class HostGuard:
-    """Refuses a request whose Host header is not one of the station's names: a page on another site whose
-    name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
+    """Refuses a request whose Host header is not one of the station's names (or an IP address): a page on
+    another site whose name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
 
     def __init__(self, app: ASGIApp, names: set[str]) -> None:
         self.app = app
@@ -335,7 +346,7 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = host_name(dict(scope.get("headers") or []).get(b"host", b""))
-            if host not in self.names:
+            if host not in self.names and not _is_ip(host):  # an address typed as such is never a rebinding
                 log.warning("station: request for host %r refused (not one of this station's names)", host[:80])
                 await _plain(send, 421, b"this station does not answer to that host name\n")
                 return

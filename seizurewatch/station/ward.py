@@ -1,7 +1,8 @@
 """What the nurse station knows about every bed, built from what the broker carries.
 
-Fed by the station's MQTT subscription (retained ``state`` and ``status``, ``alarm`` and ``fault``
+Fed by the station's MQTT subscription (retained ``state``, ``status`` and ``risk``, ``alarm`` and ``fault``
 events, de-duplicated on (patient, seq)); ``snapshot`` gives the page its rows, most urgent first.
+A bed whose model predicts also carries its risk per horizon (level, median probability, since when).
 
 A bed is shown
     ALARM    an alarm is active
@@ -76,6 +77,7 @@ class Bed:
     history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     items: OrderedDict[str, Item] = field(default_factory=OrderedDict)
     missed: int = 0  # events the broker never delivered to the station (seq gaps)
+    risk: list[dict[str, Any]] = field(default_factory=list)  # the retained risk message's horizons
     model: str | None = None  # the model in force, from the retained state (pretrained or the patient's own)
 
     def item(self, kind: str, alarm_id: str, now: float) -> Item:
@@ -132,6 +134,13 @@ class Ward:
             it = b.items.get(str(a.get("alarm_id")))
             if it is not None:
                 self._add_ack(it, a)
+        self.version += 1
+
+    def on_risk(self, patient: str, msg: dict[str, Any], now: float) -> None:
+        """The retained risk message (validated by the subscriber): every horizon's level."""
+        b = self.bed(patient)
+        b.risk = [{k: h[k] for k in ("horizon_s", "level", "probability", "since_t")} for h in msg["horizons"]]
+        b.last_seen = max(b.last_seen, min(float(msg.get("wall_time") or now), now))
         self.version += 1
 
     @staticmethod
@@ -234,7 +243,7 @@ class Ward:
                if history else {}),
             "alarms": [i.as_dict() for i in items if i.kind == "alarm"],
             "faults": [i.as_dict() for i in items if i.kind == "fault"],
-            "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed,
+            "review": [i.as_dict() for i in self._to_review(b, now)], "missed": b.missed, "risk": b.risk,
             "_waiting": waiting,
         }
         dumps(row)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.devices import DeviceProfile, canonical_label, load_device
-from seizurewatch.errors import DataError
+from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.preprocess import Preprocessor, PreprocessSpec, StreamingResampler, channel_indices
-from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording
+from seizurewatch.recordings import SIGNAL_SUFFIXES, TEXT_SUFFIXES, open_recording, read_header
 from seizurewatch.research.annotations import (
     Clip,
     find_annotations,
@@ -184,6 +184,7 @@ class Planner:
     def __init__(self, spec: DatasetSpec, pre: PreprocessSpec, device: DeviceProfile | None) -> None:
         self.spec, self.pre, self.rules = spec, pre, spec.rules()
         self.canon = device.canonical if device else canonical_label
+        self.units = device.units if device else None  # what channels declaring no unit hold
         self.n_win = int(round(spec.window_s * pre.rate))
         self.outputs = len(spec.outputs())
 
@@ -195,7 +196,7 @@ class Planner:
         """The windows of one recording, labelled from ``annotations`` when given, else from the
         spec's annotation file for it, else from what ``find_annotations`` finds."""
         spec = self.spec
-        with open_recording(path) as rec:
+        with open_recording(path, units=self.units) as rec:  # a unit it cannot convert: refused before any write
             h = rec.header
         channel_indices(h.channels, self.pre.channels, str(path), self.canon)
         n_out = _out_len(h.n_samples, h.rate, self.pre.rate)
@@ -213,10 +214,14 @@ class Planner:
             assert found is not None
             anns, source = found.annotations, found.source
         if spec.window_s > duration:
-            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s)")
+            raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the recording ({duration:g} s); "
+                            f"give --window {duration:g} or less (window_s), or leave this recording out")
         seizures = seizures_of(anns, duration, f"{path} (annotations from {source})")
         joins = joins_of(anns)
-        piece = Piece(path.name, str(path), self.subject_of(path, default_subject(path.stem)), path.name, source,
+        # a text signal's subject is its folder (Bonn's Z/Z001.txt: "Z"), as corpus.discover says; others'
+        # the name before the last "_"
+        fallback = path.parent.name if path.suffix.lower() in TEXT_SUFFIXES else default_subject(path.stem)
+        piece = Piece(path.name, str(path), self.subject_of(path, fallback), path.name, source,
                       montage=getattr(h, "reference", ""))
         cols = _Columns(self.outputs)
         if spec.task == "detection":
@@ -255,7 +260,8 @@ class Planner:
         duration = n_out / self.pre.rate
         if spec.window_s > duration + 1e-9:
             raise DataError(f"{path}: window of {spec.window_s:g} s is longer than the clip ({duration:g} s); "
-                            f"clips are never stitched together (their seams are unknown)")
+                            f"clips are never stitched together (their seams are unknown): give --window "
+                            f"{duration:g} or less (window_s)")
         seizure_id, unit = group
         piece = Piece(path.name, clip.path, self.subject_of(path, clip.subject), unit, "clip label", clip)
         stride = spec.stride_ictal_s if clip.label == "ictal" else spec.stride_s
@@ -348,8 +354,7 @@ def read_annotation_file(path: str, recording: str) -> list[Annotation]:
     if p.suffix == ".csv_bi":
         return read_tuh_csv_bi(p)
     if p.suffix.lower() in SIGNAL_SUFFIXES and p.suffix.lower() not in TEXT_SUFFIXES:
-        with open_recording(p) as rec:
-            return list(rec.header.annotations)
+        return list(read_header(p).annotations)
     return read_csv_annotations(p)
 
 
@@ -361,7 +366,7 @@ def preprocess_spec(spec: DatasetSpec, device: DeviceProfile | None, first: Path
         channels, rate = spec.channels, spec.rate
     else:
         if first.suffix.lower() in SIGNAL_SUFFIXES:
-            with open_recording(first) as rec:
+            with open_recording(first, units=device.units if device else None) as rec:
                 channels0, rate0 = rec.header.channels, rec.header.rate
         else:
             clip = (read_clip(first, with_data=False)[0] if first.is_file() else find_clips(first)[0])
@@ -374,6 +379,11 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
     device = load_device(spec.device) if spec.device else None
     paths = _expand(spec.recordings)
     pre = preprocess_spec(spec, device, paths[0])
+    try:
+        pre.check("")
+    except ValueError as exc:
+        raise ConfigError(f"dataset build: {exc}: lower the band edge (--bandpass LOW HIGH, --notch) "
+                          "below it") from None
     planner = Planner(spec, pre, device)
     pieces: list[Piece] = []
     clips: list[Clip] = []
@@ -394,7 +404,7 @@ def plan(spec: DatasetSpec) -> tuple[list[Piece], PreprocessSpec, DeviceProfile 
 def load_signal(piece: Piece, pre: PreprocessSpec, device: DeviceProfile | None) -> np.ndarray:
     canon = device.canonical if device else canonical_label
     if piece.clip is None:
-        with open_recording(piece.path) as rec:
+        with open_recording(piece.path, units=device.units if device else None) as rec:
             h = rec.header
             proc = Preprocessor(pre, h.channels, h.rate, where=piece.path, canon=canon)
             parts = [proc.process(b) for _, b in rec.chunks(max(1, int(30 * h.rate)))]

@@ -30,7 +30,7 @@ class RecordingWindows:
 def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile | None = None,
                          chunk_s: float = 30.0) -> tuple[np.ndarray, Recording]:
     """The whole recording as the daemon would see it: (channels, samples) at spec.rate."""
-    rec = open_recording(path)
+    rec = open_recording(path, units=device.units if device else None)
     h = rec.header
     canon = device.canonical if device else canonical_label
     pre = Preprocessor(spec, h.channels, h.rate, where=path, canon=canon)

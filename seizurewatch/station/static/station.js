@@ -10,6 +10,10 @@ const FAULT_WORD = {
   nonfinite: "invalid samples", line_noise: "mains noise", model_error: "model error",
   amplitude: "implausible amplitude (units or gain?)", publish_refused: "broker refuses this bed's alarms",
 };
+// Risk per horizon (a prediction model): word + symbol + colour, never colour alone
+// (bars of rising height: not the alarm's ▲, a risk level is advice, not an alarm)
+const RISK_SYMBOL = { low: "▁", elevated: "▄", high: "█", unknown: "?" };
+const RISK_WORD = { low: "low", elevated: "elevated", high: "HIGH", unknown: "not yet known" };
 const pending = new Map();  // alarm_id -> "sending" | error text
 let lastWard = null;
 // The token the server put in this page: an acknowledgement without it is refused (another site cannot send one).
@@ -134,9 +138,29 @@ function itemBox(bed, item, now, kind) {
   return box;
 }
 
+function horizon(seconds) {
+  if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+function riskLine(bed) {
+  const line = el("div", "risk");
+  // an offline bed's levels are its last ones, never the current risk
+  line.appendChild(el("span", "rlabel", bed.shown === "offline" ? "last known seizure risk" : "seizure risk"));
+  for (const h of bed.risk) {
+    const chip = el("span", `rchip ${h.level}`, `${RISK_SYMBOL[h.level]} ${horizon(h.horizon_s)}: ${RISK_WORD[h.level]}`);
+    chip.dataset.horizon = String(h.horizon_s);
+    chip.dataset.level = h.level;
+    chip.title = h.probability === null ? "not enough windows yet" : `median probability ${pct(h.probability)}`;
+    line.appendChild(chip);
+  }
+  return line;
+}
+
 function signature(bed) {
   return JSON.stringify([bed.shown, bed.urgency_key, bed.state, bed.status, bed.alarms, bed.faults, bed.review,
-                         bed.missed, bed.model,
+                         bed.missed, bed.model, (bed.risk || []).map((h) => [h.horizon_s, h.level]),
                          [...pending.entries()].filter(([id]) => JSON.stringify(bed).includes(id))]);
 }
 
@@ -150,6 +174,7 @@ function card(bed, now) {
   top.appendChild(el("div", "name", bed.patient));
   top.appendChild(el("div", `badge ${bed.shown}`, `${SYMBOL[bed.shown]} ${WORD[bed.shown]}`));
   c.appendChild(top);
+  if (bed.risk && bed.risk.length) c.appendChild(riskLine(bed));
   const line = el("div", "line");
   line.appendChild(el("span", "prob", pct(bed.probability)));
   line.appendChild(el("span", "plabel", ""));
