@@ -4,8 +4,8 @@ An alarm not acknowledged within ``decision.escalate_after_s`` gets an ``"event"
 with ``level`` 1, then 2, 3, ... every further interval, until someone acknowledges it (any
 action) or it ends. A fault that lasts escalates the same way when it means the daemon cannot
 tell at all: the stream is lost, the model fails, or a signal fault covers enough of the model's
-channels that its windows are not classified (``quality.MAX_BAD_SHARE``, a quarter: "cannot tell"
-must not stay silent). A fault on one or two channels of many does not page anyone.
+channels that its windows are not classified (``quality.too_many``: a quarter of the channels flat, half
+for other faults; "cannot tell" must not stay silent). A fault on one or two channels of many does not page anyone.
 
 Time is the wall clock (``time.monotonic``): escalation is about people, not recording time.
 
@@ -46,7 +46,7 @@ class Due:
 def fault_escalates(fault_type: str | None, channels: list[str] | tuple[str, ...], n_channels: int) -> bool:
     if fault_type in WHOLE_STREAM_FAULTS:
         return True
-    return too_many(len(channels), n_channels)
+    return too_many(len(channels), n_channels, fault_type)
 
 
 class Escalator:

@@ -13,15 +13,26 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import fft as sp_fft
 
-# A window with this share of its channels flat or clipped is not classified ("cannot tell"), and a fault
-# that covers it escalates (escalation.py): with 7 of 16 channels dead the model saw half a head and
-# read it as calm, and nobody was paged. One share for both questions.
-MAX_BAD_SHARE = 0.25
+# A window with a quarter of its channels dead (flat) is not classified ("cannot tell"), and a flatline
+# fault that covers it escalates (escalation.py): with 7 of 16 channels dead the model saw half a head and
+# read it as calm, and nobody was paged. Clipping keeps the wider margin (more than half of the channels
+# flat or clipped): an amplifier saturates on high-amplitude ictal discharges, so clipped channels often
+# *are* the seizure (Dog_1 rec04 clips 7 of 16 channels 5 s after its onset), and a detector that stops
+# classifying there would be blind where it matters most.
+MAX_FLAT_SHARE = 0.25
+MAX_BAD_SHARE = 0.5  # flat or clipped together: more than this share
 
 
-def too_many(bad: int, n_channels: int) -> bool:
-    """``bad`` of ``n_channels`` reach MAX_BAD_SHARE."""
-    return n_channels > 0 and bad >= MAX_BAD_SHARE * n_channels
+def cannot_tell(flat: int, clipped: int, n_channels: int) -> bool:
+    """A window with ``flat`` dead and ``clipped`` saturated channels of ``n_channels`` is not classified."""
+    return n_channels > 0 and (flat >= MAX_FLAT_SHARE * n_channels or flat + clipped > MAX_BAD_SHARE * n_channels)
+
+
+def too_many(bad: int, n_channels: int, fault_type: str | None = None) -> bool:
+    """A lasting ``fault_type`` fault on ``bad`` of ``n_channels`` covers enough to escalate: the share that
+    makes a window 'cannot tell' for that kind of fault (a quarter for dead channels, half for the others)."""
+    share = MAX_FLAT_SHARE if fault_type == "flatline" else MAX_BAD_SHARE
+    return n_channels > 0 and bad >= share * n_channels
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class QualityChecker:
                 out.append(QualityVerdict({"nonfinite": [ch[i] for i in np.flatnonzero(nonfinite[b])],
                                            "flatline": [], "clipping": [], "line_noise": []}, usable=False))
                 continue
-            usable = not too_many(int((flat[b] | clip[b]).sum()), len(ch))
+            usable = not cannot_tell(int(flat[b].sum()), int((clip[b] & ~flat[b]).sum()), len(ch))
             out.append(QualityVerdict({"nonfinite": [],
                                        "flatline": [ch[i] for i in np.flatnonzero(flat[b])],
                                        "clipping": [ch[i] for i in np.flatnonzero(clip[b])],
