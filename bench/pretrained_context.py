@@ -41,7 +41,7 @@ def one_context(context_s: int, recordings: list[Path]) -> dict[str, Any]:
     decision = DecisionConfig()
     traces = [stream_probabilities(r, path, decision) for r in recordings]
     sec = score_seconds(second_scores(traces))
-    ev = score_events(traces, 0.5, decision.for_model(None))
+    ev = score_events(traces, 0.5, traces[0].decision)  # the rule in force at the model's hop
     model = load_model(path)
     x = torch.from_numpy(np.random.default_rng(0).normal(0, 50, (1, 16, model.meta.window_samples)).astype(np.float32))
     torch.set_num_threads(1)

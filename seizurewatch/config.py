@@ -90,7 +90,8 @@ class StreamConfig:
         check_topic_level(self.patient, "patient")
 
 
-DEFAULT_RULE = (3, 4)  # k of n hops, when neither the config nor the model says
+DEFAULT_RULE_S = (3.0, 4.0)  # 3 s over the threshold in the last 4 s, when neither the config nor the model says
+DEFAULT_RULE = (3, 4)  # the same in hops of 1 s, for a decision no model has filled in (``for_model``)
 MAX_THREADS = 256  # torch.set_num_threads beyond this only oversubscribes (and 100,000 would exhaust the process)
 
 
@@ -141,7 +142,7 @@ class DecisionConfig:
 
     threshold: float | None = None  # None: use the threshold stored in the model
     # start when k of the last n probabilities are >= threshold; None: the rule stored in the model
-    # beside its threshold (chosen with it, ``research/threshold.py``), else DEFAULT_RULE (3 of 4)
+    # beside its threshold (chosen with it, ``research/threshold.py``), else DEFAULT_RULE_S (3 of 4 s)
     k: int | None = None
     n: int | None = None
     hysteresis: float = 0.1  # end threshold = threshold - hysteresis
@@ -180,10 +181,10 @@ class DecisionConfig:
     def for_model(self, threshold_block: Any, hop_s: float) -> DecisionConfig:
         """This config with k and n filled in: the configured ones, else the rule a model file stores
         beside its threshold (``threshold.decision``, chosen together with it; in seconds, turned into
-        hops of the model's ``hop_s``), else DEFAULT_RULE."""
+        hops of the model's ``hop_s``), else DEFAULT_RULE_S at that hop."""
         if self.k is not None:
             return self
-        k, n = stored_rule(threshold_block, hop_s) or DEFAULT_RULE
+        k, n = stored_rule(threshold_block, hop_s) or rule_in_hops(*DEFAULT_RULE_S, hop_s)
         return dataclasses.replace(self, k=k, n=n)
 
     def describe(self, hop_s: float | None = None) -> dict[str, Any]:

@@ -59,6 +59,13 @@ def check_replay(figs: dict) -> None:
         assert figs[f"{rec}.pipeline_vs_baseline"]["unit"] == "ratio"
         assert 0.0 <= figs[f"{rec}.probability_max_abs_diff"]["value"] < 1e-3  # the same windows classified
     assert figs["synth23.pipeline_x_realtime"]["target"] == 2000.0
+    # CPU per real-time stream at each hop of the shipped model, and as a ratio to the 1-s hop
+    assert figs["hop1.cpu_vs_1s_hop"]["value"] == 1.0
+    for hop, windows in (("1", 118), ("0.5", 235), ("0.25", 469)):
+        cpu = figs[f"hop{hop}.cpu_per_stream"]
+        assert cpu["unit"] == "% of a core" and cpu["value"] > 0
+        assert windows - 8 <= cpu["windows"] <= windows  # less any a signal fault kept from the model
+        assert figs[f"hop{hop}.cpu_vs_1s_hop"]["unit"] == "ratio"
 
 
 def check_inference(figs: dict) -> None:

@@ -86,3 +86,35 @@ def test_a_model_fitted_once_trains_on_the_validation_recording_too(tmp_path):
     for name, n_train in (("convnet", 1), ("forest", 2)):  # of three recordings, one is the test
         meta = load_model(tmp_path / "out" / name / "test-s1_test.pt").meta.raw["training"]
         assert len(meta["train_recordings"]) == n_train and meta["test_recordings"] == ["s1_test.edf"]
+
+
+def test_the_summary_scores_the_early_column_both_ways_and_gives_each_zero_its_time():
+    import numpy as np
+
+    from seizurewatch.config import DecisionConfig
+    from seizurewatch.research.crossval import _summary, markdown
+    from seizurewatch.research.evaluate import score_events, second_scores
+    from seizurewatch.research.predict import Trace
+
+    runs = []
+    for name, onset in (("a.edf", 100.0), ("b.edf", 60.0)):
+        t = np.arange(1.0, 201.0)
+        score = np.where((t > onset) & (t <= onset + 30), 0.7, 0.1)
+        score[(t > onset) & (t <= onset + 15)] = 0.9
+        early = np.where((t > onset) & (t <= onset + 15), 0.8, 0.05)
+        early[(t > 170) & (t <= 180)] = 0.9  # the early output alone ranks an interictal run first
+        tr = Trace(name, "m", t, score, 200.0, 0.5, DecisionConfig(k=2, n=3), seizures=[(onset, onset + 30)],
+                   outputs=np.stack([score, early], axis=1), output_names=("seizure", "early"))
+        runs.append({"windows": {"roc_auc": 1.0, "accuracy": 1.0}, "train_seconds": 1.0, "threshold_seconds": 0.0,
+                     "events": score_events([tr], 0.5, tr.decision), "_second_scores": second_scores([tr])})
+    s = _summary("m", runs, 15.0)
+    pooled = s["seconds"]["pooled"]
+    assert pooled["early_auc"] == pytest.approx(1.0)
+    assert pooled["early_auc_output"] == pytest.approx(1 - 20 / 370)  # 20 interictal seconds above 30 early
+    inter = 2 * (200 - 95)  # each recording less its seizure from 5 s before the onset to 60 s after the end
+    assert s["false_alarms"] == 0 and s["interictal_hours"] == pytest.approx(inter / 3600, abs=1e-4)
+    assert s["false_alarms_upper95_per_24h"] == pytest.approx(2.9957 * 24 / (inter / 3600), rel=1e-3)
+    s["per_fold"] = []
+    md = markdown([s], [])
+    assert "early AUC (15 s) of the early output, as the challenge scored it" in md
+    assert "| 0 in 3.5 min (95 % upper bound 1,232/24 h) |" in md

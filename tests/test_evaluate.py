@@ -76,7 +76,9 @@ def test_a_zero_is_reported_with_the_time_behind_it():
 
 def test_offline_decision_replays_the_daemon_exactly():
     tr = stream_probabilities(REC04, MODEL)
-    assert len(tr.t) == 118 and tr.t[0] == 1.0  # 118 s, 1 s windows, 1 s hop
+    # 118 s, 1-s windows every 0.25 s: 469 windows, less any a signal fault keeps from the decision
+    assert tr.hop_s == 0.25 and tr.t[0] == 1.0 and 460 <= len(tr.t) <= 469
+    assert np.allclose((tr.t - 1.0) / 0.25, np.round((tr.t - 1.0) / 0.25))  # on the 0.25-s schedule
     assert tr.alarms, "the shipped model alarms in rec04's seizure"
     assert alarm_spans(tr.t, tr.p, tr.threshold, tr.decision, tr.duration) == tr.alarms
     assert tr.seizures == [(60.0, 101.0)]
@@ -86,7 +88,7 @@ def test_predict_writes_csv_and_timeline(tmp_path):
     out = predict_recording(REC04, MODEL, tmp_path)
     with open(out["csv"]) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == out["windows"] == 118  # 1-s windows, 1-s hop
+    assert len(rows) == out["windows"] and 460 <= len(rows) <= 469  # 1-s windows every 0.25 s over 118 s
     assert {r["seizure"] for r in rows if 60 <= float(r["t_end"]) <= 101} == {"1"}
     assert any(r["alarm"] == "1" for r in rows) and all(r["alarm"] == "0" for r in rows if float(r["t_end"]) < 50)
     assert (tmp_path / "dog1_rec04-timeline.png").stat().st_size > 10_000

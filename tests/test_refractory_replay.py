@@ -102,6 +102,7 @@ def test_k_and_n_are_set_together_or_left_to_the_model():
     assert DecisionConfig(k=3, n=4).for_model({"decision": {"k": 2, "n": 6}}, 1.0).rule == (3, 4)
     assert DecisionConfig().for_model({"decision": {"k": 7, "n": 6}}, 1.0).rule == (3, 4)  # not a rule: the default
     assert DecisionConfig().for_model(None, 1.0).rule == (3, 4)
+    assert DecisionConfig().for_model(None, 0.25).rule == (12, 16)  # the default is 3 of the last 4 s too
 
 
 def test_a_rule_in_seconds_means_the_same_at_every_hop_and_old_files_keep_their_hops():

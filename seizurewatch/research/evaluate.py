@@ -177,7 +177,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
         "threshold": float(threshold),
         "seizures": int(ref), "detected": int(tp), "false_alarms": int(fp), "hours": round(hours, 4),
         "alarmed": int(alarmed), "unrelated_alarms": int(other), "interictal_hours": round(inter_h, 5),
-        "unrelated_per_24h_upper95": fa_upper_per_24h(other, inter_h),
+        "unrelated_per_24h_upper95": fa_upper_per_24h(other, round(inter_h, 5)),  # on the hours reported
         "sensitivity": tp / ref if ref else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "fa_per_24h": fp / hours * 24 if hours else float("nan"),

@@ -355,7 +355,10 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
                    dataset: str | Path | None, split: str, decision: DecisionConfig, rules: EventRules,
                    scheduler: str | None = None, progress: bool = False
                    ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
-    """The ROC / false-alarm-budget policies, on one validation split or recordings."""
+    """The ROC / false-alarm-budget policies, on one validation split or recordings (scored and stored with
+    the decision's rule, else the default one, in hops of the model's hop)."""
+    hop = loaded.meta.hop_s
+    decision = decision.for_model(None, hop)
     recordings = list(recordings or [])
     if dataset is not None:
         from seizurewatch.research.dataset import open_dataset
@@ -393,7 +396,7 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
         ev = score_events(traces, th["value"], decision, rules)
         th["point"].update(event_sensitivity=ev["sensitivity"], fa_per_24h=ev["fa_per_24h"],
                            latency_s=ev["latency_s"]["mean"], hours=ev["hours"])
-        th["decision"] = decision.describe()
+        th["decision"] = decision.describe(hop)  # the rule in force, in seconds too
     return th, table
 
 
