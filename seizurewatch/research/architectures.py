@@ -325,6 +325,8 @@ def hills_forest(n_channels: int, n_samples: int, n_outputs: int = 1, rate: floa
 
 # ----- published pretrained models (fitted once with nothing to fit, see seizurewatch/pretrained) ----------
 
+NOTHING_TO_FIT = frozenset({"brainmaze"})  # no minimum of training windows: every window is out of fold for them
+
 
 @register("brainmaze")
 def brainmaze(n_channels: int, n_samples: int, n_outputs: int = 1, rate: float = 400.0,

@@ -109,11 +109,15 @@ def check_trainable(ds: DatasetDir, tr: np.ndarray, spec: ModelSpec, who: str) -
     """What makes a fit meaningless, refused before it starts (one line, the value and the fix): filters
     the windows' rate cannot carry, and too few training windows of a class. (A model whose features
     cannot be made for the dataset's channels is refused by its own constructor: ``hills_forest`` on one
-    channel.)"""
+    channel.) A pretrained model (``architectures.NOTHING_TO_FIT``) needs no minimum of windows."""
     try:
         PreprocessSpec.from_json(ds.manifest["preprocess"]).check()
     except ValueError as exc:
         raise ConfigError(f"{ds.root}/manifest.json: {exc}: rebuild the dataset with a lower band edge") from None
+    from seizurewatch.research.architectures import NOTHING_TO_FIT
+
+    if spec.train.arch in NOTHING_TO_FIT:  # a pretrained model learns nothing here: no data is too little
+        return
     need = spec.train.min_windows_per_class
     pos = ds.y[tr].sum(axis=0)
     for k, name in enumerate(ds.outputs):
