@@ -94,18 +94,23 @@ async def _trial(n: int, edf: Path, model: Path, warm_s: float, measure_s: float
     from seizurewatch.config import Config, DecisionConfig, ModelConfig, OutboxConfig, SourceConfig, StreamConfig
     from seizurewatch.daemon import Daemon, DaemonOptions
 
-    streams = tuple(StreamConfig(patient=f"bed{i:04d}", source=SourceConfig(kind="edf", path=str(edf), speed=1.0))
-                    for i in range(n))
+    # a daemon refuses one EDF for two streams (edflib opens a file once per process), so each stream names a
+    # hard link of its own; every source below replays the one in-memory copy of ``edf`` all the same
+    links = [edf.with_name(f"{edf.stem}-bed{i:04d}{edf.suffix}") for i in range(n)]
+    for link in links:
+        if not link.exists():
+            os.link(edf, link)
+    streams = tuple(StreamConfig(patient=f"bed{i:04d}", source=SourceConfig(kind="edf", path=str(link), speed=1.0))
+                    for i, link in enumerate(links))
     cfg = Config(streams=streams, model=ModelConfig(path=str(model)), decision=DecisionConfig(),
                  outbox=OutboxConfig(":memory:"))
     import seizurewatch.daemon as daemon_mod
 
     sources: list[BackfilledRealtime] = []
 
-    def make_source(stream: StreamConfig) -> BackfilledRealtime:
-        assert stream.source.path is not None
+    def make_source(stream: StreamConfig, device: object = None) -> BackfilledRealtime:
         phase = len(sources) / n * TIMING_HOP_S
-        src = BackfilledRealtime(stream.source.path, backfill_s=TIMING_WINDOW_S, phase_s=phase)
+        src = BackfilledRealtime(str(edf), backfill_s=TIMING_WINDOW_S, phase_s=phase)
         sources.append(src)
         return src
 

@@ -147,7 +147,8 @@ def _outlet(source_id: str, units: tuple[str, ...]):
 
 
 def _first_block(source_id: str, declared: tuple[str, ...], x: np.ndarray, units: str | None = None) -> np.ndarray:
-    """The first block an LslSource hands the pipeline while an outlet declaring ``declared`` pushes ``x``."""
+    """The first blocks (8 samples or more) an LslSource hands the pipeline while an outlet declaring ``declared``
+    pushes ``x`` again and again: the inlet may open mid-chunk, so they start at any column of ``x``."""
     import asyncio
     import threading
 
@@ -166,10 +167,13 @@ def _first_block(source_id: str, declared: tuple[str, ...], x: np.ndarray, units
     async def main() -> np.ndarray:
         src = LslSource(SourceConfig(kind="lsl", source_id=source_id, resolve_timeout_s=10), units=units)
         await src.open()
+        got: list[np.ndarray] = []
         try:
             async for item in src.items():
                 if isinstance(item, Block):
-                    return item.data
+                    got.append(item.data)
+                    if sum(b.shape[1] for b in got) >= 2 * x.shape[1]:
+                        return np.concatenate(got, axis=1)
         finally:
             await src.close()
         raise AssertionError("no block")
@@ -183,13 +187,20 @@ def _first_block(source_id: str, declared: tuple[str, ...], x: np.ndarray, units
         pusher.join(5)
 
 
+def _samples_are(block: np.ndarray, expected: list[list[float]]) -> None:
+    """Every sample of ``block`` is one of ``expected``'s columns, and each of them arrived."""
+    columns = {tuple(c) for c in np.asarray(expected, dtype=np.float32).T.tolist()}
+    seen = {tuple(c) for c in block.T.tolist()}
+    assert seen == columns, (seen, columns)
+
+
 def test_live_lsl_uses_the_same_table():
     tag = uuid.uuid4().hex[:8]
     x = np.array([[1.5, -0.25, 0.125, 2.0], [10.0, 20.0, -30.0, 40.0]])
     block = _first_block(f"mv-{tag}", ("mV", "uV"), x)
-    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])
+    _samples_are(block, [[1500, -250, 125, 2000], [10, 20, -30, 40]])
     with pytest.raises(DataError, match=rf"LSL stream 'none-{tag}'.*channel ch1 declares no unit"):
         _first_block(f"none-{tag}", ("", "uV"), x)
     # the device profile (or source.units) says what it is
     block = _first_block(f"none2-{tag}", ("", "uV"), x, units="mV")
-    np.testing.assert_array_equal(block[:, :4], [[1500, -250, 125, 2000], [10, 20, -30, 40]])
+    _samples_are(block, [[1500, -250, 125, 2000], [10, 20, -30, 40]])
