@@ -67,13 +67,14 @@ class Notify:
 
 
 def _recordings(folder: Path, n: int) -> list[Path]:
-    """One path per stream: pyedflib opens a given path once per process, so streams 2..n get symlinks."""
+    """One file per stream: pyedflib opens a file once per process and the daemon refuses one recording
+    (symlinks resolved) for two streams, so streams 2..n get copies (1.5 MB each)."""
     paths = [REC04]
     for i in range(1, n):
-        link = folder / f"rec04-{i:02d}.edf"
-        if not link.exists():
-            link.symlink_to(REC04)
-        paths.append(link)
+        copy = folder / f"rec04-{i:02d}.edf"
+        if not copy.exists():
+            shutil.copyfile(REC04, copy)
+        paths.append(copy)
     return paths
 
 

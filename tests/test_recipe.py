@@ -66,7 +66,7 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
     # recipe ran one task per left-out recording on a cluster, this runs them here one after the other
     rcp, _ = load_recipe(recipe)
     build_dataset(dataset_spec(rcp), tmp_path / "ds")
-    traces = out_of_fold(open_dataset(tmp_path / "ds"), ModelSpec(name="again", train=rcp.model),
+    traces = out_of_fold(open_dataset(tmp_path / "ds"), ModelSpec(name="again", hop_s=rcp.hop_s, train=rcp.model),
                          [f"{DOG1}/dog1_rec0{i}.edf" for i in (1, 2, 3)], tmp_path / "oof", DecisionConfig(),
                          epochs=rcp.model.epochs, device=rcp.device, workers=1)
     assert [Path(t.recording).name for t in traces] == [f"dog1_rec0{i}.edf" for i in (1, 2, 3)]
@@ -81,7 +81,7 @@ def test_a_recipe_and_a_dataset_training_write_the_same_metadata_and_model(tmp_p
     assert meta["training"]["validation_recordings"] == ["dog1_rec03.edf"]
     assert meta["threshold"]["chosen_on"] == ["dog1_rec03.edf"] and meta["threshold"]["policy"] == "youden"
     model_yaml = tmp_path / "lr.yaml"
-    model_yaml.write_text("name: dog1-hills-early\nhop_s: 1\narch: bandpower_lr\nepochs: 2\nlr: 0.01\n"
+    model_yaml.write_text(f"name: dog1-hills-early\nhop_s: {meta['hop_s']}\narch: bandpower_lr\nepochs: 2\nlr: 0.01\n"
                           "patience: 0\nthreads: 1\n")
     other = train_from_dataset(tmp_path / "kept", model_yaml, tmp_path / "d.pt", progress=False)
     assert set(meta) == set(other)
