@@ -81,6 +81,15 @@ def test_text_segments_subject_is_the_folder_and_build_closes_its_cluster_quietl
     ds = open_dataset(out)
     assert {Path(e["path"]).parent.name: e["subject"] for e in ds.manifest["recordings"]} == {"E": "E", "A": "A"}
     assert sorted(ds.manifest["split_units"]) == ["A", "E"]
+    # a second build into the same folder is refused (a build can take hours), unless asked to replace it
+    args = ("dataset", "build", "--recordings", str(corpus), "--window", "4", "--stride", "4", "--stride-ictal", "4",
+            "--exclusion", "0", "--split-by", "subject", "--assign", "E=train", "A=train", "--out", str(out))
+    before = (out / "manifest.json").read_bytes()
+    _one_line_refusal(run_cli(*args, timeout=600), f"{out}: holds a dataset already", "--overwrite")
+    assert (out / "manifest.json").read_bytes() == before  # nothing written
+    r = run_cli(*args, "--overwrite", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert open_dataset(out).window_s == 4.0
 
 
 def test_band_edge_at_or_above_nyquist_refused_at_build_and_train(tmp_path):

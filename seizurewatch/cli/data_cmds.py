@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from seizurewatch.cli.argtypes import out_dir, scheduler_arg, units_arg
+from seizurewatch.errors import DataError
 
 Split = Literal["train", "val", "test"]
 
@@ -47,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--spec", help="dataset spec YAML")
     scheduler_arg(b)
     b.add_argument("--out", required=True, type=out_dir, help="dataset folder to write")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset already in --out (refused otherwise: a build can take hours)")
     b.add_argument("--recordings", nargs="+", metavar="PATH",
                    help="EDF files/globs, Kaggle or Delhi clip folders, .mat clips")
     b.add_argument("--device", help="device profile YAML (channels, rate)")
@@ -159,6 +162,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from seizurewatch.research.dataset import build_dataset
 
+    if (Path(args.out) / "manifest.json").is_file() and not args.overwrite:
+        raise DataError(f"{args.out}: holds a dataset already; give --overwrite to replace it, or another --out")
     spec = spec_from_args(args)
     command = "seizurewatch " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
