@@ -21,13 +21,12 @@ import aiomqtt
 import pytest
 from alarm_support import stop
 from conftest import ROOT, Mosquitto, free_port, wait_port
+from test_station import _browser  # Debian's headless Chromium, as the station's other browser tests drive it
 
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
 from seizurewatch.station.server import Station, StationOptions
 from seizurewatch.station.ward import Ward
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 def _state(patient: str, state: str = "ok", wall: float = 1000.0, alarm_id: str | None = None, **kw) -> dict:
@@ -173,20 +172,6 @@ def test_wrong_passwords_back_off(tmp_path, mosquitto):
         assert status == 429 and int(headers["retry-after"]) >= 1
     finally:
         stop(proc)
-
-
-def _browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Debian's chromium and chromium-driver are needed (scripts/test.sh installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--disable-extensions", "--no-first-run"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
 
 
 async def _publish(port: int, msgs: list[tuple[str, bytes, bool]]) -> None:
