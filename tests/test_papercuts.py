@@ -5,6 +5,7 @@ one line naming the problem; config/local.yaml runs as shipped."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -51,7 +52,7 @@ def test_the_same_recording_for_two_streams_is_refused_with_the_real_reason(tmp_
     edf = ROOT / "seizurewatch" / "data" / "dog1_rec04.edf"
     (tmp_path / "two.yaml").write_text(
         f"streams:\n  - patient: bed1\n    source: {{kind: edf, path: {edf}}}\n"
-        "  - patient: bed2\n    source: {kind: edf, path: ../../" + str(edf.relative_to("/")) + "}\n"
+        "  - patient: bed2\n    source: {kind: edf, path: ./" + os.path.relpath(edf, tmp_path) + "}\n"
         f"model: {{path: {MODEL}}}\n")
     with pytest.raises(ConfigError, match=r"streams\[1\].source.path: .* is already replayed by streams\[0\] "
                                           r"\(bed1\); .* give the other stream a copy"):
