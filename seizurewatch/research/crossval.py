@@ -207,6 +207,8 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
         tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
             traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
                 "policy": chosen.get("policy", "youden")}}
+        if "latency_slack" in chosen:  # events_nested: the slack its leave-one-out chose
+            tt["chosen"]["latency_slack_s"] = chosen["latency_slack"]["chosen_s"]
         if other is not None:
             tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
                 "policy": other["policy"]}
@@ -274,6 +276,8 @@ def _out(o: dict[str, Any] | None) -> str:
     rule = o.get("rule", "")
     if o.get("rule_s"):
         rule += f" ({o['rule_s'][0]:g} of {o['rule_s'][1]:g} s)"
+    if o.get("latency_slack_s") is not None:
+        rule += f", latency slack {o['latency_slack_s']:g} s"
     return (f"{o['threshold']:.3f} {rule}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
             f"{_fmt(o['latency_s_median'], '.1f')} s")
 
