@@ -68,3 +68,14 @@ def test_a_slack_whose_left_out_trace_false_alarms_loses():
 def test_it_needs_two_traces_to_leave_one_out():
     with pytest.raises(DataError, match=">= 2"):
         by_events_nested([_ramp("a")], QUICK)
+
+
+def test_compare_names_the_slack_events_nested_chose_in_its_fold_table():
+    from seizurewatch.research.crossval import _out
+
+    traces = [_ramp("a"), _ramp("b")]
+    th = transfer(traces, "events_nested", QUICK)
+    o = outcome(traces, th["value"], QUICK) | {"policy": th["policy"],
+                                               "latency_slack_s": th["latency_slack"]["chosen_s"]}
+    assert f"latency slack {th['latency_slack']['chosen_s']:g} s" in _out(o)
+    assert "latency slack" not in _out(o | {"latency_slack_s": None})  # events: as before

@@ -206,9 +206,8 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     if traces:
         tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
             traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
-                "policy": chosen.get("policy", "youden")}}
-        if "latency_slack" in chosen:  # events_nested: the slack its leave-one-out chose
-            tt["chosen"]["latency_slack_s"] = chosen["latency_slack"]["chosen_s"]
+                "policy": chosen.get("policy", "youden"),  # events_nested: the slack its leave-one-out chose
+                "latency_slack_s": (chosen.get("latency_slack") or {}).get("chosen_s")}}
         if other is not None:
             tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
                 "policy": other["policy"]}
