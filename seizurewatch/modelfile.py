@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from seizurewatch.checks import check_number, check_sha256
-from seizurewatch.config import stored_rule
+from seizurewatch.config import MAX_EARLY_GAIN, stored_gain, stored_rule
 from seizurewatch.errors import ModelError
 from seizurewatch.preprocess import PreprocessSpec
 
@@ -174,6 +174,10 @@ def _check_meta(meta: ModelMeta) -> None:
     outputs = meta.raw["outputs"]
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
         raise ValueError("outputs: expected a non-empty list of output names")
+    gain = (rule or {}).get("early_gain") if isinstance(rule, dict) else None
+    if gain is not None and (stored_gain(meta.raw["threshold"]) is None or "early" not in outputs):
+        raise ValueError(f"threshold.decision.early_gain: expected a number in [0, {MAX_EARLY_GAIN:g}] on a model "
+                         f"with an 'early' output, got {gain!r} (outputs {outputs})")
     _check_risk(meta.raw.get("risk"), outputs)
 
 

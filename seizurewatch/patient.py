@@ -72,6 +72,7 @@ class PatientState:
         self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
         self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
+        self.early = meta.outputs.index("early") if "early" in meta.outputs else None  # a second trigger's input
         self.risk = PatientRisk(meta, decision)  # the prediction outputs' levels (empty: none)
 
     def _threshold(self, decision: DecisionConfig) -> float:
@@ -128,7 +129,7 @@ class PatientState:
                 continue  # no alarms: nothing here is a seizure probability
             p = float(row[self.detection])
             self.stats.last_probability = p
-            events.extend(self.decision.update(w.t_end, p))
+            events.extend(self.decision.update(w.t_end, p, None if self.early is None else float(row[self.early])))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)
         self.stats.last_progress = time.monotonic()

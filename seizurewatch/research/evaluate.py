@@ -150,7 +150,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
     latencies: list[float] = []
     per_rec = []
     for tr in traces:
-        spans = alarm_spans(tr.t, tr.p, threshold, decision, tr.duration)
+        spans = alarm_spans(tr.t, tr.p, threshold, decision, tr.duration, tr.output("early"))
         n = max(1, int(round(tr.duration * 10)))
         clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
         refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]

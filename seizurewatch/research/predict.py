@@ -50,13 +50,15 @@ class Trace:
 
 
 def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionConfig,
-                duration: float) -> list[tuple[float, float]]:
-    """(start, end) of each alarm the daemon's AlarmDecision raises on this probability trace;
-    an alarm still on at the end of the recording ends there."""
+                duration: float, early: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """(start, end) of each alarm the daemon's AlarmDecision raises on this probability trace (and the
+    early output per window, a second trigger when ``cfg`` has an early gain); an alarm still on at the
+    end of the recording ends there."""
     dec = AlarmDecision(cfg, threshold)
     spans, start = [], None
-    for ti, pi in zip(t.tolist(), p.tolist()):
-        for ev in dec.update(ti, pi):
+    second = early.tolist() if early is not None and cfg.early_gain else [None] * len(t)
+    for ti, pi, ei in zip(t.tolist(), p.tolist(), second):
+        for ev in dec.update(ti, pi, ei):
             if ev.event == "start":
                 start = ev.t
             elif ev.event == "end" and start is not None:

@@ -29,6 +29,8 @@ out_of_fold`` on its training recordings), two criteria for what the nurse sees:
   seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
   events_nested  ``events`` with the latency it may give for a margin (its slack) chosen by leave-one-out
            over the same traces (``research/nested.py``)
+  events_trigger  ``events`` with the early output as a second trigger, its gain chosen with the threshold
+           (``research/trigger.py``)
 ``compare`` reports the chosen criterion and another on every test recording beside the threshold that would have been
 best there (``events`` applied to the test recording itself).
 """
@@ -57,7 +59,7 @@ from seizurewatch.types import Annotation
 log = logging.getLogger(__name__)
 
 POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
-TRANSFER = ("events", "seconds", "events_nested")
+TRANSFER = ("events", "seconds", "events_nested", "events_trigger")
 LATENCY_SLACK_S = 2.0  # "least latency" to within this: a margin from the false-alarm edge is worth 2 s
 # the slacks ``events_nested`` chooses among, by leave-one-out over the traces it chooses on (``nested_slack``)
 LATENCY_SLACKS_S = (2.0, 1.0, 0.5)
@@ -301,10 +303,11 @@ def transfer(traces: list[Trace], method: str, decision: DecisionConfig, rules: 
     """The operating point from out-of-fold ``traces`` (see the module docstring)."""
     if method not in TRANSFER:
         raise ConfigError(f"threshold method {method!r}: expected one of {', '.join(TRANSFER)}")
-    if method == "events_nested":
+    if method in ("events_nested", "events_trigger"):
         from seizurewatch.research.nested import by_events_nested
+        from seizurewatch.research.trigger import by_events_trigger
 
-        return by_events_nested(traces, decision, rules)
+        return (by_events_nested if method == "events_nested" else by_events_trigger)(traces, decision, rules)
     return by_events(traces, decision, rules) if method == "events" else by_seconds(traces, early_s, decision)
 
 
