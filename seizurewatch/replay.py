@@ -25,6 +25,7 @@ from seizurewatch.config import (
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.resources import default_model_path
+from seizurewatch.scoring import SZCORE, EventRules, Verdicts, payload_spans, verdicts
 from seizurewatch.types import Annotation
 
 if TYPE_CHECKING:
@@ -119,9 +120,14 @@ class ReplayResult:
     @property
     def alarms(self) -> list[tuple[float, float]]:
         """(start, end) of each alarm as the daemon raised it; one still on at the end ends there."""
-        starts = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "start"}
-        ends = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "end"}
-        return sorted((s, ends.get(a, max(self.duration, s))) for a, s in starts.items())
+        return payload_spans(self.events, self.duration)
+
+    def verdicts(self, rules: EventRules = SZCORE) -> Verdicts:
+        """The annotated seizures and these alarms scored by the one rule (``scoring.verdicts``)."""
+        from seizurewatch.research.labels import is_seizure
+
+        seizures = [(a.onset, a.end) for a in self.annotations if is_seizure(a.description)]
+        return verdicts(seizures, self.alarms, rules)
 
 
 def recording_annotations(edf: str, inside: tuple[Annotation, ...] = ()) -> tuple[tuple[Annotation, ...], str]:

@@ -145,12 +145,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f.write("t,probability\n")
             for t, p in zip(res.t.tolist(), res.p.tolist()):
                 f.write(f"{t:.3f},{p:.6f}\n")
-    from seizurewatch.demo import DemoResult
-    from seizurewatch.research.labels import is_seizure
-
-    seizures = [(a.onset, a.end) for a in res.annotations if is_seizure(a.description)]
-    res_ = DemoResult(seizures, alarms=[e for e in res.events if e["kind"] == "alarm" and e["event"] == "start"])
-    line = (f"{res_.summary()}; {res.windows} windows, {res.duration:.1f} s of signal in {wall:.2f} s "
+    line = (f"{res.verdicts().summary()}; {res.windows} windows, {res.duration:.1f} s of signal in {wall:.2f} s "
             f"({res.duration / wall:.0f}x real time)")
     if args.jsonl:
         print(line, file=sys.stderr)

@@ -35,6 +35,7 @@ from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve,
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
 from seizurewatch.research.unitscore import NOT_CONTINUOUS, Units, fmt_auc, score_units, unit_scores, write_unit_csv
+from seizurewatch.scoring import SZCORE, EventRules, verdicts
 
 if TYPE_CHECKING:
     from seizurewatch.research.dataset.store import Windows
@@ -42,27 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EventRules:
-    """SzCORE event scoring (timescoring defaults), plus how early an alarm *start* may come and
-    still be the nurse's alarm for a seizure (``alarm_before_onset_s``): SzCORE's 30 s allow for
-    a late annotation when scoring overlap, but an alarm that starts 10 s before the onset on
-    signal taken hours from any seizure (as in the Dog_1 files) is a false alarm that a seizure
-    happened to follow, and choosing a threshold must not reward it as a fast detection."""
-
-    tolerance_start_s: float = 30.0
-    alarm_before_onset_s: float = 5.0
-    tolerance_end_s: float = 60.0
-    min_overlap: float = 0.0
-    max_event_s: float = 300.0
-    merge_within_s: float = 90.0
-
-    def params(self) -> EventScoring.Parameters:
-        return EventScoring.Parameters(self.tolerance_start_s, self.tolerance_end_s, self.min_overlap,
-                                       self.max_event_s, self.merge_within_s)
-
-
-SZCORE = EventRules()
 
 
 # ----- window level -------------------------------------------------------------------------
@@ -139,12 +119,10 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
                  rules: EventRules = SZCORE) -> dict[str, Any]:
     """Event scores summed over recordings, after the daemon's decision logic.
 
-    SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by
-    alarm *starts*: a seizure is ``alarmed`` when an alarm starts between ``alarm_before_onset_s``
-    before its onset and ``tolerance_end_s`` after its end and is still on at the onset (latency =
-    that start - onset); every other alarm is ``unrelated`` (a false alarm to the nurse): one
-    that ended before the onset, or one already on long before it, which SzCORE's overlap rule
-    would count as a detection."""
+    SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by alarm
+    *starts* (``scoring.verdicts``, the rule ``replay`` and the demo print): ``alarmed`` seizures with their
+    latencies, and ``unrelated`` alarms (false alarms to the nurse), among them those SzCORE's overlap rule
+    would count as detections (an alarm already on long before the onset)."""
     tp = fp = ref = alarmed = other = 0
     hours = inter_h = 0.0
     latencies: list[float] = []
@@ -155,14 +133,8 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
         clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
         refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]
         s = EventScoring(TsAnnotation(refs, 10, n), TsAnnotation(clip, 10, n), rules.params())
-        lat, raised = [], set()
-        for onset, end in tr.seizures:  # what the nurse sees: an alarm *starting* for this seizure
-            hits = [a for a, b in spans if onset - rules.alarm_before_onset_s <= a <= end + rules.tolerance_end_s
-                    and b >= onset]
-            if hits:
-                lat.append(min(hits) - onset)
-            raised |= set(hits)
-        unrelated = sum(1 for a, _ in spans if a not in raised)
+        v = verdicts(tr.seizures, spans, rules)  # what the nurse sees: an alarm *starting* for a seizure
+        lat, unrelated = v.latencies, v.unrelated
         tp, fp, ref, hours = tp + s.tp, fp + s.fp, ref + s.refTrue, hours + tr.duration / 3600
         inter = interictal_seconds(tr.duration, tr.seizures, rules) / 3600
         inter_h += inter
@@ -185,10 +157,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
                       "median": float(np.median(latencies)) if latencies else None,
                       "values": [round(v, 2) for v in latencies]},
         "recordings": per_rec,
-        "rules": {"any_overlap": rules.min_overlap == 0, "tolerance_start_s": rules.tolerance_start_s,
-                  "alarm_before_onset_s": rules.alarm_before_onset_s,
-                  "tolerance_end_s": rules.tolerance_end_s, "max_event_s": rules.max_event_s,
-                  "merge_within_s": rules.merge_within_s},
+        "rules": rules.describe(),
     }
 
 
