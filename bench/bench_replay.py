@@ -64,7 +64,7 @@ def baseline(edf: Path, model_path: Path, batched: bool = False) -> dict[str, An
     with timed() as t_pre:
         pre = Preprocessor(meta.preprocess, labels, rate, str(edf), canon=canonical_label)
         y = pre.process(x)
-    win, hop = meta.window_samples, meta.hop_samples
+    win, hop = meta.schedule.samples(meta.preprocess.rate)
     views = np.lib.stride_tricks.sliding_window_view(y, win, axis=1)[:, ::hop]  # (C, W, win), no copy
     n_windows, step = views.shape[1], (64 if batched else 1)
     probs, slice_s = [], 0.0

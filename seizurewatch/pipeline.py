@@ -165,12 +165,12 @@ class StreamPipeline:
         if duration is not None and duration < self.meta.window_s:
             raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
                             f"({self.meta.window_s:g} s): nothing could be classified")
-        self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
+        schedule = self.meta.schedule  # one schedule: the quality verdicts pair with the windows by construction
+        self.ring = RingBuffer(len(spec.channels), schedule, spec.rate)
         self.tail = SignalTail(tuple(spec.channels), spec.rate)
         # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
         # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
-        self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq),
-                                        self.meta.window_samples, self.meta.hop_samples)
+        self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq), schedule)
 
     async def run(self) -> None:
         if self.waiting is not None:
@@ -304,8 +304,6 @@ class StreamPipeline:
         self.times.preprocess += t1 - t0
         self.times.buffer += t2 - t1
         self.times.quality += t3 - t2
-        if len(verdicts) != len(windows):
-            raise RuntimeError(f"quality verdicts ({len(verdicts)}) out of step with windows ({len(windows)})")
         if self.metrics:
             self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
         if windows:

@@ -72,11 +72,12 @@ def recording_windows(meta: ModelMeta, recording: str, stride_s: float = 1.0) ->
     from seizurewatch.research.dataset.recording import plan_recording, preprocess_recording, window_views
 
     found = find_annotations(recording, required=False)
-    piece = plan_recording(recording, meta.preprocess, meta.window_s, stride_s, stride_s, LabelRules(task="detection"),
+    schedule = meta.schedule.every(stride_s)
+    piece = plan_recording(recording, meta.preprocess, schedule, stride_s, LabelRules(task="detection"),
                            annotations=found.annotations if found else None)
     signal, rec = preprocess_recording(recording, meta.preprocess)
     rec.close()
-    return window_views(signal, piece.starts, meta.preprocess.rate, meta.window_s, recording), piece.labels
+    return window_views(signal, piece.starts, meta.preprocess.rate, schedule, recording), piece.labels
 
 
 # ----- event level --------------------------------------------------------------------------

@@ -223,12 +223,12 @@ def predict_clips(paths: Sequence[str | Path], model: str | Path | None, out_dir
     names, probs, ys, lat, counts = [], [], [], {}, []
     for f in files:
         clip, sig = clip_signal(f, meta.preprocess)
-        n = int(round(meta.window_s * meta.preprocess.rate))
+        n = meta.window_samples  # the clip in whole windows, side by side
         starts = np.arange(0, sig.shape[1] - n + 1, n) / meta.preprocess.rate
         if not len(starts):
             raise DataError(f"{f}: shorter ({sig.shape[1] / meta.preprocess.rate:g} s) than the model's window "
                             f"({meta.window_s:g} s)")
-        pr = predict(loaded.module, window_views(sig, starts, meta.preprocess.rate, meta.window_s, f)[:])
+        pr = predict(loaded.module, window_views(sig, starts, meta.preprocess.rate, meta.schedule, f)[:])
         names += [Path(f).name] * len(pr)
         probs.append(pr)
         ys += [int(clip.label == "ictal")] * len(pr)

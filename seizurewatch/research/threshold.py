@@ -50,6 +50,7 @@ from seizurewatch.research.predict import Trace, stream_many
 from seizurewatch.research.roc import Curve, roc
 from seizurewatch.research.train import predict
 from seizurewatch.research.unitscore import kind_of
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
@@ -334,9 +335,10 @@ def by_policy(policy: str, curve: Curve | None, target: float | None, table: lis
     return youden(curve)
 
 
-def streamed_windows(traces: list[Trace], window_s: float) -> tuple[np.ndarray, np.ndarray]:
+def streamed_windows(traces: list[Trace], schedule: WindowSchedule) -> tuple[np.ndarray, np.ndarray]:
     """(probability, ictal) of every replayed window the detection labels keep (``label_window``:
-    wholly ictal or wholly interictal, not across a seam), from the replays' own probabilities."""
+    wholly ictal or wholly interictal, not across a seam), from the replays' own probabilities; each
+    window is known by its end time on the model's ``schedule``."""
     ps, ys = [], []
     rules = LabelRules(task="detection")
     for tr in traces:
@@ -344,7 +346,7 @@ def streamed_windows(traces: list[Trace], window_s: float) -> tuple[np.ndarray, 
                                                                          for j in tr.joins]
         seizures, joins = seizures_of(anns, tr.duration, tr.recording), joins_of(anns)
         for t, p in zip(tr.t.tolist(), tr.p.tolist()):
-            lab = label_window(t - window_s, t, seizures, joins, rules)
+            lab = label_window(*schedule.span(t), seizures, joins, rules)
             if lab is not None:
                 ps.append(p)
                 ys.append(lab[0])
@@ -381,7 +383,7 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
     elif recordings:
         # one replay per recording: its windows, labelled, give the window-level ROC as well
         traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress)
-        p, yv = streamed_windows(traces, loaded.meta.window_s)
+        p, yv = streamed_windows(traces, loaded.meta.schedule)
         where = [Path(r).name for r in recordings]
     else:
         raise ConfigError("threshold: give --dataset DIR or validation recordings")
