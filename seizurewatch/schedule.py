@@ -4,13 +4,12 @@ Everything that cuts a signal into windows takes one and asks it, so no two plac
 the model file states one (``ModelMeta.schedule``: its ``window_s``/``hop_s``); the daemon's ring buffer
 and its streaming quality checks both take that one (their windows pair one to one by construction);
 the dataset planner takes the spec's (its stride is the hop, ``stride_ictal_s`` a denser one inside
-seizures); the threshold replays label a replayed window from its end time with it; and the decision
-rule in seconds becomes hops of it.
+seizures); the threshold replays label a replayed window from its end time with it. (A decision rule in
+seconds becomes hops of the model's ``hop_s`` in ``config.rule_in_hops``.)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -66,7 +65,3 @@ class WindowSchedule:
     def span(self, t_end: float) -> tuple[float, float]:
         """(start, end) of the window that ended at ``t_end`` (a replayed window is known by its end)."""
         return t_end - self.window, t_end
-
-    def hops(self, seconds: float) -> int:
-        """The hops that ``seconds`` of evidence take, at least 1 (a rule in seconds, in this hop's terms)."""
-        return max(1, math.ceil(seconds / self.hop - 1e-6))
