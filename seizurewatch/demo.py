@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from seizurewatch.alarms.embedded import embedded_broker
 from seizurewatch.alarms.subscriber import format_event, subscribe
-from seizurewatch.replay import ReplayStart, replay_async, replay_config
+from seizurewatch.replay import ReplayHooks, ReplayOptions, ReplayStart, replay_async, replay_config
 from seizurewatch.resources import demo_recording_path
 from seizurewatch.scoring import Verdicts, payload_spans, verdicts
 
@@ -55,7 +55,8 @@ async def run_demo(
         if mqtt_url is None:
             mqtt_url = await stack.enter_async_context(embedded_broker())
             print(f"demo: started an in-process MQTT broker (amqtt) at {mqtt_url}", file=out)
-        cfg = replay_config(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo")
+        options = ReplayOptions(model=model, speed=speed, mqtt_url=mqtt_url, patient="demo", publish=True)
+        cfg = replay_config(path, options)
         if embedded:  # amqtt speaks MQTT 3.1.1 only
             cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, protocol="v311"))
         result = DemoResult(seizures=[])
@@ -79,8 +80,7 @@ async def run_demo(
             sub = asyncio.create_task(subscribe(cfg.mqtt, on_event, patient="demo", url=mqtt_url, ready=ready))
             await asyncio.wait_for(ready.wait(), timeout=10)
 
-        res = await replay_async(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo", base=cfg,
-                                 publish=True, on_start=on_start)
+        res = await replay_async(path, dataclasses.replace(options, base=cfg), ReplayHooks(on_start=on_start))
         result.seizures[:] = [(s.onset, s.end) for s in res.verdicts().seizures]  # replay's annotations
         # The daemon returns once the broker acknowledged everything; give the subscriber a moment.
         expected = len(res.events)

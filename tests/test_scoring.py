@@ -10,7 +10,7 @@ import pytest
 from conftest import DOG1, ROOT, run_cli
 
 from seizurewatch.demo import DemoResult, run_demo
-from seizurewatch.replay import replay
+from seizurewatch.replay import ReplayOptions, replay
 from seizurewatch.research.evaluate import evaluate
 from seizurewatch.resources import default_model_path, demo_recording_path
 from seizurewatch.scoring import SZCORE, EventRules, payload_spans, verdicts
@@ -62,7 +62,7 @@ def test_replay_demo_and_evaluate_agree_on_every_recording(tmp_path):
     scored = metrics["events"]["recordings"]
     assert metrics["events"]["rules"]["alarm_before_onset_s"] == SZCORE.alarm_before_onset_s
     for rec, ev in zip(recordings, scored):
-        res = replay(rec, model=model)
+        res = replay(rec, ReplayOptions(model=model))
         v = res.verdicts()
         demo = DemoResult([(s.onset, s.end) for s in v.seizures], events=list(res.events))
         assert demo.summary() == v.summary()  # the demo's verdict is replay's

@@ -70,10 +70,10 @@ def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionCon
 def stream_probabilities(edf: str | Path, model: str | Path | None = None, decision: DecisionConfig | None = None,
                          device: str | None = None) -> Trace:
     """Replay ``edf`` through a real Daemon (``seizurewatch.replay.replay``, no MQTT): probabilities and alarms."""
-    from seizurewatch.replay import replay
+    from seizurewatch.replay import ReplayOptions, replay
 
     decision = decision or DecisionConfig()
-    res = replay(edf, model=model, decision=decision, device=device)
+    res = replay(edf, ReplayOptions(model=model, decision=decision, device=device))
     return trace_of(res, decision)
 
 
