@@ -175,14 +175,14 @@ def test_predict_reads_clips(clip_ds, tmp_path):
 
 def test_threshold_and_evaluate_never_replay_clips(clip_ds, tmp_path):
     from seizurewatch.errors import ConfigError
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.threshold_choice import Validation, choose_threshold
 
     _, folder, ds_dir, model = clip_ds
     with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "fa_budget", 0, dataset=ds_dir, output=tmp_path / "t.pt")
+        choose_threshold(model, "fa_budget", 0, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
     with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "oof", dataset=ds_dir, output=tmp_path / "t.pt")
-    th = choose_threshold(model, "youden", dataset=ds_dir, output=tmp_path / "t.pt")
+        choose_threshold(model, "oof", None, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
+    th = choose_threshold(model, "youden", None, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
     assert th["chosen_on"] == ["ds:val"] and th["policy"] == "youden"  # the clips' windows, nothing replayed
     r = run_cli("evaluate", str(model), "--recordings", str(folder / "Dog_9_ictal_segment_1.mat"), "--baseline",
                 "none", "--out", str(tmp_path / "ev2"))

@@ -149,12 +149,12 @@ def test_compare_on_kaggle_prediction_clips_prints_per_horizon_auc_with_chance(t
     assert "| preictal_3600s | 3600 s | 18/18 |" in res["markdown"] and "chance 95 %" in res["markdown"]
     assert (tmp_path / "out" / "compare.md").read_text().startswith("Per-horizon clip AUC")
     # a model trained on all of it has no validation split: default levels, until chosen out of fold
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.threshold_choice import Validation, choose_threshold
 
     cfg = tiny_model_yaml(tmp_path / "m.yaml", "bandpower_lr", epochs=15, extra=few)
     train_from_dataset(tmp_path / "ds", cfg, tmp_path / "pred.pt", progress=False)
     assert load_model(tmp_path / "pred.pt").meta.raw["risk"]["preictal_3600s"]["policy"] == "default"
-    choose_threshold(tmp_path / "pred.pt", "oof", dataset=tmp_path / "ds")
+    choose_threshold(tmp_path / "pred.pt", "oof", on=Validation(dataset=tmp_path / "ds"))
     meta = load_model(tmp_path / "pred.pt").meta
     chosen = meta.raw["risk"]["preictal_3600s"]
     assert chosen["chosen_on"] == "ds: out-of-fold windows" and chosen["policy"].startswith("youden")

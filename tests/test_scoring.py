@@ -11,7 +11,8 @@ from conftest import DOG1, ROOT, run_cli
 
 from seizurewatch.demo import DemoResult, run_demo
 from seizurewatch.replay import ReplayOptions, replay
-from seizurewatch.research.evaluate import evaluate
+from seizurewatch.research.evaluate import EvaluateOptions, evaluate
+from seizurewatch.research.parallel import Compute
 from seizurewatch.resources import default_model_path, demo_recording_path
 from seizurewatch.scoring import SZCORE, EventRules, payload_spans, verdicts
 
@@ -58,7 +59,7 @@ def test_payload_spans_join_starts_to_ends_and_an_open_alarm_lasts_to_the_end():
 def test_replay_demo_and_evaluate_agree_on_every_recording(tmp_path):
     recordings = [str(demo_recording_path())] + [str(DOG1 / f"dog1_rec0{k}.edf") for k in range(1, 5)]
     model = str(default_model_path())
-    metrics = evaluate(model, recordings, tmp_path / "eval", workers=1)
+    metrics = evaluate(model, recordings, tmp_path / "eval", EvaluateOptions(compute=Compute(workers=1)))
     scored = metrics["events"]["recordings"]
     assert metrics["events"]["rules"]["alarm_before_onset_s"] == SZCORE.alarm_before_onset_s
     for rec, ev in zip(recordings, scored):

@@ -31,7 +31,15 @@ import numpy as np
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, fa_evidence, fa_upper_per_24h, second_scores
+from seizurewatch.research.evaluate import (
+    SZCORE,
+    EvaluateOptions,
+    EventRules,
+    evaluate,
+    fa_evidence,
+    fa_upper_per_24h,
+    second_scores,
+)
 from seizurewatch.research.outoffold import out_of_fold, recording_paths, with_roles
 from seizurewatch.research.parallel import run_tasks
 from seizurewatch.research.predict import stream_probabilities
@@ -148,8 +156,8 @@ def _units_fold(ds: DatasetDir, fold: DatasetDir, model_path: Path, meta: dict[s
     part scored per unit; nothing replayed."""
     th = meta["threshold"]
     rows = fold.rows("test")
-    m = evaluate(model_path, [], out, windows=(ds.x[rows], ds.y[rows]), early_s=early_s,
-                 units=Units.of_rows(fold, rows), threshold_policy=str(th.get("policy")))
+    m = evaluate(model_path, [], out, EvaluateOptions(early_s=early_s, threshold_policy=str(th.get("policy"))),
+                 windows=(ds.x[rows], ds.y[rows]), units=Units.of_rows(fold, rows))
     if th.get("policy") == "default":  # never silently: the table says why the threshold is 0.5
         m["threshold"]["why"] = "0.5: the validation part lacks a class"
     return m
@@ -198,8 +206,9 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     rows = fold.rows("test")
     traces = [stream_probabilities(r, model_path, dec) for r in recs] if replayable else []
     m = evaluate(model_path, recs if replayable else [], out / spec.name / f"eval-{stem}",
-                 windows=(ds.x[rows], ds.y[rows]), decision=dec, rules=rules, early_s=early_s, traces=traces,
-                 threshold_policy=str(chosen.get("policy", "youden")))
+                 EvaluateOptions(decision=dec, rules=rules, early_s=early_s,
+                                 threshold_policy=str(chosen.get("policy", "youden"))),
+                 windows=(ds.x[rows], ds.y[rows]), traces=traces)
     m["fold_test"] = Path(fold_.test[0]).name if len(fold_.test) == 1 else stem
     m["train_seconds"] = meta["training"]["seconds"]
     m["threshold_seconds"] = round(oof_seconds, 2)
