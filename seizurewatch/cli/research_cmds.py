@@ -352,14 +352,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from seizurewatch.research.crossval import compare
+    from seizurewatch.research.crossval import CompareOptions, compare
+    from seizurewatch.research.parallel import Compute
 
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     method = None if args.threshold_method == "none" else args.threshold_method
-    res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
-                  threshold_method=method, early_s=args.early_s,
-                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler,
-                  k=args.folds, group_by=args.group_by, seed=args.seed)
+    options = CompareOptions(decision=_decision(args), threshold_method=method, early_s=args.early_s,
+                             baseline=None if args.baseline == "none" else args.baseline, k=args.folds,
+                             group_by=args.group_by, seed=args.seed,
+                             compute=Compute(scheduler=args.scheduler, progress=not args.no_progress))
+    res = compare(args.dataset, args.models, args.out, options)
     print(res["markdown"])
     return 0
