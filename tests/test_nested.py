@@ -71,7 +71,7 @@ def test_it_needs_two_traces_to_leave_one_out():
 
 
 def test_compare_names_the_slack_events_nested_chose_in_its_fold_table():
-    from seizurewatch.research.crossval import _out
+    from seizurewatch.research.compare_report import _out
 
     traces = [_ramp("a"), _ramp("b")]
     th = transfer(traces, "events_nested", QUICK)
