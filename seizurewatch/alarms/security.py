@@ -149,6 +149,18 @@ def scheme_mismatch(kw: dict[str, Any], timeout: float = 3.0) -> str | None:
         return None
 
 
+LOGIN_REFUSED = (4, 5, 134, 135)  # CONNACK: 3.1.1 bad credentials / not authorised; v5 the same
+
+
+def login_refused(exc: BaseException) -> bool:
+    """The broker refused our login (credentials or authorisation), by code or by its words."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    rc = getattr(exc, "rc", None)
+    lower = str(exc).lower()
+    return getattr(rc, "value", rc) in LOGIN_REFUSED or "not authori" in lower or "username or password" in lower
+
+
 def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:
     """One line: which broker, what went wrong, what to check. Never contains the password."""
     where = f"MQTT broker {broker or describe_broker(kw)}"
@@ -156,8 +168,7 @@ def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | 
     lower = text.lower()
     user = kw.get("username")
     if isinstance(exc, MqttConnectError):
-        value = getattr(getattr(exc, "rc", None), "value", getattr(exc, "rc", None))
-        if value in (4, 5, 134, 135) or "not authori" in lower or "username or password" in lower:
+        if login_refused(exc):
             who = f"user {user!r}" if user else "anonymous login"
             msg = f"{where} refused the login ({who}): {text}; check mqtt.username and the password"
         else:

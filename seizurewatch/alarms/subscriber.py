@@ -31,7 +31,7 @@ import aiomqtt
 import jsonschema
 
 from seizurewatch.alarms import wire
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
+from seizurewatch.alarms.connection import ConnectionPolicy, watch
 from seizurewatch.config import MqttConfig
 from seizurewatch.resources import alarm_schema_path, risk_schema_path
 
@@ -311,22 +311,28 @@ async def subscribe(
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
         await station.handle(str(msg.topic), raw)
 
-    while True:
-        try:
-            async with policy.client(identifier=ident, persistent=client_id is not None) as c:
-                if policy.failures:
-                    log.info("subscriber reconnected", extra={"broker": policy.broker})
-                policy.connected()
-                async with watch(c, dispatch) as reader:
-                    for leaf in (*LEAVES, "status"):
-                        await c.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
-                    if ready is not None:
-                        ready.set()
-                    await reader  # until the connection drops (MqttError)
-        except CONNECTION_ERRORS as exc:
-            delay = policy.failed(exc)  # BrokerError when it is time to give up
-            if delay:
-                log.warning("subscriber lost the broker; retrying",
-                            extra={"broker": policy.broker, "attempt": policy.failures,
-                                   "error": policy.message(exc)})
-                await asyncio.sleep(delay)
+    last: list[BaseException] = []  # the latest connection error
+    waited = [False]  # connecting again after a failure (not after a protocol fallback)
+
+    async def session(client: aiomqtt.Client) -> None:
+        if waited[0]:
+            log.info("subscriber reconnected", extra={"broker": policy.broker})
+            waited[0] = False
+        async with watch(client, dispatch) as reader:
+            for leaf in (*LEAVES, "status"):
+                await client.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
+            if ready is not None:
+                ready.set()
+            await reader  # until the connection drops (MqttError)
+
+    def lost(exc: BaseException, up: bool) -> None:
+        last[:] = [exc]
+
+    async def wait(delay: float) -> None:
+        waited[0] = True
+        log.warning("subscriber lost the broker; retrying",
+                    extra={"broker": policy.broker, "attempt": policy.failures, "error": policy.message(last[0])})
+        await asyncio.sleep(delay)
+
+    await policy.serve(lambda: policy.client(identifier=ident, persistent=client_id is not None), session,
+                       on_error=lost, wait=wait)  # BrokerError when it is time to give up

@@ -38,7 +38,7 @@ import aiomqtt
 
 from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
+from seizurewatch.alarms.connection import CheckedClient, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
 from seizurewatch.alarms.subscriber import LEAVES, Handlers, schema_error
 from seizurewatch.alarms.subscriber import Station as MessageChecker
@@ -136,28 +136,25 @@ class Station:
         """Subscribe and feed the ward; reconnect as the connection policy says, forever (the page shows
         the link's state)."""
         ident = f"seizurewatch-station-{os.getpid()}-{os.urandom(3).hex()}"
+        await self.policy.serve(lambda: self.policy.client(identifier=ident), self._session, on_error=self._lost)
+
+    async def _session(self, client: CheckedClient) -> None:
         prefix = self.cfg.topic_prefix
-        while True:
-            try:
-                async with self.policy.client(identifier=ident) as client:
-                    self.policy.connected()
-                    async with watch(client, self._dispatch) as reader:
-                        for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
-                            await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
-                        await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
-                        self._client = client
-                        self._set_connected(True)
-                        await reader  # until the connection drops
-            except CONNECTION_ERRORS as exc:
-                self._broker_error = self.policy.message(exc)
-                log.warning("station lost the broker; retrying", extra={"broker": self.broker,
-                                                                         "error": self._broker_error})
-                self._client = None
-                self._set_connected(False)
-                await asyncio.sleep(self.policy.failed(exc))
-            finally:
-                self._client = None
-                self._set_connected(False)
+        try:
+            async with watch(client, self._dispatch) as reader:
+                for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
+                    await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
+                await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
+                self._client = client
+                self._set_connected(True)
+                await reader  # until the connection drops
+        finally:
+            self._client = None
+            self._set_connected(False)
+
+    def _lost(self, exc: BaseException, up: bool) -> None:
+        self._broker_error = self.policy.message(exc)
+        log.warning("station lost the broker; retrying", extra={"broker": self.broker, "error": self._broker_error})
 
     def _set_connected(self, up: bool) -> None:
         if up != self.connected.is_set():
