@@ -187,8 +187,12 @@ def test_plaintext_to_a_remote_broker_is_refused_unless_allowed():
 
 
 def test_password_rules(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="a password in the URL is refused") as exc:
-        client_kwargs(MqttConfig(url="mqtts://nurse:hunter2@broker.ward:8883"))
+    # one URL rule (addresses.parse_broker_url): refused where the config is read and where --mqtt-url is used
+    with pytest.raises(ValueError, match="url: a password in the URL is refused") as exc:
+        MqttConfig(url="mqtts://nurse:hunter2@broker.ward:8883")
+    assert "hunter2" not in str(exc.value)
+    with pytest.raises(ConfigError, match="mqtt.url: a password in the URL is refused") as exc:
+        client_kwargs(MqttConfig(), "mqtts://nurse:hunter2@broker.ward:8883")
     assert "hunter2" not in str(exc.value)
     with pytest.raises(ConfigError, match="mqtt.password_env: environment variable SW_NOPE is not set"):
         client_kwargs(MqttConfig(username="u", password_env="SW_NOPE"))

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiomqtt
 
+from seizurewatch.addresses import parse_listen
 from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CheckedClient, ConnectionPolicy, PublishRefused, watch
@@ -86,10 +87,10 @@ class StationOptions:
 
     @classmethod
     def from_listen(cls, listen: str, password_file: str | None = None, **kw: Any) -> StationOptions:
-        host, sep, port_s = listen.rpartition(":")
-        if not sep or not port_s.isdigit() or not host:
-            raise ConfigError(f"--listen: expected host:port, e.g. 127.0.0.1:8080; got {listen!r}")
-        host = host.strip("[]")
+        try:
+            host, port = parse_listen(listen, "--listen", 8080)  # the one listen-address rule
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         password = None
         if password_file:
             password = read_secret_file(password_file, "--password-file", "the station")
@@ -103,7 +104,7 @@ class StationOptions:
         if not is_loopback(host) and not kw.get("ssl_certfile"):
             log.warning("station listens on %s without TLS: the page's password and the ward cross the network "
                         "in clear; give --ssl-certfile/--ssl-keyfile (or put a TLS proxy in front)", listen)
-        return cls(host=host, port=int(port_s), password=password, **{k: v for k, v in kw.items() if v is not None})
+        return cls(host=host, port=port, password=password, **{k: v for k, v in kw.items() if v is not None})
 
 
 class Station:
