@@ -150,6 +150,7 @@ class Daemon:
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
         self.model_sha256 = ""
+        self.model_path = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
         self._eeg_kept: dict[str, list[str]] = {}  # alarm ids whose EEG is retained on the broker, oldest first
         self._fault_tasks: set[asyncio.Future[None]] = set()
@@ -170,10 +171,8 @@ class Daemon:
         self.model_sha256 = model.file_sha256
         predictor = Predictor(model, max_batch=cfg.model.max_batch)
         meta = model.meta
-        self.metrics.model_info.info(
-            {"name": meta.name, "weights_sha256": meta.weights_sha256, "threshold": str(meta.threshold),
-             "policy": meta.threshold_policy, "path": model.path}
-        )
+        self.model_path = model.path
+        self.metrics.set_model(meta.name, meta.weights_sha256, meta.threshold, meta.threshold_policy, model.path)
         devices: dict[str, DeviceProfile | None] = {}
         for i, stream in enumerate(cfg.streams):
             device = load_device(stream.device) if stream.device else None

@@ -125,9 +125,10 @@ class Metrics:
         for ev in ("start", "update", "end"):
             self.alarms_total.labels(patient, ev)
 
-    def set_model(self, name: str, weights_sha256: str, threshold: float, policy: str) -> None:
+    def set_model(self, name: str, weights_sha256: str, threshold: float, policy: str, path: str) -> None:
+        """The one writer of ``seizurewatch_model_info`` (at start and after every reload: the same fields)."""
         self.model_info.info({"name": name, "weights_sha256": weights_sha256, "threshold": f"{threshold:.5g}",
-                              "policy": policy})
+                              "policy": policy, "path": path})
 
     def samples(self, patient: str, n: int) -> None:
         self.samples_total.labels(patient).inc(n)

@@ -113,7 +113,7 @@ class Deduper:
         return True
 
 
-class GapTracker:
+class SequenceGaps:
     """Highest seq seen per (patient, journal id); a jump past it is events this station missed.
     The first number seen of a journal is only a baseline (we cannot know what came before)."""
 
@@ -163,14 +163,14 @@ class Handlers:
     on_cleared: Callable[[str], Any] | None = None  # (patient): its retained state was cleared (empty message)
 
 
-class Station:
+class MessageChecker:
     """Checks, de-duplicates and dispatches messages from ``<prefix>/<patient>/<leaf>`` topics."""
 
     def __init__(self, prefix: str, handlers: Handlers) -> None:
         self.prefix = prefix
         self.h = handlers
         self.dedupe = Deduper()
-        self.gaps = GapTracker()
+        self.gaps = SequenceGaps()
         self.alarms = AlarmsSeen()
         self.ignored = 0
         self.invalid = 0  # numbered events from the daemon that failed the schema
@@ -304,7 +304,7 @@ async def subscribe(
     """Run until cancelled. Raises BrokerError (one line naming the broker) if the broker stays
     unreachable for ``retries`` consecutive attempts, or refuses the login."""
     policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
-    station = Station(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed, on_invalid))
+    station = MessageChecker(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed, on_invalid))
     ident = _identifier(client_id)
 
     async def dispatch(msg: aiomqtt.Message) -> None:

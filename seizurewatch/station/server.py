@@ -41,8 +41,7 @@ from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
 from seizurewatch.alarms.connection import CheckedClient, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
-from seizurewatch.alarms.subscriber import LEAVES, Handlers, schema_error
-from seizurewatch.alarms.subscriber import Station as MessageChecker
+from seizurewatch.alarms.subscriber import LEAVES, Handlers, MessageChecker, schema_error
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
 from seizurewatch.station.ward import Ward
