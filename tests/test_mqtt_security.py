@@ -123,10 +123,10 @@ def test_tls_password_connects_with_mqtt_v5(tmp_path, pki, monkeypatch):
     b = tls_broker(tmp_path, pki)
     try:
         link = check(mqtt_cfg(b, pki))
-        assert link.protocols[0] == aiomqtt.ProtocolVersion.V5
+        assert link.policy.protocols[0] == aiomqtt.ProtocolVersion.V5
         monkeypatch.setenv("SW_TEST_MQTT_PASSWORD", PASSWORD)
         link = check(mqtt_cfg(b, pki, password_file=None, password_env="SW_TEST_MQTT_PASSWORD", protocol="v311"))
-        assert link.protocols[0] == aiomqtt.ProtocolVersion.V311
+        assert link.policy.protocols[0] == aiomqtt.ProtocolVersion.V311
     finally:
         b.stop()
 

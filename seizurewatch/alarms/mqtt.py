@@ -96,10 +96,6 @@ class PatientLink:
         self._notices: deque[tuple[str, bytes, bool]] = deque(maxlen=STATE_BACKLOG)  # (topic, body, retain)
 
     @property
-    def protocols(self) -> list[aiomqtt.ProtocolVersion]:
-        return self.policy.protocols
-
-    @property
     def identifier(self) -> str:
         """``<client_id>-<patient>-<the journal's client key>``: two daemons on two journals never kick each
         other off the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id;

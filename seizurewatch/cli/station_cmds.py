@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "first. The server subscribes with its own broker credentials (--config / --mqtt-url) and "
                     "pushes to the browser; the browser never sees them. Listens on 127.0.0.1 by default; any "
                     "other address requires --password-file (HTTP Basic, any user name).")
-    s.add_argument("--listen", default="127.0.0.1:8080", help="host:port (default 127.0.0.1:8080)")
+    s.add_argument("--listen", default="127.0.0.1:8080",
+                   help="HOST:PORT (HOST an IP address or localhost), or a PORT on loopback (default 127.0.0.1:8080)")
     s.add_argument("--password-file", help="file holding the page's password (required off loopback)")
     s.add_argument("--station-name", default="station",
                    help="this station's name (an ack from the page needs the person's own name)")
