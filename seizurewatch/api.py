@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from seizurewatch.research.dataset import DatasetDir, DatasetSpec, build_dataset, load_spec, open_dataset
     from seizurewatch.research.evaluate import evaluate
     from seizurewatch.research.predict import predict_recording
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.threshold_choice import choose_threshold
 
 _WHERE = {
     "replay": "seizurewatch.replay", "replay_async": "seizurewatch.replay", "ReplayResult": "seizurewatch.replay",
@@ -48,7 +48,7 @@ _WHERE = {
     "DatasetSpec": "seizurewatch.research.dataset", "open_dataset": "seizurewatch.research.dataset",
     "DatasetDir": "seizurewatch.research.dataset",
     "evaluate": "seizurewatch.research.evaluate", "predict_recording": "seizurewatch.research.predict",
-    "choose_threshold": "seizurewatch.research.threshold",
+    "choose_threshold": "seizurewatch.research.threshold_choice",
     "subscribe": "seizurewatch.alarms.subscriber", "ack_and_wait": "seizurewatch.alarms.answer",
     "Ack": "seizurewatch.alarms.ack",
     "SeizurewatchError": "seizurewatch.errors", "ConfigError": "seizurewatch.errors",
