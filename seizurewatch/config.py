@@ -183,9 +183,14 @@ class DecisionConfig:
         """This config with k and n filled in: the configured ones, else the rule a model file stores
         beside its threshold (``threshold.decision``, chosen together with it; in seconds, turned into
         hops of the model's ``hop_s``), else DEFAULT_RULE_S at that hop."""
+        return self.with_rule(stored_rule(threshold_block, hop_s), hop_s)
+
+    def with_rule(self, stored: tuple[int, int] | None, hop_s: float) -> DecisionConfig:
+        """This config with k and n filled in: the configured ones, else ``stored`` (a model's rule in hops
+        of its ``hop_s``: ``ModelMeta.rule``), else DEFAULT_RULE_S at that hop."""
         if self.k is not None:
             return self
-        k, n = stored_rule(threshold_block, hop_s) or rule_in_hops(*DEFAULT_RULE_S, hop_s)
+        k, n = stored or rule_in_hops(*DEFAULT_RULE_S, hop_s)
         return dataclasses.replace(self, k=k, n=n)
 
     def describe(self, hop_s: float | None = None) -> dict[str, Any]:

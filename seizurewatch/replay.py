@@ -28,7 +28,7 @@ from seizurewatch.resources import default_model_path
 from seizurewatch.types import Annotation
 
 if TYPE_CHECKING:
-    from seizurewatch.modelfile import ModelMeta
+    from seizurewatch.modelmeta import ModelMeta
 
 
 def replay_config(

@@ -25,7 +25,8 @@ from timescoring.scoring import EventScoring
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError
-from seizurewatch.modelfile import ModelMeta, load_model
+from seizurewatch.modelfile import load_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research import plots
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.parallel import run_tasks
@@ -272,7 +273,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         if not recordings:
             raise DataError("no recordings to evaluate")
         return evaluate_forecast(model, meta, [str(r) for r in recordings], out, decision)
-    decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
+    decision = decision.with_rule(meta.rule, meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     if windows is None and not recordings:
         raise DataError("no recordings to evaluate")
