@@ -74,6 +74,16 @@ class _Document:
 
 
 @dataclass(frozen=True)
+class TrainingRecord:
+    """``training``: how the model was made, read by the research tools that retrain or rebuild it, never
+    by the daemon (a model runs whatever this block holds; it is parsed when a tool asks)."""
+
+    config: dict[str, Any] | None = None  # the ``TrainConfig`` it was trained with
+    best_epoch: int = -1  # -1: not trained by epochs (a forest, an imported model)
+    command: str | None = None  # the command line that made it
+
+
+@dataclass(frozen=True)
 class ModelMeta:
     """What a model expects and how its outputs are read; built by ``parse_meta`` (or ``from_raw``)."""
 
@@ -96,6 +106,25 @@ class ModelMeta:
         """The output the alarms follow: the first one that is not a prediction output (None: none is)."""
         risk = {r.name for r in self.risk_outputs}
         return next((i for i, name in enumerate(self.outputs) if name not in risk), None)
+
+    def training(self) -> TrainingRecord:
+        """The ``training`` block (empty when the file has none); ModelError naming the key if malformed."""
+        try:
+            return load_typed(TrainingRecord, self.raw.get("training"), f"model {self.name!r}: metadata.json",
+                              "training", strict=False)
+        except ConfigError as exc:
+            raise ModelError(str(exc)) from None
+
+    def architecture(self) -> dict[str, Any]:
+        """The ``architecture`` block (``get_config`` of the module: what rebuilds it); ModelError without one."""
+        block = self.raw.get("architecture")
+        if not isinstance(block, dict):
+            command = self.training().command
+            how = (f"retrain it: {command}" if command else "retrain it with 'seizurewatch train RECIPE' or "
+                   "'seizurewatch train --dataset DIR --model MODEL.yaml'")
+            raise ModelError(f"model {self.name!r}: its metadata predates the architecture block (no "
+                             f"'architecture'), so the module cannot be rebuilt; {how}")
+        return dict(block)
 
     @property
     def window_samples(self) -> int:
