@@ -22,6 +22,7 @@ from seizurewatch.checks import check_number
 from seizurewatch.config import stored_rule
 from seizurewatch.errors import ConfigError, ModelError
 from seizurewatch.preprocess import PreprocessSpec
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.typedyaml import load_typed
 
 FORMAT = "seizurewatch-model/1"
@@ -127,12 +128,13 @@ class ModelMeta:
         return dict(block)
 
     @property
-    def window_samples(self) -> int:
-        return int(round(self.window_s * self.preprocess.rate))
+    def schedule(self) -> WindowSchedule:
+        """The windows the model takes: ``window_s`` every ``hop_s`` (the ring buffer's, the quality checks')."""
+        return WindowSchedule(self.window_s, self.hop_s)
 
     @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_s * self.preprocess.rate))
+    def window_samples(self) -> int:
+        return self.schedule.window_samples(self.preprocess.rate)
 
 
 def parse_meta(raw: Any, where: str) -> ModelMeta:
@@ -167,7 +169,8 @@ def _checked(doc: _Document, raw: dict[str, Any]) -> ModelMeta:
     pre.check()
     check_number(doc.window_s, "window_s", low=0, low_open=True, high=3600)
     check_number(doc.hop_s, "hop_s", low=0, low_open=True, high=doc.window_s)
-    if round(doc.window_s * pre.rate) < 1 or round(doc.hop_s * pre.rate) < 1:
+    schedule = WindowSchedule(doc.window_s, doc.hop_s)
+    if schedule.window_samples(pre.rate) < 1 or schedule.hop_samples(pre.rate) < 1:
         raise ValueError(f"window_s/hop_s: {doc.window_s:g} s / {doc.hop_s:g} s at {pre.rate:g} Hz "
                          "give no whole sample")
     check_number(doc.threshold.value, "threshold.value", low=0, high=1, low_open=True, high_open=True)

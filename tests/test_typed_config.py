@@ -172,7 +172,8 @@ def _with_metadata(tmp_path: Path, mutate) -> Path:
 def test_the_shipped_model_parses_into_a_typed_meta():
     meta = load_model(MODEL).meta
     assert meta.name == "dog1-hills-early" and meta.outputs == ("seizure", "early")
-    assert (meta.window_s, meta.hop_s, meta.window_samples, meta.hop_samples) == (1.0, 0.25, 400, 100)
+    assert (meta.window_s, meta.hop_s, meta.window_samples) == (1.0, 0.25, 400)
+    assert meta.schedule.hop_samples(meta.preprocess.rate) == 100
     assert meta.rule == (6, 24)  # threshold.decision: 1.5 of the last 6 s, in hops of 0.25 s
     assert meta.threshold_policy == "oof_events" and 0 < meta.threshold < 1
     assert meta.preprocess.bandpass == (1.0, 150.0) and meta.preprocess.notch is None

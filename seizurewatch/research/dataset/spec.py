@@ -9,6 +9,7 @@ from typing import Literal
 
 from seizurewatch.errors import ConfigError
 from seizurewatch.research.labels import LabelRules
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.typedyaml import FilePath, load_typed_file
 
 
@@ -44,6 +45,11 @@ class DatasetSpec(LabelRules):
     annotations: dict[str, FilePath] = field(default_factory=dict)  # recording name -> annotation file
     seed: int = 0
     name: str = ""
+
+    @property
+    def schedule(self) -> WindowSchedule:
+        """Windows of ``window_s`` every ``stride_s`` (``every(stride_ictal_s)`` inside the positive class)."""
+        return WindowSchedule(self.window_s, self.stride_s)
 
     def check(self, where: str) -> None:
         if self.window_s <= 0 or self.stride_s <= 0 or self.stride_ictal_s <= 0:
