@@ -37,6 +37,9 @@ def test_the_model_file_stores_the_gain_beside_the_rule_and_the_config_may_overr
     assert DecisionConfig().for_model(block, 0.25).early_gain == 1.5
     assert DecisionConfig(k=2, n=3).for_model(block, 0.25).early_gain == 1.5  # the rule configured, the gain not
     assert DecisionConfig(early_gain=0.0).for_model(block, 0.25).early_gain == 0.0  # 0: switched off
+    # the daemon's path: the model's rule and gain from its typed metadata (ModelMeta.rule, .early_gain)
+    assert DecisionConfig().with_rule((6, 24), 0.25, 1.5).early_gain == 1.5
+    assert DecisionConfig(early_gain=0.0).with_rule((6, 24), 0.25, 1.5).early_gain == 0.0
     assert DecisionConfig(early_gain=1.5).describe(0.25)["early_gain"] == 1.5
     assert "early_gain" not in DecisionConfig(early_gain=0.0).describe(0.25)  # none: the rule reads as before
     with pytest.raises(ValueError, match="early_gain"):
