@@ -299,7 +299,7 @@ def test_station_page_shows_each_horizons_risk_in_words_symbol_and_colour(tmp_pa
 
 
 def test_subscriber_checks_risk_messages_and_prints_level_changes():
-    from seizurewatch.alarms.subscriber import Handlers, Station, format_event
+    from seizurewatch.alarms.subscriber import Handlers, MessageChecker, format_event
 
     meta = ModelMeta({"outputs": ["preictal_600s"], "hop_s": 1.0,
                       "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}})
@@ -307,7 +307,7 @@ def test_subscriber_checks_risk_messages_and_prints_level_changes():
     events = [e for i in range(8) for e in risk.update(float(i), [0.1 if i < 4 else 0.9])]
     payloads = [{**to_payload(e, CTX, i + 1, 1.7e9), "epoch": EPOCH} for i, e in enumerate(events)]
     got, other, missed = [], [], []
-    station = Station("seizurewatch", Handlers(on_event=got.append, on_other=lambda t, r: other.append(t),
+    station = MessageChecker("seizurewatch", Handlers(on_event=got.append, on_other=lambda t, r: other.append(t),
                                                on_missed=lambda *a: missed.append(a)))
 
     async def feed():

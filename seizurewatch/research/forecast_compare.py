@@ -62,7 +62,7 @@ def assign_folds(groups: np.ndarray, positive: np.ndarray, k: int, seed: int = 0
     return out
 
 
-def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
+def out_of_fold_probabilities(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
     """(windows, outputs) probabilities, each from the fold model that did not see the window's clip."""
     names, groups, _ = clip_groups(ds)
     positive = np.asarray(np.asarray(ds.y).any(axis=1), dtype=bool)
@@ -93,7 +93,7 @@ def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str |
         raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {meta['outputs']}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    p = out_of_fold(ds, training_spec(meta), folds, work, seed)
+    p = out_of_fold_probabilities(ds, training_spec(meta), folds, work, seed)
     ok = ~np.isnan(p).any(axis=1)
     y = np.asarray(ds.y)
     for j, name in enumerate(ds.outputs):
@@ -120,7 +120,7 @@ def compare_segments(dataset: str | Path, model_configs: list[str], out_dir: str
     models = []
     for cfg in model_configs:
         spec = load_model_config(cfg)
-        p = out_of_fold(ds, spec, folds, out, seed)
+        p = out_of_fold_probabilities(ds, spec, folds, out, seed)
         clips, yc, pc = clip_scores(names, np.asarray(ds.y), p)
         ok = ~np.isnan(p).any(axis=1)  # every window has its out-of-fold probability
         per = [{"output": name, "horizon_s": horizons[j] if j < len(horizons) else None,

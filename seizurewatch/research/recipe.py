@@ -164,20 +164,20 @@ def on_validation(run: Trained, ds: DatasetDir, recipe: Recipe, where: str) -> N
     run.meta["threshold"] = th
 
 
-def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool,
+def choose_out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool,
                 scheduler: str | None = None) -> None:
     """Each training recording replayed through the daemon's pipeline with a model trained on the
     others (the recipe's epochs, no early stopping), then ``threshold.transfer`` on those traces."""
     from seizurewatch.config import DecisionConfig
     from seizurewatch.research.evaluate import second_scores
-    from seizurewatch.research.outoffold import out_of_fold as traces_out_of_fold
+    from seizurewatch.research.outoffold import out_of_fold
     from seizurewatch.research.threshold import transfer
     from seizurewatch.research.timescore import score_seconds
 
     decision = DecisionConfig()
     early_s = recipe.early_s or 15.0
     spec = ModelSpec(name=recipe.name, hop_s=recipe.hop_s, train=recipe.model)
-    traces = traces_out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
+    traces = out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
                                 epochs=recipe.model.epochs, progress=progress, device=recipe.device,
                                 scheduler=scheduler)
     th = transfer(traces, recipe.threshold.policy, decision, early_s=early_s)
@@ -209,7 +209,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         run.meta["training"]["recipe"] = Path(path).name
         run.meta["training"]["dataset"] = str(folder.resolve()) if keep_dataset else None
         if recipe.threshold.chosen_on == "out_of_fold":
-            out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress, scheduler)
+            choose_out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress, scheduler)
         else:
             on_validation(run, ds, recipe, str(path))
         return save_model(run.model, run.meta, out_path, run.example)
