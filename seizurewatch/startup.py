@@ -27,7 +27,8 @@ from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
 from seizurewatch.inference import Predictor, configure_compute
 from seizurewatch.metrics import PortInUse, parse_listen
-from seizurewatch.modelfile import LoadedModel, ModelMeta, check_forward, file_sha256, load_model
+from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.pipeline import StreamPipeline
 from seizurewatch.preprocess import check_device_fits_model
 from seizurewatch.resources import default_model_path

@@ -105,7 +105,7 @@ async def check_run(cfg: Any, name: str) -> int:
     meta = daemon.pipelines[0].meta
     for pipe in daemon.pipelines:
         d = pipe.decision
-        stored = isinstance(pipe.meta.raw["threshold"].get("decision"), dict)
+        stored = pipe.meta.rule is not None
         rule = "from the config" if cfg.decision.k is not None else "stored in the model" if stored else "default"
         hop = pipe.meta.hop_s
         print(f"{name}: {pipe.patient}: alarm when {d.k} of the last {d.n} hops ({d.k * hop:g} of {d.n * hop:g} s) "

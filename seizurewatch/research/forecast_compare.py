@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.errors import DataError
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.forecast import auc_against_chance, choose_levels, clip_scores
 from seizurewatch.research.outoffold import with_roles
@@ -80,7 +81,7 @@ def out_of_fold_probabilities(ds: DatasetDir, spec: ModelSpec, folds: int, workd
     return p
 
 
-def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str | Path,
+def out_of_fold_levels(meta: ModelMeta, dataset: str | Path, workdir: str | Path,
                        folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
     """A prediction model's ``risk`` section with every output's levels chosen on out-of-fold windows of
     ``dataset`` (clips or segments): the model's own training config retrained per fold."""
@@ -88,9 +89,9 @@ def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str |
 
     prediction_units(dataset)
     ds = open_dataset(dataset)
-    risk = dict(meta.get("risk") or {})
-    if list(ds.outputs) != list(meta["outputs"]):
-        raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {meta['outputs']}")
+    risk = dict(meta.raw.get("risk") or {})  # the stored section, rewritten level by level
+    if list(ds.outputs) != list(meta.outputs):
+        raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {list(meta.outputs)}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     p = out_of_fold_probabilities(ds, training_spec(meta), folds, work, seed)

@@ -9,6 +9,7 @@ A model YAML holds ``name``, ``description``, ``hop_s`` and the training setting
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import platform
@@ -29,7 +30,7 @@ from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
 from seizurewatch.research.threshold import youden
 from seizurewatch.research.train import TrainConfig, TrainResult, predict, train
-from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.typedyaml import load_typed_file
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,22 @@ class ModelSpec:
     source: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ModelConfigFile(TrainConfig):
+    """A model config YAML: the training settings, and beside them what names the model."""
+
+    name: str | None = None  # None or empty: the file's stem
+    description: str = ""
+    hop_s: float = 1.0
+
+
 def load_model_config(path: str | Path) -> ModelSpec:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: model config not found")
-    data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    head = {k: data.pop(k) for k in ("name", "description", "hop_s") if k in data}
-    cfg = load_typed(TrainConfig, data, str(p))
-    return ModelSpec(name=str(head.get("name") or p.stem), description=str(head.get("description", "")),
-                     hop_s=float(head.get("hop_s", 1.0)), train=cfg, source=str(p))
+    f, _ = load_typed_file(_ModelConfigFile, p)
+    cfg = TrainConfig(**{k.name: getattr(f, k.name) for k in dataclasses.fields(TrainConfig)})
+    return ModelSpec(name=f.name or p.stem, description=f.description, hop_s=f.hop_s, train=cfg, source=str(p))
 
 
 def _device_name(manifest: dict[str, Any]) -> str:
