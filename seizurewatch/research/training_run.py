@@ -160,20 +160,8 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     except (KeyError, TypeError, ValueError) as exc:
         why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise ConfigError(f"{spec.source or spec.name}: cannot build {spec.train.arch!r}: {why}") from None
-    p_va = predict(result.model, ds.x, rows=va) if len(va) else np.zeros((0, ds.y.shape[1]))
     y_va = ds.y[va]
-    threshold = first_threshold(y_va[:, 0], p_va[:, 0], f"{ds.root.name}:val")
-    if ds.y.shape[1] > 1:
-        threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
-                                   for k, name in enumerate(ds.outputs)}
-    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
-    val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
-    if threshold["auc"] is not None:
-        curve = roc(y_va[:, 0], p_va[:, 0])
-        flagged = round(fraction_flagged_at_sensitivity(curve), 4)
-        val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
-                           sensitivity_at_threshold=threshold["point"]["tpr"],
-                           specificity_at_threshold=threshold["point"]["specificity"])
+    threshold, risk, val_metrics = _on_validation(ds, va, result.model)
     train_recs = [Path(r).name for r in ds.recordings("train", subject)]
     val_recs = [Path(r).name for r in ds.recordings("val", subject)]
     dropped = {Path(e["path"]).name: e.get("dropped", {}) for e in ds.manifest.get("recordings", [])
@@ -203,6 +191,27 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     }
     example = torch.from_numpy(np.ascontiguousarray(ds.x[tr[:2]], dtype=np.float32))
     return Trained(result.model, meta, example)
+
+
+def _on_validation(ds: DatasetDir, va: np.ndarray, model: Any) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                                                       dict[str, Any]]:
+    """What the validation rows ``va`` give a freshly trained model: its first threshold (per output too),
+    its risk levels (a prediction model) and its validation metrics."""
+    p_va = predict(model, ds.x, rows=va) if len(va) else np.zeros((0, ds.y.shape[1]))
+    y_va = ds.y[va]
+    threshold = first_threshold(y_va[:, 0], p_va[:, 0], f"{ds.root.name}:val")
+    if ds.y.shape[1] > 1:
+        threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
+                                   for k, name in enumerate(ds.outputs)}
+    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
+    val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
+    if threshold["auc"] is not None:
+        curve = roc(y_va[:, 0], p_va[:, 0])
+        flagged = round(fraction_flagged_at_sensitivity(curve), 4)
+        val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
+                           sensitivity_at_threshold=threshold["point"]["tpr"],
+                           specificity_at_threshold=threshold["point"]["specificity"])
+    return threshold, risk, val_metrics
 
 
 def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,
