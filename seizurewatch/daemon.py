@@ -28,9 +28,10 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, Issued, ack_topic, refusal_topic
+from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, ack_topic, refusal_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
+from seizurewatch.alarms.record import AlarmBook, AlarmRecord
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
@@ -144,8 +145,11 @@ class Daemon:
         self.started_at = time.monotonic()
         self._stopping = False
         self.events_emitted = 0
-        self.acks = AckBook([s.patient for s in cfg.streams])
-        self.escalator = Escalator(cfg.decision.escalate_after_s)
+        # one record per alarm (record.AlarmRecord), which the decision's events, the acks, the escalation
+        # and the journal's recovery all update; the ack book and the escalator are two views of it
+        self.alarms = AlarmBook([s.patient for s in cfg.streams])
+        self.acks = AckBook([s.patient for s in cfg.streams], self.alarms)
+        self.escalator = Escalator(cfg.decision.escalate_after_s, alarms=self.alarms)
         self.notes: list[str] = []  # what start-up found missing and is waiting for (run --check prints them)
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
@@ -238,10 +242,11 @@ class Daemon:
                 link.subscriptions.append(ack_topic(cfg.mqtt.topic_prefix, stream.patient))
                 link.on_message = functools.partial(self._on_message, pipe)
                 self.links[stream.patient] = link
-                pipe.on_state.append(self._state_to(link, pipe))
+                pipe.on_state.append(self._state_to(link))
                 pipe.status.on_risk.append(link.set_risk)
                 link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
             pipe.snippet_sink = functools.partial(self._on_snippet, pipe.patient)
+            pipe.status.acks = functools.partial(self.acks.acks_of, pipe.patient)
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -281,23 +286,17 @@ class Daemon:
             self._metrics_pending = False
             log.warning("metrics port free again; serving", extra={"listen": self.cfg.metrics.listen})
 
-    def _state_to(self, link: PatientLink, pipe: StreamPipeline) -> Callable[[str, dict[str, Any]], None]:
+    @staticmethod
+    def _state_to(link: PatientLink) -> Callable[[str, dict[str, Any]], None]:
         def update(state: str, info: dict[str, Any]) -> None:
-            link.set_state({**info, **self._state_tail(pipe)})
+            link.set_state(info)
 
         return update
 
-    def _state_tail(self, pipe: StreamPipeline) -> dict[str, Any]:
-        """What every retained state adds to the patient's own: the acks, and the model in force (the
-        station shows it per bed: a day-one pretrained model or the patient's own)."""
-        ctx = pipe.context
-        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name,
-                                                                           "weights_sha256": ctx.model_sha256}}
-
-    def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
-        """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
-        t = max(pipe.stats.last_t, pipe.stats.last_window_t)
-        return {**pipe.status.state_payload(t), **self._state_tail(pipe)}
+    @staticmethod
+    def state_info(pipe: StreamPipeline) -> dict[str, Any]:
+        """The retained state of one patient as of now (``PatientState.state_payload``, its one builder)."""
+        return pipe.status.current_state()
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
@@ -379,8 +378,9 @@ class Daemon:
         for (_, payload), seq in zip(items, seqs):
             payload["seq"] = seq
             payload["epoch"] = self.outbox.epoch
-            self.acks.observe(payload)
-            self.escalator.observe(payload, mono)
+            rec = self.alarms.observe(payload)  # the alarm's one record; then its two views
+            self.acks.follow(rec, payload)
+            self.escalator.follow(rec, payload, mono)
             for sink in self.payload_sinks:
                 sink(payload)
 
@@ -438,8 +438,8 @@ class Daemon:
             await asyncio.sleep(min(self.escalator.after_s / 4, 1.0) if self.escalator.enabled else 1.0)
             for due in self.escalator.due(time.monotonic()):
                 pipe = by_patient[due.patient]
-                rec = self.acks.issued[due.patient].get(due.alarm_id)
-                if rec is None or rec.acks or not rec.open:
+                rec = due.record
+                if rec.answered or not rec.open:
                     continue  # answered (or ended) while this round was being computed
                 log.error("%s %s not acknowledged; escalating to level %d", due.kind, due.alarm_id, due.level,
                           extra={"patient": due.patient, "alarm_id": due.alarm_id, "level": due.level})
@@ -466,7 +466,7 @@ class Daemon:
             pipe.stop()
 
 
-def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
+def ack_event(pipe: StreamPipeline, ack: Ack, rec: AlarmRecord) -> Event:
     """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
     t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
@@ -478,7 +478,7 @@ def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
                  note=ack.note or None)
 
 
-def escalate_event(pipe: StreamPipeline, rec: Issued, level: int) -> Event:
+def escalate_event(pipe: StreamPipeline, rec: AlarmRecord, level: int) -> Event:
     t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
     if rec.kind == "alarm":
         return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,

@@ -121,7 +121,8 @@ class PatientLink:
         self._wake.set()
 
     def set_state(self, payload: dict[str, Any]) -> None:
-        self._state = {**payload, "patient": self.patient}
+        """The retained state (``PatientState.state_payload`` builds it; the link adds only ``epoch``/``seq``)."""
+        self._state = payload
         self._transitions.append(self._state)
         self._refresh_queued = False
         self._wake.set()
@@ -135,7 +136,7 @@ class PatientLink:
     def refresh_state(self, payload: dict[str, Any]) -> None:
         """The same state with fresher numbers (the periodic republish): it replaces a refresh still
         queued instead of queuing behind it, so an outage never pushes real changes out of the backlog."""
-        self._state = {**payload, "patient": self.patient}
+        self._state = payload
         if self._refresh_queued and self._transitions:
             self._transitions[-1] = self._state
         else:
