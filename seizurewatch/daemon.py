@@ -28,14 +28,13 @@ from typing import Any
 
 import aiomqtt
 
-from seizurewatch.alarms.ack import RELOAD_S, Ack, AckBook, ack_topic, refusal_topic
+from seizurewatch.alarmdesk import AlarmDesk
+from seizurewatch.alarms.ack import ack_topic
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
-from seizurewatch.alarms.record import AlarmBook, AlarmRecord
 from seizurewatch.config import Config, StreamConfig
 from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
-from seizurewatch.escalation import Escalator
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
 from seizurewatch.metrics import Metrics, PortInUse, parse_listen
@@ -145,11 +144,10 @@ class Daemon:
         self.started_at = time.monotonic()
         self._stopping = False
         self.events_emitted = 0
-        # one record per alarm (record.AlarmRecord), which the decision's events, the acks, the escalation
-        # and the journal's recovery all update; the ack book and the escalator are two views of it
-        self.alarms = AlarmBook([s.patient for s in cfg.streams])
-        self.acks = AckBook([s.patient for s in cfg.streams], self.alarms)
-        self.escalator = Escalator(cfg.decision.escalate_after_s, alarms=self.alarms)
+        # one record per alarm, which the decision's events, the acks and the escalation update (alarmdesk.py)
+        self.desk = AlarmDesk([s.patient for s in cfg.streams], cfg.decision.escalate_after_s,
+                              cfg.mqtt.topic_prefix, self.metrics, self._sink)
+        self.acks, self.escalator = self.desk.acks, self.desk.escalator
         self.notes: list[str] = []  # what start-up found missing and is waiting for (run --check prints them)
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
@@ -204,12 +202,7 @@ class Daemon:
         else:
             self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
                                                   cfg.outbox.keep_delivered_days * 86400.0)
-            journaled: list[dict[str, Any]] = []
-            await asyncio.to_thread(self.acks.load, cfg.outbox.path, RELOAD_S, journaled.append)
-            carried = self.escalator.carry(journaled, time.monotonic())
-            if carried:
-                log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
-                            "at their level", extra={"levels": carried})
+            await asyncio.to_thread(self.desk.load, cfg.outbox.path)
         for stream in cfg.streams:
             device = devices[stream.patient]
             pipe = StreamPipeline(stream, device, make_source(stream, device), predictor, cfg.decision,
@@ -308,21 +301,7 @@ class Daemon:
         if topic != f"{self.cfg.mqtt.topic_prefix}/{patient}/ack":
             log.warning("ack ignored: topic %s is not this patient's", topic, extra={"patient": patient})
             return
-        found = self.acks.accept(patient, raw)
-        if found is None:
-            self.metrics.acks_ignored_total.labels(patient).inc()
-            link, refusal = self.links.get(patient), self.acks.last_refusal
-            if link is not None and refusal is not None:  # whoever sent it must not wait forever
-                link.notify(refusal_topic(self.cfg.mqtt.topic_prefix, patient), refusal.payload(time.time()))
-            return
-        ack, rec = found
-        self.metrics.acks_total.labels(patient, ack.action).inc()
-        await self._sink([ack_event(pipe, ack, rec)], pipe.context)
-        log.warning("alarm %s by %s", ack.action, ack.by,
-                    extra={"patient": patient, "alarm_id": ack.alarm_id, "kind": rec.kind})
-        link = self.links.get(patient)
-        if link is not None:
-            link.set_state(self.state_info(pipe))
+        await self.desk.on_ack(pipe, raw, self.links.get(patient))
 
     async def _on_snippet(self, patient: str, payload: dict[str, Any]) -> None:
         """The EEG behind an alarm start: journaled beside it, and retained on <prefix>/<patient>/eeg/<alarm_id>
@@ -366,9 +345,8 @@ class Daemon:
         names = topics(self.cfg.mqtt.topic_prefix, ctx.patient)
         now = time.time()
         items = [(names[EVENT_TOPIC[ev.kind]], to_payload(ev, ctx, seq=0, wall_time=now)) for ev in events]
-        for _, payload in items:  # an ended alarm stops escalating before the journal write yields the loop
-            if payload["event"] == "end":
-                self.escalator.observe(payload, 0.0)
+        for _, payload in items:
+            self.desk.ending(payload)
         seqs = await self.outbox.append_all(ctx.patient, items)
         self.events_emitted += len(events)
         link = self.links.get(ctx.patient)
@@ -378,9 +356,7 @@ class Daemon:
         for (_, payload), seq in zip(items, seqs):
             payload["seq"] = seq
             payload["epoch"] = self.outbox.epoch
-            rec = self.alarms.observe(payload)  # the alarm's one record; then its two views
-            self.acks.follow(rec, payload)
-            self.escalator.follow(rec, payload, mono)
+            self.desk.follow(payload, mono)
             for sink in self.payload_sinks:
                 sink(payload)
 
@@ -393,7 +369,7 @@ class Daemon:
             link_tasks = [tg.create_task(link.run(), name=f"mqtt-{p}") for p, link in self.links.items()]
             helpers = [tg.create_task(self._announce_ready(), name="ready"),
                        tg.create_task(self._watch_outbox(), name="outbox-depth"),
-                       tg.create_task(self._escalate(), name="escalation"),
+                       tg.create_task(self.desk.escalate(self.pipelines), name="escalation"),
                        tg.create_task(self._heartbeat(), name="state-heartbeat")]
             if self._metrics_pending:
                 helpers.append(tg.create_task(self._serve_metrics_when_free(), name="metrics-retry"))
@@ -431,21 +407,6 @@ class Daemon:
                 self.metrics.outbox_depth.labels(patient).set(await self.outbox.depth(patient))
             await asyncio.sleep(1.0)
 
-    async def _escalate(self) -> None:
-        """Issue the escalations that are due (a quarter of the interval late at most, and never above 1 s)."""
-        by_patient = {p.patient: p for p in self.pipelines}
-        while True:  # after_s may change on reload (SIGHUP): the step follows it
-            await asyncio.sleep(min(self.escalator.after_s / 4, 1.0) if self.escalator.enabled else 1.0)
-            for due in self.escalator.due(time.monotonic()):
-                pipe = by_patient[due.patient]
-                rec = due.record
-                if rec.answered or not rec.open:
-                    continue  # answered (or ended) while this round was being computed
-                log.error("%s %s not acknowledged; escalating to level %d", due.kind, due.alarm_id, due.level,
-                          extra={"patient": due.patient, "alarm_id": due.alarm_id, "level": due.level})
-                self.metrics.escalations_total.labels(due.patient, due.kind).inc()
-                await self._sink([escalate_event(pipe, rec, due.level)], pipe.context)
-
     async def _heartbeat(self) -> None:
         """Republish each patient's retained state every ``mqtt.state_every_s``: the station's probability
         trace and 'last seen' come from it."""
@@ -465,24 +426,3 @@ class Daemon:
         for pipe in self.pipelines:
             pipe.stop()
 
-
-def ack_event(pipe: StreamPipeline, ack: Ack, rec: AlarmRecord) -> Event:
-    """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
-    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
-    if rec.kind == "alarm":
-        return Event("alarm", "ack", rec.alarm_id, t, pipe.stats.last_probability or 0.0, pipe.decision.threshold,
-                     started_t=rec.started_t, peak_probability=rec.peak_probability, action=ack.action, by=ack.by,
-                     note=ack.note or None)
-    return Event("fault", "ack", rec.alarm_id, t, fault_type=rec.fault_type, channels=rec.channels,
-                 started_t=rec.started_t, detail=f"{ack.action} by {ack.by}", action=ack.action, by=ack.by,
-                 note=ack.note or None)
-
-
-def escalate_event(pipe: StreamPipeline, rec: AlarmRecord, level: int) -> Event:
-    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
-    if rec.kind == "alarm":
-        return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,
-                     pipe.decision.threshold, started_t=rec.started_t, peak_probability=rec.peak_probability,
-                     level=level)
-    return Event("fault", "escalate", rec.alarm_id, t, fault_type=rec.fault_type, channels=rec.channels,
-                 started_t=rec.started_t, detail=f"not acknowledged; level {level}", level=level)

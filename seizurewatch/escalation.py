@@ -16,7 +16,7 @@ that one starts within ``CARRY_S``: the seizure that goes on is the same emergen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from seizurewatch.alarms.record import STOPPED, AlarmBook, AlarmRecord
@@ -30,22 +30,13 @@ CARRY_S = 600.0  # a level survives a restart for an alarm that starts this soon
 
 @dataclass(frozen=True)
 class Due:
-    """An escalation to issue: ``record`` reached ``level`` unanswered."""
+    """An escalation to issue: ``record`` (its patient's alarm or fault ``alarm_id``) reached ``level`` unanswered."""
 
-    record: AlarmRecord
+    patient: str
+    kind: str
+    alarm_id: str
     level: int
-
-    @property
-    def patient(self) -> str:
-        return self.record.patient
-
-    @property
-    def kind(self) -> str:
-        return self.record.kind
-
-    @property
-    def alarm_id(self) -> str:
-        return self.record.alarm_id
+    record: AlarmRecord = field(compare=False, repr=False)
 
 
 def fault_escalates(fault_type: str | None, channels: list[str] | tuple[str, ...], n_channels: int) -> bool:
@@ -118,5 +109,5 @@ class Escalator:
             since = rec.escalating_since or 0.0
             while now - since >= self.after_s * (rec.level + 1):
                 rec.level += 1
-                out.append(Due(rec, rec.level))
+                out.append(Due(rec.patient, rec.kind, rec.alarm_id, rec.level, rec))
         return out
