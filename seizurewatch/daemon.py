@@ -38,7 +38,7 @@ from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnava
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.inference import Predictor, configure_compute
 from seizurewatch.metrics import Metrics, PortInUse, parse_listen
-from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load_model
+from seizurewatch.modelfile import LoadedModel, ModelMeta, check_forward, file_sha256, load_model
 from seizurewatch.pipeline import StreamPipeline
 from seizurewatch.preprocess import check_device_fits_model
 from seizurewatch.resources import default_model_path
@@ -192,17 +192,7 @@ class Daemon:
                 self.notes.append(f"{exc}; trying again every {RETRY_S:g} s")
                 log.error("metrics port in use; trying again", extra={"listen": cfg.metrics.listen,
                                                                       "retry_s": RETRY_S})
-        check_journal_folder(cfg.outbox.path)
-        if self.opts.check_only:  # run --check: look at the journal without taking it from a running daemon
-            holder = await asyncio.to_thread(Outbox.check_path, cfg.outbox.path)
-            if holder:
-                self.notes.append(f"outbox.path: {cfg.outbox.path} is in use by seizurewatch PID {holder}; "
-                                  "run refuses to start while that one runs")
-            self.outbox = await asyncio.to_thread(Outbox.open_sync, ":memory:")
-        else:
-            self.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path,
-                                                  cfg.outbox.keep_delivered_days * 86400.0)
-            await asyncio.to_thread(self.desk.load, cfg.outbox.path)
+        await self._open_journal()
         for stream in cfg.streams:
             device = devices[stream.patient]
             pipe = StreamPipeline(stream, device, make_source(stream, device), predictor, cfg.decision,
@@ -227,19 +217,48 @@ class Daemon:
                 log.error("no stream at start; monitoring starts when it appears",
                           extra={"patient": stream.patient, "error": str(exc)})
             self.pipelines.append(pipe)
-            self.escalator.n_channels[stream.patient] = len(meta.preprocess.channels)
-            if self.opts.publish:
-                link = PatientLink(cfg.mqtt, self.outbox, stream.patient, url=self.opts.mqtt_url)
-                link.on_change.append(self._broker_gauge(stream.patient))
-                link.on_refused.append(self._refusal_to(pipe))
-                link.subscriptions.append(ack_topic(cfg.mqtt.topic_prefix, stream.patient))
-                link.on_message = functools.partial(self._on_message, pipe)
-                self.links[stream.patient] = link
-                pipe.on_state.append(self._state_to(link))
-                pipe.status.on_risk.append(link.set_risk)
-                link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
-            pipe.snippet_sink = functools.partial(self._on_snippet, pipe.patient)
-            pipe.status.acks = functools.partial(self.acks.acks_of, pipe.patient)
+            self._wire(pipe, meta)
+        await self._check_brokers()
+        if cfg.metrics.listen and not self._metrics_pending:
+            self.metrics.serve(cfg.metrics.listen)
+
+    async def _open_journal(self) -> None:
+        """The outbox's journal, and what it says of the alarms before a restart (``run --check``: looked at,
+        not taken from a running daemon)."""
+        path = self.cfg.outbox.path
+        check_journal_folder(path)
+        if self.opts.check_only:
+            holder = await asyncio.to_thread(Outbox.check_path, path)
+            if holder:
+                self.notes.append(f"outbox.path: {path} is in use by seizurewatch PID {holder}; "
+                                  "run refuses to start while that one runs")
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, ":memory:")
+        else:
+            self.outbox = await asyncio.to_thread(Outbox.open_sync, path,
+                                                  self.cfg.outbox.keep_delivered_days * 86400.0)
+            await asyncio.to_thread(self.desk.load, path)
+
+    def _wire(self, pipe: StreamPipeline, meta: ModelMeta) -> None:
+        """Connect one patient's pipeline to the alarm desk and (publishing) to its MQTT link."""
+        assert self.outbox is not None
+        patient, mqtt = pipe.patient, self.cfg.mqtt
+        self.escalator.n_channels[patient] = len(meta.preprocess.channels)
+        if self.opts.publish:
+            link = PatientLink(mqtt, self.outbox, patient, url=self.opts.mqtt_url)
+            gauge = self.metrics.broker_connected.labels(patient)
+            link.on_change.append(lambda up: gauge.set(1 if up else 0))
+            link.on_refused.append(self._refusal_to(pipe))
+            link.subscriptions.append(ack_topic(mqtt.topic_prefix, patient))
+            link.on_message = functools.partial(self._on_message, pipe)
+            self.links[patient] = link
+            pipe.on_state.append(lambda _state, info: link.set_state(info))  # PatientState built it
+            pipe.status.on_risk.append(link.set_risk)
+            link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
+        pipe.snippet_sink = functools.partial(self._on_snippet, patient)
+        pipe.status.acks = functools.partial(self.acks.acks_of, patient)
+
+    async def _check_brokers(self) -> None:
+        """Connect once per link now; a broker down at start is waited for by a service (``keep_trying``)."""
         for patient, link in self.links.items():
             try:
                 if self.opts.check_only:  # its own client id: never takes over a running daemon's session
@@ -254,8 +273,6 @@ class Daemon:
                 self.notes.append(f"{patient}: {exc}; alarms are journaled and delivered once it answers")
                 log.error("broker unreachable at start; journaling and retrying",
                           extra={"patient": patient, "error": str(exc)})
-        if cfg.metrics.listen and not self._metrics_pending:
-            self.metrics.serve(cfg.metrics.listen)
 
     async def close_unstarted(self) -> None:
         """Undo prepare() without running (``run --check``): sources, journal, metrics endpoint."""
@@ -278,13 +295,6 @@ class Daemon:
                 continue
             self._metrics_pending = False
             log.warning("metrics port free again; serving", extra={"listen": self.cfg.metrics.listen})
-
-    @staticmethod
-    def _state_to(link: PatientLink) -> Callable[[str, dict[str, Any]], None]:
-        def update(state: str, info: dict[str, Any]) -> None:
-            link.set_state(info)
-
-        return update
 
     @staticmethod
     def state_info(pipe: StreamPipeline) -> dict[str, Any]:
@@ -330,12 +340,6 @@ class Daemon:
                 task = asyncio.ensure_future(pipe.set_fault("publish_refused", exc is not None, detail[:200]))
                 self._fault_tasks.add(task)
                 task.add_done_callback(self._fault_tasks.discard)
-
-        return update
-
-    def _broker_gauge(self, patient: str) -> Callable[[bool], None]:
-        def update(up: bool) -> None:
-            self.metrics.broker_connected.labels(patient).set(1 if up else 0)
 
         return update
 

@@ -121,8 +121,7 @@ class PatientLink:
         self._wake.set()
 
     def set_state(self, payload: dict[str, Any]) -> None:
-        """The retained state (``PatientState.state_payload`` builds it; the link adds only ``epoch``/``seq``)."""
-        self._state = payload
+        self._state = payload  # built whole by PatientState.state_payload; the link adds only epoch and seq
         self._transitions.append(self._state)
         self._refresh_queued = False
         self._wake.set()
