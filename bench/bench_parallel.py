@@ -63,12 +63,14 @@ def _warm() -> None:
 
 
 def _evaluate_on(recordings: list[str], model: Path) -> Callable[[str | None], Any]:
-    from seizurewatch.research.evaluate import evaluate
+    from seizurewatch.research.evaluate import EvaluateOptions, evaluate
+    from seizurewatch.research.parallel import Compute
 
     def run(scheduler: str | None) -> Any:
         with tempfile.TemporaryDirectory() as out:
             # no scheduler: serially, no cluster; else one task per recording on that cluster
-            m = evaluate(model, recordings, out, workers=1 if scheduler is None else None, scheduler=scheduler)
+            compute = Compute(scheduler=scheduler, workers=1 if scheduler is None else None)
+            m = evaluate(model, recordings, out, EvaluateOptions(compute=compute))
             m.pop("model_path", None)
             return json.dumps(m, sort_keys=True, default=float)
 

@@ -21,11 +21,11 @@ def replay_max(edf: Path, model: Path, max_batch: int = 64) -> dict[str, Any]:
     probabilities."""
     import dataclasses
 
-    from seizurewatch.replay import replay, replay_config
+    from seizurewatch.replay import ReplayOptions, replay, replay_config
 
-    cfg = replay_config(str(edf), model=str(model), speed="max")
+    cfg = replay_config(str(edf), ReplayOptions(model=str(model), speed="max"))
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_batch=max_batch))
-    res = replay(edf, base=cfg)
+    res = replay(edf, ReplayOptions(base=cfg))
     return {
         "signal_s": res.duration,
         "prepare_s": res.prepare_s,
@@ -64,7 +64,7 @@ def baseline(edf: Path, model_path: Path, batched: bool = False) -> dict[str, An
     with timed() as t_pre:
         pre = Preprocessor(meta.preprocess, labels, rate, str(edf), canon=canonical_label)
         y = pre.process(x)
-    win, hop = meta.window_samples, meta.hop_samples
+    win, hop = meta.schedule.samples(meta.preprocess.rate)
     views = np.lib.stride_tricks.sliding_window_view(y, win, axis=1)[:, ::hop]  # (C, W, win), no copy
     n_windows, step = views.shape[1], (64 if batched else 1)
     probs, slice_s = [], 0.0
@@ -164,7 +164,7 @@ def cpu_by_hop(edf: Path, model: Path, what: str, repeats: int) -> dict[str, Any
     time: the machine's other load does not count, its cache effects do)."""
     import tempfile
 
-    from seizurewatch.replay import ReplayStart, replay
+    from seizurewatch.replay import ReplayHooks, ReplayOptions, ReplayStart, replay
 
     figs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +178,7 @@ def cpu_by_hop(edf: Path, model: Path, what: str, repeats: int) -> dict[str, Any
                 async def mark(_: ReplayStart, started: list[float] = started) -> None:
                     started.append(time.process_time())
 
-                res = replay(edf, model=path, on_start=mark)
+                res = replay(edf, ReplayOptions(model=path), ReplayHooks(on_start=mark))
                 runs.append((time.process_time() - started[0]) / res.duration)
             cpu[hop] = min(runs)
             figs[f"hop{hop:g}.cpu_per_stream"] = figure(

@@ -104,7 +104,7 @@ async def _trial(n: int, edf: Path, model: Path, warm_s: float, measure_s: float
                     for i, link in enumerate(links))
     cfg = Config(streams=streams, model=ModelConfig(path=str(model)), decision=DecisionConfig(),
                  outbox=OutboxConfig(":memory:"))
-    import seizurewatch.daemon as daemon_mod
+    import seizurewatch.startup as startup_mod
 
     sources: list[BackfilledRealtime] = []
 
@@ -116,13 +116,13 @@ async def _trial(n: int, edf: Path, model: Path, warm_s: float, measure_s: float
 
     _recording(str(edf))
     rss0 = rss_mb()
-    original = daemon_mod.make_source
-    daemon_mod.make_source = make_source  # this trial only: the shared in-memory replay above
+    original = startup_mod.make_source
+    startup_mod.make_source = make_source  # this trial only: the shared in-memory replay above
     try:
         daemon = Daemon(cfg, DaemonOptions(publish=False))
         await daemon.prepare()
     finally:
-        daemon_mod.make_source = original
+        startup_mod.make_source = original
     rss_model = rss_mb()
     task = asyncio.create_task(daemon.run())
     t_start = time.monotonic()

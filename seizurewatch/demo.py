@@ -12,44 +12,34 @@ from typing import Any, TextIO
 
 from seizurewatch.alarms.embedded import embedded_broker
 from seizurewatch.alarms.subscriber import format_event, subscribe
-from seizurewatch.replay import ReplayStart, replay_async, replay_config
-from seizurewatch.research.labels import is_seizure
+from seizurewatch.replay import ReplayHooks, ReplayOptions, ReplayStart, replay_async, replay_config
 from seizurewatch.resources import demo_recording_path
+from seizurewatch.scoring import Verdicts, payload_spans, verdicts
 
 
 @dataclass
 class DemoResult:
+    """What the demo saw: the annotated seizures and the payloads as they arrived; scored by
+    ``scoring.verdicts``, the rule ``replay`` and ``evaluate`` apply."""
+
     seizures: list[tuple[float, float]]
     alarms: list[dict[str, Any]] = field(default_factory=list)  # alarm start payloads
     events: list[dict[str, Any]] = field(default_factory=list)
 
+    def verdicts(self) -> Verdicts:
+        return verdicts(self.seizures, payload_spans(self.events))
+
     @property
     def detected(self) -> list[tuple[float, float, float]]:
-        """(onset, end, first alarm t) for each seizure an alarm start fell into."""
-        out = []
-        for onset, end in self.seizures:
-            hits = [a["t"] for a in self.alarms if onset <= a["t"] <= end + 10.0]
-            if hits:
-                out.append((onset, end, min(hits)))
-        return out
+        """(onset, end, first alarm t) for each seizure an alarm started for."""
+        return [(s.onset, s.end, s.alarm) for s in self.verdicts().seizures if s.alarm is not None]
 
     @property
     def false_alarms(self) -> int:
-        return sum(1 for a in self.alarms if not any(on <= a["t"] <= end + 10.0 for on, end in self.seizures))
+        return self.verdicts().unrelated
 
     def summary(self) -> str:
-        parts = []
-        for onset, end in self.seizures:
-            hit = [d for d in self.detected if d[0] == onset]
-            if hit:
-                parts.append(f"seizure annotated at {onset:.0f} s (until {end:.0f} s), alarm raised at "
-                             f"{hit[0][2]:.0f} s (+{hit[0][2] - onset:.0f} s)")
-            else:
-                parts.append(f"seizure annotated at {onset:.0f} s (until {end:.0f} s): MISSED")
-        if not self.seizures:
-            parts.append("no seizure annotated")
-        parts.append(f"false alarms {self.false_alarms}")
-        return "summary: " + "; ".join(parts)
+        return self.verdicts().summary()
 
 
 async def run_demo(
@@ -65,7 +55,8 @@ async def run_demo(
         if mqtt_url is None:
             mqtt_url = await stack.enter_async_context(embedded_broker())
             print(f"demo: started an in-process MQTT broker (amqtt) at {mqtt_url}", file=out)
-        cfg = replay_config(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo")
+        options = ReplayOptions(model=model, speed=speed, mqtt_url=mqtt_url, patient="demo", publish=True)
+        cfg = replay_config(path, options)
         if embedded:  # amqtt speaks MQTT 3.1.1 only
             cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, protocol="v311"))
         result = DemoResult(seizures=[])
@@ -79,7 +70,6 @@ async def run_demo(
 
         async def on_start(start: ReplayStart) -> None:
             nonlocal sub
-            result.seizures[:] = [(a.onset, a.end) for a in start.annotations if is_seizure(a.description)]
             meta = start.meta
             print(f"demo: replaying {path} at {speed}x through model {meta.name} "
                   f"(window {meta.window_s:g} s, hop {meta.hop_s:g} s, threshold {start.threshold:.3f} "
@@ -90,8 +80,8 @@ async def run_demo(
             sub = asyncio.create_task(subscribe(cfg.mqtt, on_event, patient="demo", url=mqtt_url, ready=ready))
             await asyncio.wait_for(ready.wait(), timeout=10)
 
-        res = await replay_async(path, model=model, speed=speed, mqtt_url=mqtt_url, patient="demo", base=cfg,
-                                 publish=True, on_start=on_start)
+        res = await replay_async(path, dataclasses.replace(options, base=cfg), ReplayHooks(on_start=on_start))
+        result.seizures[:] = [(s.onset, s.end) for s in res.verdicts().seizures]  # replay's annotations
         # The daemon returns once the broker acknowledged everything; give the subscriber a moment.
         expected = len(res.events)
         for _ in range(50):

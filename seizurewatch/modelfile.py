@@ -31,6 +31,7 @@ from seizurewatch.checks import check_number, check_sha256
 from seizurewatch.config import stored_rule
 from seizurewatch.errors import ModelError
 from seizurewatch.preprocess import PreprocessSpec
+from seizurewatch.schedule import WindowSchedule
 
 FORMAT = "seizurewatch-model/1"
 METADATA_FILE = "metadata.json"
@@ -124,12 +125,13 @@ class ModelMeta:
         return next((i for i, name in enumerate(self.outputs) if name not in risk), None)
 
     @property
-    def window_samples(self) -> int:
-        return int(round(self.window_s * self.preprocess.rate))
+    def schedule(self) -> WindowSchedule:
+        """The windows the model takes: ``window_s`` every ``hop_s`` (the ring buffer's, the quality checks')."""
+        return WindowSchedule(self.window_s, self.hop_s)
 
     @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_s * self.preprocess.rate))
+    def window_samples(self) -> int:
+        return self.schedule.window_samples(self.preprocess.rate)
 
 
 def _validate_meta(raw: Any, where: str) -> ModelMeta:
@@ -163,7 +165,8 @@ def _check_meta(meta: ModelMeta) -> None:
     spec.check()
     check_number(meta.window_s, "window_s", low=0, low_open=True, high=3600)
     check_number(meta.hop_s, "hop_s", low=0, low_open=True, high=meta.window_s)
-    if meta.window_samples < 1 or meta.hop_samples < 1:
+    window, hop = meta.schedule.window_samples(spec.rate), meta.schedule.hop_samples(spec.rate)
+    if window < 1 or hop < 1:
         raise ValueError(f"window_s/hop_s: {meta.window_s:g} s / {meta.hop_s:g} s at {spec.rate:g} Hz "
                          "give no whole sample")
     check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)

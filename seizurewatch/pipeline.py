@@ -7,7 +7,8 @@ classifies them the event loop already prepares the next block (up to two blocks
 Each batch is decided on as soon as the model finishes it, so on a live stream the overlap never
 delays an alarm; the events of what is decided together are journaled together, in order.
 
-This module is the loop (source, backpressure, batches in flight, preprocessing, ring, quality); what
+This module is the loop (source, backpressure, batches in flight; the windows and their quality verdicts come
+from ``windower.Windower``, on the model's one ``WindowSchedule``); what
 the windows decided — alarm decision, faults, context, stats, the published state — is the patient's
 ``patient.PatientState``, which readers (``Service``, the watchdog) see through ``snapshot()``.
 """
@@ -32,13 +33,11 @@ from seizurewatch.errors import DataError, SourceUnavailable
 from seizurewatch.events import Context, Event
 from seizurewatch.inference import Predictor
 from seizurewatch.patient import PatientSnapshot, PatientState, StreamStats
-from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
-from seizurewatch.quality import QualityChecker, QualityVerdict, with_amplitude
-from seizurewatch.ringbuffer import RingBuffer, as_batch
-from seizurewatch.snippet import SignalTail, snippet_payload
+from seizurewatch.quality import QualityVerdict
+from seizurewatch.ringbuffer import as_batch
 from seizurewatch.sources import Source
-from seizurewatch.streamquality import StreamingQuality
 from seizurewatch.types import Block, Gap, RateStatus, StreamStatus, Window
+from seizurewatch.windower import StageTimes, Windower
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +49,6 @@ SnippetSink = Callable[[dict[str, Any]], Awaitable[None]]  # the EEG behind an a
 
 
 @dataclass
-class StageTimes:
-    """Seconds spent per stage (for the benchmark's breakdown)."""
-
-    read: float = 0.0
-    preprocess: float = 0.0
-    buffer: float = 0.0
-    quality: float = 0.0
-    inference: float = 0.0
-    decision: float = 0.0
-    publish: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 6) for k, v in self.__dict__.items()}
-
-
-@dataclass
 class _Batch:
     """Windows handed to the model and not yet decided on, with their quality verdicts."""
 
@@ -73,6 +56,20 @@ class _Batch:
     verdicts: list[QualityVerdict]
     usable: list[Window]
     result: asyncio.Future[tuple[np.ndarray, float]] | None
+
+
+def log_event(patient: str, ev: Event) -> None:
+    """The log line of an event worth one: a fault or alarm starting (an alarm ending), a risk change."""
+    if ev.kind == "fault" and ev.event == "start":
+        log.warning("fault start", extra={"patient": patient, "fault": ev.fault_type, "t": ev.t,
+                                          "channels": list(ev.channels)})
+    elif ev.kind == "alarm" and ev.event in ("start", "end"):
+        log.warning("alarm %s", ev.event, extra={"patient": patient, "t": round(ev.t, 2),
+                                                 "probability": ev.probability, "alarm_id": ev.alarm_id})
+    elif ev.risk is not None:
+        log.info("risk %s -> %s", ev.risk.previous, ev.risk.level,
+                 extra={"patient": patient, "horizon_s": ev.risk.horizon_s, "t": round(ev.t, 2),
+                        "probability": ev.probability})
 
 
 class StreamPipeline:
@@ -99,11 +96,8 @@ class StreamPipeline:
         self.line_freq = line_freq if line_freq is not None else (device.line_freq if device else 50.0)
         self.metrics = metrics
         self.times = StageTimes()
-        self.pre: Preprocessor | None = None
-        self.ring: RingBuffer | None = None
-        self.quality: StreamingQuality | None = None
+        self.front: Windower | None = None  # preprocessing, windows and their quality (opened by open())
         self._in_flight: deque[_Batch] = deque()
-        self.tail: SignalTail | None = None  # the last seconds of signal, for the EEG behind each alarm
         self.snippet_sink: SnippetSink | None = None
         self.first_samples = asyncio.Event()
         self.started = asyncio.Event()  # monitoring, or knowingly waiting for the source (fault published)
@@ -153,30 +147,14 @@ class StreamPipeline:
         if self.device is None:
             self.device = DeviceProfile(name="as-described-by-source", channels=tuple(self.source.channels),
                                         sampling_rate=self.source.rate)
-        spec = self.meta.preprocess
-        where = f"{self.source.description} (patient {self.patient}, device {self.device.name})"
-        if not same_rate(self.source.rate, self.device.sampling_rate):
-            log.warning("source rate differs from device profile; resampling",
-                        extra={"patient": self.patient, "source_rate": self.source.rate,
-                               "device_rate": self.device.sampling_rate})
-        self.pre = Preprocessor(spec, self.source.channels, self.source.rate, where, canon=self.device.canonical)
-        check_rate_carries_band(self.source.rate, spec, where)
-        duration = getattr(self.source, "duration", None)  # a recording's length (a live stream has none)
-        if duration is not None and duration < self.meta.window_s:
-            raise DataError(f"{where}: the recording is {duration:g} s long, shorter than one window of the model "
-                            f"({self.meta.window_s:g} s): nothing could be classified")
-        self.ring = RingBuffer(len(spec.channels), self.meta.window_samples, self.meta.hop_samples, spec.rate)
-        self.tail = SignalTail(tuple(spec.channels), spec.rate)
-        # Quality is judged on the same windows before filtering: the signal as the amplifier sent it
-        # (a band-pass hides clipping plateaus and mains hum, and NaNs must not reach filter state).
-        self.quality = StreamingQuality(QualityChecker(spec.channels, spec.rate, self.line_freq),
-                                        self.meta.window_samples, self.meta.hop_samples)
+        self.front = Windower.for_source(self.source, self.device, self.meta, self.patient, self.line_freq,
+                                         self.times)
 
     async def run(self) -> None:
         if self.waiting is not None:
             if not await self._open_when_there():
                 return
-        elif self.pre is None:
+        elif self.front is None:
             await self.open()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         done = object()
@@ -278,49 +256,27 @@ class StreamPipeline:
             await self._emit(self.faults.set("rate_mismatch", not item.ok, item.t, detail=detail))
 
     async def _on_block(self, block: Block) -> None:
-        assert self.pre and self.ring and self.quality
+        assert self.front
         self.stats.samples += block.n_samples
         self.stats.last_progress = time.monotonic()
         self.stats.last_sample_wall = round(time.time(), 3)
         if self.stats.first_sample_at is None:
             self.stats.first_sample_at = time.monotonic()
-            self._reset_rings(block.t0)
+            self.front.reset(block.t0)
             self.first_samples.set()
             self.started.set()
         if self.metrics:
             self.metrics.samples(self.patient, block.n_samples)
-        t0 = time.perf_counter()
-        raw, x = self.pre.process_with_raw(block.data)
-        if self.tail is not None and self.snippet_sink is not None:
-            self.tail.push(block.t0, x)
-        t1 = time.perf_counter()
-        windows = self.ring.push(x, block.wall_received)
-        t2 = time.perf_counter()
-        verdicts = self.quality.push(raw)
-        if self.device is not None and self.device.amplitude_uv is not None and windows:
-            verdicts = with_amplitude(verdicts, [w.data for w in windows], self.device.amplitude_uv,
-                                      self.meta.preprocess.channels)
-        t3 = time.perf_counter()
-        self.times.preprocess += t1 - t0
-        self.times.buffer += t2 - t1
-        self.times.quality += t3 - t2
-        if len(verdicts) != len(windows):
-            raise RuntimeError(f"quality verdicts ({len(verdicts)}) out of step with windows ({len(windows)})")
+        windows, verdicts = self.front.push(block.data, block.t0, block.wall_received,
+                                            keep_tail=self.snippet_sink is not None)
         if self.metrics:
-            self.metrics.buffer_fill(self.patient, self.ring.fill_ratio)
+            self.metrics.buffer_fill(self.patient, self.front.fill_ratio)
         if windows:
             self._submit(windows, verdicts)  # one hand-over; the model's thread runs it in cache-sized chunks
         # Two blocks may be in the model's hands at once (it never waits for the loop, nor the loop for it,
         # when their per-block times jitter); beyond that the loop waits, so memory and lag stay bounded.
         # A one-core process (a Dask worker) waits for each block: its core is the model's while it runs.
         await self._settle(keep=0 if self.predictor.one_core else MAX_BLOCKS_IN_FLIGHT)
-
-    def _reset_rings(self, t_next: float) -> None:
-        assert self.ring and self.quality
-        self.ring.reset(t_next)
-        self.quality.reset()
-        if self.tail is not None:
-            self.tail.clear()
 
     def _submit(self, windows: list[Window], verdicts: list[QualityVerdict]) -> None:
         """Hand the usable windows to the model's thread; decided on in ``_settle``."""
@@ -346,7 +302,7 @@ class StreamPipeline:
                 decided_to = b.usable[-1].t_end
         await self._emit(events)
         if decided_to is not None:
-            self._update_state(decided_to)
+            self.status.update_state(decided_to)
 
     async def _decide_batch(self, b: _Batch) -> list[Event]:
         """The batch's events window by window, in time order: each window's quality events, then the decision
@@ -359,7 +315,8 @@ class StreamPipeline:
             except Exception as exc:  # noqa: BLE001 - a model fault must become a fault event, not a crash
                 log.exception("inference failed", extra={"patient": self.patient})
                 fault = self.faults.set("model_error", True, b.usable[-1].t_end, detail=str(exc)[:200])
-                return [e for w, v in zip(b.windows, b.verdicts) for e in self._quality_events(v, w.t_end)] + fault
+                quality = [self.status.quality_events(v, w.t_end) for w, v in zip(b.windows, b.verdicts)]
+                return [e for q in quality for e in q] + fault
             self.times.inference += dt
             if self.metrics:
                 self.metrics.inference(self.patient, dt, len(b.usable))
@@ -368,20 +325,16 @@ class StreamPipeline:
         row = {id(w): i for i, w in enumerate(b.usable)}
         t1 = time.perf_counter()
         for w, verdict in zip(b.windows, b.verdicts):
-            events += self._quality_events(verdict, w.t_end)
+            events += self.status.quality_events(verdict, w.t_end)
             i = row.get(id(w))
             if probs is not None and i is not None:
                 events += self.status.decide([w], probs[i : i + 1])
         self.times.decision += time.perf_counter() - t1
         return events
 
-    def _quality_events(self, verdict: Any, t: float) -> list[Event]:
-        return self.status.quality_events(verdict, t)
-
     async def _on_gap(self, gap: Gap) -> None:
-        assert self.pre
-        self._reset_rings(gap.t)
-        self.pre.reset()
+        assert self.front
+        self.front.reset(gap.t, filters=True)
         self.status.reset_history()
         if gap.reason != "replay_loop":
             log.warning("stream gap; window buffer reset", extra={"patient": self.patient, "gap_s": gap.seconds})
@@ -389,17 +342,16 @@ class StreamPipeline:
                                                  gap.seconds))
 
     async def _on_status(self, st: StreamStatus) -> None:
-        assert self.pre
+        assert self.front
         if not st.up:
             log.error("stream lost", extra={"patient": self.patient, "detail": st.detail})
-            self._reset_rings(st.t)
-            self.pre.reset()
+            self.front.reset(st.t, filters=True)
             self.status.reset_history()
         else:
             log.info("stream back", extra={"patient": self.patient, "detail": st.detail})
-            self._reset_rings(st.t)
+            self.front.reset(st.t)
         await self._emit(self.faults.set("stream_lost", not st.up, st.t, detail=st.detail))
-        self._update_state(st.t)
+        self.status.update_state(st.t)
 
     async def set_fault(self, fault_type: str, on: bool, detail: str) -> None:
         """A fault found outside the signal path (the broker refusing this bed's publishes): journaled and
@@ -412,16 +364,7 @@ class StreamPipeline:
             return
         t0 = time.perf_counter()
         for ev in events:
-            if ev.kind == "fault" and ev.event == "start":
-                log.warning("fault start", extra={"patient": self.patient, "fault": ev.fault_type, "t": ev.t,
-                                                  "channels": list(ev.channels)})
-            elif ev.kind == "alarm" and ev.event in ("start", "end"):
-                log.warning("alarm %s", ev.event, extra={"patient": self.patient, "t": round(ev.t, 2),
-                                                         "probability": ev.probability, "alarm_id": ev.alarm_id})
-            elif ev.risk is not None:
-                log.info("risk %s -> %s", ev.risk.previous, ev.risk.level,
-                         extra={"patient": self.patient, "horizon_s": ev.risk.horizon_s, "t": round(ev.t, 2),
-                                "probability": ev.probability})
+            log_event(self.patient, ev)
             if self.metrics:
                 self.metrics.event(self.patient, ev)
         await self.sink(events, self.context)
@@ -433,14 +376,6 @@ class StreamPipeline:
 
     async def _snippet(self, ev: Event) -> None:
         """The signal the model saw up to this alarm's decision, to the daemon (journal, retained topic)."""
-        if self.tail is None or self.snippet_sink is None:
-            return
-        cut = self.tail.cut(ev.t)
-        if cut is None:
-            return
-        t0, x = cut
-        await self.snippet_sink(snippet_payload(self.patient, ev.alarm_id, t0, x, self.tail.rate, self.tail.channels,
-                                                ev.probability))
-
-    def _update_state(self, t: float) -> None:
-        self.status.update_state(t)
+        payload = self.front.snippet(self.patient, ev) if self.front is not None else None
+        if payload is not None and self.snippet_sink is not None:
+            await self.snippet_sink(payload)

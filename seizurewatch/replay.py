@@ -25,58 +25,80 @@ from seizurewatch.config import (
 )
 from seizurewatch.errors import ConfigError
 from seizurewatch.resources import default_model_path
+from seizurewatch.scoring import SZCORE, EventRules, Verdicts, payload_spans, verdicts
 from seizurewatch.types import Annotation
 
 if TYPE_CHECKING:
     from seizurewatch.modelfile import ModelMeta
 
 
-def replay_config(
-    edf: str,
-    model: str | None = None,
-    speed: float | str = "max",
-    mqtt_url: str | None = None,
-    patient: str = "replay",
-    device: str | None = None,
-    base: Config | None = None,
-    outbox: str | None = None,
-    rate: float | None = None,
-    units: str | None = None,
-) -> Config:
-    """A one-stream Config replaying ``edf``; ``base`` supplies decision, mqtt and outbox settings if
-    given; ``rate`` is a text signal's sample rate (Hz) when no sidecar gives it. The journal is
-    ``outbox``, else the base config's ``outbox.path``, else in memory. ``units``: what channels declaring
-    no unit hold (else the device profile's units, else such a recording is refused).
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What is replayed, and how (every field optional: the shipped model, at full speed, nothing published).
+
+    ``model``: a model file (default: ``base``'s, else the shipped one); ``decision`` replaces the config's
+    decision rules; ``device``: a device profile YAML; ``speed``: 1 = real time, or "max"; ``patient``: the id
+    in topics; ``base``: a daemon config supplying decision, mqtt and outbox settings; ``outbox``: the journal
+    (else ``base``'s ``outbox.path``, else in memory); ``rate``: a text signal's sample rate (Hz) when no
+    sidecar gives it; ``units``: what channels declaring no unit hold (else the device profile's units, else
+    such a recording is refused); ``publish`` sends the events to MQTT (``mqtt_url`` or ``base``'s broker)."""
+
+    model: str | Path | None = None
+    decision: DecisionConfig | None = None
+    device: str | None = None
+    speed: float | str = "max"
+    patient: str = "replay"
+    base: Config | None = None
+    outbox: str | None = None
+    rate: float | None = None
+    units: str | None = None
+    mqtt_url: str | None = None
+    publish: bool = False
+
+
+@dataclass(frozen=True)
+class ReplayHooks:
+    """Who watches a replay: ``sinks`` see each payload as it is emitted; ``on_start`` runs after start-up,
+    before the first sample (e.g. to subscribe); ``handle_signals``: SIGTERM/SIGINT stop the replay cleanly
+    (for the CLI)."""
+
+    sinks: Sequence[Callable[[dict[str, Any]], None]] = ()
+    on_start: Callable[[ReplayStart], Awaitable[None]] | None = None
+    handle_signals: bool = False
+
+
+def replay_config(edf: str, options: ReplayOptions = ReplayOptions()) -> Config:
+    """A one-stream Config replaying ``edf`` as ``options`` say (their ``decision`` replaces the config's).
     ConfigError (one line, naming the option) for a patient id, speed or broker URL the config would refuse."""
     try:
-        return _replay_config(edf, model, speed, mqtt_url, patient, device, base, outbox, rate, units)
+        cfg = _replay_config(edf, options)
     except ValueError as exc:
         raise ConfigError(f"replay: --{str(exc).replace('url:', 'mqtt-url:', 1)}") from None
+    return cfg if options.decision is None else dataclasses.replace(cfg, decision=options.decision)
 
 
-def _replay_config(edf: str, model: str | None, speed: float | str, mqtt_url: str | None, patient: str,
-                   device: str | None, base: Config | None, outbox: str | None, rate: float | None,
-                   units: str | None) -> Config:
+def _replay_config(edf: str, o: ReplayOptions) -> Config:
     stream = StreamConfig(
-        patient=patient,
-        device=str(Path(device).resolve()) if device else None,
+        patient=o.patient,
+        device=str(Path(o.device).resolve()) if o.device else None,
         # the path as typed (made absolute, links kept): a text signal's sidecar sits beside the link
-        source=SourceConfig(kind="edf", path=os.path.abspath(edf), speed=speed,  # type: ignore[arg-type]
-                            rate=rate, units=units),
+        source=SourceConfig(kind="edf", path=os.path.abspath(edf), speed=o.speed,  # type: ignore[arg-type]
+                            rate=o.rate, units=o.units),
     )
-    model_path = str(Path(model).resolve()) if model else (base.model.path if base else str(default_model_path()))
+    base = o.base
+    model_path = str(Path(o.model).resolve()) if o.model else (base.model.path if base else str(default_model_path()))
     if base is not None:
         return dataclasses.replace(
             base, streams=(stream,), model=dataclasses.replace(base.model, path=model_path),
-            mqtt=dataclasses.replace(base.mqtt, url=mqtt_url or base.mqtt.url),
-            outbox=base.outbox if outbox is None else dataclasses.replace(base.outbox, path=outbox),
+            mqtt=dataclasses.replace(base.mqtt, url=o.mqtt_url or base.mqtt.url),
+            outbox=base.outbox if o.outbox is None else dataclasses.replace(base.outbox, path=o.outbox),
         )
     return Config(
         streams=(stream,),
         model=ModelConfig(path=model_path),
         decision=DecisionConfig(),
-        mqtt=MqttConfig(url=mqtt_url or "mqtt://127.0.0.1:1883"),
-        outbox=OutboxConfig(outbox or ":memory:"),
+        mqtt=MqttConfig(url=o.mqtt_url or "mqtt://127.0.0.1:1883"),
+        outbox=OutboxConfig(o.outbox or ":memory:"),
     )
 
 
@@ -119,9 +141,14 @@ class ReplayResult:
     @property
     def alarms(self) -> list[tuple[float, float]]:
         """(start, end) of each alarm as the daemon raised it; one still on at the end ends there."""
-        starts = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "start"}
-        ends = {e["alarm_id"]: e["t"] for e in self.events if e.get("kind") == "alarm" and e["event"] == "end"}
-        return sorted((s, ends.get(a, max(self.duration, s))) for a, s in starts.items())
+        return payload_spans(self.events, self.duration)
+
+    def verdicts(self, rules: EventRules = SZCORE) -> Verdicts:
+        """The annotated seizures and these alarms scored by the one rule (``scoring.verdicts``)."""
+        from seizurewatch.research.labels import is_seizure
+
+        seizures = [(a.onset, a.end) for a in self.annotations if is_seizure(a.description)]
+        return verdicts(seizures, self.alarms, rules)
 
 
 def recording_annotations(edf: str, inside: tuple[Annotation, ...] = ()) -> tuple[tuple[Annotation, ...], str]:
@@ -135,51 +162,33 @@ def recording_annotations(edf: str, inside: tuple[Annotation, ...] = ()) -> tupl
     return tuple(inside), edf
 
 
-def replay(edf: str | Path, *, model: str | Path | None = None, decision: DecisionConfig | None = None,
-           device: str | None = None, speed: float | str = "max", publish: bool = False,
-           mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
-           outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
-           on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
-           handle_signals: bool = False, rate: float | None = None, units: str | None = None) -> ReplayResult:
-    """Replay ``edf`` through a real ``Daemon`` (the code path of ``seizurewatch run``) and return what it
-    did. ``decision`` replaces the config's decision rules; ``publish`` sends the events to MQTT
-    (``mqtt_url`` or the ``base`` config's broker); ``sinks`` see each payload as it is emitted;
-    ``on_start`` runs after start-up, before the first sample (e.g. to subscribe);
-    ``handle_signals``: SIGTERM/SIGINT stop the replay cleanly (for the CLI); ``rate``: a text signal's
-    sample rate when no sidecar gives it; ``units``: what channels declaring no unit hold."""
-    return asyncio.run(replay_async(edf, model=model, decision=decision, device=device, speed=speed, publish=publish,
-                                    mqtt_url=mqtt_url, patient=patient, base=base, outbox=outbox, sinks=sinks,
-                                    on_start=on_start, handle_signals=handle_signals, rate=rate, units=units))
+def replay(edf: str | Path, options: ReplayOptions = ReplayOptions(), hooks: ReplayHooks = ReplayHooks()
+           ) -> ReplayResult:
+    """Replay ``edf`` through a real ``Daemon`` (the code path of ``seizurewatch run``) as ``options`` say,
+    watched by ``hooks``, and return what it did."""
+    return asyncio.run(replay_async(edf, options, hooks))
 
 
-async def replay_async(edf: str | Path, *, model: str | Path | None = None, decision: DecisionConfig | None = None,
-                       device: str | None = None, speed: float | str = "max", publish: bool = False,
-                       mqtt_url: str | None = None, patient: str = "replay", base: Config | None = None,
-                       outbox: str | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
-                       on_start: Callable[[ReplayStart], Awaitable[None]] | None = None,
-                       handle_signals: bool = False, rate: float | None = None,
-                       units: str | None = None) -> ReplayResult:
+async def replay_async(edf: str | Path, options: ReplayOptions = ReplayOptions(),
+                       hooks: ReplayHooks = ReplayHooks()) -> ReplayResult:
     """``replay`` inside a running event loop."""
     from seizurewatch.daemon import Daemon, DaemonOptions
     from seizurewatch.signals import capture_signals
 
-    cfg = replay_config(str(edf), model=str(model) if model else None, speed=speed, mqtt_url=mqtt_url,
-                        patient=patient, device=device, base=base, outbox=outbox, rate=rate,
-                        units=units)
-    if decision is not None:
-        cfg = dataclasses.replace(cfg, decision=decision)
-    daemon = Daemon(cfg, DaemonOptions(mqtt_url=mqtt_url, publish=publish, record_probabilities=True))
+    cfg = replay_config(str(edf), options)
+    daemon = Daemon(cfg, DaemonOptions(mqtt_url=options.mqtt_url, publish=options.publish,
+                                       record_probabilities=True))
     events: list[dict[str, Any]] = []
     daemon.payload_sinks.append(events.append)
-    daemon.payload_sinks.extend(sinks)
+    daemon.payload_sinks.extend(hooks.sinks)
     t0 = time.perf_counter()
     await daemon.prepare()
     t1 = time.perf_counter()
     pipe = daemon.pipelines[0]  # the one stream replay_config made
-    if on_start is not None:
-        await on_start(ReplayStart(str(edf), pipe.meta, float(pipe.decision.threshold),
+    if hooks.on_start is not None:
+        await hooks.on_start(ReplayStart(str(edf), pipe.meta, float(pipe.decision.threshold),
                                    tuple(pipe.source.annotations), (pipe.decision.k, pipe.decision.n)))
-    if handle_signals:
+    if hooks.handle_signals:
         with capture_signals({signal.SIGTERM: lambda sig: daemon.stop(), signal.SIGINT: lambda sig: daemon.stop()}):
             await daemon.run()
     else:

@@ -1,4 +1,4 @@
-"""Sliding-window buffer that emits a window of ``window`` samples every ``hop`` samples.
+"""Sliding-window buffer that emits a window every hop, on a ``schedule.WindowSchedule``.
 
 Windows are read-only views into the buffer, never copies: a 30 s window every 1 s would
 otherwise copy each sample 30 times. Samples are appended after the newest one; when the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.types import Window
 
 SLACK_HOPS = 8  # room for this many hops after a full window before the buffer is renewed
@@ -21,9 +22,12 @@ MAX_SLACK_WINDOWS = 2  # the room grows to fit the largest block seen (a replay 
 
 
 class RingBuffer:
-    def __init__(self, n_channels: int, window: int, hop: int, rate: float) -> None:
-        if window < 1 or hop < 1:
-            raise ValueError("window and hop must be >= 1 sample")
+    """A window of ``schedule.window`` s every ``schedule.hop`` s of (channels, samples) at ``rate`` Hz;
+    ``window``/``hop``: the same in samples."""
+
+    def __init__(self, n_channels: int, schedule: WindowSchedule, rate: float) -> None:
+        window, hop = schedule.samples(rate)
+        self.schedule = schedule
         self.n_channels, self.window, self.hop, self.rate = n_channels, window, hop, rate
         # Slack: several hops (a live stream's blocks are far smaller), never more than a window's worth.
         self.capacity = window + max(1, min(SLACK_HOPS * hop, window))

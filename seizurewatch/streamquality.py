@@ -19,6 +19,7 @@ import numpy as np
 
 from seizurewatch.quality import QualityChecker, QualityVerdict
 from seizurewatch.ringbuffer import RingBuffer
+from seizurewatch.schedule import WindowSchedule
 
 _SUMMED = ("coef", "nyq")  # statistics kept as running sums (read as differences of two rows)
 _DOUBLE = {"c": np.complex128, "f": np.float64}
@@ -28,19 +29,21 @@ _MAX_SEGMENTS = 4096  # beyond this many segments per window (a hop sharing few 
 class StreamingQuality:
     """Fed the unfiltered samples as they come; returns the verdicts of the windows they complete.
 
-    Emits on the ring buffer's schedule (a window once ``window`` samples have arrived since the
-    last reset, then one every ``hop``), so its verdicts pair one to one with the ring's windows."""
+    Emits on ``schedule`` at the checker's rate (a window once ``window`` samples have arrived since the
+    last reset, then one every ``hop``): given the ring buffer's schedule, its verdicts pair one to one
+    with the ring's windows."""
 
-    def __init__(self, checker: QualityChecker, window: int, hop: int) -> None:
+    def __init__(self, checker: QualityChecker, schedule: WindowSchedule) -> None:
         self.checker = checker
-        self.window, self.hop = window, hop
+        self.schedule = schedule
+        self.window, self.hop = window, hop = schedule.samples(checker.rate)
         self.n_channels = len(checker.channels)
         seg = math.gcd(window, hop)
         self.seg = seg
         # Segment statistics need a repeat run to fit a segment, and segments to be few per window.
         self.per_window = seg <= checker.run_diffs or window // seg > _MAX_SEGMENTS
         if self.per_window:
-            self.raw_ring = RingBuffer(self.n_channels, window, hop, checker.rate)
+            self.raw_ring = RingBuffer(self.n_channels, schedule, checker.rate)
         else:
             self.n_win, self.n_hop = window // seg, hop // seg
             self._spectral_basis()

@@ -11,7 +11,7 @@ from edf_writer import write_edf
 from seizurewatch.devices import load_device
 from seizurewatch.edfio import EdfRecording
 from seizurewatch.errors import ConfigError
-from seizurewatch.replay import replay
+from seizurewatch.replay import ReplayOptions, replay
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -29,7 +29,7 @@ def _scaled(tmp_path, factor: float):
 
 
 def test_a_recording_1000x_too_small_is_an_amplitude_fault_and_never_classified(tmp_path):
-    res = replay(_scaled(tmp_path, 1e-3), device=str(DEVICE))
+    res = replay(_scaled(tmp_path, 1e-3), ReplayOptions(device=str(DEVICE)))
     faults = [e for e in res.events if e["kind"] == "fault" and e["fault_type"] == "amplitude"]
     assert faults and faults[0]["event"] == "start" and len(faults[0]["channels"]) == 16
     assert not [e for e in res.events if e["kind"] == "alarm"]
@@ -40,12 +40,12 @@ def test_a_recording_1000x_too_small_is_an_amplitude_fault_and_never_classified(
 def test_a_recording_1000x_too_large_faults_where_it_leaves_the_plausible_range(tmp_path):
     """x1000 puts the quiet windows of rec04 (2.9 uV RMS -> 2.9 mV) inside the range: only the louder ones
     fault. The natural spread (2.9-454 uV, 160x) leaves no interval that catches every x1000 window."""
-    res = replay(_scaled(tmp_path, 1e3), device=str(DEVICE))
+    res = replay(_scaled(tmp_path, 1e3), ReplayOptions(device=str(DEVICE)))
     assert any(e["kind"] == "fault" and e["fault_type"] == "amplitude" for e in res.events)
 
 
 def test_the_recorded_gain_is_plausible(tmp_path):
-    res = replay(DOG1 / "dog1_rec04.edf", device=str(DEVICE))
+    res = replay(DOG1 / "dog1_rec04.edf", ReplayOptions(device=str(DEVICE)))
     assert not [e for e in res.events if e["kind"] == "fault" and e["fault_type"] == "amplitude"]
     assert any(e["kind"] == "alarm" and e["event"] == "start" for e in res.events)
     assert np.isfinite(res.p).all() and len(res.p) > 100

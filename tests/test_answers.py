@@ -14,6 +14,7 @@ from seizurewatch.alarms.ack import ACK_GRACE_S, Ack, AckBook
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data  # daemon_config replays the shared dog1_rec04
 def test_ack_says_whether_the_daemon_took_it(mosquitto, tmp_path):
     cfg = daemon_config(tmp_path / "bed.yaml", mosquitto.url, tmp_path / "o.sqlite3", speed=4)
     sub_out = tmp_path / "sub.jsonl"

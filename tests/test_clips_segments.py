@@ -115,10 +115,12 @@ def clip_ds(tmp_path_factory):
 
 
 def test_compare_k_fold_on_clips_groups_each_seizure_and_scores_per_clip(clip_ds, tmp_path):
-    from seizurewatch.research.crossval import compare
+    from seizurewatch.research.crossval import CompareOptions, compare
+    from seizurewatch.research.parallel import Compute
 
     root, _, ds_dir, _ = clip_ds
-    res = compare(ds_dir, [str(_model(root))], tmp_path / "cmp", baseline=None, k=3, workers=1)
+    res = compare(ds_dir, [str(_model(root))], tmp_path / "cmp",
+                  CompareOptions(baseline=None, k=3, compute=Compute(workers=1)))
     assert res["units"] == "clips" and res["folding"] == "grouped stratified 3-fold by seizure"
     (s,) = res["models"]
     assert len(s["per_fold"]) == 3
@@ -140,9 +142,11 @@ def test_compare_k_fold_on_clips_groups_each_seizure_and_scores_per_clip(clip_ds
     assert NOT_CONTINUOUS in res["markdown"] and "fold3" in res["markdown"]
     assert (tmp_path / "cmp" / "roc_units.png").stat().st_size > 0 and (tmp_path / "cmp" / "report.html").is_file()
     with pytest.raises(DataError, match="use --folds K"):
-        compare(ds_dir, [str(_model(root))], tmp_path / "loo", baseline=None, workers=1)
+        compare(ds_dir, [str(_model(root))], tmp_path / "loo",
+                CompareOptions(baseline=None, compute=Compute(workers=1)))
     with pytest.raises(DataError, match="only 3 seizure group"):
-        compare(ds_dir, [str(_model(root))], tmp_path / "k4", baseline=None, k=4, workers=1)
+        compare(ds_dir, [str(_model(root))], tmp_path / "k4",
+                CompareOptions(baseline=None, k=4, compute=Compute(workers=1)))
 
 
 def test_evaluate_scores_a_clip_dataset_per_clip_without_replaying(clip_ds, tmp_path):
@@ -175,14 +179,14 @@ def test_predict_reads_clips(clip_ds, tmp_path):
 
 def test_threshold_and_evaluate_never_replay_clips(clip_ds, tmp_path):
     from seizurewatch.errors import ConfigError
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.threshold_choice import Validation, choose_threshold
 
     _, folder, ds_dir, model = clip_ds
     with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "fa_budget", 0, dataset=ds_dir, output=tmp_path / "t.pt")
+        choose_threshold(model, "fa_budget", 0, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
     with pytest.raises(ConfigError, match="holds clips"):
-        choose_threshold(model, "oof", dataset=ds_dir, output=tmp_path / "t.pt")
-    th = choose_threshold(model, "youden", dataset=ds_dir, output=tmp_path / "t.pt")
+        choose_threshold(model, "oof", None, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
+    th = choose_threshold(model, "youden", None, Validation(dataset=ds_dir), output=tmp_path / "t.pt")
     assert th["chosen_on"] == ["ds:val"] and th["policy"] == "youden"  # the clips' windows, nothing replayed
     r = run_cli("evaluate", str(model), "--recordings", str(folder / "Dog_9_ictal_segment_1.mat"), "--baseline",
                 "none", "--out", str(tmp_path / "ev2"))
@@ -210,7 +214,8 @@ def _bonn(tmp_path, n=6):
 
 
 def test_a_segment_dataset_with_k_fold_compare_and_evaluate(tmp_path):
-    from seizurewatch.research.crossval import compare
+    from seizurewatch.research.crossval import CompareOptions, compare
+    from seizurewatch.research.parallel import Compute
     from seizurewatch.research.training_run import train_from_dataset
 
     root = _bonn(tmp_path)
@@ -219,7 +224,8 @@ def test_a_segment_dataset_with_k_fold_compare_and_evaluate(tmp_path):
                        exclusion_s=0, bandpass=(0.5, 40.0), split=SplitSpec(by="recording"))
     build_dataset(spec, ds_dir)
     assert kind_of(open_dataset(ds_dir)) == "segments"
-    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, workers=1)
+    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp",
+                  CompareOptions(baseline=None, k=3, compute=Compute(workers=1)))
     (s,) = res["models"]
     assert res["units"] == "segments" and len(s["per_fold"]) == 3
     assert sum(f["units"]["units"] for f in s["per_fold"]) == 12  # every segment tested once
@@ -247,7 +253,8 @@ def test_segments_refuse_an_early_output():
 def test_k_fold_on_continuous_recordings_groups_by_subject(tmp_path):
     from synthetic_dataset import make_dataset
 
-    from seizurewatch.research.crossval import compare, kfolds
+    from seizurewatch.research.crossval import CompareOptions, compare, kfolds
+    from seizurewatch.research.parallel import Compute
 
     ds_dir = make_dataset(tmp_path / "ds", subjects=("s1", "s2", "s3"), per_split={"train": 4, "val": 2, "test": 2})
     ds = open_dataset(ds_dir)
@@ -257,8 +264,9 @@ def test_k_fold_on_continuous_recordings_groups_by_subject(tmp_path):
     assert sorted(r for f in fs for r in f.test) == sorted(ds.index.recording_names)  # each tested once
     for f in fs:
         assert not set(f.test) & set(f.val) and not (set(f.test) | set(f.val)) & set(f.train)
-    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp", baseline=None, k=3, group_by="subject",
-                  threshold_method=None, workers=1)
+    res = compare(ds_dir, [str(_model(tmp_path))], tmp_path / "cmp",
+                  CompareOptions(baseline=None, k=3, group_by="subject", threshold_method=None,
+                                 compute=Compute(workers=1)))
     (s,) = res["models"]
     assert [f["test"] for f in s["per_fold"]] == ["fold1", "fold2", "fold3"]
     assert all(f["roc_auc"] is not None for f in s["per_fold"])

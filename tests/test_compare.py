@@ -11,7 +11,7 @@ import pytest
 from synthetic_dataset import make_dataset
 
 from seizurewatch.errors import DataError
-from seizurewatch.research.crossval import compare, default_baseline, parse_model_arg
+from seizurewatch.research.crossval import CompareOptions, compare, default_baseline, parse_model_arg
 from seizurewatch.research.train import TrainingError
 
 # one Dask cluster runs every fold task here
@@ -33,7 +33,7 @@ def test_compare_adds_the_baseline_and_reports_every_fold(tmp_path):
     convnet = _yaml(models / "convnet.yaml", "seed_convnet")
     _yaml(models / "bandpower-lr.yaml", "bandpower_lr")
     assert default_baseline([convnet]) == str(models / "bandpower-lr.yaml")
-    res = compare(ds, [convnet], tmp_path / "out", threshold_method=None)
+    res = compare(ds, [convnet], tmp_path / "out", CompareOptions(threshold_method=None))
     assert [m["model"] for m in res["models"]] == ["convnet", "bandpower-lr"]  # the baseline, unasked
     for m in res["models"]:
         assert len(m["per_fold"]) == 3 and len(m["train_seconds"]) == 3
@@ -45,8 +45,8 @@ def test_compare_adds_the_baseline_and_reports_every_fold(tmp_path):
     assert saved["threshold_method"] is None and saved["early_s"] == 15.0
     assert (tmp_path / "out" / "report.html").stat().st_size > 1000
     # no duplicate when the baseline is asked for, and none at all on request
-    res = compare(ds, [convnet, str(models / "bandpower-lr.yaml")], tmp_path / "out2", threshold_method=None,
-                  baseline=None)
+    res = compare(ds, [convnet, str(models / "bandpower-lr.yaml")], tmp_path / "out2",
+                  CompareOptions(threshold_method=None, baseline=None))
     assert [m["model"] for m in res["models"]] == ["convnet", "bandpower-lr"]
 
 
@@ -55,7 +55,7 @@ def test_a_training_failure_names_the_model_and_the_fold(tmp_path):
     bad = _yaml(tmp_path / "lr1.yaml", "bandpower_lr", batch_size=1)  # BatchNorm cannot train on one window
     with pytest.raises(TrainingError, match=r"compare lr1, fold test s1_train: training 'bandpower_lr' failed in "
                                             r"epoch 0, batch 0"):
-        compare(ds, [bad], tmp_path / "out", threshold_method=None, baseline=None)
+        compare(ds, [bad], tmp_path / "out", CompareOptions(threshold_method=None, baseline=None))
 
 
 def test_model_arguments_may_bring_their_own_dataset():
@@ -65,7 +65,7 @@ def test_model_arguments_may_bring_their_own_dataset():
 
 def test_unknown_threshold_method_is_refused(tmp_path):
     with pytest.raises(DataError, match="threshold method 'magic'"):
-        compare(make_dataset(tmp_path / "ds"), [], tmp_path / "out", threshold_method="magic")
+        compare(make_dataset(tmp_path / "ds"), [], tmp_path / "out", CompareOptions(threshold_method="magic"))
 
 
 def test_a_model_fitted_once_trains_on_the_validation_recording_too(tmp_path):
@@ -82,7 +82,7 @@ def test_a_model_fitted_once_trains_on_the_validation_recording_too(tmp_path):
     forest.write_text("name: forest\narch: hills_forest\narch_kwargs: {clip_s: 1.0, trees: 5}\nseed: 0\n")
     ds = open_dataset(ds_path)
     assert fits_once(ds, load_model_config(str(forest))) and not fits_once(ds, load_model_config(convnet))
-    compare(ds_path, [convnet, str(forest)], tmp_path / "out", threshold_method=None, baseline=None)
+    compare(ds_path, [convnet, str(forest)], tmp_path / "out", CompareOptions(threshold_method=None, baseline=None))
     for name, n_train in (("convnet", 1), ("forest", 2)):  # of three recordings, one is the test
         meta = load_model(tmp_path / "out" / name / "test-s1_test.pt").meta.raw["training"]
         assert len(meta["train_recordings"]) == n_train and meta["test_recordings"] == ["s1_test.edf"]
@@ -92,7 +92,7 @@ def test_the_summary_scores_the_early_column_both_ways_and_gives_each_zero_its_t
     import numpy as np
 
     from seizurewatch.config import DecisionConfig
-    from seizurewatch.research.crossval import _summary, markdown
+    from seizurewatch.research.compare_report import _summary, markdown
     from seizurewatch.research.evaluate import score_events, second_scores
     from seizurewatch.research.predict import Trace
 

@@ -22,6 +22,7 @@ from seizurewatch.research.dataset import (
 )
 from seizurewatch.research.dataset.recording import windows_from_recording
 from seizurewatch.research.labels import LabelRules
+from seizurewatch.schedule import WindowSchedule
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -201,7 +202,8 @@ def test_dog1_dataset_matches_the_recordings(tmp_path):
     assert y.shape == (m["n"], 1) and y.dtype == np.int8
     assert int(y.sum()) == sum(c["ictal"] for c in m["counts"].values())
     # the same windows as the recipe path (shared preprocessing), byte for byte
-    rw = windows_from_recording(str(DOG1 / "dog1_rec04.edf"), PreprocessSpec.from_json(m["preprocess"]), 10, 1, 1,
+    rw = windows_from_recording(str(DOG1 / "dog1_rec04.edf"), PreprocessSpec.from_json(m["preprocess"]),
+                                WindowSchedule(10, 1), 1,
                                 LabelRules(exclusion_s=300))
     test_rows = [int(r["i"]) for r in index_rows(out) if r["split"] == "test"]
     np.testing.assert_array_equal(x[test_rows], rw.x)

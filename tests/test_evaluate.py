@@ -12,7 +12,7 @@ from conftest import DOG1, MODEL, run_cli
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError
-from seizurewatch.research.evaluate import evaluate, score_events, window_metrics
+from seizurewatch.research.evaluate import EvaluateOptions, evaluate, score_events, window_metrics
 from seizurewatch.research.predict import Trace, alarm_spans, predict_recording, stream_probabilities
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
@@ -136,7 +136,7 @@ def test_predict_writes_the_alarms_as_szcore_hypothesis_events(tmp_path):
 
 
 def test_evaluate_writes_metrics_plots_and_report(tmp_path):
-    m = evaluate(MODEL, [REC04], tmp_path, baseline=MODEL)
+    m = evaluate(MODEL, [REC04], tmp_path, EvaluateOptions(baseline=MODEL))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["windows"]["roc_auc"] == pytest.approx(m["windows"]["roc_auc"])
     w = m["windows"]

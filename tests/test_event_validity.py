@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from seizurewatch.alarmdesk import escalate_event
 from seizurewatch.config import Config, DecisionConfig
 from seizurewatch.daemon import Daemon, DaemonOptions
-from seizurewatch.replay import replay_config
+from seizurewatch.replay import ReplayOptions, replay_config
 from seizurewatch.types import Block, Gap, RateStatus, StreamStatus
 
 REC04 = ROOT / "seizurewatch" / "data" / "dog1_rec04.edf"  # 118 s, a seizure at 60-101 s
@@ -92,7 +92,7 @@ class ScriptedBedside:
 
 def run_script(ops: list[str], eps: float, end: str, decision: DecisionConfig, speed: float | str = 1000,
                chunk_s: float = 1.0) -> tuple[list[dict], list[dict]]:
-    base = replay_config(str(REC04), speed=speed, patient="bed1")
+    base = replay_config(str(REC04), ReplayOptions(speed=speed, patient="bed1"))
     stream = replace(base.streams[0], source=replace(base.streams[0].source, chunk_s=chunk_s))  # a block a second
     cfg = Config(streams=(stream,), model=base.model, decision=decision, outbox=base.outbox)
     daemon = Daemon(cfg, DaemonOptions(publish=False))

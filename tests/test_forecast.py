@@ -17,7 +17,7 @@ from synthetic_dataset import make_dataset, tiny_model_yaml
 
 from seizurewatch.errors import DataError
 from seizurewatch.modelfile import load_model
-from seizurewatch.research.crossval import compare
+from seizurewatch.research.crossval import CompareOptions, compare
 from seizurewatch.research.dataset import DatasetSpec, build_dataset
 from seizurewatch.research.dataset.spec import SplitSpec
 from seizurewatch.research.forecast import (
@@ -136,7 +136,7 @@ def test_compare_on_kaggle_prediction_clips_prints_per_horizon_auc_with_chance(t
     # of 10 windows a class, which this test lowers (it is about per-horizon scoring, not data sufficiency)
     few = "min_windows_per_class: 1\n"
     res = compare(tmp_path / "ds", [str(tiny_model_yaml(tmp_path / "m.yaml", "bandpower_lr", epochs=15, extra=few))],
-                  tmp_path / "out", baseline=None)
+                  tmp_path / "out", CompareOptions(baseline=None))
     (m,) = res["models"]
     assert [(h["output"], h["horizon_s"]) for h in m["horizons"]] == [("preictal_600s", 600.0),
                                                                       ("preictal_3600s", 3600.0)]
@@ -149,12 +149,12 @@ def test_compare_on_kaggle_prediction_clips_prints_per_horizon_auc_with_chance(t
     assert "| preictal_3600s | 3600 s | 18/18 |" in res["markdown"] and "chance 95 %" in res["markdown"]
     assert (tmp_path / "out" / "compare.md").read_text().startswith("Per-horizon clip AUC")
     # a model trained on all of it has no validation split: default levels, until chosen out of fold
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.threshold_choice import Validation, choose_threshold
 
     cfg = tiny_model_yaml(tmp_path / "m.yaml", "bandpower_lr", epochs=15, extra=few)
     train_from_dataset(tmp_path / "ds", cfg, tmp_path / "pred.pt", progress=False)
     assert load_model(tmp_path / "pred.pt").meta.raw["risk"]["preictal_3600s"]["policy"] == "default"
-    choose_threshold(tmp_path / "pred.pt", "oof", dataset=tmp_path / "ds")
+    choose_threshold(tmp_path / "pred.pt", "oof", on=Validation(dataset=tmp_path / "ds"))
     meta = load_model(tmp_path / "pred.pt").meta
     chosen = meta.raw["risk"]["preictal_3600s"]
     assert chosen["chosen_on"] == "ds: out-of-fold windows" and chosen["policy"].startswith("youden")
@@ -172,7 +172,7 @@ def test_compare_refuses_a_prediction_dataset_of_continuous_recordings(tmp_path)
                        interictal_min_s=120.0, window_s=10.0, stride_s=10.0, split=SplitSpec(assign={"*": "train"}))
     build_dataset(spec, tmp_path / "ds")
     with pytest.raises(DataError, match=r"continuous recordings \(cont1.edf, cont2.edf\).*use 'seizurewatch evaluate'"):
-        compare(tmp_path / "ds", ["m.yaml"], tmp_path / "out", baseline=None)
+        compare(tmp_path / "ds", ["m.yaml"], tmp_path / "out", CompareOptions(baseline=None))
 
 
 @pytest.mark.needs_data
@@ -183,7 +183,7 @@ def test_delhi_segments_compare(tmp_path):
     m = build_dataset(spec, tmp_path / "ds")
     assert m["n"] == 100  # 50 preictal + 50 interictal segments; ictal segments are not prediction data
     res = compare(tmp_path / "ds", [str(tiny_model_yaml(tmp_path / "m.yaml", "bandpower_lr", epochs=20))],
-                  tmp_path / "out", baseline=None)
+                  tmp_path / "out", CompareOptions(baseline=None))
     for h in res["models"][0]["horizons"]:
         assert (h["positive"], h["negative"]) == (50, 50) and 0.4 < h["chance_95"] < 0.7
         assert h["auc"] is not None

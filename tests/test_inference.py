@@ -16,6 +16,7 @@ from seizurewatch.inference import BATCH_BYTES, Predictor, batch_size
 from seizurewatch.modelfile import load_model, save_model
 from seizurewatch.research.architectures import Deployable, build
 from seizurewatch.ringbuffer import RingBuffer, as_batch
+from seizurewatch.schedule import WindowSchedule
 
 CHANNELS = ("a", "b", "c")
 RATE, WINDOW, HOP = 100.0, 2000, 100
@@ -29,7 +30,7 @@ def _meta() -> dict:
 
 def _ring_windows(n: int) -> tuple[RingBuffer, list]:
     rng = np.random.default_rng(0)
-    ring = RingBuffer(len(CHANNELS), WINDOW, HOP, RATE)
+    ring = RingBuffer(len(CHANNELS), WindowSchedule(WINDOW / RATE, HOP / RATE), RATE)
     ring.reset(0.0)
     windows = ring.push((30 * rng.standard_normal((len(CHANNELS), WINDOW + (n - 1) * HOP))).astype(np.float32))
     assert len(windows) == n

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import ConfigError
 from seizurewatch.metrics import Metrics, PortInUse, parse_listen
-from seizurewatch.replay import replay_config
+from seizurewatch.replay import ReplayOptions, replay_config
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -84,7 +84,7 @@ def test_names_follow_prometheus_conventions():
 
 def test_counters_follow_a_real_replay():
     """Replay dog1_rec04 (with its seizure) through the daemon; the metrics tell the same story."""
-    cfg = replay_config(str(DOG1 / "dog1_rec04.edf"), model=str(MODEL), speed="max", patient="bed3")
+    cfg = replay_config(str(DOG1 / "dog1_rec04.edf"), ReplayOptions(model=str(MODEL), speed="max", patient="bed3"))
     events: list[dict] = []
 
     async def main() -> Daemon:

@@ -16,7 +16,7 @@ from edf_writer import noise, write_edf
 from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import check_forward, load_model, save_model
-from seizurewatch.replay import replay_config
+from seizurewatch.replay import ReplayOptions, replay_config
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -191,7 +191,7 @@ def test_nan_or_out_of_range_output_is_a_model_fault_not_ok(tmp_path):
     data = noise(2, 30, 100, seed=3) + np.sign(rng.normal(size=(1, 1))) * 40.0  # a clear DC offset
     edf = write_edf(tmp_path / "rec.edf", data, 100, CHANNELS)
     events: list[dict] = []
-    daemon = Daemon(replay_config(str(edf), model=str(model)), DaemonOptions(publish=False))
+    daemon = Daemon(replay_config(str(edf), ReplayOptions(model=str(model))), DaemonOptions(publish=False))
     daemon.payload_sinks.append(events.append)
     asyncio.run(daemon.run())
     pipe = daemon.pipelines[0]

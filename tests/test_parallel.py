@@ -15,8 +15,8 @@ import pytest
 from conftest import DOG1, MODEL, ROOT, free_port, wait_port
 
 from seizurewatch.errors import ConfigError, SeizurewatchError
-from seizurewatch.research.evaluate import evaluate
-from seizurewatch.research.parallel import SCHEDULER_ENV, TaskError, cluster_client, in_worker, run_tasks
+from seizurewatch.research.evaluate import EvaluateOptions, evaluate
+from seizurewatch.research.parallel import SCHEDULER_ENV, Compute, TaskError, cluster_client, in_worker, run_tasks
 from seizurewatch.research.predict import stream_probabilities
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
@@ -154,8 +154,8 @@ def test_a_worker_is_one_core_and_replays_as_the_caller_does(scheduler, serial_t
         assert a.alarms == b.alarms and a.seizures == b.seizures
 
 
-def _metrics(out: Path, **kw) -> dict:
-    evaluate(MODEL, RECS, out, **kw)
+def _metrics(out: Path, compute: Compute | None = None, traces=None) -> dict:
+    evaluate(MODEL, RECS, out, EvaluateOptions(compute=compute or Compute()), traces=traces)
     m = json.loads((out / "metrics.json").read_text())
     m.pop("model_path")
     return m
@@ -164,8 +164,8 @@ def _metrics(out: Path, **kw) -> dict:
 def test_evaluate_on_a_cluster_equals_the_serial_run(scheduler, serial_traces, tmp_path):
     """Each recording's replay, windows, window probabilities and timeline run as its task; wherever the
     tasks ran, the metrics and the timelines are the serial run's."""
-    serial = _metrics(tmp_path / "serial", workers=1)  # every task here, one after the other
-    remote = _metrics(tmp_path / "remote", scheduler=scheduler)
+    serial = _metrics(tmp_path / "serial", Compute(workers=1))  # every task here, one after the other
+    remote = _metrics(tmp_path / "remote", Compute(scheduler=scheduler))
     local = _metrics(tmp_path / "local", traces=serial_traces)  # replays given; the rest on a LocalCluster
     assert remote == serial
     assert local == serial

@@ -15,7 +15,7 @@ from edf_writer import write_edf
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.modelfile import save_model
-from seizurewatch.research.evaluate import evaluate
+from seizurewatch.research.evaluate import EvaluateOptions, evaluate
 from seizurewatch.research.predict import stream_probabilities
 
 RATE = 100
@@ -63,7 +63,8 @@ def test_a_false_alarm_does_not_delay_the_seizure_alarm_in_replay_and_evaluate(t
     fa_end = tr.alarms[0][1]
     assert ONSET - fa_end < 30  # the seizure begins inside the false alarm's refractory period
     assert ONSET <= starts[1] <= ONSET + 4  # k=3 of 4 hops: at most a few seconds, not 19
-    m = evaluate(model, [str(edf)], tmp_path / "eval", decision=dec, windows=(np.zeros((2, 3, 200)), np.eye(2)[:, :1]))
+    m = evaluate(model, [str(edf)], tmp_path / "eval", EvaluateOptions(decision=dec),
+                 windows=(np.zeros((2, 3, 200)), np.eye(2)[:, :1]))
     ev = m["events"]
     assert ev["alarmed"] == 1 and ev["unrelated_alarms"] == 1
     assert ev["latency_s"]["values"][0] <= 4.0
@@ -85,7 +86,7 @@ def test_the_daemon_applies_the_rule_stored_beside_the_threshold_unless_the_conf
         save_model(_Level(), meta, model, torch.zeros(2, len(CHANNELS), 2 * RATE))
         tr = stream_probabilities(edf, model, DecisionConfig())
         starts[(k, n)] = tr.alarms[0][0]  # 0.9 only inside the seizure: one alarm, at the k-th hop over
-        m = evaluate(model, [str(edf)], tmp_path / f"eval-{k}", decision=DecisionConfig(),
+        m = evaluate(model, [str(edf)], tmp_path / f"eval-{k}", EvaluateOptions(decision=DecisionConfig()),
                      windows=(np.zeros((2, 3, 200)), np.eye(2)[:, :1]), traces=[tr])
         assert m["decision"]["k"] == k and m["decision"]["n"] == n
         assert m["events"]["latency_s"]["values"] == [pytest.approx(starts[(k, n)] - ONSET)]

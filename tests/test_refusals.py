@@ -17,7 +17,7 @@ from test_formats import RATE, _model
 
 from seizurewatch.cli import build_parser
 from seizurewatch.cli.data_cmds import spec_from_args
-from seizurewatch.replay import replay
+from seizurewatch.replay import ReplayOptions, replay
 from seizurewatch.research.dataset import assign_splits, open_dataset
 
 SEG_S = 20
@@ -147,7 +147,7 @@ def test_symlinked_text_signals_keep_their_sidecars(tmp_path):
     (tmp_path / "corpus" / "A" / "Z001.txt").symlink_to(sig)
     link = linked / "S001.txt"
     model = _model(tmp_path, ["ch1"])
-    res = replay(link, model=model)
+    res = replay(link, ReplayOptions(model=model))
     assert res.annotation_source.endswith("S001_events.tsv") and res.alarms
     r = run_cli("dataset", "build", "--recordings", str(link), str(tmp_path / "corpus" / "A" / "Z001.txt"),
                 "--window", "2", "--exclusion", "0", "--assign", "*=train", "--out", str(tmp_path / "ds"),

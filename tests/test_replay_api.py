@@ -9,7 +9,7 @@ from conftest import DOG1, MODEL
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import SeizurewatchError
-from seizurewatch.replay import ReplayResult, ReplayStart, replay
+from seizurewatch.replay import ReplayHooks, ReplayOptions, ReplayResult, ReplayStart, replay
 from seizurewatch.research.labels import is_seizure
 from seizurewatch.research.predict import trace_of
 
@@ -25,7 +25,8 @@ def test_replay_returns_what_the_daemon_did():
     async def on_start(s: ReplayStart) -> None:
         started.append(s)
 
-    res = replay(REC04, model=MODEL, decision=DecisionConfig(threshold=0.3), sinks=[seen.append], on_start=on_start)
+    res = replay(REC04, ReplayOptions(model=MODEL, decision=DecisionConfig(threshold=0.3)),
+                 ReplayHooks(sinks=[seen.append], on_start=on_start))
     assert isinstance(res, ReplayResult)
     assert res.threshold == 0.3 and started[0].threshold == 0.3  # the decision given is the one in force
     assert res.meta.name == started[0].meta.name
@@ -44,4 +45,4 @@ def test_replay_returns_what_the_daemon_did():
 
 def test_a_missing_recording_names_the_file(tmp_path):
     with pytest.raises(SeizurewatchError, match="gone.edf"):
-        replay(tmp_path / "gone.edf", model=MODEL)
+        replay(tmp_path / "gone.edf", ReplayOptions(model=MODEL))

@@ -3,10 +3,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seizurewatch.ringbuffer import RingBuffer, as_batch
+from seizurewatch.schedule import WindowSchedule
 
 
 def feed(signal: np.ndarray, sizes: list[int], window: int, hop: int, rate: float = 100.0):
-    rb = RingBuffer(signal.shape[0], window, hop, rate)
+    rb = RingBuffer(signal.shape[0], WindowSchedule(window / rate, hop / rate), rate)
     out, pos, i = [], 0, 0
     while pos < signal.shape[1]:
         n = sizes[i % len(sizes)]
@@ -42,7 +43,7 @@ def test_block_larger_than_buffer_emits_every_window():
 
 
 def test_reset_starts_over_at_new_time():
-    rb = RingBuffer(1, 10, 5, 10.0)
+    rb = RingBuffer(1, WindowSchedule(1.0, 0.5), 10.0)
     assert len(rb.push(np.ones((1, 12), np.float32))) == 1
     rb.reset(100.0)
     assert rb.push(np.ones((1, 9), np.float32)) == []  # history dropped: needs a full window again
@@ -51,11 +52,11 @@ def test_reset_starts_over_at_new_time():
 
 
 def test_memory_is_a_window_plus_room_for_the_largest_block_at_most_two_windows_more():
-    live = RingBuffer(23, 7680, 256, 256.0)
+    live = RingBuffer(23, WindowSchedule(30.0, 1.0), 256.0)
     for _ in range(200):  # a live stream's small blocks: one window and 8 hops
         live.push(np.zeros((23, 64), np.float32))
     assert live.buf.nbytes == 23 * (7680 + 8 * 256) * 4
-    replay = RingBuffer(23, 7680, 256, 256.0)
+    replay = RingBuffer(23, WindowSchedule(30.0, 1.0), 256.0)
     replay.push(np.zeros((23, 7680), np.float32))
     wins = replay.push(np.arange(23 * 7680, dtype=np.float32).reshape(23, 7680))  # 30 s blocks at speed max
     assert replay.buf.shape[1] == 2 * 7680  # grown to fit the block: its 30 windows lie in one buffer
@@ -67,7 +68,7 @@ def test_memory_is_a_window_plus_room_for_the_largest_block_at_most_two_windows_
 
 def test_windows_are_read_only_views_that_later_pushes_never_overwrite():
     sig = np.random.default_rng(1).standard_normal((2, 500)).astype(np.float32)
-    rb = RingBuffer(2, 50, 10, 100.0)
+    rb = RingBuffer(2, WindowSchedule(0.5, 0.1), 100.0)
     first = rb.push(sig[:, :60])
     assert all(not w.data.flags.writeable and w.data.base is not None for w in first)
     for i in range(60, 500, 7):  # many renewals of the buffer later
@@ -80,7 +81,7 @@ def test_windows_are_read_only_views_that_later_pushes_never_overwrite():
 @given(window=st.integers(1, 40), hop=st.integers(1, 50), sizes=st.lists(st.integers(1, 300), min_size=1, max_size=5))
 def test_as_batch_equals_stacking_the_windows(window, hop, sizes):
     sig = np.arange(3 * 600, dtype=np.float32).reshape(3, 600)
-    rb = RingBuffer(3, window, hop, 100.0)
+    rb = RingBuffer(3, WindowSchedule(window / 100.0, hop / 100.0), 100.0)
     pos, i = 0, 0
     while pos < 600:
         wins = rb.push(sig[:, pos : pos + sizes[i % len(sizes)]])
@@ -93,7 +94,7 @@ def test_as_batch_equals_stacking_the_windows(window, hop, sizes):
 
 def test_as_batch_is_a_view_of_the_windows_span():
     sig = np.random.default_rng(2).standard_normal((4, 2000)).astype(np.float32)
-    rb = RingBuffer(4, 1000, 100, 100.0)
+    rb = RingBuffer(4, WindowSchedule(10.0, 1.0), 100.0)
     rb.push(sig[:, :1000])
     wins = rb.push(sig[:, 1000:1800])  # 8 windows at once
     batch = as_batch(wins)

@@ -25,7 +25,7 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import ModelError
 from seizurewatch.events import Context, to_payload
 from seizurewatch.modelfile import ModelMeta, RiskOutput, _validate_meta, load_model, save_model
-from seizurewatch.replay import replay_async
+from seizurewatch.replay import ReplayOptions, replay_async
 from seizurewatch.risk import RISK_MIN_WINDOWS, PatientRisk, RiskTracker
 
 RISK_SCHEMA = json.loads((ROOT / "docs" / "risk.schema.json").read_text())
@@ -190,8 +190,8 @@ def test_replay_publishes_retained_risk_and_level_changes_that_validate(tmp_path
 
         sub = asyncio.create_task(collect())
         await asyncio.wait_for(ready.wait(), 30)
-        res = await replay_async(edf, model=model, publish=True, mqtt_url=mosquitto.url, patient="bed3",
-                                 decision=DecisionConfig(risk_span_s=5.0))
+        res = await replay_async(edf, ReplayOptions(model=model, publish=True, mqtt_url=mosquitto.url, patient="bed3",
+                                                    decision=DecisionConfig(risk_span_s=5.0)))
         await asyncio.wait_for(sub, 60)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="risk-late") as c:  # a late subscriber
             await c.subscribe("seizurewatch/bed3/risk", qos=1)
@@ -270,11 +270,11 @@ def test_station_page_shows_each_horizons_risk_in_words_symbol_and_colour(tmp_pa
     from selenium.webdriver.support.ui import WebDriverWait
     from test_station import _browser
 
-    from seizurewatch.replay import replay
+    from seizurewatch.replay import ReplayOptions, replay
 
     edf, model = _recording(tmp_path)
-    replay(edf, model=model, publish=True, mqtt_url=mosquitto.url, patient="bed3",
-           decision=DecisionConfig(risk_span_s=5.0))  # the retained risk message stays on the broker
+    replay(edf, ReplayOptions(model=model, publish=True, mqtt_url=mosquitto.url, patient="bed3",
+                              decision=DecisionConfig(risk_span_s=5.0)))  # the retained risk message stays there
     (tmp_path / "station.yaml").write_text(f"mqtt:\n  url: {mosquitto.url}\n")
     port = free_port()
     station = subprocess.Popen([sys.executable, "-m", "seizurewatch", "station", "--config",

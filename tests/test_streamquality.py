@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from seizurewatch.edfio import EdfRecording
 from seizurewatch.quality import QualityChecker
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.streamquality import StreamingQuality
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
@@ -23,7 +24,7 @@ def windows_of(x: np.ndarray, window: int, hop: int) -> np.ndarray:
 
 
 def streamed(checker: QualityChecker, x: np.ndarray, window: int, hop: int, sizes: list[int]):
-    sq = StreamingQuality(checker, window, hop)
+    sq = StreamingQuality(checker, WindowSchedule(window / checker.rate, hop / checker.rate))
     out, pos, i = [], 0, 0
     while pos < x.shape[1]:
         n = sizes[i % len(sizes)]
@@ -88,7 +89,7 @@ def test_small_segments_fall_back_to_checking_each_window(rec04):
 
 def test_reset_needs_a_whole_window_again(rec04):
     ck = QualityChecker(CH, RATE, 60.0)
-    sq = StreamingQuality(ck, 4000, 400)
+    sq = StreamingQuality(ck, WindowSchedule(10.0, 1.0))
     assert len(sq.push(rec04[:, :4400])) == 2
     sq.reset()
     assert sq.push(rec04[:, 4400:8399]) == []
@@ -102,7 +103,7 @@ def test_a_run_carried_across_a_reset_does_not_count(rec04):
     x[4, 3995:4000] = 3.0  # 5 samples before the reset...
     x[4, 4000:4010] = 3.0  # ...and 10 after: 15 in a row only if the reset were ignored
     ck = QualityChecker(CH, RATE, 60.0)
-    sq = StreamingQuality(ck, 4000, 400)
+    sq = StreamingQuality(ck, WindowSchedule(10.0, 1.0))
     sq.push(x[:, :4000])
     sq.reset()
     got = sq.push(x[:, 4000:])

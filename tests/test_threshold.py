@@ -14,7 +14,8 @@ from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import load_model
 from seizurewatch.research.predict import Trace
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
-from seizurewatch.research.threshold import by_fa_budget, by_policy, candidates, choose_threshold, event_table
+from seizurewatch.research.threshold import by_fa_budget, by_policy, candidates, event_table
+from seizurewatch.research.threshold_choice import Validation, choose_threshold
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -120,7 +121,7 @@ def test_choose_threshold_writes_the_metadata_the_daemon_reads(tmp_path):
     model = tmp_path / "m.pt"
     shutil.copy(CONVNET, model)  # (re-saved as .pt2 below: the shipped forest is TorchScript only)
     before = load_model(model).meta
-    th = choose_threshold(model, "fa_budget", 0.0, recordings=[str(DOG1 / "dog1_rec04.edf")])
+    th = choose_threshold(model, "fa_budget", 0.0, Validation([str(DOG1 / "dog1_rec04.edf")]))
     after = load_model(model).meta
     assert after.weights_sha256 == before.weights_sha256  # same weights
     assert after.threshold == pytest.approx(th["value"]) and after.threshold_policy == "fa_budget"
@@ -129,7 +130,7 @@ def test_choose_threshold_writes_the_metadata_the_daemon_reads(tmp_path):
     assert after.raw["threshold"]["chosen_on"] == ["dog1_rec04.edf"]
     assert (tmp_path / "m-threshold.png").stat().st_size > 5000
     out = tmp_path / "sens.pt2"
-    th2 = choose_threshold(model, "sensitivity", 0.9, recordings=[str(DOG1 / "dog1_rec04.edf")], output=out)
+    th2 = choose_threshold(model, "sensitivity", 0.9, Validation([str(DOG1 / "dog1_rec04.edf")]), output=out)
     assert load_model(out).meta.threshold == pytest.approx(th2["value"])
     assert th2["point"]["tpr"] >= 0.9
 
@@ -230,7 +231,7 @@ def test_oof_policy_retrains_the_models_config_without_each_recording(tmp_path):
     cfg.write_text("name: lr\narch: bandpower_lr\nepochs: 3\nlr: 0.01\nbatch_size: 32\nseed: 0\npatience: 0\n")
     model = tmp_path / "lr.pt"
     train_from_dataset(tmp_path / "ds", cfg, model, progress=False)
-    th = choose_threshold(model, "oof", dataset=tmp_path / "ds")
+    th = choose_threshold(model, "oof", on=Validation(dataset=tmp_path / "ds"))
     assert th["policy"] == "oof_events"
     assert th["chosen_on"] == ["dog1_rec01.edf", "dog1_rec02.edf", "dog1_rec03.edf"]  # never the test recording
     assert len(list((tmp_path / "lr.oof").glob("oof-*.pt"))) == 3  # one model without each of them

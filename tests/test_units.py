@@ -15,7 +15,7 @@ from conftest import DOG1, MODEL, run_cli
 from seizurewatch.devices import DeviceProfile
 from seizurewatch.errors import DataError
 from seizurewatch.recordings import open_recording, read_header
-from seizurewatch.replay import replay
+from seizurewatch.replay import ReplayOptions, replay
 from seizurewatch.units import microvolt_factors, microvolts_per
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
@@ -80,9 +80,9 @@ def test_the_table_reads_the_spellings_edf_files_use():
 
 
 def test_rec04_in_uv_mv_and_v_replays_to_the_same_probabilities_and_alarms(tmp_path):
-    ref = replay(REC04, model=MODEL)
-    mv = replay(_rewrite(tmp_path / "rec04_mv.edf", "mV", 1e-3), model=MODEL)
-    volts = replay(_in_volts(tmp_path / "rec04_v.edf"), model=MODEL)
+    ref = replay(REC04, ReplayOptions(model=MODEL))
+    mv = replay(_rewrite(tmp_path / "rec04_mv.edf", "mV", 1e-3), ReplayOptions(model=MODEL))
+    volts = replay(_in_volts(tmp_path / "rec04_v.edf"), ReplayOptions(model=MODEL))
     assert ref.alarms and ref.alarms[0][0] == pytest.approx(66.75, abs=1)  # the shipped model's rec04 alarm
     # the same digital samples under a range in mV: the same µV to the last bit, so the same numbers out
     np.testing.assert_array_equal(mv.t, ref.t)
@@ -116,8 +116,8 @@ def test_an_unknown_or_missing_unit_is_refused_naming_file_and_channel(tmp_path)
     device = tmp_path / "amp.yaml"
     device.write_text("name: amp\nchannels: [" + ", ".join(f"c{i:03d}" for i in range(1, 17)) + "]\n"
                       "sampling_rate: 400\nunits: mV\n")
-    res = replay(_rewrite(tmp_path / "blank_mv.edf", "", 1e-3), model=MODEL, device=str(device))
-    assert res.alarms == replay(REC04, model=MODEL).alarms
+    res = replay(_rewrite(tmp_path / "blank_mv.edf", "", 1e-3), ReplayOptions(model=MODEL, device=str(device)))
+    assert res.alarms == replay(REC04, ReplayOptions(model=MODEL)).alarms
     with pytest.raises(ValueError, match=r"units: expected one of V, mV, µV \(uV\), nV, got 'volts\?'"):
         DeviceProfile(name="x", channels=("a",), sampling_rate=100, units="volts?")
 

@@ -121,7 +121,7 @@ async def check_run(cfg: Any, name: str) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from seizurewatch.config import load_config
-    from seizurewatch.replay import replay
+    from seizurewatch.replay import ReplayHooks, ReplayOptions, replay
 
     base = load_config(args.config) if args.config else None
     publish = bool(args.mqtt_url) or (base is not None and base.mqtt.url != "embedded")
@@ -136,21 +136,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.write(format_event(p))
 
     t0 = time.perf_counter()
-    res = replay(args.edf, model=args.model, speed=args.speed, mqtt_url=args.mqtt_url, patient=args.patient,
-                 device=args.device, base=base, publish=publish, sinks=[sink], handle_signals=True,
-                 rate=args.rate, units=args.units)
+    options = ReplayOptions(model=args.model, speed=args.speed, mqtt_url=args.mqtt_url, patient=args.patient,
+                            device=args.device, base=base, publish=publish, rate=args.rate, units=args.units)
+    res = replay(args.edf, options, ReplayHooks(sinks=[sink], handle_signals=True))
     wall = time.perf_counter() - t0
     if args.probabilities:
         with open(args.probabilities, "w", encoding="utf-8") as f:
             f.write("t,probability\n")
             for t, p in zip(res.t.tolist(), res.p.tolist()):
                 f.write(f"{t:.3f},{p:.6f}\n")
-    from seizurewatch.demo import DemoResult
-    from seizurewatch.research.labels import is_seizure
-
-    seizures = [(a.onset, a.end) for a in res.annotations if is_seizure(a.description)]
-    res_ = DemoResult(seizures, alarms=[e for e in res.events if e["kind"] == "alarm" and e["event"] == "start"])
-    line = (f"{res_.summary()}; {res.windows} windows, {res.duration:.1f} s of signal in {wall:.2f} s "
+    line = (f"{res.verdicts().summary()}; {res.windows} windows, {res.duration:.1f} s of signal in {wall:.2f} s "
             f"({res.duration / wall:.0f}x real time)")
     if args.jsonl:
         print(line, file=sys.stderr)

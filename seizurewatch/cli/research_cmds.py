@@ -226,7 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seizurewatch.research.evaluate import evaluate, fa_evidence
+    from seizurewatch.research.evaluate import EvaluateOptions, evaluate, fa_evidence
+    from seizurewatch.research.parallel import Compute
 
     out = Path(args.out or f"eval-{Path(args.model).stem}")
     recordings, windows, baseline, units = list(args.recordings), None, args.baseline, None
@@ -269,8 +270,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate: give --dataset DIR and/or --recordings EDF...")
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
-    m = evaluate(args.model, recordings, out, baseline=baseline, decision=_decision(args, args.threshold),
-                 windows=windows, early_s=args.early_s, scheduler=args.scheduler, units=units)
+    options = EvaluateOptions(baseline=baseline, decision=_decision(args, args.threshold), early_s=args.early_s,
+                              compute=Compute(scheduler=args.scheduler))
+    m = evaluate(args.model, recordings, out, options, windows=windows, units=units)
     if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
         print(m["markdown"])
         return 0
@@ -297,11 +299,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
-    from seizurewatch.research.threshold import choose_threshold
+    from seizurewatch.research.parallel import Compute
+    from seizurewatch.research.threshold_choice import ThresholdOptions, Validation, choose_threshold
 
-    th = choose_threshold(args.model, args.policy, args.target, recordings=args.recordings, dataset=args.dataset,
-                          split=args.split, output=args.output, decision=_decision(args), method=args.method,
-                          early_s=args.early_s, scheduler=args.scheduler)
+    on = Validation(recordings=args.recordings or (), dataset=args.dataset, split=args.split)
+    options = ThresholdOptions(decision=_decision(args), method=args.method, early_s=args.early_s,
+                               compute=Compute(scheduler=args.scheduler))
+    th = choose_threshold(args.model, args.policy, args.target, on, args.output, options)
     _print({"model": args.output or args.model, "threshold": th})
     return 0
 
@@ -348,14 +352,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from seizurewatch.research.crossval import compare
+    from seizurewatch.research.crossval import CompareOptions, compare
+    from seizurewatch.research.parallel import Compute
 
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     method = None if args.threshold_method == "none" else args.threshold_method
-    res = compare(args.dataset, args.models, args.out, progress=not args.no_progress, decision=_decision(args),
-                  threshold_method=method, early_s=args.early_s,
-                  baseline=None if args.baseline == "none" else args.baseline, scheduler=args.scheduler,
-                  k=args.folds, group_by=args.group_by, seed=args.seed)
+    options = CompareOptions(decision=_decision(args), threshold_method=method, early_s=args.early_s,
+                             baseline=None if args.baseline == "none" else args.baseline, k=args.folds,
+                             group_by=args.group_by, seed=args.seed,
+                             compute=Compute(scheduler=args.scheduler, progress=not args.no_progress))
+    res = compare(args.dataset, args.models, args.out, options)
     print(res["markdown"])
     return 0

@@ -30,14 +30,21 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
+from seizurewatch.research.compare_report import head_section, markdown, model_summary
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.evaluate import SZCORE, EventRules, evaluate, fa_evidence, fa_upper_per_24h, second_scores
+from seizurewatch.research.evaluate import (
+    SZCORE,
+    EvaluateOptions,
+    EventRules,
+    evaluate,
+    second_scores,
+)
 from seizurewatch.research.outoffold import out_of_fold, recording_paths, with_roles
-from seizurewatch.research.parallel import run_tasks
-from seizurewatch.research.predict import stream_probabilities
-from seizurewatch.research.report import Section, write_report
+from seizurewatch.research.parallel import Compute
+from seizurewatch.research.predict import Trace, stream_probabilities
+from seizurewatch.research.report import write_report
 from seizurewatch.research.threshold import TRANSFER, by_events, outcome, transfer
-from seizurewatch.research.timescore import EARLY_S, score_seconds
+from seizurewatch.research.timescore import EARLY_S
 from seizurewatch.research.training_run import ModelSpec, load_model_config, train_from_dataset
 from seizurewatch.research.unitfolds import unit_report
 from seizurewatch.research.unitscore import Units, kind_of
@@ -148,19 +155,20 @@ def _units_fold(ds: DatasetDir, fold: DatasetDir, model_path: Path, meta: dict[s
     part scored per unit; nothing replayed."""
     th = meta["threshold"]
     rows = fold.rows("test")
-    m = evaluate(model_path, [], out, windows=(ds.x[rows], ds.y[rows]), early_s=early_s,
-                 units=Units.of_rows(fold, rows), threshold_policy=str(th.get("policy")))
+    m = evaluate(model_path, [], out, EvaluateOptions(early_s=early_s, threshold_policy=str(th.get("policy"))),
+                 windows=(ds.x[rows], ds.y[rows]), units=Units.of_rows(fold, rows))
     if th.get("policy") == "default":  # never silently: the table says why the threshold is 0.5
         m["threshold"]["why"] = "0.5: the validation part lacks a class"
     return m
 
 
-def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: DecisionConfig,
-          method: str | None, rules: EventRules, early_s: float, progress: bool, dataset_arg: str) -> dict[str, Any]:
+def _fold(ds: DatasetDir, spec: ModelSpec, task: FoldTask, progress: bool = False) -> dict[str, Any]:
     """Train, choose the threshold out-of-fold, replay the test recordings once, evaluate. A model
     fitted once (a forest) has nothing to stop early: on continuous recordings the validation recording
     trains it too (the threshold comes from out-of-fold replays); on clips and segments the validation
     part chooses the threshold."""
+    fold_, out, decision, method, rules, early_s = (task.fold, Path(task.out), task.decision, task.method,
+                                                    task.rules, task.early_s)
     units = kind_of(ds) != "continuous"
     if fits_once(ds, spec) and not units:
         fold = with_roles(ds, {r: "train" for r in recordings_of(ds) if r not in fold_.test}
@@ -171,7 +179,7 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     model_path = out / spec.name / f"test-{stem}.pt"
     try:
         meta = train_from_dataset(fold, spec, model_path, progress=progress,
-                                  command=f"seizurewatch compare --dataset {dataset_arg} (fold: test {stem})")
+                                  command=f"seizurewatch compare --dataset {task.dataset} (fold: test {stem})")
     except SeizurewatchError as exc:
         raise type(exc)(f"compare {spec.name}, fold test {stem}: {exc}") from exc
     if units:
@@ -198,154 +206,33 @@ def _fold(ds: DatasetDir, spec: ModelSpec, fold_: Fold, out: Path, decision: Dec
     rows = fold.rows("test")
     traces = [stream_probabilities(r, model_path, dec) for r in recs] if replayable else []
     m = evaluate(model_path, recs if replayable else [], out / spec.name / f"eval-{stem}",
-                 windows=(ds.x[rows], ds.y[rows]), decision=dec, rules=rules, early_s=early_s, traces=traces,
-                 threshold_policy=str(chosen.get("policy", "youden")))
+                 EvaluateOptions(decision=dec, rules=rules, early_s=early_s,
+                                 threshold_policy=str(chosen.get("policy", "youden"))),
+                 windows=(ds.x[rows], ds.y[rows]), traces=traces)
     m["fold_test"] = Path(fold_.test[0]).name if len(fold_.test) == 1 else stem
     m["train_seconds"] = meta["training"]["seconds"]
     m["threshold_seconds"] = round(oof_seconds, 2)
     if traces:
-        tt: dict[str, Any] = {"method": method or "validation youden", "chosen": outcome(
-            traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
-                "policy": chosen.get("policy", "youden")}}
-        if other is not None:
-            tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
-                "policy": other["policy"]}
-        best = by_events(traces, decision, rules, policy="best_on_test")
-        tt["best_on_test"] = outcome(traces, best["value"], decision.for_model(best, hop), rules) | {
-            "tied_range": best["point"]["tied_range"]}
-        m["threshold_transfer"] = tt
+        m["threshold_transfer"] = _transfer(traces, task, chosen, other, hop)
         m["_second_scores"] = second_scores(traces, early_s)
     return m
 
 
-def auc_why(run: dict[str, Any]) -> str:
-    """Why a fold's per-second AUCs cannot be computed ("" when they can)."""
-    po = (run.get("seconds") or {}).get("pooled")
-    if not po:
-        return "n/a: test recording not replayed"
-    if po["ictal_seconds"] == 0:
-        return "n/a: no ictal second in the test part"
-    if po["ictal_seconds"] == po["seconds_scored"]:
-        return "n/a: every scored second is ictal"
-    return ""
-
-
-def _summary(name: str, runs: list[dict[str, Any]], early_s: float) -> dict[str, Any]:
-    aucs = [r["windows"].get("roc_auc") for r in runs if r["windows"].get("roc_auc") is not None]
-    ev = [r["events"] for r in runs if "events" in r]
-    seizures = sum(e["seizures"] for e in ev)
-    detected = sum(e["alarmed"] for e in ev)
-    fa = sum(e["unrelated_alarms"] for e in ev)
-    hours = sum(e["hours"] for e in ev)
-    inter = sum(e["interictal_hours"] for e in ev)
-    lat = [v for e in ev for v in e["latency_s"]["values"]]
-    secs = [s for r in runs for s in r.get("_second_scores", [])]
-    pr = [r["windows"]["pr_auc"] for r in runs if "pr_auc" in r["windows"]]
-    return {"model": name, "folds": len(runs), "roc_auc_mean": float(np.mean(aucs)) if aucs else None,
-            "roc_auc_min": float(np.min(aucs)) if aucs else None,
-            "pr_auc_mean": float(np.mean(pr)) if pr else None,
-            "accuracy_mean": float(np.mean([r["windows"]["accuracy"] for r in runs])),
-            "seconds": score_seconds(secs, early_s) if secs else None,
-            "seizures": seizures, "detected": detected, "event_sensitivity": detected / seizures if seizures else None,
-            "false_alarms": fa, "hours": hours, "interictal_hours": inter,
-            "false_alarms_upper95_per_24h": fa_upper_per_24h(fa, inter) if ev else None,
-            "szcore_detected": sum(e["detected"] for e in ev),
-            "szcore_false_alarms": sum(e["false_alarms"] for e in ev), "fa_per_24h": fa / hours * 24 if hours else None,
-            "latency_s_mean": float(np.mean(lat)) if lat else None,
-            "latency_s_median": float(np.median(lat)) if lat else None, "latency_s": lat,
-            "train_seconds": [r["train_seconds"] for r in runs],
-            "threshold_seconds": [r["threshold_seconds"] for r in runs]}
-
-
-def _fmt(v: Any, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _aucs(sec: dict[str, Any] | None, key: str) -> str:
-    if not sec:
-        return "n/a"
-    return (f"{_fmt(sec['pooled'][key], '.3f')} ({_fmt(sec[key + '_mean'], '.3f')}, "
-            f"{_fmt(sec[key + '_min'], '.3f')})")
-
-
-def _out(o: dict[str, Any] | None) -> str:
-    if not o:
-        return "-"
-    rule = o.get("rule", "")
-    if o.get("rule_s"):
-        rule += f" ({o['rule_s'][0]:g} of {o['rule_s'][1]:g} s)"
-    return (f"{o['threshold']:.3f} {rule}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
-            f"{_fmt(o['latency_s_median'], '.1f')} s")
-
-
-def transfer_verdict(summaries: list[dict[str, Any]]) -> str:
-    """Which threshold criterion did better on the test recordings, summed over models and folds."""
-    tot: dict[str, list[float]] = {}
-    for s in summaries:
-        for tt in s.get("transfer", []):
-            for key in ("chosen", "other"):
-                o = tt.get(key)
-                if o:
-                    a = tot.setdefault(o["policy"], [0, 0, 0])
-                    a[0], a[1], a[2] = a[0] + o["detected"], a[1] + o["seizures"], a[2] + o["false_alarms"]
-    if not tot:
-        return "Threshold: each fold's model kept its validation Youden threshold (no out-of-fold choice)."
-    parts = [f"{k}: {int(d)}/{int(n)} seizures alarmed, {int(fa)} false alarms"
-             for k, (d, n, fa) in sorted(tot.items())]
-    return "Out-of-fold threshold criteria on the test recordings (all models, all folds): " + "; ".join(parts) + "."
-
-
-def fold_line(folds_: list[Fold]) -> str:
-    """The folds in one line: test / validation / train (parts of more than 3 units by their count)."""
-    def part(names: tuple[str, ...]) -> str:
-        return ", ".join(Path(x).stem for x in names) if len(names) <= 3 else f"{len(names)} units"
-    return "Folds (test / validation / train): " + "; ".join(
-        f"{f.name + ': ' if len(f.test) > 1 else ''}{part(f.test)} / {part(f.val)} / {part(f.train)}" for f in folds_)
-
-
-def markdown(summaries: list[dict[str, Any]], folds_: list[Fold], early_s: float = EARLY_S) -> str:
-    e = f"{early_s:g}"
-    lines = [f"| model | seizure AUC per second, pooled (mean, min over folds) | early AUC ({e} s) of the alarm score, "
-             f"pooled (mean, min) | early AUC ({e} s) of the early output, as the challenge scored it, pooled "
-             "(mean, min) | challenge score (seizure + early output AUC) / 2, pooled "
-             "| window ROC AUC mean (min) | seizures alarmed | false alarms in the interictal time (95 % upper bound "
-             "per 24 h) | latency onset->alarm median (s) | training s per fold |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summaries:
-        sec = s["seconds"] or {}
-        lines.append(f"| {s['model']} | {_aucs(s['seconds'], 'seizure_auc')} | {_aucs(s['seconds'], 'early_auc')} | "
-                     f"{_aucs(s['seconds'], 'early_auc_output')} | "
-                     f"{_fmt((sec.get('pooled') or {}).get('challenge_score'), '.3f')} | "
-                     f"{_fmt(s['roc_auc_mean'], '.3f')} ({_fmt(s['roc_auc_min'], '.3f')}) | "
-                     f"{s['detected']}/{s['seizures']} | {fa_evidence(s['false_alarms'], s['interictal_hours'])} | "
-                     f"{_fmt(s['latency_s_median'], '.1f')} | "
-                     f"{', '.join(f'{v:.0f}' for v in s['train_seconds'])} |")
-    lines += ["", "Per fold (held-out recording; threshold chosen out-of-fold -> on the test recording: seizures "
-              "alarmed, false alarms, median latency; best on test = the threshold the test recording itself "
-              "would have picked, for reference only):", "",
-              "| model | test | seizure AUC | early AUC (alarm score) | early AUC (early output) | window AUC "
-              "| threshold chosen (policy) | chosen -> test | other criterion -> test | best on test | training s "
-              "| threshold s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summaries:
-        for f in s["per_fold"]:
-            why = f.get("why") or "n/a"
-            lines.append(f"| {s['model']} | {f['test']} | {_fmt(f['seizure_auc'], '.3f').replace('n/a', why)} | "
-                         f"{_fmt(f['early_auc'], '.3f').replace('n/a', why)} | "
-                         f"{_fmt(f['early_auc_output'], '.3f').replace('n/a', why)} | "
-                         f"{_fmt(f['roc_auc'], '.3f')} | "
-                         f"{f['threshold']:.3f} ({f['policy']}) | "
-                         f"{_out(f['transfer'].get('chosen'))} | {_out(f['transfer'].get('other'))} | "
-                         f"{_out(f['transfer'].get('best_on_test'))} | {f['train_seconds']:.0f} | "
-                         f"{f['threshold_seconds']:.0f} |")
-    lines += ["", transfer_verdict(summaries)]
-    unscored = [f"{s['model']} {s['seconds']['pooled']['seconds_unscored']}" for s in summaries if s["seconds"]]
-    if unscored:
-        lines.append("Unscored seconds, all folds (before each recording's first full window): "
-                     + ", ".join(unscored) + ".")
-    lines.append("")
-    lines.append(fold_line(folds_))
-    return "\n".join(lines)
+def _transfer(traces: list[Trace], task: FoldTask, chosen: dict[str, Any], other: dict[str, Any] | None,
+              hop: float) -> dict[str, Any]:
+    """How the thresholds chosen out of fold (``chosen``, and by the other criterion) fare on the test
+    recordings, beside the one that would have been best there (for reference, never used)."""
+    decision, rules = task.decision, task.rules
+    tt: dict[str, Any] = {"method": task.method or "validation youden", "chosen": outcome(
+        traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
+            "policy": chosen.get("policy", "youden")}}
+    if other is not None:
+        tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
+            "policy": other["policy"]}
+    best = by_events(traces, decision, rules, policy="best_on_test")
+    tt["best_on_test"] = outcome(traces, best["value"], decision.for_model(best, hop), rules) | {
+        "tied_range": best["point"]["tied_range"]}
+    return tt
 
 
 def parse_model_arg(arg: str, default_dataset: str | Path) -> tuple[str, str]:
@@ -384,49 +271,86 @@ class FoldTask:
 def run_fold(task: FoldTask) -> dict[str, Any]:
     """``_fold`` of one task, in whichever process runs it."""
     spec = load_model_config(task.config)
-    return _fold(open_dataset(task.dataset), spec, task.fold, Path(task.out), task.decision, task.method,
-                 task.rules, task.early_s, False, task.dataset)
+    return _fold(open_dataset(task.dataset), spec, task)
 
 
-def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, progress: bool = False,
-            decision: DecisionConfig | None = None, threshold_method: str | None = "events",
-            early_s: float = EARLY_S, rules: EventRules = SZCORE, baseline: str | None = "auto",
-            scheduler: str | None = None, k: int | None = None, group_by: str | None = None,
-            seed: int = 0, workers: int | None = None) -> dict[str, Any]:
-    """Leave-one-recording-out (or, with ``k``, grouped stratified k-fold: ``kfolds`` by ``group_by``,
-    default the dataset's split unit) over ``dataset`` for each model config (``X.yaml`` or ``X.yaml@DIR``),
-    plus the strongest ``baseline`` ("auto": the first of BASELINE_CONFIGS beside them; None: none).
-    ``threshold_method``: a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each
-    fold model's validation Youden threshold (no extra trainings). Each fold x model is one task
-    (``parallel.run_tasks``: ``scheduler``, else an in-process cluster of ``workers``; 1: serially here)."""
+@dataclasses.dataclass(frozen=True)
+class CompareOptions:
+    """How ``compare`` runs: ``decision`` the alarm rules (default: each model's at its hop);
+    ``threshold_method`` a ``threshold.TRANSFER`` criterion on out-of-fold traces, or None for each fold
+    model's validation Youden threshold (no extra trainings); ``early_s`` the early span; ``rules`` the
+    event-scoring rule; ``baseline`` the strongest baseline config ("auto": the first of BASELINE_CONFIGS
+    beside the models; None: none); ``k``: grouped stratified k-fold (``kfolds`` by ``group_by``, default
+    the dataset's split unit; ``seed``) instead of leave-one-recording-out; ``compute``: where the fold x
+    model tasks run."""
+
+    decision: DecisionConfig | None = None
+    threshold_method: str | None = "events"
+    early_s: float = EARLY_S
+    rules: EventRules = SZCORE
+    baseline: str | None = "auto"
+    k: int | None = None
+    group_by: str | None = None
+    seed: int = 0
+    compute: Compute = Compute()
+
+
+def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path,
+            options: CompareOptions = CompareOptions()) -> dict[str, Any]:
+    """Leave-one-recording-out (or grouped stratified k-fold) over ``dataset`` for each model config
+    (``X.yaml`` or ``X.yaml@DIR``), plus the strongest baseline, as ``options`` say. Each fold x model is one
+    task (``run_fold`` on ``options.compute``)."""
+    o = options
+    configs = list(model_configs)
+    base = default_baseline(configs) if o.baseline == "auto" else o.baseline
     if open_dataset(dataset).task == "prediction":  # per-horizon clip AUC against chance (research/forecast.py)
         from seizurewatch.research.forecast_compare import compare_segments, prediction_units
 
         prediction_units(dataset)
-        configs = list(model_configs)
-        base = default_baseline(configs) if baseline == "auto" else baseline
         return compare_segments(dataset, configs + ([base] if base and base not in configs else []), out_dir)
-    decision = decision or DecisionConfig()
-    if threshold_method is not None and threshold_method not in TRANSFER:
-        raise DataError(f"threshold method {threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")
-    configs = list(model_configs)
-    base = default_baseline(configs) if baseline == "auto" else baseline
+    if o.threshold_method is not None and o.threshold_method not in TRANSFER:
+        raise DataError(f"threshold method {o.threshold_method!r}: expected one of {', '.join(TRANSFER)} or none")
     names = {Path(parse_model_arg(c, dataset)[0]).resolve() for c in configs}
     if base and Path(parse_model_arg(base, dataset)[0]).resolve() not in names:
         configs.append(base)
     ds = open_dataset(dataset)
     out = Path(out_dir)
-    group_by = group_by or str(ds.manifest.get("split_by") or "recording")
-
+    group_by = o.group_by or str(ds.manifest.get("split_by") or "recording")
     units = kind_of(ds) != "continuous"
-    if units and k is None:
+    if units and o.k is None:
         raise DataError(f"{dataset}: holds {len(recordings_of(ds))} {kind_of(ds)}; leaving one out would test a single "
                         f"{kind_of(ds)[:-1]} per fold (no AUC per fold, one training per {kind_of(ds)[:-1]}); use "
                         "--folds K (grouped stratified k-fold)")
-    fs = folds(ds) if k is None else kfolds(ds, k, group_by, seed)
+    fs = folds(ds) if o.k is None else kfolds(ds, o.k, group_by, o.seed)
+    plans, tasks = _plan(ds, str(dataset), configs, fs, out, o)
+    results = o.compute.run(run_fold, tasks, what="fold")
+    if units:
+        return unit_report(ds, plans, tasks, results, fs, out, o.early_s, group_by if o.k else None)
     summaries, sections = [], []
+    for cfg_path, data, spec in plans:
+        runs = [m for t, m in zip(tasks, results) if t.config == cfg_path and t.dataset == data]
+        s, section = model_summary(spec.name, cfg_path, data, runs, o.early_s, out)
+        summaries.append(s)
+        sections.append(section)
+    md = markdown(summaries, fs, o.early_s)
+    write_report(out / "report.html", "Leave-one-recording-out comparison",
+                 [head_section(str(ds.root), summaries, md, o.early_s)] + sections)
+    for s in summaries:
+        s.pop("transfer", None)
+    result = {"dataset": str(ds.root), "folds": [dataclasses.asdict(f) for f in fs],
+              "threshold_method": o.threshold_method, "early_s": o.early_s, "models": summaries, "markdown": md}
+    (out / "compare.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
+    (out / "compare.md").write_text(md + "\n", encoding="utf-8")
+    return result
+
+
+def _plan(ds: DatasetDir, dataset: str, configs: list[str], fs: list[Fold], out: Path,
+          o: CompareOptions) -> tuple[list[tuple[str, str, Any]], list[FoldTask]]:
+    """Each model config with its dataset (checked against ``ds``: the same recordings, the same kind) and
+    its fold tasks: the same folds for every model (recordings matched by file name)."""
     plans: list[tuple[str, str, Any]] = []
     tasks: list[FoldTask] = []
+    decision = o.decision or DecisionConfig()
     for arg in configs:
         cfg_path, data = parse_model_arg(arg, dataset)
         mds = ds if Path(data).resolve() == Path(dataset).resolve() else open_dataset(data)
@@ -436,61 +360,6 @@ def compare(dataset: str | Path, model_configs: list[str], out_dir: str | Path, 
         plans.append((cfg_path, str(data), spec))
         if kind_of(mds) != kind_of(ds):
             raise DataError(f"{data}: holds {kind_of(mds)}, {dataset} holds {kind_of(ds)}; compare them on one kind")
-        tasks += [FoldTask(str(data), cfg_path, f, str(out), decision, threshold_method, rules, early_s)
-                  for f in fs]  # the same folds for every model (recordings matched by file name)
-    results = run_tasks(run_fold, tasks, scheduler=scheduler, progress=progress, what="fold", workers=workers)
-    if units:
-        return unit_report(ds, plans, tasks, results, fs, out, early_s, group_by if k else None)
-    for cfg_path, data, spec in plans:
-        runs = [m for t, m in zip(tasks, results) if t.config == cfg_path and t.dataset == data]
-        for m in runs:
-            log.info("fold done", extra={"model": spec.name, "test": Path(m["fold_test"]).stem,
-                                         "seizure_auc": (m.get("seconds") or {}).get("pooled", {}).get("seizure_auc")})
-        s = _summary(spec.name, runs, early_s)
-        s["config"], s["dataset"] = cfg_path, str(data)
-        s["per_fold"] = [{
-            "test": r["fold_test"],
-            "seizure_auc": (r.get("seconds") or {}).get("pooled", {}).get("seizure_auc"),
-            "early_auc": (r.get("seconds") or {}).get("pooled", {}).get("early_auc"),
-            "early_auc_output": (r.get("seconds") or {}).get("pooled", {}).get("early_auc_output"),
-            "why": auc_why(r), "roc_auc": r["windows"].get("roc_auc"), "threshold": r["threshold"]["value"],
-            "policy": (r["threshold"]["policy"] if r["threshold"]["policy"] != "default"
-                       else "default 0.5: the validation recording lacks a class"),
-            "transfer": r.get("threshold_transfer", {}),
-            "events": {"detected": r["events"]["alarmed"], "seizures": r["events"]["seizures"],
-                       "false_alarms": r["events"]["unrelated_alarms"]} if "events" in r else None,
-            "latency_s": r["events"]["latency_s"]["values"] if "events" in r else [],
-            "train_seconds": r["train_seconds"], "threshold_seconds": r["threshold_seconds"]} for r in runs]
-        s["transfer"] = [f["transfer"] for f in s["per_fold"]]
-        summaries.append(s)
-        sections.append(Section(f"{spec.name} (leave-one-recording-out)", tables=[(
-            ["held-out recording", "seizure AUC (s)", "early AUC (s)", "window ROC AUC", "detected", "false alarms",
-             "latency (s)", "threshold (policy)", "other criterion -> test", "best on test -> test", "training s",
-             "threshold s"],
-            [[f["test"], f["seizure_auc"], f["early_auc"], f["roc_auc"],
-              f"{f['events']['detected']}/{f['events']['seizures']}" if f["events"] else "-",
-              f["events"]["false_alarms"] if f["events"] else "-", ", ".join(str(v) for v in f["latency_s"]) or "-",
-              f"{f['threshold']:.3f} ({f['policy']})", _out(f["transfer"].get("other")),
-              _out(f["transfer"].get("best_on_test")), f["train_seconds"], f["threshold_seconds"]]
-             for f in s["per_fold"]])],
-            images=[p for r in runs for p in sorted(
-                (out / spec.name / f"eval-{Path(r['fold_test']).stem}").glob("*-timeline.png"))]))
-    md = markdown(summaries, fs, early_s)
-    summary_rows = [[s["model"], _aucs(s["seconds"], "seizure_auc"), _aucs(s["seconds"], "early_auc"),
-                     _aucs(s["seconds"], "early_auc_output"), s["roc_auc_mean"], f"{s['detected']}/{s['seizures']}",
-                     fa_evidence(s["false_alarms"], s["interictal_hours"]),
-                     s["latency_s_median"], sum(s["train_seconds"])] for s in summaries]
-    head = Section("Comparison", paragraphs=[f"Dataset {ds.root}; " + md.splitlines()[-1], transfer_verdict(summaries)],
-                   tables=[(["model", "seizure AUC pooled (mean, min)", f"early AUC {early_s:g} s pooled (mean, min)",
-                             f"early output's AUC {early_s:g} s pooled (mean, min)",
-                             "window ROC AUC (mean)", "seizures alarmed", "false alarms (95 % upper bound)",
-                             "latency median (s)",
-                             "training s (all folds)"], summary_rows)])
-    write_report(out / "report.html", "Leave-one-recording-out comparison", [head] + sections)
-    for s in summaries:
-        s.pop("transfer", None)
-    result = {"dataset": str(ds.root), "folds": [dataclasses.asdict(f) for f in fs],
-              "threshold_method": threshold_method, "early_s": early_s, "models": summaries, "markdown": md}
-    (out / "compare.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
-    (out / "compare.md").write_text(md + "\n", encoding="utf-8")
-    return result
+        tasks += [FoldTask(str(data), cfg_path, f, str(out), decision, o.threshold_method, o.rules, o.early_s)
+                  for f in fs]
+    return plans, tasks

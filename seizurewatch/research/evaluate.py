@@ -13,6 +13,7 @@ force at every second of the same replay, scored as seizure AUC and early AUC (t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,13 +29,14 @@ from seizurewatch.errors import DataError
 from seizurewatch.modelfile import ModelMeta, load_model
 from seizurewatch.research import plots
 from seizurewatch.research.labels import LabelRules
-from seizurewatch.research.parallel import run_tasks
+from seizurewatch.research.parallel import Compute
 from seizurewatch.research.predict import Trace, alarm_spans, stream_probabilities, timeline_png
 from seizurewatch.research.report import Section, write_report
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, pr_curve, roc
 from seizurewatch.research.timescore import EARLY_S, SecondScores, score_seconds
 from seizurewatch.research.train import predict
 from seizurewatch.research.unitscore import NOT_CONTINUOUS, Units, fmt_auc, score_units, unit_scores, write_unit_csv
+from seizurewatch.scoring import SZCORE, EventRules, verdicts
 
 if TYPE_CHECKING:
     from seizurewatch.research.dataset.store import Windows
@@ -42,27 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EventRules:
-    """SzCORE event scoring (timescoring defaults), plus how early an alarm *start* may come and
-    still be the nurse's alarm for a seizure (``alarm_before_onset_s``): SzCORE's 30 s allow for
-    a late annotation when scoring overlap, but an alarm that starts 10 s before the onset on
-    signal taken hours from any seizure (as in the Dog_1 files) is a false alarm that a seizure
-    happened to follow, and choosing a threshold must not reward it as a fast detection."""
-
-    tolerance_start_s: float = 30.0
-    alarm_before_onset_s: float = 5.0
-    tolerance_end_s: float = 60.0
-    min_overlap: float = 0.0
-    max_event_s: float = 300.0
-    merge_within_s: float = 90.0
-
-    def params(self) -> EventScoring.Parameters:
-        return EventScoring.Parameters(self.tolerance_start_s, self.tolerance_end_s, self.min_overlap,
-                                       self.max_event_s, self.merge_within_s)
-
-
-SZCORE = EventRules()
 
 
 # ----- window level -------------------------------------------------------------------------
@@ -92,11 +73,12 @@ def recording_windows(meta: ModelMeta, recording: str, stride_s: float = 1.0) ->
     from seizurewatch.research.dataset.recording import plan_recording, preprocess_recording, window_views
 
     found = find_annotations(recording, required=False)
-    piece = plan_recording(recording, meta.preprocess, meta.window_s, stride_s, stride_s, LabelRules(task="detection"),
+    schedule = meta.schedule.every(stride_s)
+    piece = plan_recording(recording, meta.preprocess, schedule, stride_s, LabelRules(task="detection"),
                            annotations=found.annotations if found else None)
     signal, rec = preprocess_recording(recording, meta.preprocess)
     rec.close()
-    return window_views(signal, piece.starts, meta.preprocess.rate, meta.window_s, recording), piece.labels
+    return window_views(signal, piece.starts, meta.preprocess.rate, schedule, recording), piece.labels
 
 
 # ----- event level --------------------------------------------------------------------------
@@ -139,12 +121,10 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
                  rules: EventRules = SZCORE) -> dict[str, Any]:
     """Event scores summed over recordings, after the daemon's decision logic.
 
-    SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by
-    alarm *starts*: a seizure is ``alarmed`` when an alarm starts between ``alarm_before_onset_s``
-    before its onset and ``tolerance_end_s`` after its end and is still on at the onset (latency =
-    that start - onset); every other alarm is ``unrelated`` (a false alarm to the nurse): one
-    that ended before the onset, or one already on long before it, which SzCORE's overlap rule
-    would count as a detection."""
+    SzCORE (timescoring, any overlap): ``detected`` / ``false_alarms``. What the nurse sees, by alarm
+    *starts* (``scoring.verdicts``, the rule ``replay`` and the demo print): ``alarmed`` seizures with their
+    latencies, and ``unrelated`` alarms (false alarms to the nurse), among them those SzCORE's overlap rule
+    would count as detections (an alarm already on long before the onset)."""
     tp = fp = ref = alarmed = other = 0
     hours = inter_h = 0.0
     latencies: list[float] = []
@@ -155,14 +135,8 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
         clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
         refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]
         s = EventScoring(TsAnnotation(refs, 10, n), TsAnnotation(clip, 10, n), rules.params())
-        lat, raised = [], set()
-        for onset, end in tr.seizures:  # what the nurse sees: an alarm *starting* for this seizure
-            hits = [a for a, b in spans if onset - rules.alarm_before_onset_s <= a <= end + rules.tolerance_end_s
-                    and b >= onset]
-            if hits:
-                lat.append(min(hits) - onset)
-            raised |= set(hits)
-        unrelated = sum(1 for a, _ in spans if a not in raised)
+        v = verdicts(tr.seizures, spans, rules)  # what the nurse sees: an alarm *starting* for a seizure
+        lat, unrelated = v.latencies, v.unrelated
         tp, fp, ref, hours = tp + s.tp, fp + s.fp, ref + s.refTrue, hours + tr.duration / 3600
         inter = interictal_seconds(tr.duration, tr.seizures, rules) / 3600
         inter_h += inter
@@ -185,10 +159,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
                       "median": float(np.median(latencies)) if latencies else None,
                       "values": [round(v, 2) for v in latencies]},
         "recordings": per_rec,
-        "rules": {"any_overlap": rules.min_overlap == 0, "tolerance_start_s": rules.tolerance_start_s,
-                  "alarm_before_onset_s": rules.alarm_before_onset_s,
-                  "tolerance_end_s": rules.tolerance_end_s, "max_event_s": rules.max_event_s,
-                  "merge_within_s": rules.merge_within_s},
+        "rules": rules.describe(),
     }
 
 
@@ -243,27 +214,38 @@ def evaluate_recording(task: RecordingTask) -> RecordingResult:
     return RecordingResult(trace, timeline_png(trace), y, p, pb)
 
 
-def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, baseline: str | Path | None = None,
-             decision: DecisionConfig | None = None, rules: EventRules = SZCORE,
-             windows: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None,
-             early_s: float = EARLY_S, traces: list[Trace] | None = None,
-             threshold_policy: str | None = None, scheduler: str | None = None,
-             progress: bool = False, workers: int | None = None, units: Units | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``);
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How ``evaluate`` scores: ``baseline``, a second model scored beside (window level); ``decision`` the
+    alarm rules (default: the model's, as the daemon would apply them); ``rules`` the event-scoring rule;
+    ``early_s`` the early span after onset (time level); ``title`` of the report; ``threshold_policy``: how
+    ``decision.threshold`` was chosen (default: "override"); ``compute``: where the recordings' tasks run."""
+
+    baseline: str | Path | None = None
+    decision: DecisionConfig | None = None
+    rules: EventRules = SZCORE
+    early_s: float = EARLY_S
+    title: str | None = None
+    threshold_policy: str | None = None
+    compute: Compute = Compute()
+
+
+def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path,
+             options: EvaluateOptions = EvaluateOptions(), *, windows: tuple[np.ndarray, np.ndarray] | None = None,
+             traces: list[Trace] | None = None, units: Units | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on held-out ``recordings`` (and/or given labelled ``windows``) as ``options`` say;
     writes metrics.json, PNGs and report.html into ``out_dir``; returns the metrics.
     ``windows``: (x, y) to score instead of the recordings' own windows.
-    ``traces``: replays of ``recordings`` with this model and ``decision`` already made by the
+    ``traces``: replays of ``recordings`` with this model and decision already made by the
     caller (``predict.stream_probabilities``), so a recording is not replayed twice.
-    ``threshold_policy``: how ``decision.threshold`` was chosen (default: "override").
-    Each recording is one task (``evaluate_recording`` through ``parallel.run_tasks``: ``scheduler``, else an
-    in-process cluster of ``workers``; ``workers=1``: serially here): its replay, its windows and their
+    Each recording is one task (``evaluate_recording`` on ``options.compute``): its replay, its windows and their
     probabilities, its timeline. The caller gathers them in recording order, so the metrics do not depend
     on where the tasks ran.
     ``units``: the rows of ``windows`` are clips or segments (``research.unitscore``): scored per unit (seizure AUC,
     early AUC for clips, their mean), never replayed; ``recordings`` must then be empty."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    decision = decision or DecisionConfig()
+    o = options
     loaded = load_model(model)
     meta = loaded.meta
     if meta.risk_outputs and windows is None:  # a prediction model: per-horizon forecast figures
@@ -271,37 +253,68 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
 
         if not recordings:
             raise DataError("no recordings to evaluate")
-        return evaluate_forecast(model, meta, [str(r) for r in recordings], out, decision)
-    decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)  # the k of n the daemon would apply
+        return evaluate_forecast(model, meta, [str(r) for r in recordings], out, o.decision or DecisionConfig())
+    # the k of n the daemon would apply
+    decision = (o.decision or DecisionConfig()).for_model(meta.raw.get("threshold"), meta.hop_s)
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
+    _check_inputs(recordings, windows, traces, units)
+    bl = load_model(o.baseline) if o.baseline else None
+    tasks = [RecordingTask(str(r), str(model), decision, traces[k] if traces is not None else None,
+                           windows is None, str(o.baseline) if o.baseline else None) for k, r in enumerate(recordings)]
+    heavy = traces is None or windows is None  # else the tasks only draw: not worth a cluster
+    done = (o.compute if heavy else dataclasses.replace(o.compute, workers=1)).run(evaluate_recording, tasks)
+    y, p, pb = _window_scores(loaded, bl, windows, done)
+    metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "weights_sha256": meta.weights_sha256,
+                               "threshold": {"value": threshold, "policy": meta.threshold_policy
+                                             if decision.threshold is None else o.threshold_policy or "override"},
+                               "held_out": [Path(r).name for r in recordings]}
+    pngs = _window_level(metrics, meta.name, bl, y, p, pb, threshold, out)
+    for d in done:
+        png = out / f"{Path(d.trace.recording).stem}-timeline.png"
+        png.write_bytes(d.timeline)
+        pngs.append(png)
+    replayed = [d.trace for d in done]
+    if replayed:
+        metrics["events"] = score_events(replayed, threshold, decision, o.rules)
+        metrics["seconds"] = score_seconds(second_scores(replayed, o.early_s), o.early_s)
+    metrics["decision"] = decision.describe()
+    us = _unit_level(metrics, units, y, p, pb, threshold, meta.outputs, bl, o.early_s, out) if units else None
+    (out / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
+    write_report(out / "report.html", o.title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
+    if us is not None:
+        metrics["_unit_scores"] = us  # for a caller pooling folds (not in metrics.json)
+    return metrics
+
+
+def _check_inputs(recordings: list[str], windows: tuple[np.ndarray, np.ndarray] | None,
+                  traces: list[Trace] | None, units: Units | None) -> None:
     if windows is None and not recordings:
         raise DataError("no recordings to evaluate")
     if units is not None and (recordings or windows is None):
         raise DataError(f"evaluate: {units.kind} are scored per unit from their windows, never replayed")
     if traces is not None and len(traces) != len(recordings):
         raise DataError(f"evaluate: {len(traces)} traces for {len(recordings)} recordings")
-    bl = load_model(baseline) if baseline else None
-    tasks = [RecordingTask(str(r), str(model), decision, traces[k] if traces is not None else None,
-                           windows is None, str(baseline) if baseline else None) for k, r in enumerate(recordings)]
-    heavy = traces is None or windows is None  # else the tasks only draw: not worth a cluster
-    done = run_tasks(evaluate_recording, tasks, scheduler=scheduler, workers=workers if heavy else 1,
-                     progress=progress)
+
+
+def _window_scores(loaded: Any, bl: Any, windows: tuple[np.ndarray, np.ndarray] | None,
+                   done: list[RecordingResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, model probabilities, baseline probabilities or None) of the given windows, else of the
+    recordings' own (scored in their tasks)."""
     if windows is not None:
         x, y = windows
-        p = predict(loaded.module, x)
-        pb = predict(bl.module, x) if bl else None
-    else:
-        y = np.concatenate([d.y for d in done])
-        p = np.concatenate([d.p for d in done])
-        pb = np.concatenate([d.p_baseline for d in done]) if bl else None
-    wm = window_metrics(y[:, 0], p[:, 0], threshold)
+        return y, predict(loaded.module, x), predict(bl.module, x) if bl else None
+    y = np.concatenate([d.y for d in done])
+    p = np.concatenate([d.p for d in done])
+    return y, p, np.concatenate([d.p_baseline for d in done]) if bl else None
+
+
+def _window_level(metrics: dict[str, Any], name: str, bl: Any, y: np.ndarray, p: np.ndarray, pb: np.ndarray | None,
+                  threshold: float, out: Path) -> list[Path]:
+    """Window metrics of the model (and the baseline) into ``metrics``; their ROC/PR and confusion PNGs."""
+    wm = metrics["windows"] = window_metrics(y[:, 0], p[:, 0], threshold)
     curves = {}
     if "roc_auc" in wm:
-        curves[meta.name] = (roc(y[:, 0], p[:, 0]), pr_curve(y[:, 0], p[:, 0])[:2] + (wm["pr_auc"],))
-    metrics: dict[str, Any] = {"model": meta.name, "model_path": str(model), "weights_sha256": meta.weights_sha256,
-                               "threshold": {"value": threshold, "policy": meta.threshold_policy
-                                             if decision.threshold is None else threshold_policy or "override"},
-                               "held_out": [Path(r).name for r in recordings], "windows": wm}
+        curves[name] = (roc(y[:, 0], p[:, 0]), pr_curve(y[:, 0], p[:, 0])[:2] + (wm["pr_auc"],))
     if bl is not None and pb is not None:
         bwm = window_metrics(y[:, 0], pb[:, 0], bl.meta.threshold)
         metrics["baseline"] = {"model": bl.meta.name, "windows": bwm}
@@ -313,27 +326,19 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path, base
         pt = (1 - wm["specificity"], wm["sensitivity"])
         pngs.append(plots.roc_pr(curves, out / "roc_pr.png", point=pt))
     pngs.append(plots.confusion(wm["confusion"], threshold, out / "confusion.png"))
-    for d in done:
-        png = out / f"{Path(d.trace.recording).stem}-timeline.png"
-        png.write_bytes(d.timeline)
-        pngs.append(png)
-    traces = [d.trace for d in done]
-    if traces:
-        metrics["events"] = score_events(traces, threshold, decision, rules)
-        metrics["seconds"] = score_seconds(second_scores(traces, early_s), early_s)
-    metrics["decision"] = decision.describe()
-    if units is not None:
-        us = unit_scores(units, y, p, early_s, meta.outputs)
-        right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None
-        metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": right}
-        write_unit_csv(us, threshold, out / "units.csv")
-        if bl is not None and pb is not None:
-            metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s, bl.meta.outputs), early_s)
-    (out / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
-    write_report(out / "report.html", title or f"Evaluation of {meta.name}", [section(metrics, pngs)])
-    if units is not None:
-        metrics["_unit_scores"] = us  # for a caller pooling folds (not in metrics.json)
-    return metrics
+    return pngs
+
+
+def _unit_level(metrics: dict[str, Any], units: Units, y: np.ndarray, p: np.ndarray, pb: np.ndarray | None,
+                threshold: float, outputs: list[str], bl: Any, early_s: float, out: Path) -> Any:
+    """Clips or segments scored per unit into ``metrics`` (and units.csv); returns the model's unit scores."""
+    us = unit_scores(units, y, p, early_s, outputs)
+    right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None
+    metrics["units"] = score_units(us, early_s) | {"threshold_accuracy": right}
+    write_unit_csv(us, threshold, out / "units.csv")
+    if bl is not None and pb is not None:
+        metrics["baseline"]["units"] = score_units(unit_scores(units, y, pb, early_s, bl.meta.outputs), early_s)
+    return us
 
 
 def _f(v: Any, unit: str = "") -> str:

@@ -84,7 +84,7 @@ def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str |
                        folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
     """A prediction model's ``risk`` section with every output's levels chosen on out-of-fold windows of
     ``dataset`` (clips or segments): the model's own training config retrained per fold."""
-    from seizurewatch.research.threshold import training_spec
+    from seizurewatch.research.threshold_choice import training_spec
 
     prediction_units(dataset)
     ds = open_dataset(dataset)

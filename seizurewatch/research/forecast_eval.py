@@ -44,13 +44,13 @@ def horizon_labels(t: np.ndarray, seizures: list[tuple[float, float]], horizon_s
 def evaluate_forecast(model: str | Path, meta: ModelMeta, recordings: list[str], out_dir: str | Path,
                       decision: DecisionConfig | None = None, sph_s: float = 0.0,
                       shuffles: int = CHANCE_SHUFFLES) -> dict[str, Any]:
-    from seizurewatch.replay import replay
+    from seizurewatch.replay import ReplayOptions, replay
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     traces = []
     for rec in recordings:
-        res = replay(rec, model=model, decision=decision)
+        res = replay(rec, ReplayOptions(model=model, decision=decision))
         if res.outputs is None or not len(res.outputs):
             raise DataError(f"{rec}: no window of this recording was decided; nothing to evaluate")
         seizures = [(a.onset, a.end) for a in res.annotations if is_seizure(a.description)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seizurewatch.errors import DataError
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.types import Annotation
 
 SEIZURE_WORDS = ("seiz", "ictal", "sz")
@@ -119,22 +120,15 @@ def label_window(
     return tuple(0 for _ in rules.horizons_s)
 
 
-def window_starts(
-    duration: float, window_s: float, stride_s: float, stride_ictal_s: float, seizures: list[Seizure]
-) -> list[float]:
-    """Window start times: ``stride_s`` apart, and ``stride_ictal_s`` apart inside seizures (oversampling)."""
-    if window_s > duration:
+def window_starts(duration: float, schedule: WindowSchedule, stride_ictal_s: float,
+                  seizures: list[Seizure]) -> list[float]:
+    """Window start times on ``schedule``, and ``stride_ictal_s`` apart inside seizures (oversampling)."""
+    if schedule.window > duration:
         return []
-    starts = set()
-    t = 0.0
-    while t + window_s <= duration + 1e-9:
-        starts.add(round(t, 6))
-        t += stride_s
+    starts = {round(t, 6) for t in schedule.starts(duration)}
+    ictal = schedule.every(stride_ictal_s)
     for s in seizures:
-        t = s.onset
-        while t + window_s <= min(s.end, duration) + 1e-9:
-            starts.add(round(t, 6))
-            t += stride_ictal_s
+        starts.update(round(t, 6) for t in ictal.starts(min(s.end, duration), start=s.onset))
     return sorted(starts)
 
 

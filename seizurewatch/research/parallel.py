@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from seizurewatch.errors import ConfigError, SeizurewatchError
@@ -97,6 +98,20 @@ def in_worker() -> bool:
     except (ImportError, ValueError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a command's tasks run (``run_tasks``): ``scheduler``, a running Dask scheduler's address, else an
+    in-process cluster of ``workers`` (``workers=1``: serially here); ``progress``: a bar over tasks."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    progress: bool = False
+
+    def run(self, fn: Callable[[T], R], items: Sequence[T], what: str = "recording") -> list[R]:
+        return run_tasks(fn, items, scheduler=self.scheduler, progress=self.progress, what=what,
+                         workers=self.workers)
 
 
 def _describe(item: Any) -> str:

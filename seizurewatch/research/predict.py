@@ -70,10 +70,10 @@ def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionCon
 def stream_probabilities(edf: str | Path, model: str | Path | None = None, decision: DecisionConfig | None = None,
                          device: str | None = None) -> Trace:
     """Replay ``edf`` through a real Daemon (``seizurewatch.replay.replay``, no MQTT): probabilities and alarms."""
-    from seizurewatch.replay import replay
+    from seizurewatch.replay import ReplayOptions, replay
 
     decision = decision or DecisionConfig()
-    res = replay(edf, model=model, decision=decision, device=device)
+    res = replay(edf, ReplayOptions(model=model, decision=decision, device=device))
     return trace_of(res, decision)
 
 
@@ -223,12 +223,12 @@ def predict_clips(paths: Sequence[str | Path], model: str | Path | None, out_dir
     names, probs, ys, lat, counts = [], [], [], {}, []
     for f in files:
         clip, sig = clip_signal(f, meta.preprocess)
-        n = int(round(meta.window_s * meta.preprocess.rate))
+        n = meta.window_samples  # the clip in whole windows, side by side
         starts = np.arange(0, sig.shape[1] - n + 1, n) / meta.preprocess.rate
         if not len(starts):
             raise DataError(f"{f}: shorter ({sig.shape[1] / meta.preprocess.rate:g} s) than the model's window "
                             f"({meta.window_s:g} s)")
-        pr = predict(loaded.module, window_views(sig, starts, meta.preprocess.rate, meta.window_s, f)[:])
+        pr = predict(loaded.module, window_views(sig, starts, meta.preprocess.rate, meta.schedule, f)[:])
         names += [Path(f).name] * len(pr)
         probs.append(pr)
         ys += [int(clip.label == "ictal")] * len(pr)

@@ -1,5 +1,5 @@
-"""Pick the operating point from the ROC trade-off on validation data and write it into the
-model's metadata (value, policy, target, the curve point), re-saving the model file.
+"""Pick the operating point from the ROC trade-off on validation data (``threshold_choice.choose_threshold``
+writes it into the model's metadata: value, policy, target, the curve point, re-saving the model file).
 
 Policies:
   youden       maximise sensitivity + specificity - 1 over the window-level ROC
@@ -42,15 +42,9 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig, rule_in_hops
 from seizurewatch.errors import ConfigError, DataError
-from seizurewatch.modelfile import load_model
 from seizurewatch.research.evaluate import SZCORE, EventRules, score_events
-from seizurewatch.research.export import example_input, rebuild_eager, save_checked
-from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of
-from seizurewatch.research.predict import Trace, stream_many
+from seizurewatch.research.predict import Trace
 from seizurewatch.research.roc import Curve, roc
-from seizurewatch.research.train import predict
-from seizurewatch.research.unitscore import kind_of
-from seizurewatch.types import Annotation
 
 log = logging.getLogger(__name__)
 
@@ -332,153 +326,3 @@ def by_policy(policy: str, curve: Curve | None, target: float | None, table: lis
             raise ConfigError(f"--target {t}: a sensitivity between 0 and 1")
         return target_sensitivity(curve, t)
     return youden(curve)
-
-
-def streamed_windows(traces: list[Trace], window_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(probability, ictal) of every replayed window the detection labels keep (``label_window``:
-    wholly ictal or wholly interictal, not across a seam), from the replays' own probabilities."""
-    ps, ys = [], []
-    rules = LabelRules(task="detection")
-    for tr in traces:
-        anns = [Annotation(a, b - a, "seizure") for a, b in tr.seizures] + [Annotation(j, 0.0, "join")
-                                                                         for j in tr.joins]
-        seizures, joins = seizures_of(anns, tr.duration, tr.recording), joins_of(anns)
-        for t, p in zip(tr.t.tolist(), tr.p.tolist()):
-            lab = label_window(t - window_s, t, seizures, joins, rules)
-            if lab is not None:
-                ps.append(p)
-                ys.append(lab[0])
-    return np.asarray(ps, dtype=np.float64), np.asarray(ys, dtype=np.int64)
-
-
-def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | None, recordings: list[str] | None,
-                   dataset: str | Path | None, split: str, decision: DecisionConfig, rules: EventRules,
-                   scheduler: str | None = None, progress: bool = False
-                   ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
-    """The ROC / false-alarm-budget policies, on one validation split or recordings (scored and stored with
-    the decision's rule, else the default one, in hops of the model's hop)."""
-    hop = loaded.meta.hop_s
-    decision = decision.for_model(None, hop)
-    recordings = list(recordings or [])
-    if dataset is not None:
-        from seizurewatch.research.dataset import open_dataset
-
-        ds = open_dataset(dataset)
-        rows = ds.rows(split)
-        if not len(rows):
-            raise DataError(f"{dataset}: split {split!r} has no windows")
-        y = ds.y[rows]
-        p = predict(loaded.module, ds.x, rows=rows)[:, 0]
-        if kind_of(ds) != "continuous":  # clips and segments are never replayed: their windows only
-            if recordings or policy == "fa_budget":
-                raise ConfigError(f"{dataset}: holds {kind_of(ds)}; false alarms per 24 h and replayed validation "
-                                  "recordings need continuous recordings (use --policy youden or sensitivity)")
-        else:
-            recordings = recordings or [r for r in ds.recordings(split) if Path(r).is_file()]
-        where = [f"{Path(dataset).name}:{split}"]
-        yv = y[:, 0]
-        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress) if recordings else []
-    elif recordings:
-        # one replay per recording: its windows, labelled, give the window-level ROC as well
-        traces = stream_many(recordings, model, decision, scheduler=scheduler, progress=progress)
-        p, yv = streamed_windows(traces, loaded.meta.window_s)
-        where = [Path(r).name for r in recordings]
-    else:
-        raise ConfigError("threshold: give --dataset DIR or validation recordings")
-    curve = roc(yv, p) if 0 < yv.sum() < len(yv) else None
-    table = event_table(traces, candidates(traces), decision, rules, curve) if traces else None
-    th = by_policy(policy, curve, target, table)
-    th["auc"] = curve.auc if curve is not None else None
-    th["chosen_on"] = where + [Path(r).name for r in recordings if Path(r).name not in where]
-    if curve is not None:  # where the chosen value sits on the window-level ROC
-        th.setdefault("point", {}).update(curve_point(curve, th["value"]))
-    if traces:
-        ev = score_events(traces, th["value"], decision, rules)
-        th["point"].update(event_sensitivity=ev["sensitivity"], fa_per_24h=ev["fa_per_24h"],
-                           latency_s=ev["latency_s"]["mean"], hours=ev["hours"])
-        th["decision"] = decision.describe(hop)  # the rule in force, in seconds too
-    return th, table
-
-
-def training_spec(meta: dict[str, Any]) -> Any:
-    """The ``ModelSpec`` a model was trained with (its metadata's ``training.config``): what --policy oof retrains."""
-    from seizurewatch.research.train import TrainConfig
-    from seizurewatch.research.training_run import ModelSpec
-
-    training = meta.get("training") or {}
-    if not isinstance(training.get("config"), dict):
-        raise ConfigError(f"{meta.get('name')}: the model's metadata lacks training.config; --policy oof retrains "
-                          "that config")
-    try:
-        cfg = TrainConfig(**training["config"])
-    except TypeError as exc:
-        raise ConfigError(f"{meta.get('name')}: training.config does not fit this version ({exc})") from None
-    return ModelSpec(name=str(meta.get("name", "model")), hop_s=float(meta.get("hop_s", 1.0)), train=cfg)
-
-
-def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, decision: DecisionConfig,
-                          rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
-                          workdir: str | Path = "oof", scheduler: str | None = None,
-                          progress: bool = False) -> dict[str, Any]:
-    """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
-    config (its metadata) on the others, replay the left-out one (one task each); choose on those traces."""
-    from seizurewatch.research.dataset import open_dataset
-    from seizurewatch.research.outoffold import out_of_fold
-
-    spec = training_spec(meta)
-    training = meta.get("training") or {}
-    ds = open_dataset(dataset)
-    if kind_of(ds) != "continuous":
-        raise ConfigError(f"{dataset}: holds {kind_of(ds)}, which are never replayed; --policy oof replays "
-                          "continuous recordings (use --policy youden: the middle of the gap on separable data)")
-    recs = ds.recordings("train") + ds.recordings("val")
-    best = int(training.get("best_epoch", -1))
-    traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None,
-                         scheduler=scheduler, progress=progress)
-    return transfer(traces, method, decision, rules, early_s)
-
-
-def choose_threshold(model: str | Path, policy: str, target: float | None = None,
-                     recordings: list[str] | None = None, dataset: str | Path | None = None, split: str = "val",
-                     output: str | Path | None = None, decision: DecisionConfig | None = None,
-                     rules: EventRules = SZCORE, method: str = "events", early_s: float = 15.0,
-                     scheduler: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Choose and store the threshold; returns the new ``threshold`` metadata block. Validation
-    recordings are replayed once each, one task per recording (``parallel.run_tasks``: ``scheduler``
-    or an in-process cluster)."""
-    decision = decision or DecisionConfig()
-    loaded = load_model(model)
-    meta = dict(loaded.meta.raw)
-    if policy == "oof" and loaded.meta.risk_outputs:  # a prediction model: its risk levels, out of fold
-        if dataset is None:
-            raise ConfigError("threshold --policy oof needs --dataset DIR (a prediction model's clips are "
-                              "cross-validated)")
-        from seizurewatch.research.forecast_compare import out_of_fold_levels
-
-        meta["risk"] = out_of_fold_levels(meta, dataset, Path(output or model).with_suffix(".oof"))
-        eager = rebuild_eager(loaded)
-        dst = Path(output) if output else Path(model)
-        save_checked(eager, meta, dst, example_input(meta))
-        log.info("risk levels chosen out of fold", extra={"model": str(dst)})
-        return dict(meta["threshold"])
-    if policy == "oof":
-        if dataset is None:
-            raise ConfigError("threshold --policy oof needs --dataset DIR (its train and val recordings are left "
-                              "out in turn)")
-        th = out_of_fold_threshold(meta, dataset, decision, rules, method=method, early_s=early_s,
-                                   workdir=Path(output or model).with_suffix(".oof"), scheduler=scheduler,
-                                   progress=progress)
-        table = None
-    else:
-        th, table = _on_validation(model, loaded, policy, target, recordings, dataset, split, decision, rules,
-                                   scheduler, progress)
-    meta["threshold"] = th
-    eager = rebuild_eager(loaded)
-    dst = Path(output) if output else Path(model)
-    save_checked(eager, meta, dst, example_input(meta))
-    if table:
-        from seizurewatch.research import plots
-
-        plots.tradeoff(table, th["value"], dst.with_name(dst.stem + "-threshold.png"))
-    log.info("threshold chosen", extra={"policy": policy, "value": th["value"], "model": str(dst)})
-    return th

@@ -85,7 +85,7 @@ def unit_report(ds: DatasetDir, plans: list[tuple[str, str, Any]], tasks: list[F
                 results: list[dict[str, Any]], folds_: list[Fold], out: Path, early_s: float,
                 group_by: str | None) -> dict[str, Any]:
     """compare.json, compare.md and report.html of a comparison on clips or segments."""
-    from seizurewatch.research.crossval import fold_line
+    from seizurewatch.research.compare_report import fold_line
 
     summaries = []
     panels: dict[str, dict[str, Curve]] = {}

@@ -186,7 +186,7 @@ class Planner:
         self.spec, self.pre, self.rules = spec, pre, spec.rules()
         self.canon = device.canonical if device else canonical_label
         self.units = device.units if device else None  # what channels declaring no unit hold
-        self.n_win = int(round(spec.window_s * pre.rate))
+        self.schedule = spec.schedule
         self.outputs = len(spec.outputs())
 
     def subject_of(self, path: Path, fallback: str) -> str:
@@ -229,12 +229,12 @@ class Planner:
             dense = seizures
         else:  # prediction: the dense stride applies to the preictal span, the positive class
             dense = [Seizure(max(0.0, s.onset - max(spec.horizons_s)), s.onset) for s in seizures]
-        for t in window_starts(duration, spec.window_s, spec.stride_s, spec.stride_ictal_s, dense):
+        for t in window_starts(duration, self.schedule, spec.stride_ictal_s, dense):
             lab = label_window(t, t + spec.window_s, seizures, joins, self.rules)
             if lab is None:
                 piece.dropped[drop_reason(t, t + spec.window_s, seizures, joins, self.rules)] += 1
                 continue
-            if int(round(t * self.pre.rate)) + self.n_win > n_out:
+            if not self.schedule.fits(t, n_out, self.pre.rate):
                 piece.dropped["tail"] += 1
                 continue
             pos = any(lab)
@@ -265,18 +265,16 @@ class Planner:
                             f"{duration:g} or less (window_s)")
         seizure_id, unit = group
         piece = Piece(path.name, clip.path, self.subject_of(path, clip.subject), unit, "clip label", clip)
-        stride = spec.stride_ictal_s if clip.label == "ictal" else spec.stride_s
+        schedule = self.schedule.every(spec.stride_ictal_s) if clip.label == "ictal" else self.schedule
         cols = _Columns(self.outputs)
-        t = 0.0
-        while t + spec.window_s <= duration + 1e-9:
+        for t in schedule.starts(duration):
             lab = _clip_label(clip, t, spec)
             if lab is None:
                 piece.dropped["beyond_horizons" if clip.label == "preictal" else f"{clip.label}_clip"] += 1
-            elif int(round(t * self.pre.rate)) + self.n_win > n_out:
+            elif not schedule.fits(t, n_out, self.pre.rate):
                 piece.dropped["tail"] += 1
             else:
                 cols.add(round(t, 6), lab, seizure_id if any(lab) else "", unit)
-            t += stride
         return cols.into(piece)
 
 

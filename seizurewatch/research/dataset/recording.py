@@ -15,6 +15,7 @@ from seizurewatch.research.dataset.plan import Piece, Planner
 from seizurewatch.research.dataset.spec import DatasetSpec
 from seizurewatch.research.dataset.store import Windows
 from seizurewatch.research.labels import LabelRules
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.types import Annotation
 
 
@@ -38,20 +39,22 @@ def preprocess_recording(path: str, spec: PreprocessSpec, device: DeviceProfile 
     return np.concatenate(parts, axis=1), rec
 
 
-def window_views(signal: np.ndarray, starts: np.ndarray, rate: float, window_s: float, name: str = "") -> Windows:
-    """(n, channels, samples) windows of ``signal`` starting at ``starts`` seconds, cut on read (the dataset
-    reader's own ``Windows``): nothing is copied until rows are asked for."""
-    n_win = int(round(window_s * rate))
+def window_views(signal: np.ndarray, starts: np.ndarray, rate: float, schedule: WindowSchedule,
+                 name: str = "") -> Windows:
+    """(n, channels, samples) windows of ``schedule`` of ``signal`` starting at ``starts`` seconds, cut on read
+    (the dataset reader's own ``Windows``): nothing is copied until rows are asked for."""
+    n_win = schedule.window_samples(rate)
     first = np.rint(np.asarray(starts, dtype=np.float64) * rate).astype(np.int64)
     return Windows({name: signal}, [name] * len(first), first, n_win, signal.shape[0])
 
 
-def plan_recording(path: str, spec: PreprocessSpec, window_s: float, stride_s: float, stride_ictal_s: float,
+def plan_recording(path: str, spec: PreprocessSpec, schedule: WindowSchedule, stride_ictal_s: float,
                    rules: LabelRules, annotations: list[Annotation] | None = None,
                    device: DeviceProfile | None = None) -> Piece:
-    """The labelled window starts of one recording (no sample read); ``annotations`` default to the ones
-    inside the file."""
-    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=window_s, stride_s=stride_s,  # type: ignore[arg-type]
+    """The labelled window starts of one recording on ``schedule`` (``stride_ictal_s`` apart inside seizures;
+    no sample read); ``annotations`` default to the ones inside the file."""
+    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=schedule.window,  # type: ignore[arg-type]
+                     stride_s=schedule.hop,
                      stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
                      interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
     if annotations is None:
@@ -63,16 +66,15 @@ def plan_recording(path: str, spec: PreprocessSpec, window_s: float, stride_s: f
 def windows_from_recording(
     path: str,
     spec: PreprocessSpec,
-    window_s: float,
-    stride_s: float,
+    schedule: WindowSchedule,
     stride_ictal_s: float,
     rules: LabelRules,
     annotations: list[Annotation] | None = None,
     device: DeviceProfile | None = None,
 ) -> RecordingWindows:
     """Windows (copied out) and labels of one recording; ``annotations`` default to the ones inside the file."""
-    piece = plan_recording(path, spec, window_s, stride_s, stride_ictal_s, rules, annotations, device)
+    piece = plan_recording(path, spec, schedule, stride_ictal_s, rules, annotations, device)
     signal, rec = preprocess_recording(path, spec, device)
     rec.close()
-    x = window_views(signal, piece.starts, spec.rate, window_s)[:]
+    x = window_views(signal, piece.starts, spec.rate, schedule)[:]
     return RecordingWindows(path, x, piece.labels, piece.starts, dict(piece.dropped))

@@ -10,6 +10,7 @@ from typing import Literal
 
 from seizurewatch.errors import ConfigError
 from seizurewatch.research.labels import LabelRules
+from seizurewatch.schedule import WindowSchedule
 from seizurewatch.typedyaml import load_typed_file, resolve_path
 
 
@@ -55,6 +56,11 @@ class DatasetSpec:
 
     def outputs(self) -> list[str]:
         return self.rules().outputs()
+
+    @property
+    def schedule(self) -> WindowSchedule:
+        """Windows of ``window_s`` every ``stride_s`` (``every(stride_ictal_s)`` inside the positive class)."""
+        return WindowSchedule(self.window_s, self.stride_s)
 
     def check(self, where: str) -> None:
         if self.window_s <= 0 or self.stride_s <= 0 or self.stride_ictal_s <= 0:
