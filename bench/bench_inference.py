@@ -20,7 +20,7 @@ def eager_copy(loaded: Any) -> Any:
     from seizurewatch.research.architectures import Deployable, build
 
     meta = loaded.meta
-    cfg = meta.raw.get("training", {}).get("config", {})
+    cfg = meta.training().config or {}
     arch = cfg.get("arch", "seed_convnet")
     n_ch, n_s = len(meta.preprocess.channels), meta.window_samples
     import torch

@@ -229,8 +229,9 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
             src = pipe.source
             rate = src.rate
             arrived: dict[float, float] = {}  # window end -> when its last block reached the inlet's thread
-            assert pipe.ring is not None
-            push = pipe.ring.push
+            assert pipe.front is not None
+            ring = pipe.front.ring
+            push = ring.push
 
             def ring_push(x: np.ndarray, wall_received: float = 0.0) -> list:
                 windows = push(x, wall_received)
@@ -238,7 +239,7 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
                     arrived[w.t_end] = w.wall_received
                 return windows
 
-            pipe.ring.push = ring_push  # type: ignore[method-assign,assignment]
+            ring.push = ring_push  # type: ignore[method-assign,assignment]
 
             def update(t: float, p: float):  # the decision for the window that ended at stream time t
                 now = time.monotonic()

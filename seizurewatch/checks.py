@@ -88,27 +88,10 @@ def check_topic_prefix(value: str, name: str) -> str:
 
 
 def check_broker_url(value: str, name: str) -> str:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]``: a host, a port in 1-65535, nothing after it.
-    Errors never repeat what is before an '@' (a password there is refused where the client is built)."""
-    from urllib.parse import urlsplit
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (``addresses.parse_broker_url``: the one URL rule)."""
+    from seizurewatch.addresses import parse_broker_url
 
-    expected = "expected mqtt://host:port or mqtts://host:port"
-    shown = repr(value.rpartition("@")[2] if isinstance(value, str) else value)
-    if not isinstance(value, str) or not value.startswith(("mqtt://", "mqtts://")):
-        raise ValueError(f"{name}: {expected}, got {shown}")
-    if not value.isprintable() or len(value) > MAX_PREFIX_CHARS:
-        raise ValueError(f"{name}: {expected}, printable and at most {MAX_PREFIX_CHARS} characters")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{name}: {expected}, got {shown} ({exc})") from None
-    if not parts.hostname:
-        raise ValueError(f"{name}: {expected}, got {shown} (no host)")
-    if port is not None and port < 1:
-        raise ValueError(f"{name}: port must be 1-65535, got {shown}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{name}: {expected} with nothing after the port, got {shown}")
+    parse_broker_url(value, name)
     return value
 
 

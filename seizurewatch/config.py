@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from seizurewatch.checks import (
     check_broker_url,
@@ -24,7 +23,7 @@ from seizurewatch.checks import (
     check_xpath,
 )
 from seizurewatch.errors import ConfigError
-from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.typedyaml import FilePath, PathField, load_typed_file
 from seizurewatch.units import check_unit
 
 
@@ -33,7 +32,7 @@ class SourceConfig:
     """Where one stream's samples come from."""
 
     kind: Literal["edf", "lsl"] = "edf"
-    path: str | None = None  # edf: the recording
+    path: FilePath | None = None  # edf: the recording
     speed: float | Literal["max"] = 1.0  # edf: 1 = real time, 50 = 50x, "max" = as fast as possible
     chunk_s: float = 0.25  # edf: seconds per block pushed into the pipeline
     loop: bool = False  # edf: start over at the end (soak tests)
@@ -84,10 +83,12 @@ class StreamConfig:
 
     patient: str
     source: SourceConfig
-    device: str | None = None  # device profile YAML; None: as the source describes itself (EDF header, LSL XML)
+    device: FilePath | None = None  # device profile YAML; None: as the source describes itself (EDF header, LSL XML)
 
     def __post_init__(self) -> None:
         check_topic_level(self.patient, "patient")
+        if self.device is not None and not self.device.strip():
+            raise ValueError("device: empty (remove the key to take the source's own description)")
 
 
 DEFAULT_RULE_S = (3.0, 4.0)  # 3 s over the threshold in the last 4 s, when neither the config nor the model says
@@ -97,7 +98,7 @@ MAX_THREADS = 256  # torch.set_num_threads beyond this only oversubscribes (and 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str
+    path: FilePath
     sha256: str | None = None  # pin: the whole file's SHA-256 (sha256sum), checked before the file is opened
     trusted: bool = False  # run an unpinned model anyway (a model file is code: pin it instead)
     threads: int = 1  # torch.set_num_threads
@@ -182,9 +183,14 @@ class DecisionConfig:
         """This config with k and n filled in: the configured ones, else the rule a model file stores
         beside its threshold (``threshold.decision``, chosen together with it; in seconds, turned into
         hops of the model's ``hop_s``), else DEFAULT_RULE_S at that hop."""
+        return self.with_rule(stored_rule(threshold_block, hop_s), hop_s)
+
+    def with_rule(self, stored: tuple[int, int] | None, hop_s: float) -> DecisionConfig:
+        """This config with k and n filled in: the configured ones, else ``stored`` (a model's rule in hops
+        of its ``hop_s``: ``ModelMeta.rule``), else DEFAULT_RULE_S at that hop."""
         if self.k is not None:
             return self
-        k, n = stored_rule(threshold_block, hop_s) or rule_in_hops(*DEFAULT_RULE_S, hop_s)
+        k, n = stored or rule_in_hops(*DEFAULT_RULE_S, hop_s)
         return dataclasses.replace(self, k=k, n=n)
 
     def describe(self, hop_s: float | None = None) -> dict[str, Any]:
@@ -206,11 +212,11 @@ class MqttConfig:
     keepalive_s: int = 30
     connect_timeout_s: float = 5.0
     username: str | None = None
-    password_file: str | None = None
+    password_file: FilePath | None = None
     password_env: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     allow_plaintext_remote: bool = False
     protocol: Literal["auto", "v5", "v311"] = "auto"  # auto: MQTT v5, falling back to 3.1.1 if refused
     publish_timeout_s: float = 10.0  # no PUBACK within this: reconnect and resend
@@ -246,9 +252,12 @@ class MqttConfig:
         check_number(self.state_every_s, "state_every_s", low=0, high=3600)  # 0 = only when it changes
 
 
+JournalPath = Annotated[str, PathField(keep=(":memory:",))]  # ":memory:": a throwaway journal
+
+
 @dataclass(frozen=True)
 class OutboxConfig:
-    path: str = "outbox.sqlite3"  # durable journal; ":memory:" only for throwaway runs
+    path: JournalPath = "outbox.sqlite3"  # durable journal; ":memory:" only for throwaway runs
     keep_delivered_days: float = 7.0  # delivered events older than this are pruned from the journal
 
     def __post_init__(self) -> None:
@@ -306,48 +315,12 @@ class Config:
                                  "the other stream a copy of the file")
 
 
-def _resolve(base: Path, value: str | None) -> str | None:
-    if value is None or value in (":memory:", "embedded"):
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else os.path.abspath(base / p))  # links kept: sidecars sit beside them
-
-
-def resolve_paths(cfg: Config, base: Path) -> Config:
-    """Make every file path in ``cfg`` absolute, relative to ``base``."""
-    streams = tuple(
-        dataclasses.replace(
-            s,
-            device=_resolve(base, s.device),
-            source=dataclasses.replace(s.source, path=_resolve(base, s.source.path)),
-        )
-        for s in cfg.streams
-    )
-    mqtt = dataclasses.replace(
-        cfg.mqtt,
-        password_file=_resolve(base, cfg.mqtt.password_file),
-        ca_file=_resolve(base, cfg.mqtt.ca_file),
-        cert_file=_resolve(base, cfg.mqtt.cert_file),
-        key_file=_resolve(base, cfg.mqtt.key_file),
-    )
-    return dataclasses.replace(
-        cfg,
-        streams=streams,
-        model=dataclasses.replace(cfg.model, path=_resolve(base, cfg.model.path) or cfg.model.path),
-        mqtt=mqtt,
-        outbox=dataclasses.replace(cfg.outbox, path=_resolve(base, cfg.outbox.path) or cfg.outbox.path),
-    )
-
-
 def load_config(path: str | Path) -> Config:
-    """Load and validate a config file; raises ConfigError naming file, key and expectation."""
+    """Load and validate a config file; raises ConfigError naming file, key and expectation. Relative
+    paths in it are relative to its folder (``typedyaml.FilePath``)."""
     p = Path(path)
-    data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    data = {**data, "source_file": str(p)}
-    cfg = load_typed(Config, data, str(p))
-    cfg = resolve_paths(cfg, p.resolve().parent)
+    cfg, _ = load_typed_file(Config, p)
+    cfg = dataclasses.replace(cfg, source_file=str(p))
     for i, s in enumerate(cfg.streams):
         if s.device and not Path(s.device).is_file():
             raise ConfigError(f"{p}: streams[{i}].device: device profile not found: {s.device}")
@@ -361,17 +334,4 @@ def load_config(path: str | Path) -> Config:
 def load_mqtt_section(path: str | Path) -> MqttConfig:
     """The ``mqtt:`` section of a YAML file: a station's own file (nothing else in it) or a daemon's config.
     Validated like the daemon's (errors name file and key); relative paths are relative to the file."""
-    from seizurewatch.typedyaml import resolve_path
-
-    p = Path(path)
-    data = read_yaml(p)
-    if not isinstance(data, dict) or not isinstance(data.get("mqtt", {}), dict):
-        raise ConfigError(f"{p}: expected a mapping with an 'mqtt:' section")
-    cfg = load_typed(MqttConfig, data.get("mqtt", {}), str(p), "mqtt")
-    base = p.resolve().parent
-
-    def res(v: str | None) -> str | None:
-        return resolve_path(base, v) if v else None
-
-    return dataclasses.replace(cfg, password_file=res(cfg.password_file), ca_file=res(cfg.ca_file),
-                               cert_file=res(cfg.cert_file), key_file=res(cfg.key_file))
+    return load_typed_file(MqttConfig, path, section="mqtt")[0]

@@ -75,6 +75,7 @@ class Daemon:
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
         self.model_sha256 = ""
+        self.model_path = ""
         self._opened: list[StreamPipeline] = []  # sources opened by prepare (closed again if it refuses)
         self._eeg_kept: dict[str, list[str]] = {}  # alarm ids whose EEG is retained on the broker, oldest first
         self._fault_tasks: set[asyncio.Future[None]] = set()

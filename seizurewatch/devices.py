@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seizurewatch.checks import check_number
-from seizurewatch.errors import ConfigError
-from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.typedyaml import load_typed_file
 from seizurewatch.units import check_unit
 
 
@@ -59,8 +58,5 @@ class DeviceProfile:
 
 
 def load_device(path: str | Path) -> DeviceProfile:
-    p = Path(path)
-    data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    return load_typed(DeviceProfile, data, str(p))
+    """A device profile YAML (errors name the file, the key and what was expected)."""
+    return load_typed_file(DeviceProfile, path)[0]

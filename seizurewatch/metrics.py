@@ -23,6 +23,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from seizurewatch.addresses import parse_listen as parse_listen_address
 from seizurewatch.errors import ConfigError
 from seizurewatch.events import Event
 
@@ -33,18 +34,11 @@ E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:9108"``, ``"9108"`` (loopback), ``"[::1]:9108"`` -> (host, port); ConfigError otherwise."""
-    host, sep, port_s = listen.rpartition(":")
-    host = host.strip("[]") if sep else "127.0.0.1"
+    """``metrics.listen`` as (host, port) (``addresses.parse_listen``: the one listen-address rule)."""
     try:
-        port = int(port_s)
-        if not 0 <= port <= 65535:
-            raise ValueError
-        if host not in ("localhost",):
-            ipaddress.ip_address(host or "127.0.0.1")
-    except ValueError:
-        raise ConfigError(f"metrics.listen: expected HOST:PORT such as 127.0.0.1:9108, got {listen!r}") from None
-    return host or "127.0.0.1", port
+        return parse_listen_address(listen, "metrics.listen", 9108)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class PortInUse(ConfigError):
@@ -131,9 +125,10 @@ class Metrics:
         for ev in ("start", "update", "end"):
             self.alarms_total.labels(patient, ev)
 
-    def set_model(self, name: str, weights_sha256: str, threshold: float, policy: str) -> None:
+    def set_model(self, name: str, weights_sha256: str, threshold: float, policy: str, path: str) -> None:
+        """The one writer of ``seizurewatch_model_info`` (at start and after every reload: the same fields)."""
         self.model_info.info({"name": name, "weights_sha256": weights_sha256, "threshold": f"{threshold:.5g}",
-                              "policy": policy})
+                              "policy": policy, "path": path})
 
     def samples(self, patient: str, n: int) -> None:
         self.samples_total.labels(patient).inc(n)

@@ -3,13 +3,9 @@
 A model is a TorchScript archive (``.pt``) or a ``torch.export`` archive (``.pt2``) whose
 extra file ``metadata.json`` says what it expects (channels, rate, window, hop,
 preprocessing), how its threshold was chosen, what it was trained on, and the SHA-256 of
-its weights. The forward pass takes ``(batch, channels, samples)`` float32 in physical
-units and returns ``(batch, outputs)`` probabilities.
-
-Outputs are typed by the metadata: an output named in ``risk`` is a prediction output (its
-horizon and the thresholds of its levels, ``risk.<output>.horizon_s/elevated/high``), published as
-a risk level (``seizurewatch/risk.py``); the first output not named there is the detection output
-the alarms follow. A model without a ``risk`` section alarms on its first output, as before.
+its weights (parsed by ``modelmeta.parse_meta``). The forward pass takes
+``(batch, channels, samples)`` float32 in physical units and returns ``(batch, outputs)``
+probabilities.
 """
 
 from __future__ import annotations
@@ -27,15 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from seizurewatch.checks import check_number, check_sha256
-from seizurewatch.config import stored_rule
+from seizurewatch.checks import check_sha256
 from seizurewatch.errors import ModelError
-from seizurewatch.preprocess import PreprocessSpec
-from seizurewatch.schedule import WindowSchedule
+from seizurewatch.modelmeta import FORMAT, ModelMeta, parse_meta
 
-FORMAT = "seizurewatch-model/1"
 METADATA_FILE = "metadata.json"
-REQUIRED_KEYS = ("format", "name", "outputs", "preprocess", "window_s", "hop_s", "threshold", "weights_sha256")
 
 
 @contextlib.contextmanager
@@ -60,141 +52,6 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class RiskOutput:
-    """A prediction output: its column in the model's answer, its horizon and its level thresholds."""
-
-    index: int
-    name: str
-    horizon_s: float
-    elevated: float  # smoothed probability from which the level is "elevated"
-    high: float  # ... and "high"
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    raw: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str(self.raw["name"])
-
-    @property
-    def weights_sha256(self) -> str:
-        """The hash of the weights (metadata ``weights_sha256``); the whole file's is ``LoadedModel.file_sha256``,
-        what ``model.sha256`` pins. Every output names them so: never a bare "sha256"."""
-        return str(self.raw["weights_sha256"])
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec.from_json(self.raw["preprocess"])
-
-    @property
-    def window_s(self) -> float:
-        return float(self.raw["window_s"])
-
-    @property
-    def hop_s(self) -> float:
-        return float(self.raw["hop_s"])
-
-    @property
-    def outputs(self) -> list[str]:
-        return list(self.raw["outputs"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.raw["threshold"]["value"])
-
-    @property
-    def threshold_policy(self) -> str:
-        return str(self.raw["threshold"].get("policy", "unknown"))
-
-    @property
-    def risk_outputs(self) -> tuple[RiskOutput, ...]:
-        """The prediction outputs, in output order (``risk`` section; empty without one)."""
-        risk = self.raw.get("risk") or {}
-        return tuple(RiskOutput(i, name, float(risk[name]["horizon_s"]), float(risk[name]["elevated"]),
-                                float(risk[name]["high"])) for i, name in enumerate(self.outputs) if name in risk)
-
-    @property
-    def detection_output(self) -> int | None:
-        """The output the alarms follow: the first one that is not a prediction output (None: none is)."""
-        risk = self.raw.get("risk") or {}
-        return next((i for i, name in enumerate(self.outputs) if name not in risk), None)
-
-    @property
-    def schedule(self) -> WindowSchedule:
-        """The windows the model takes: ``window_s`` every ``hop_s`` (the ring buffer's, the quality checks')."""
-        return WindowSchedule(self.window_s, self.hop_s)
-
-    @property
-    def window_samples(self) -> int:
-        return self.schedule.window_samples(self.preprocess.rate)
-
-
-def _validate_meta(raw: Any, where: str) -> ModelMeta:
-    """The metadata checked like a config file: every number finite and in range, one line per problem."""
-    if not isinstance(raw, dict):
-        raise ModelError(f"{where}: metadata.json is not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise ModelError(f"{where}: metadata.json lacks {', '.join(missing)}")
-    if raw["format"] != FORMAT:
-        raise ModelError(f"{where}: unsupported model format {raw['format']!r} (expected {FORMAT})")
-    try:
-        meta = ModelMeta(raw)
-        _check_meta(meta)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        detail = str(exc) if isinstance(exc, ValueError) else f"malformed ({exc!r})"
-        raise ModelError(f"{where}: metadata.json: {detail}; re-export the model "
-                         "('seizurewatch export') or fix its training recipe") from None
-    return meta
-
-
-def _check_meta(meta: ModelMeta) -> None:
-    if not isinstance(meta.raw["preprocess"], dict) or not isinstance(meta.raw["preprocess"].get("channels"), list):
-        raise ValueError("preprocess.channels: expected a list of channel labels")
-    spec = meta.preprocess
-    channels = spec.channels
-    if not channels or not all(isinstance(c, str) and c.strip() for c in channels):
-        raise ValueError("preprocess.channels: expected a non-empty list of channel labels")
-    if len(set(channels)) != len(channels):
-        raise ValueError("preprocess.channels: labels must be unique")
-    spec.check()
-    check_number(meta.window_s, "window_s", low=0, low_open=True, high=3600)
-    check_number(meta.hop_s, "hop_s", low=0, low_open=True, high=meta.window_s)
-    window, hop = meta.schedule.window_samples(spec.rate), meta.schedule.hop_samples(spec.rate)
-    if window < 1 or hop < 1:
-        raise ValueError(f"window_s/hop_s: {meta.window_s:g} s / {meta.hop_s:g} s at {spec.rate:g} Hz "
-                         "give no whole sample")
-    check_number(meta.threshold, "threshold.value", low=0, high=1, low_open=True, high_open=True)
-    rule = meta.raw["threshold"].get("decision")
-    if rule is not None and stored_rule(meta.raw["threshold"], meta.hop_s) is None:  # the rule the daemon applies
-        raise ValueError(f"threshold.decision: expected evidence_s <= span_s (seconds, > 0) or k and n with "
-                         f"1 <= k <= n <= 1000 hops of {meta.hop_s:g} s, got {rule!r}")
-    outputs = meta.raw["outputs"]
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
-        raise ValueError("outputs: expected a non-empty list of output names")
-    _check_risk(meta.raw.get("risk"), outputs)
-
-
-def _check_risk(risk: Any, outputs: list[str]) -> None:
-    """``risk``: {output: {horizon_s, elevated, high}} for outputs of the model, 0 < elevated < high < 1."""
-    if risk is None:
-        return
-    if not isinstance(risk, dict):
-        raise ValueError("risk: expected a mapping of output name -> {horizon_s, elevated, high}")
-    for name, spec in risk.items():
-        if name not in outputs:
-            raise ValueError(f"risk.{name}: not one of the model's outputs ({', '.join(outputs)})")
-        if not isinstance(spec, dict):
-            raise ValueError(f"risk.{name}: expected a mapping with horizon_s, elevated, high")
-        horizon, elevated, high = (spec.get(k, "missing") for k in ("horizon_s", "elevated", "high"))
-        check_number(horizon, f"risk.{name}.horizon_s", low=0, low_open=True, high=86_400 * 30)
-        check_number(elevated, f"risk.{name}.elevated", low=0, high=1, low_open=True, high_open=True)
-        check_number(high, f"risk.{name}.high", low=elevated, high=1, low_open=True, high_open=True)
 
 
 @dataclass
@@ -277,29 +134,14 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
     if pin is not None and digest != pin:
         raise ModelError(f"{where}: file sha256 {digest} is not the pinned {pin} (model.sha256); "
                          "refused before loading: a model file is code")
-    extra: dict[str, Any] = {METADATA_FILE: ""}
-    try:
-        if p.suffix == ".pt2":
-            ep = torch.export.load(io.BytesIO(data), extra_files=extra)
-            state = dict(ep.state_dict)
-            module: Any = ep.module()
-            kind = "export"
-        else:
-            with quiet_torchscript():
-                module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
-            state = dict(module.state_dict())
-            kind = "torchscript"
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt archive
-        raise ModelError(f"{where}: cannot load model: {load_problem(exc)}; export it again with "
-                         "'seizurewatch export' (or check the file was copied whole)") from None
-    blob = extra[METADATA_FILE]
+    module, state, kind, blob = _open_archive(data, p.suffix == ".pt2", where)
     if not blob:
         raise ModelError(f"{where}: no metadata.json inside; export it with 'seizurewatch export'")
     try:
         raw = json.loads(blob)
     except json.JSONDecodeError as exc:
         raise ModelError(f"{where}: metadata.json is not valid JSON ({exc})") from None
-    meta = _validate_meta(raw, where)
+    meta = parse_meta(raw, where)
     actual = weights_sha256(state)
     if actual != meta.weights_sha256:
         raise ModelError(
@@ -309,6 +151,22 @@ def load_model(path: str | Path, expect_sha256: str | None = None) -> LoadedMode
     if kind == "torchscript":
         module.eval()  # (an ExportedProgram's module was exported in eval mode and refuses .eval())
     return LoadedModel(module=module, meta=meta, path=where, kind=kind, file_sha256=digest)
+
+
+def _open_archive(data: bytes, exported: bool, where: str) -> tuple[Any, dict[str, Any], str, str]:
+    """torch's loader on the file's bytes: the module, its state dict, its kind and the metadata text."""
+    extra: dict[str, Any] = {METADATA_FILE: ""}
+    try:
+        if exported:
+            ep = torch.export.load(io.BytesIO(data), extra_files=extra)
+            state = dict(ep.state_dict)
+            return ep.module(), state, "export", extra[METADATA_FILE]
+        with quiet_torchscript():
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+        return module, dict(module.state_dict()), "torchscript", extra[METADATA_FILE]
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt archive
+        raise ModelError(f"{where}: cannot load model: {load_problem(exc)}; export it again with "
+                         "'seizurewatch export' (or check the file was copied whole)") from None
 
 
 def check_forward(model: LoadedModel) -> None:

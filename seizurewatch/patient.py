@@ -16,7 +16,8 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.decision import AlarmDecision, FaultTracker, StreamClock
 from seizurewatch.escalation import WHOLE_STREAM_FAULTS, fault_escalates
 from seizurewatch.events import Context, Event
-from seizurewatch.modelfile import ModelMeta, output_problem
+from seizurewatch.modelfile import output_problem
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.risk import PatientRisk
 from seizurewatch.types import Window
 
@@ -69,7 +70,7 @@ class PatientState:
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
         self.acks: Callable[[], list[dict[str, Any]]] = list  # the latest acks the state lists (the daemon's book)
-        decision = decision.for_model(meta.raw.get("threshold"), meta.hop_s)
+        decision = decision.with_rule(meta.rule, meta.hop_s)
         self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
         self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
@@ -83,7 +84,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.weights_sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        decision = decision.for_model(self.meta.raw.get("threshold"), self.meta.hop_s)
+        decision = decision.with_rule(self.meta.rule, self.meta.hop_s)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
         self.risk.reconfigure(decision)

@@ -58,6 +58,27 @@ class _Batch:
     result: asyncio.Future[tuple[np.ndarray, float]] | None
 
 
+async def _produce(source: Source, queue: asyncio.Queue[Any], stop: asyncio.Event, done: object) -> None:
+    """The source's items onto ``queue`` (a bounded queue: its backpressure paces a replay), then ``done``."""
+    try:
+        async for item in source.items():
+            await queue.put(item)
+            if stop.is_set():
+                break
+    finally:
+        await queue.put(done)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; an error it ended with (not the cancellation) is raised."""
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
+        if not isinstance(exc, asyncio.CancelledError):
+            raise
+
+
 def log_event(patient: str, ev: Event) -> None:
     """The log line of an event worth one: a fault or alarm starting (an alarm ending), a risk change."""
     if ev.kind == "fault" and ev.event == "start":
@@ -158,17 +179,7 @@ class StreamPipeline:
             await self.open()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         done = object()
-
-        async def produce() -> None:
-            try:
-                async for item in self.source.items():
-                    await queue.put(item)
-                    if self._stop.is_set():
-                        break
-            finally:
-                await queue.put(done)
-
-        producer = asyncio.create_task(produce(), name=f"source-{self.patient}")
+        producer = asyncio.create_task(_produce(self.source, queue, self._stop, done), name=f"source-{self.patient}")
         stopper = asyncio.ensure_future(self._stop.wait())
         getter: asyncio.Future[Any] | None = None
         try:
@@ -192,12 +203,7 @@ class StreamPipeline:
             stopper.cancel()
             if getter is not None:
                 getter.cancel()
-            producer.cancel()
-            try:
-                await producer
-            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
-                if not isinstance(exc, asyncio.CancelledError):
-                    raise
+            await _cancel(producer)  # the source's own error, if it had one, is raised here
             await self._finish()
             await self.source.close()
 

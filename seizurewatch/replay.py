@@ -29,7 +29,7 @@ from seizurewatch.scoring import SZCORE, EventRules, Verdicts, payload_spans, ve
 from seizurewatch.types import Annotation
 
 if TYPE_CHECKING:
-    from seizurewatch.modelfile import ModelMeta
+    from seizurewatch.modelmeta import ModelMeta
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.events import Context, Event, RiskChange, new_id
-from seizurewatch.modelfile import ModelMeta, RiskOutput
+from seizurewatch.modelmeta import ModelMeta, RiskOutput
 
 LEVELS = ("low", "elevated", "high")  # in rising order; "unknown" until RISK_MIN_WINDOWS windows were seen
 RISK_MIN_WINDOWS = 3

@@ -2,9 +2,9 @@
 
 SIGTERM/SIGINT drain: every pipeline finishes the block (and so the window) it is on,
 open alarms and faults end, the outbox is flushed to the broker, ``offline`` is published,
-and the process exits 0 — within ``DRAIN_TIMEOUT_S`` even when the broker hangs (what is
-not delivered by then stays journaled and goes out on the next start). A second signal
-stops at once.
+and the process exits 0 — within ``mqtt.drain_timeout_s`` (the one drain bound: the links try that
+long) plus ``DRAIN_MARGIN_S`` even when the broker hangs (what is not delivered by then stays journaled
+and goes out on the next start). A second signal stops at once.
 
 SIGHUP (``systemctl reload``) re-reads the config file: threshold, decision parameters and
 log level change without dropping the stream; an invalid new file is rejected with one
@@ -40,7 +40,7 @@ from seizurewatch.signals import capture_signals
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_S = 10.0  # SIGTERM -> exit; the unit's TimeoutStopSec= is larger
+DRAIN_MARGIN_S = 5.0  # SIGTERM -> exit: mqtt.drain_timeout_s, then this for the links to give up and log it
 STATUS_EVERY_S = 5.0
 
 
@@ -116,12 +116,13 @@ class Service:
     """Owns the signal handlers, the reload path and the systemd conversation around one Daemon."""
 
     def __init__(self, cfg: Config, args: argparse.Namespace | None = None,
-                 notifier: Notifier | None = None, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+                 notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.level_from_cli = args is not None and getattr(args, "log_level", None) is not None
         self.format_from_cli = args is not None and getattr(args, "log_format", None) is not None
         self.notifier = notifier or Notifier()
-        self.drain_timeout_s = drain_timeout_s
+        # the links keep trying for mqtt.drain_timeout_s (PatientLink.close); the process ends a margin later
+        self.drain_timeout_s = cfg.mqtt.drain_timeout_s + DRAIN_MARGIN_S
         self.daemon = Daemon(cfg, DaemonOptions(publish=True, keep_trying=True, require_pin=True))
         self.stopping = False
         self.forced = False
@@ -225,7 +226,8 @@ class Service:
             m.threshold.labels(pipe.patient).set(pipe.decision.threshold)
         if self.daemon.pipelines:
             meta, pipe = self.daemon.pipelines[0].meta, self.daemon.pipelines[0]
-            m.set_model(meta.name, meta.weights_sha256, pipe.decision.threshold, pipe.context.threshold_policy)
+            m.set_model(meta.name, meta.weights_sha256, pipe.decision.threshold, pipe.context.threshold_policy,
+                        self.daemon.model_path)
 
     # ----- background: status and watchdog --------------------------------------------
     async def _status_loop(self) -> None:

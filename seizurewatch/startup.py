@@ -26,7 +26,8 @@ from seizurewatch.devices import DeviceProfile, load_device
 from seizurewatch.errors import BrokerError, ConfigError, DataError, SourceUnavailable, StorageError
 from seizurewatch.inference import Predictor, configure_compute
 from seizurewatch.metrics import PortInUse, parse_listen
-from seizurewatch.modelfile import LoadedModel, ModelMeta, check_forward, file_sha256, load_model
+from seizurewatch.modelfile import LoadedModel, check_forward, file_sha256, load_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.pipeline import StreamPipeline
 from seizurewatch.preprocess import check_device_fits_model
 from seizurewatch.resources import default_model_path
@@ -113,10 +114,8 @@ async def prepare(d: Daemon) -> None:
     d.model_sha256 = model.file_sha256
     predictor = Predictor(model, max_batch=cfg.model.max_batch)
     meta = model.meta
-    d.metrics.model_info.info(
-        {"name": meta.name, "weights_sha256": meta.weights_sha256, "threshold": str(meta.threshold),
-         "policy": meta.threshold_policy, "path": model.path}
-    )
+    d.model_path = model.path
+    d.metrics.set_model(meta.name, meta.weights_sha256, meta.threshold, meta.threshold_policy, model.path)
     devices = _devices(cfg, meta)
     _check_metrics_port(d)
     check_journal_folder(cfg.outbox.path)

@@ -2,6 +2,11 @@
 
 Every error names the file, the dotted key path and what was expected, e.g.
 ``config/bedside.yaml: decision.k: expected an integer, got 'three'``.
+
+A field typed ``FilePath`` (``Annotated[str, PathField()]``) is a file path: a relative one is taken
+from the folder of the file it was written in, ``~`` is expanded, symbolic links are kept as written
+(a text signal's sidecar sits beside the link the user named). Every loader reads its file through
+``load_typed_file``, so that rule has one owner: ``resolve_path``.
 """
 
 from __future__ import annotations
@@ -11,14 +16,36 @@ import math
 import os
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from seizurewatch.errors import ConfigError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PathField:
+    """Marks a ``str`` field as a file path, resolved against the folder of the file that holds it.
+    ``keep``: values that name no file (``":memory:"``); a blank value is left for the field's own check."""
+
+    keep: tuple[str, ...] = ()
+
+
+FilePath = Annotated[str, PathField()]
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What a conversion needs besides the value: the file named in errors, the folder relative paths
+    start from (None: paths are left as written), and whether unknown keys are refused."""
+
+    source: str
+    base: Path | None = None
+    strict: bool = True
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -60,9 +87,13 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
-def load_typed(cls: type[T], data: Any, source: str, path: str = "") -> T:
-    """Build dataclass ``cls`` from plain YAML data; ``source`` names the file in errors."""
-    return typing.cast(T, _convert(cls, data, source, path))
+def load_typed(cls: type[T], data: Any, source: str, path: str = "", *, base: Path | None = None,
+               strict: bool = True) -> T:
+    """Build dataclass ``cls`` from plain YAML (or JSON) data; ``source`` names the file in errors.
+
+    ``base``: the folder ``FilePath`` fields are relative to (None: left as written). ``strict=False``
+    ignores keys ``cls`` does not declare (a format other versions extend, e.g. a model's metadata)."""
+    return typing.cast(T, _convert(cls, data, _Ctx(source, base, strict), path))
 
 
 def _where(source: str, path: str) -> str:
@@ -71,6 +102,8 @@ def _where(source: str, path: str) -> str:
 
 def _describe(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return _describe(get_args(tp)[0])
     if tp is int:
         return "an integer"
     if tp is float:
@@ -94,51 +127,68 @@ def _describe(tp: Any) -> str:
     return str(tp)
 
 
-def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
+def _refuse(tp: Any, value: Any, ctx: _Ctx, path: str) -> ConfigError:
+    return ConfigError(f"{_where(ctx.source, path)}: expected {_describe(tp)}, got {value!r}")
+
+
+def _convert(tp: Any, value: Any, ctx: _Ctx, path: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _convert_dataclass(tp, value, source, path)
+        return _convert_dataclass(tp, value, ctx, path)
+    if origin is Annotated:
+        inner, *marks = get_args(tp)
+        out = _convert(inner, value, ctx, path)
+        for mark in marks:
+            if isinstance(mark, PathField) and ctx.base is not None and out.strip() and out not in mark.keep:
+                out = resolve_path(ctx.base, out)
+        return out
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, source, path)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{_where(source, path)}: expected {_describe(tp)}, got {value!r}")
+        return _convert_union(tp, value, ctx, path)
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(f"{_where(source, path)}: expected {_describe(tp)}, got {value!r}")
+        raise _refuse(tp, value, ctx, path)
     if origin in (tuple, list):
-        (item_tp, *rest) = get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{_where(source, path)}: expected {_describe(tp)}, got {value!r}")
-        if rest and rest[0] is not Ellipsis:  # fixed-length tuple
-            if len(value) != len(get_args(tp)):
-                raise ConfigError(
-                    f"{_where(source, path)}: expected {len(get_args(tp))} items, got {len(value)}"
-                )
-            return tuple(
-                _convert(t, v, source, f"{path}[{i}]") for i, (t, v) in enumerate(zip(get_args(tp), value))
-            )
-        items = [_convert(item_tp, v, source, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _convert_sequence(tp, value, ctx, path)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{_where(source, path)}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{_where(ctx.source, path)}: expected a mapping, got {value!r}")
         key_tp, val_tp = get_args(tp)
-        return {
-            _convert(key_tp, k, source, f"{path}.{k}"): _convert(val_tp, v, source, f"{path}.{k}")
-            for k, v in value.items()
-        }
+        return {_convert(key_tp, k, ctx, f"{path}.{k}"): _convert(val_tp, v, ctx, f"{path}.{k}")
+                for k, v in value.items()}
+    return _convert_scalar(tp, value, ctx, path)
+
+
+def _convert_union(tp: Any, value: Any, ctx: _Ctx, path: str) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, ctx, path)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    raise _refuse(tp, value, ctx, path)
+
+
+def _convert_sequence(tp: Any, value: Any, ctx: _Ctx, path: str) -> Any:
+    (item_tp, *rest) = get_args(tp)
+    if not isinstance(value, list):
+        raise _refuse(tp, value, ctx, path)
+    if rest and rest[0] is not Ellipsis:  # fixed-length tuple
+        if len(value) != len(get_args(tp)):
+            raise ConfigError(f"{_where(ctx.source, path)}: expected {len(get_args(tp))} items, got {len(value)}")
+        return tuple(_convert(t, v, ctx, f"{path}[{i}]") for i, (t, v) in enumerate(zip(get_args(tp), value)))
+    items = [_convert(item_tp, v, ctx, f"{path}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if get_origin(tp) is tuple else items
+
+
+def _convert_scalar(tp: Any, value: Any, ctx: _Ctx, path: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -148,48 +198,57 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
-                raise ConfigError(f"{_where(source, path)}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{_where(ctx.source, path)}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
     elif tp is Any:
         return value
-    raise ConfigError(f"{_where(source, path)}: expected {_describe(tp)}, got {value!r}")
+    raise _refuse(tp, value, ctx, path)
 
 
-def _convert_dataclass(cls: type, value: Any, source: str, path: str) -> Any:
+def _convert_dataclass(cls: type, value: Any, ctx: _Ctx, path: str) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{_where(source, path)}: expected {_describe(cls)}, got {value!r}")
-    hints = get_type_hints(cls)
+        raise _refuse(cls, value, ctx, path)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in value if k not in fields]
-    if unknown:
+    if unknown and ctx.strict:
         known = ", ".join(sorted(fields))
         key = f"{path}.{unknown[0]}" if path else str(unknown[0])
-        raise ConfigError(f"{source}: {key}: unknown key (known keys here: {known})")
+        raise ConfigError(f"{ctx.source}: {key}: unknown key (known keys here: {known})")
     kwargs = {}
     for name, field in fields.items():
         sub = f"{path}.{name}" if path else name
         if name in value:
-            kwargs[name] = _convert(hints[name], value[name], source, sub)
+            kwargs[name] = _convert(hints[name], value[name], ctx, sub)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: {sub}: required key is missing (expected {_describe(hints[name])})")
+            raise ConfigError(f"{ctx.source}: {sub}: required key is missing (expected {_describe(hints[name])})")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{_where(source, path)}: {exc}") from None
+        raise ConfigError(f"{_where(ctx.source, path)}: {exc}") from None
 
 
-def load_typed_file(cls: type[T], path: str | Path) -> tuple[T, Path]:
-    """A YAML file holding one mapping -> dataclass ``cls``, and the folder its relative paths start from."""
+def load_typed_file(cls: type[T], path: str | Path, section: str | None = None) -> tuple[T, Path]:
+    """A YAML file holding one mapping -> dataclass ``cls``, and the folder its relative paths start from
+    (the file's own, links in the file's name followed). ``FilePath`` fields come back absolute.
+
+    ``section``: ``cls`` is the mapping under that top-level key (absent: all defaults); the rest of the
+    file belongs to someone else and is not looked at."""
     p = Path(path)
     data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    return load_typed(cls, data, str(p)), p.resolve().parent
+    base = p.resolve().parent
+    if section is None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        return load_typed(cls, data, str(p), base=base), base
+    if not isinstance(data, dict) or not isinstance(data.get(section, {}), dict):
+        raise ConfigError(f"{p}: expected a mapping with an '{section}:' section")
+    return load_typed(cls, data.get(section, {}), str(p), section, base=base), base
 
 
 def resolve_path(base: Path, s: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from seizurewatch.devices import DeviceProfile
 from seizurewatch.errors import DataError
 from seizurewatch.events import Event
-from seizurewatch.modelfile import ModelMeta
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.preprocess import Preprocessor, check_rate_carries_band, same_rate
 from seizurewatch.quality import QualityChecker, QualityVerdict, with_amplitude
 from seizurewatch.ringbuffer import RingBuffer

@@ -51,9 +51,12 @@ class PersistentMosquitto(Mosquitto):
 
 
 def daemon_config(path: Path, broker_url: str, outbox: Path, speed: str | float = 10, patient: str = "bed1",
-                  edf: Path = DOG1 / "dog1_rec04.edf", mqtt_extra: str = "") -> Path:
+                  edf: Path = DOG1 / "dog1_rec04.edf", mqtt_extra: str = "", loop: bool = False) -> Path:
+    """A one-bed daemon config replaying ``edf``; ``loop`` keeps the daemon online past the recording's end (a test
+    that talks to it for as long as a loaded machine takes)."""
     path.write_text(
-        f"streams:\n  - patient: {patient}\n    source: {{kind: edf, path: {edf}, speed: {speed}}}\n"
+        f"streams:\n  - patient: {patient}\n"
+        f"    source: {{kind: edf, path: {edf}, speed: {speed}, loop: {str(loop).lower()}}}\n"
         f"model: {{path: {MODEL}}}\n"
         f"mqtt:\n  url: {broker_url}\n  drain_timeout_s: 60\n{mqtt_extra}"
         f"outbox: {{path: {outbox}}}\n"

@@ -123,10 +123,10 @@ def test_tls_password_connects_with_mqtt_v5(tmp_path, pki, monkeypatch):
     b = tls_broker(tmp_path, pki)
     try:
         link = check(mqtt_cfg(b, pki))
-        assert link.protocols[0] == aiomqtt.ProtocolVersion.V5
+        assert link.policy.protocols[0] == aiomqtt.ProtocolVersion.V5
         monkeypatch.setenv("SW_TEST_MQTT_PASSWORD", PASSWORD)
         link = check(mqtt_cfg(b, pki, password_file=None, password_env="SW_TEST_MQTT_PASSWORD", protocol="v311"))
-        assert link.protocols[0] == aiomqtt.ProtocolVersion.V311
+        assert link.policy.protocols[0] == aiomqtt.ProtocolVersion.V311
     finally:
         b.stop()
 
@@ -187,8 +187,12 @@ def test_plaintext_to_a_remote_broker_is_refused_unless_allowed():
 
 
 def test_password_rules(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="a password in the URL is refused") as exc:
-        client_kwargs(MqttConfig(url="mqtts://nurse:hunter2@broker.ward:8883"))
+    # one URL rule (addresses.parse_broker_url): refused where the config is read and where --mqtt-url is used
+    with pytest.raises(ValueError, match="url: a password in the URL is refused") as exc:
+        MqttConfig(url="mqtts://nurse:hunter2@broker.ward:8883")
+    assert "hunter2" not in str(exc.value)
+    with pytest.raises(ConfigError, match="mqtt.url: a password in the URL is refused") as exc:
+        client_kwargs(MqttConfig(), "mqtts://nurse:hunter2@broker.ward:8883")
     assert "hunter2" not in str(exc.value)
     with pytest.raises(ConfigError, match="mqtt.password_env: environment variable SW_NOPE is not set"):
         client_kwargs(MqttConfig(username="u", password_env="SW_NOPE"))

@@ -82,3 +82,45 @@ def test_the_local_config_runs_as_shipped():
     assert s.source.kind == "lsl" and s.source.source_id == "amp-bed1" and cfg.mqtt.url == "mqtt://127.0.0.1:1883"
     assert cfg.outbox.path.startswith("/tmp/") and cfg.metrics.listen in (None, "")
     assert (ROOT / "models" / "dog1-hills-early.pt").samefile(cfg.model.path)
+
+
+def test_roc_area_needs_no_numpy_2():
+    """``np.trapezoid`` exists from NumPy 2 only (the floor is 1.26): the one helper gives the same sum."""
+    import numpy as np
+
+    from seizurewatch.research.roc import roc, trapezoid
+
+    assert trapezoid(np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0])) == 1.0
+    assert trapezoid(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.5
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        x, y = np.sort(rng.random(40)), rng.random(40)
+        if hasattr(np, "trapezoid"):
+            assert trapezoid(y, x) == float(np.trapezoid(y, x))
+    labels, scores = rng.random(500) > 0.7, rng.random(500)
+    assert 0.4 < roc(labels, scores).auc < 0.6  # random scores: chance
+
+
+def test_the_configured_drain_bound_is_the_one_in_force(tmp_path):
+    """``mqtt.drain_timeout_s`` (30 s by default, as the README says) is what the service waits for; no second,
+    shorter constant cuts the links' drain short."""
+    import dataclasses
+
+    from seizurewatch.config import load_config
+    from seizurewatch.service import DRAIN_MARGIN_S, Service
+
+    cfg = load_config(str(ROOT / "config" / "demo.yaml"))
+    for seconds in (cfg.mqtt.drain_timeout_s, 90.0):
+        mqtt = dataclasses.replace(cfg.mqtt, drain_timeout_s=seconds)
+        service = Service(dataclasses.replace(cfg, mqtt=mqtt))
+        assert service.drain_timeout_s == seconds + DRAIN_MARGIN_S > seconds
+
+
+def test_model_info_has_the_same_fields_at_start_and_after_a_reload():
+    from seizurewatch.metrics import Metrics
+
+    m = Metrics()
+    m.set_model("m", "0" * 64, 0.441234, "youden", "models/m.pt2")
+    labels = [s.labels for fam in m.registry.collect() for s in fam.samples if s.name == "seizurewatch_model_info"]
+    assert labels == [{"name": "m", "weights_sha256": "0" * 64, "threshold": "0.44123", "policy": "youden",
+                       "path": "models/m.pt2"}]

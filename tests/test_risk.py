@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import ModelError
 from seizurewatch.events import Context, to_payload
-from seizurewatch.modelfile import ModelMeta, RiskOutput, _validate_meta, load_model, save_model
+from seizurewatch.modelfile import load_model, save_model
+from seizurewatch.modelmeta import RiskOutput, parse_meta
 from seizurewatch.replay import ReplayOptions, replay_async
 from seizurewatch.risk import RISK_MIN_WINDOWS, PatientRisk, RiskTracker
 
@@ -103,9 +104,9 @@ def test_a_gap_clears_the_span_but_keeps_the_level():
        span=st.floats(0.5, 30.0), hysteresis=st.floats(0.0, 0.3),
        gaps=st.sets(st.integers(0, 79), max_size=4))
 def test_every_risk_message_and_event_validates(ps, span, hysteresis, gaps):
-    meta = ModelMeta({"outputs": ["seizure", "preictal_600s", "preictal_3600s"], "hop_s": 1.0,
-                      "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6},
-                               "preictal_3600s": {"horizon_s": 3600, "elevated": 0.2, "high": 0.5}}})
+    meta = parse_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6},
+                             "preictal_3600s": {"horizon_s": 3600, "elevated": 0.2, "high": 0.5}},
+                            ("seizure", "preictal_600s", "preictal_3600s")), "m.pt")
     risk = PatientRisk(meta, DecisionConfig(risk_span_s=span, risk_hysteresis=hysteresis))
     seq = 0
     for i, p in enumerate(ps):
@@ -119,23 +120,23 @@ def test_every_risk_message_and_event_validates(ps, span, hysteresis, gaps):
         _valid(RISK, risk.message(CTX, wall_time=1.7e9))
 
 
-def _meta(risk: dict) -> dict:
-    return {"format": "seizurewatch-model/1", "name": "m", "outputs": ["seizure", "preictal_600s"],
+def _meta(risk: dict | None, outputs: tuple[str, ...] = ("seizure", "preictal_600s")) -> dict:
+    return {"format": "seizurewatch-model/1", "name": "m", "outputs": list(outputs),
             "preprocess": {"channels": ["a"], "rate": 100.0, "bandpass": None, "notch": None},
             "window_s": 2.0, "hop_s": 1.0, "threshold": {"value": 0.5}, "weights_sha256": "0" * 64, "risk": risk}
 
 
 def test_outputs_are_typed_by_the_metadata_and_bad_levels_are_refused():
-    meta = _validate_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}), "m.pt")
+    meta = parse_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}), "m.pt")
     assert meta.detection_output == 0
     assert meta.risk_outputs == (RiskOutput(1, "preictal_600s", 600.0, 0.3, 0.6),)
-    assert _validate_meta(_meta(None), "m.pt").risk_outputs == ()  # an older model: alarms on output 0
+    assert parse_meta(_meta(None), "m.pt").risk_outputs == ()  # an older model: alarms on output 0
     with pytest.raises(ModelError, match=r"m.pt: metadata.json: risk.preictal_600s.high: must be"):
-        _validate_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.6, "high": 0.3}}), "m.pt")
+        parse_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.6, "high": 0.3}}), "m.pt")
     with pytest.raises(ModelError, match=r"risk.preictal_60s: not one of the model's outputs"):
-        _validate_meta(_meta({"preictal_60s": {"horizon_s": 60, "elevated": 0.3, "high": 0.6}}), "m.pt")
-    with pytest.raises(ModelError, match=r"risk.preictal_600s.horizon_s: expected a number, got 'missing'"):
-        _validate_meta(_meta({"preictal_600s": {"elevated": 0.3, "high": 0.6}}), "m.pt")
+        parse_meta(_meta({"preictal_60s": {"horizon_s": 60, "elevated": 0.3, "high": 0.6}}), "m.pt")
+    with pytest.raises(ModelError, match=r"risk.preictal_600s.horizon_s: required key is missing \(expected a num"):
+        parse_meta(_meta({"preictal_600s": {"elevated": 0.3, "high": 0.6}}), "m.pt")
 
 
 # ----- a replay into a real Mosquitto -------------------------------------------------------------------
@@ -235,9 +236,9 @@ def test_home_assistant_discovery_adds_one_sensor_per_horizon_rendering_the_risk
     from seizurewatch.alarms.discovery import discovery_configs
     from seizurewatch.config import MqttConfig
 
-    meta = ModelMeta({"outputs": ["preictal_600s", "preictal_3600s"], "hop_s": 1.0,
-                      "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6},
-                               "preictal_3600s": {"horizon_s": 3600, "elevated": 0.2, "high": 0.5}}})
+    meta = parse_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6},
+                             "preictal_3600s": {"horizon_s": 3600, "elevated": 0.2, "high": 0.5}},
+                            ("preictal_600s", "preictal_3600s")), "m.pt")
     assert meta.detection_output is None  # prediction only: no alarms, risk only
     risk = PatientRisk(meta, DecisionConfig(risk_span_s=3.0))
     for i in range(5):
@@ -299,15 +300,15 @@ def test_station_page_shows_each_horizons_risk_in_words_symbol_and_colour(tmp_pa
 
 
 def test_subscriber_checks_risk_messages_and_prints_level_changes():
-    from seizurewatch.alarms.subscriber import Handlers, Station, format_event
+    from seizurewatch.alarms.subscriber import Handlers, MessageChecker, format_event
 
-    meta = ModelMeta({"outputs": ["preictal_600s"], "hop_s": 1.0,
-                      "risk": {"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}})
+    meta = parse_meta(_meta({"preictal_600s": {"horizon_s": 600, "elevated": 0.3, "high": 0.6}}, ("preictal_600s",)),
+                      "m.pt")
     risk = PatientRisk(meta, DecisionConfig(risk_span_s=3.0))
     events = [e for i in range(8) for e in risk.update(float(i), [0.1 if i < 4 else 0.9])]
     payloads = [{**to_payload(e, CTX, i + 1, 1.7e9), "epoch": EPOCH} for i, e in enumerate(events)]
     got, other, missed = [], [], []
-    station = Station("seizurewatch", Handlers(on_event=got.append, on_other=lambda t, r: other.append(t),
+    station = MessageChecker("seizurewatch", Handlers(on_event=got.append, on_other=lambda t, r: other.append(t),
                                                on_missed=lambda *a: missed.append(a)))
 
     async def feed():

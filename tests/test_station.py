@@ -84,8 +84,12 @@ def test_ward_keeps_an_ended_unanswered_alarm_for_review_until_marked():
 def test_station_refuses_a_non_loopback_address_without_a_password(tmp_path):
     with pytest.raises(ConfigError, match="not a loopback address; give --password-file"):
         StationOptions.from_listen("0.0.0.0:8080")
-    with pytest.raises(ConfigError, match="expected host:port"):
-        StationOptions.from_listen("8080")
+    # one listen-address rule (addresses.parse_listen, as metrics.listen): a bare port is loopback; a host is an
+    # IP address or localhost
+    assert (StationOptions.from_listen("8080").host, StationOptions.from_listen("8080").port) == ("127.0.0.1", 8080)
+    for bad in ("ward-pc:8080", "127.0.0.1:http", "127.0.0.1:99999", ""):
+        with pytest.raises(ConfigError, match="--listen: expected HOST:PORT"):
+            StationOptions.from_listen(bad)
     (tmp_path / "pw").write_text("")
     (tmp_path / "pw").chmod(0o600)  # a password file others can read is refused
     with pytest.raises(ConfigError, match="is empty"):

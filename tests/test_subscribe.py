@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from alarm_support import lines, pager, validate, wait_subscribed
+from alarm_support import lines, pager, validate, wait_for, wait_subscribed
 from conftest import ROOT, free_port, run_cli
 
 from seizurewatch.alarms.subscriber import Deduper, format_event
@@ -303,3 +305,39 @@ def test_exec_hook_environment_holds_no_secret_of_the_subscriber(mosquitto, tmp_
     assert call["env"]["WARD"] == "3" and call["env"]["SEIZUREWATCH_PATIENT"] == "bed3"
     allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "WARD"}
     assert {k for k in call["env"] if not k.startswith("SEIZUREWATCH_")} <= allowed | {"PWD", "SHLVL", "_"}
+
+
+@pytest.mark.slow
+def test_sigterm_waits_for_the_exec_hooks_already_started(mosquitto, tmp_path):
+    """SIGTERM (systemctl stop) to ``subscribe --exec``: it stops subscribing, but a page already on its way is
+    not cut off: the hook, told to finish only after the subscriber took the signal, finishes, then it exits 0."""
+    started, go, finished = tmp_path / "started", tmp_path / "go", tmp_path / "finished"
+    hook = tmp_path / "hook.py"
+    hook.write_text(textwrap.dedent(f"""\
+        import pathlib, sys, time
+        sys.stdin.read()
+        pathlib.Path({str(started)!r}).touch()
+        while not pathlib.Path({str(go)!r}).exists():  # the test says when
+            time.sleep(0.02)
+        pathlib.Path({str(finished)!r}).write_text("paged")
+        """))
+    proc = start(mosquitto.port, tmp_path / "out", "--mqtt-url", mosquitto.url, "--patient", "bed3",
+                 "--exec", f"{sys.executable} {hook}")
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        asyncio.run(publish(mosquitto.port, lifecycle()[:1], resend=False))
+        wait_for(started.exists, 60, "the hook to start")
+        proc.send_signal(signal.SIGTERM)
+        took = "waiting for 1 --exec hook(s) to finish"
+        wait_for(lambda: any(took in line for line in err) or proc.poll() is not None, 60,
+                 "the subscriber to take SIGTERM")
+        assert proc.poll() is None and not finished.exists(), f"exited without its hook: {err}"
+        go.touch()
+        assert proc.wait(60) == 0, err
+    finally:
+        go.touch()  # never leave the hook waiting
+        if proc.poll() is None:
+            proc.kill()
+    assert finished.read_text() == "paged"

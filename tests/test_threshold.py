@@ -242,7 +242,8 @@ def test_oof_policy_retrains_the_models_config_without_each_recording(tmp_path):
 
 
 def test_an_alarm_starting_well_before_the_onset_is_a_false_alarm_to_the_nurse():
-    from seizurewatch.research.evaluate import EventRules, score_events
+    from seizurewatch.research.evaluate import score_events
+    from seizurewatch.scoring import EventRules
 
     # an alarm from 90 s that runs into a seizure at 100 s: SzCORE's overlap rule counts it as a
     # detection; to the nurse it started on seizure-free signal 10 s before the onset, and no alarm

@@ -17,7 +17,7 @@ import aiomqtt
 
 from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import Ack, Refusal, ack_topic, refusal_topic
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
+from seizurewatch.alarms.connection import CheckedClient, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.subscriber import schema_error
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import BrokerError
@@ -79,28 +79,27 @@ async def ack_and_wait(cfg: MqttConfig, patient: str, ack: Ack, url: str | None 
     policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
     ident = f"seizurewatch-ack-{os.getpid()}-{os.urandom(3).hex()}"
     base = f"{cfg.topic_prefix}/{patient}"
-    while True:
+
+    async def session(client: CheckedClient) -> Answer:
         waiter = _Waiter(cfg.topic_prefix, patient, ack)
-        try:
-            async with policy.client(identifier=ident) as client:
-                policy.connected()
-                async with watch(client, waiter.on_message) as reader:
-                    for topic in (f"{base}/alarm", f"{base}/fault", refusal_topic(cfg.topic_prefix, patient),
-                                  f"{base}/status"):
-                        await client.subscribe(topic, qos=1)
-                    await client.publish(ack_topic(cfg.topic_prefix, patient), ack.to_json(), qos=1,
-                                         timeout=cfg.publish_timeout_s)
-                    waits: set[asyncio.Future[Any]] = {waiter.answer, reader}
-                    done, _ = await asyncio.wait(waits, timeout=timeout_s,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if waiter.answer in done:
-                        return waiter.answer.result()
-                    if reader in done:
-                        reader.result()  # the connection dropped: raises MqttError, retried below
-                    return waiter.silence(timeout_s)
-        except PublishRefused as exc:  # the account may not ack (a daemon's): NOT sent, and said so
-            who = f"account {cfg.username!r}" if cfg.username else "the anonymous login"
-            raise BrokerError(f"MQTT broker {policy.broker} refused the ack ({exc.reason}, 0x{exc.code:02x}); it was "
-                              f"NOT sent: {who} may not write {exc.topic} (a station account may)") from None
-        except CONNECTION_ERRORS as exc:
-            await asyncio.sleep(policy.failed(exc))  # BrokerError when it is time to give up
+        async with watch(client, waiter.on_message) as reader:
+            for topic in (f"{base}/alarm", f"{base}/fault", refusal_topic(cfg.topic_prefix, patient), f"{base}/status"):
+                await client.subscribe(topic, qos=1)
+            await client.publish(ack_topic(cfg.topic_prefix, patient), ack.to_json(), qos=1,
+                                 timeout=cfg.publish_timeout_s)
+            waits: set[asyncio.Future[Any]] = {waiter.answer, reader}
+            done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.answer in done:
+                return waiter.answer.result()
+            if reader in done:
+                reader.result()  # the connection dropped: raises MqttError, retried by the policy
+            return waiter.silence(timeout_s)
+
+    try:
+        answer = await policy.serve(lambda: policy.client(identifier=ident), session)  # BrokerError: gave up
+    except PublishRefused as exc:  # the account may not ack (a daemon's): NOT sent, and said so
+        who = f"account {cfg.username!r}" if cfg.username else "the anonymous login"
+        raise BrokerError(f"MQTT broker {policy.broker} refused the ack ({exc.reason}, 0x{exc.code:02x}); it was "
+                          f"NOT sent: {who} may not write {exc.topic} (a station account may)") from None
+    assert answer is not None  # noqa: S101 - serve returns the session's answer (no give_up given)
+    return answer

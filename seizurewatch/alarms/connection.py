@@ -1,22 +1,27 @@
 """The one broker-connection policy every seizurewatch MQTT client follows (the daemon's per-patient
-link, the ``subscribe`` station, and anything built on them).
+link, the ``subscribe`` station, the station server, ``ack``), and the one reconnect loop they share.
 
-How to use it (the caller owns the reconnect loop, as aiomqtt's docs/reconnection.md advises)::
+How to use it (the caller owns what a connection does; the policy owns when to connect again, as aiomqtt's
+docs/reconnection.md advises)::
 
     policy = ConnectionPolicy(cfg, url, retries=None)          # None: keep trying for ever
-    while True:
-        try:
-            async with policy.client(identifier="...") as client:
-                policy.connected()
-                async with watch(client, on_message) as gone:
-                    ...                                        # publish, subscribe; gone.done() = link dropped
-        except CONNECTION_ERRORS as exc:
-            await asyncio.sleep(policy.failed(exc))            # BrokerError when it is time to give up
+
+    async def session(client: CheckedClient) -> None:
+        async with watch(client, on_message) as gone:
+            ...                                                # publish, subscribe; gone.done() = link dropped
+
+    await policy.serve(lambda: policy.client(identifier="..."), session)
+
+``serve`` connects, calls ``connected()``, runs the session, and after a connection error waits what
+``failed()`` says (raising ``BrokerError`` when it is time to give up) before connecting again; a session
+that returns ends it with its value. Hooks let a caller log in its own words (``on_error``), wait its own
+way (``wait``), stop (``give_up``) or pick the delay itself (``on_error`` returning seconds: a refusal
+waiting will not cure faster, such as a publish the broker's ACL refused).
 
 What the policy decides, in one place:
 - **protocol**: with ``protocol: auto`` MQTT v5 first; a broker that refuses v5 (CONNACK 1 / 132),
   or stays mute on it before we were ever connected, is retried with 3.1.1 at once;
-- **login refusal** (CONNACK 4/5/134/135) is final for a client that asks so
+- **login refusal** (CONNACK 4/5/134/135: ``security.LOGIN_REFUSED``) is final for a client that asks so
   (``final_on_refused_login``: a station at a desk), retried with backoff otherwise (a bedside
   daemon keeps its events on disk and keeps trying, loudly);
 - **backoff**: 0.5 s doubling to 10 s, with jitter (beds do not reconnect in lockstep), reset by
@@ -44,6 +49,7 @@ from seizurewatch.alarms.security import (
     connect_error_message,
     describe_broker,
     is_transient,
+    login_refused,
     protocol_attempts,
     scheme_mismatch,
 )
@@ -52,18 +58,22 @@ from seizurewatch.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONNECTION_ERRORS", "CheckedClient", "ConnectionPolicy", "PublishRefused", "watch"]
+__all__ = ["CONNECTION_ERRORS", "CheckedClient", "ConnectionLost", "ConnectionPolicy", "PublishRefused",
+           "publish_window", "watch"]
+
+T = TypeVar("T")
+Session = Callable[["CheckedClient"], Awaitable[T]]
+# (the error, whether the connection was up when it came) -> None: the policy's backoff; seconds: wait that long
+OnError = Callable[[BaseException, bool], float | None]
 
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-LOGIN_REFUSED = (4, 5, 134, 135)  # 3.1.1 bad credentials / not authorised; v5 the same
 PROTOCOL_REFUSED = (1, 132)  # 3.1.1 unacceptable protocol version; v5 unsupported protocol version
 # What a dropped or refused connection raises (OSError/TimeoutError: socket or TLS failures paho did not wrap).
 CONNECTION_ERRORS = (aiomqtt.MqttError, OSError, TimeoutError)
 
 
-T = TypeVar("T")
 _MIDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("seizurewatch_publish_mids", default=None)
 
 
@@ -167,8 +177,7 @@ class ConnectionPolicy:
         return connect_error_message(exc, self.kw, self.broker)
 
     def refused_login(self, exc: BaseException) -> bool:
-        return isinstance(exc, MqttConnectError) and (
-            _reason(exc) in LOGIN_REFUSED or "not authori" in str(exc).lower())
+        return login_refused(exc)
 
     def fall_back(self, exc: BaseException) -> bool:
         """True (and 3.1.1 chosen) when the broker refused MQTT v5, or never answered it."""
@@ -196,12 +205,53 @@ class ConnectionPolicy:
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
         return delay
 
+    async def serve(self, connect: Callable[[], CheckedClient], session: Session[T], *,
+                    on_error: OnError | None = None, wait: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                    give_up: Callable[[], bool] | None = None, errors: tuple[type[BaseException], ...] = ()
+                    ) -> T | None:
+        """The one reconnect loop: connect (``connect()``, a fresh client each time), ``connected()``, run
+        ``session(client)`` and return what it returns. A connection error (or one of ``errors``) goes to
+        ``on_error(exc, up)`` (``up``: the connection was established), then, unless ``give_up()`` says
+        stop (None returned), the loop waits ``on_error``'s seconds or the policy's backoff (``failed``:
+        BrokerError when it is time to give up; 0 after a protocol fallback: at once) and connects again."""
+        caught: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, *errors)
+        while True:
+            up = False
+            try:
+                async with connect() as client:
+                    self.connected()
+                    up = True
+                    return await session(client)
+            except caught as exc:
+                chosen = on_error(exc, up) if on_error is not None else None
+                if give_up is not None and give_up():
+                    return None
+                if chosen is None and not isinstance(exc, CONNECTION_ERRORS):
+                    raise
+                delay = self.failed(exc) if chosen is None else chosen
+                if delay > 0:
+                    await wait(delay)
+
     async def check(self, identifier: str, **extra: Any) -> None:
         """Connect once, now (falling back to 3.1.1 if need be); BrokerError with one line if the broker
         is unreachable or refuses us."""
+        await self._once(lambda: self.client(identifier=identifier, **extra), None)
+
+    async def check_publish(self, identifier: str, topic: str) -> None:
+        """Connect and publish on ``topic`` (QoS 1, not retained) what the broker holds retained there (or
+        ``offline`` when nothing is), so a running daemon's station sees nothing change; BrokerError (one
+        line) if the broker refuses it (MQTT v5 reason code) or, under 3.1.1 where a broker cannot say no,
+        never routes it back to us."""
+        await self._once(lambda: self.client(identifier=identifier), lambda client: self._test_publish(client, topic))
+
+    async def _once(self, connect: Callable[[], CheckedClient], session: Session[None] | None) -> None:
+        """One connection (again at once only after a protocol fallback); BrokerError (one line; transient
+        when waiting may cure it) otherwise."""
         while True:
             try:
-                async with self.client(identifier=identifier, **extra):
+                async with connect() as client:
+                    if session is not None:
+                        await session(client)
                     return
             except CONNECTION_ERRORS as exc:
                 if self.fall_back(exc):
@@ -217,23 +267,6 @@ class ConnectionPolicy:
             found = await asyncio.to_thread(scheme_mismatch, self.kw)
             if found:
                 raise BrokerError(f"MQTT broker {self.broker} {found}") from None
-
-
-    async def check_publish(self, identifier: str, topic: str) -> None:
-        """Connect and publish on ``topic`` (QoS 1, not retained) what the broker holds retained there (or
-        ``offline`` when nothing is), so a running daemon's station sees nothing change; BrokerError (one
-        line) if the broker refuses it (MQTT v5 reason code) or, under 3.1.1 where a broker cannot say no,
-        never routes it back to us."""
-        while True:
-            try:
-                async with self.client(identifier=identifier) as client:
-                    await self._test_publish(client, topic)
-                    return
-            except CONNECTION_ERRORS as exc:
-                if self.fall_back(exc):
-                    continue
-                await self._mismatch(exc)
-                raise BrokerError(self.message(exc), is_transient(exc)) from None
 
     async def _test_publish(self, client: CheckedClient, topic: str) -> None:
         got: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
@@ -262,6 +295,35 @@ class ConnectionPolicy:
             except TimeoutError:
                 raise BrokerError(f"MQTT broker {self.broker} took a test publish on {topic} but never routed "
                                   f"it back (MQTT 3.1.1 brokers drop what the ACL refuses silently): {fix}") from None
+
+
+class ConnectionLost(aiomqtt.MqttError):
+    """The connection dropped while publishes were waiting for their PUBACK."""
+
+
+async def publish_window(client: aiomqtt.Client, gone: asyncio.Task[None], msgs: list[tuple[str, bytes, bool]],
+                         timeout: float) -> tuple[list[bool], ConnectionLost | PublishRefused | None]:
+    """Publish ``msgs`` ((topic, payload, retain), QoS 1) in order, all on the wire at once; which the broker
+    accepted, and why not (a refusal in a PUBACK is not a delivery). aiomqtt does not wake pending publishes
+    on a disconnect (they would sit until their timeout), so the window races the connection's reader
+    (``gone``, from ``watch``)."""
+    tasks = [asyncio.ensure_future(client.publish(t, p, qos=1, retain=r, timeout=timeout)) for t, p, r in msgs]
+    everything = asyncio.gather(*tasks, return_exceptions=True)
+    waits: set[asyncio.Future[Any]] = {everything, gone}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if not everything.done():
+        everything.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
+    acked = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
+    if all(acked):
+        return acked, None
+    errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    refused = next((e for e in errors if isinstance(e, PublishRefused)), None)
+    if refused is not None:
+        return acked, refused  # the accepted ones count; the refused do not
+    return acked, ConnectionLost(f"no PUBACK for {acked.count(False)} message(s): "
+                                 f"{errors[0] if errors else 'connection lost'}")
 
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None] | None]

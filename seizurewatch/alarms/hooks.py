@@ -105,6 +105,11 @@ class HookRunner:
             self.ran += 1
             return await run_exec(self.cmd, payload, self.shell, source, self.keep_env, self.timeout_s)
 
+    @property
+    def pending(self) -> int:
+        """Hooks queued or running."""
+        return len(self._tasks)
+
     async def drain(self) -> None:
         tasks = self._tasks
         if tasks:

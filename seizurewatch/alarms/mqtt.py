@@ -30,7 +30,14 @@ from typing import Any
 import aiomqtt
 
 from seizurewatch.alarms import discovery
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
+from seizurewatch.alarms.connection import (
+    CheckedClient,
+    ConnectionLost,
+    ConnectionPolicy,
+    PublishRefused,
+    publish_window,
+    watch,
+)
 from seizurewatch.alarms.outbox import Outbox, OutboxRow
 from seizurewatch.config import MqttConfig
 
@@ -46,10 +53,6 @@ REFUSED_RETRY_S = 30.0  # the broker refused a publish (its ACL): tried again th
 def topics(prefix: str, patient: str) -> dict[str, str]:
     base = f"{prefix}/{patient}"
     return {k: f"{base}/{k}" for k in ("alarm", "fault", "state", "status", "risk", "risk_change")}
-
-
-class ConnectionLost(aiomqtt.MqttError):
-    """The connection dropped while publishes were waiting for their PUBACK."""
 
 
 class PatientLink:
@@ -93,10 +96,6 @@ class PatientLink:
         self._notices: deque[tuple[str, bytes, bool]] = deque(maxlen=STATE_BACKLOG)  # (topic, body, retain)
 
     @property
-    def protocols(self) -> list[aiomqtt.ProtocolVersion]:
-        return self.policy.protocols
-
-    @property
     def identifier(self) -> str:
         """``<client_id>-<patient>-<the journal's client key>``: two daemons on two journals never kick each
         other off the broker (one journal has one daemon: see ``Outbox``'s lock); a restart reuses the id;
@@ -104,7 +103,7 @@ class PatientLink:
         read from every payload's epoch)."""
         return f"{self.cfg.client_id or 'seizurewatch'}-{self.patient}-{self.outbox.client_key}"
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> CheckedClient:
         will = aiomqtt.Will(self.topics["status"], b"offline", qos=1, retain=True)
         client = self.policy.client(identifier=self.identifier, will=will,
                                     max_inflight_messages=self.cfg.max_inflight)
@@ -175,53 +174,60 @@ class PatientLink:
         log.info("Home Assistant discovery published", extra={"patient": self.patient})
 
     async def run(self) -> None:
-        while True:
-            try:
-                async with self._client() as client:
-                    self.policy.connected()
-                    self._set_connected(True)
-                    async with watch(client, self._incoming) as gone:
-                        birth = [discovery.birth_topic(self.cfg)] if discovery.enabled(self.cfg) else []
-                        for topic in [*self.subscriptions, *birth]:
-                            await client.subscribe(topic, qos=1)
-                        await self._publish(client, gone, self.topics["status"], b"online", retain=True)
-                        self._discovery_due = discovery.enabled(self.cfg)
-                        self._state_sent = self._risk_sent = False
-                        if await self._serve(client, gone):
-                            await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
-                            return
-            except PublishRefused as exc:
-                self._refused(exc)
-                if self._closing and time.monotonic() >= self._close_deadline:
-                    await self._give_up()
-                    return
-                delay = REFUSED_RETRY_S  # an ACL is fixed by hand: no hammering (the login itself worked)
-                if self._closing:
-                    delay = min(delay, max(self._close_deadline - time.monotonic(), 0.0))
-                await self._sleep_unless_closing(delay)
-            except CONNECTION_ERRORS as exc:
-                if self.connected.is_set():
-                    log.warning("MQTT connection lost; events stay in the outbox",
-                                extra={"patient": self.patient, "broker": self.broker, "error": str(exc)})
-                elif self.policy.refused_login(exc):
-                    log.error("MQTT broker refused the login; events stay in the outbox, retrying",
-                              extra={"patient": self.patient, "error": self.policy.message(exc)})
-                elif self.reconnects % 10 == 0:
-                    log.warning("MQTT broker unreachable; retrying",
-                                extra={"patient": self.patient, "error": self.policy.message(exc)})
-                self._set_connected(False)
-                if self._closing and time.monotonic() >= self._close_deadline:
-                    await self._give_up()
-                    return
-                delay = self.policy.failed(exc)
-                if delay == 0.0:
-                    continue  # protocol fallback: at once
-                if self._closing:
-                    delay = min(delay, max(self._close_deadline - time.monotonic(), 0.0))
-                self.reconnects += 1
-                await self._sleep_unless_closing(delay)
-            finally:
-                self._set_connected(False)
+        """Deliver until ``close()`` and drained (or its deadline passed), reconnecting through the policy's
+        one loop (``ConnectionPolicy.serve``); a publish the broker refuses is retried every REFUSED_RETRY_S."""
+        done = await self.policy.serve(self._client, self._session, on_error=self._lost, wait=self._pause,
+                                       give_up=lambda: self._closing and time.monotonic() >= self._close_deadline,
+                                       errors=(PublishRefused,))
+        left = 0 if done else await self.outbox.depth(self.patient)
+        if left:
+            log.error("shutting down with undelivered events; they are resent at the next start",
+                      extra={"patient": self.patient, "undelivered": left, "broker": self.broker})
+
+    async def _session(self, client: aiomqtt.Client) -> bool:
+        """One connection: subscribe, announce ``online``, serve; ``offline`` and True once closing and drained."""
+        try:
+            self._set_connected(True)
+            async with watch(client, self._incoming) as gone:
+                birth = [discovery.birth_topic(self.cfg)] if discovery.enabled(self.cfg) else []
+                for topic in [*self.subscriptions, *birth]:
+                    await client.subscribe(topic, qos=1)
+                await self._publish(client, gone, self.topics["status"], b"online", retain=True)
+                self._discovery_due = discovery.enabled(self.cfg)
+                self._state_sent = self._risk_sent = False
+                await self._serve(client, gone)
+                await self._publish(client, gone, self.topics["status"], b"offline", retain=True)
+                return True
+        finally:
+            self._set_connected(False)
+
+    def _lost(self, exc: BaseException, up: bool) -> float | None:
+        """Say why the link is down; a refused publish is retried after REFUSED_RETRY_S (an ACL is fixed
+        by hand: no hammering, the login itself worked), the rest after the policy's backoff."""
+        if isinstance(exc, PublishRefused):
+            self._refused(exc)
+            return REFUSED_RETRY_S
+        if up:
+            log.warning("MQTT connection lost; events stay in the outbox",
+                        extra={"patient": self.patient, "broker": self.broker, "error": str(exc)})
+        elif self.policy.refused_login(exc):
+            log.error("MQTT broker refused the login; events stay in the outbox, retrying",
+                      extra={"patient": self.patient, "error": self.policy.message(exc)})
+        elif self.reconnects % 10 == 0:
+            log.warning("MQTT broker unreachable; retrying",
+                        extra={"patient": self.patient, "error": self.policy.message(exc)})
+        return None
+
+    async def _pause(self, delay: float) -> None:
+        """Wait before reconnecting: no longer than what is left of the close deadline, and not on once
+        ``close()`` is asked meanwhile (try once more at once)."""
+        closing_seen = self._closing
+        if closing_seen:
+            delay = min(delay, max(self._close_deadline - time.monotonic(), 0.0))
+        self.reconnects += 1
+        end = time.monotonic() + delay
+        while time.monotonic() < end and not (self._closing and not closing_seen):
+            await asyncio.sleep(min(0.05, max(end - time.monotonic(), 0.0)))
 
     def _refused(self, exc: PublishRefused | None) -> None:
         """The broker refused a publish (the account's ACL does not cover this bed?), or accepts again."""
@@ -242,20 +248,6 @@ class PatientLink:
         for cb in self.on_refused:
             cb(exc)
 
-    async def _give_up(self) -> None:
-        left = await self.outbox.depth(self.patient)
-        if left:
-            log.error("shutting down with undelivered events; they are resent at the next start",
-                      extra={"patient": self.patient, "undelivered": left, "broker": self.broker})
-
-    async def _sleep_unless_closing(self, delay: float) -> None:
-        closing_seen = self._closing
-        end = time.monotonic() + delay
-        while time.monotonic() < end:
-            if self._closing and not closing_seen:
-                return  # close() asked: try once more at once
-            await asyncio.sleep(min(0.05, max(end - time.monotonic(), 0.0)))
-
     async def _publish(self, client: aiomqtt.Client, gone: asyncio.Task[None], topic: str, payload: bytes,
                        retain: bool = False) -> None:
         """One QoS 1 publish, returning after its PUBACK; ConnectionLost if the link drops first."""
@@ -265,31 +257,13 @@ class PatientLink:
 
     async def _publish_all(
         self, client: aiomqtt.Client, gone: asyncio.Task[None], msgs: list[tuple[str, bytes, bool]]
-    ) -> tuple[list[bool], ConnectionLost | PublishRefused | None]:
-        """Publish ``msgs`` in order, all on the wire at once; which the broker accepted, and why not (a
-        refusal in a PUBACK is not a delivery: the row stays undelivered).
-        aiomqtt does not wake pending publishes on a disconnect (they would sit until their timeout),
-        so the window races against the connection's reader (``gone``)."""
-        tasks = [asyncio.ensure_future(client.publish(t, p, qos=1, retain=r, timeout=self.cfg.publish_timeout_s))
-                 for t, p, r in msgs]
-        everything = asyncio.gather(*tasks, return_exceptions=True)
-        waits: set[asyncio.Future[Any]] = {everything, gone}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if not everything.done():
-            everything.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await everything
-        acked = [t.done() and not t.cancelled() and t.exception() is None for t in tasks]
-        if all(acked):
-            if self.refused is not None and any(t == self.refused.topic for t, _, _ in msgs):
-                self._refused(None)  # the topic it refused takes our messages again (not just any topic)
-            return acked, None
-        errors = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
-        refused = next((e for e in errors if isinstance(e, PublishRefused)), None)
-        if refused is not None:
-            return acked, refused  # the accepted ones are marked; the refused stay in the journal
-        return acked, ConnectionLost(f"no PUBACK for {acked.count(False)} message(s): "
-                                     f"{errors[0] if errors else 'connection lost'}")
+    ) -> tuple[list[bool], aiomqtt.MqttError | PublishRefused | None]:
+        """``publish_window`` at this link's timeout; a topic the broker refused that takes our messages again
+        (not just any topic) ends the refusal."""
+        acked, error = await publish_window(client, gone, msgs, self.cfg.publish_timeout_s)
+        if error is None and self.refused is not None and any(t == self.refused.topic for t, _, _ in msgs):
+            self._refused(None)
+        return acked, error
 
     async def _deliver(self, client: aiomqtt.Client, gone: asyncio.Task[None], rows: list[OutboxRow]) -> None:
         """Send a page of journal rows, ``max_inflight`` at a time; mark each window's acknowledged rows."""
@@ -312,8 +286,8 @@ class PatientLink:
             state = {**state, "epoch": self._last_event[0], "seq": self._last_event[1]}
         return json.dumps(state, separators=(",", ":")).encode()
 
-    async def _serve(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> bool:
-        """Drain backlog and live events, then the state changes; True once closing and drained."""
+    async def _serve(self, client: aiomqtt.Client, gone: asyncio.Task[None]) -> None:
+        """Drain backlog and live events, then the state changes; return once closing and drained."""
         while True:
             self._wake.clear()
             if self._discovery_due:
@@ -349,7 +323,7 @@ class PatientLink:
                     raise error
                 self._notices.popleft()
             if self._closing and not self._wake.is_set():
-                return True
+                return
             waiter = asyncio.ensure_future(self._wake.wait())
             idle: set[asyncio.Future[Any]] = {waiter, gone}
             await asyncio.wait(idle, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)

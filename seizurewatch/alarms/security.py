@@ -13,11 +13,11 @@ import ssl
 import stat
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from seizurewatch.addresses import parse_broker_url
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
 
@@ -75,27 +75,19 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
 
 def client_kwargs(cfg: MqttConfig, url: str | None = None) -> dict[str, Any]:
     """aiomqtt.Client arguments from the config (URL, TLS, credentials); validates the security rules."""
-    raw = url or cfg.url
-    u = urlparse(raw)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        safe = f"{u.scheme}://{u.hostname or ''}" if u.scheme else "(not a URL)"
-        raise ConfigError(f"mqtt.url: expected mqtt://host:port or mqtts://host:port, got {safe}")
     try:
-        port = u.port
-    except ValueError:
-        raise ConfigError(f"mqtt.url: invalid port in {u.scheme}://{u.hostname}") from None
-    if u.password:
-        raise ConfigError("mqtt.url: a password in the URL is refused; use mqtt.password_file or "
-                          "mqtt.password_env")
-    tls = u.scheme == "mqtts" or cfg.ca_file is not None
-    if not tls and not is_loopback(u.hostname) and not cfg.allow_plaintext_remote:
+        u = parse_broker_url(url or cfg.url, "mqtt.url")  # the one URL rule (the config's check calls it too)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    tls = u.tls or cfg.ca_file is not None
+    if not tls and not is_loopback(u.host) and not cfg.allow_plaintext_remote:
         raise ConfigError(
-            f"mqtt.url: refusing plaintext MQTT to non-loopback host {u.hostname}; "
+            f"mqtt.url: refusing plaintext MQTT to non-loopback host {u.host}; "
             "use mqtts:// with ca_file, or set mqtt.allow_plaintext_remote: true"
         )
     kw: dict[str, Any] = {
-        "hostname": u.hostname,
-        "port": port or (8883 if tls else 1883),
+        "hostname": u.host,
+        "port": u.port or (8883 if tls else 1883),
         "keepalive": cfg.keepalive_s,
         "timeout": cfg.connect_timeout_s,
         "username": cfg.username or u.username,
@@ -149,6 +141,18 @@ def scheme_mismatch(kw: dict[str, Any], timeout: float = 3.0) -> str | None:
         return None
 
 
+LOGIN_REFUSED = (4, 5, 134, 135)  # CONNACK: 3.1.1 bad credentials / not authorised; v5 the same
+
+
+def login_refused(exc: BaseException) -> bool:
+    """The broker refused our login (credentials or authorisation), by code or by its words."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    rc = getattr(exc, "rc", None)
+    lower = str(exc).lower()
+    return getattr(rc, "value", rc) in LOGIN_REFUSED or "not authori" in lower or "username or password" in lower
+
+
 def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | None = None) -> str:
     """One line: which broker, what went wrong, what to check. Never contains the password."""
     where = f"MQTT broker {broker or describe_broker(kw)}"
@@ -156,8 +160,7 @@ def connect_error_message(exc: BaseException, kw: dict[str, Any], broker: str | 
     lower = text.lower()
     user = kw.get("username")
     if isinstance(exc, MqttConnectError):
-        value = getattr(getattr(exc, "rc", None), "value", getattr(exc, "rc", None))
-        if value in (4, 5, 134, 135) or "not authori" in lower or "username or password" in lower:
+        if login_refused(exc):
             who = f"user {user!r}" if user else "anonymous login"
             msg = f"{where} refused the login ({who}): {text}; check mqtt.username and the password"
         else:

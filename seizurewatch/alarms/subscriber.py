@@ -31,7 +31,7 @@ import aiomqtt
 import jsonschema
 
 from seizurewatch.alarms import wire
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, watch
+from seizurewatch.alarms.connection import ConnectionPolicy, watch
 from seizurewatch.config import MqttConfig
 from seizurewatch.resources import alarm_schema_path, risk_schema_path
 
@@ -113,7 +113,7 @@ class Deduper:
         return True
 
 
-class GapTracker:
+class SequenceGaps:
     """Highest seq seen per (patient, journal id); a jump past it is events this station missed.
     The first number seen of a journal is only a baseline (we cannot know what came before)."""
 
@@ -163,14 +163,14 @@ class Handlers:
     on_cleared: Callable[[str], Any] | None = None  # (patient): its retained state was cleared (empty message)
 
 
-class Station:
+class MessageChecker:
     """Checks, de-duplicates and dispatches messages from ``<prefix>/<patient>/<leaf>`` topics."""
 
     def __init__(self, prefix: str, handlers: Handlers) -> None:
         self.prefix = prefix
         self.h = handlers
         self.dedupe = Deduper()
-        self.gaps = GapTracker()
+        self.gaps = SequenceGaps()
         self.alarms = AlarmsSeen()
         self.ignored = 0
         self.invalid = 0  # numbered events from the daemon that failed the schema
@@ -304,29 +304,35 @@ async def subscribe(
     """Run until cancelled. Raises BrokerError (one line naming the broker) if the broker stays
     unreachable for ``retries`` consecutive attempts, or refuses the login."""
     policy = ConnectionPolicy(cfg, url, retries=retries, final_on_refused_login=True)
-    station = Station(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed, on_invalid))
+    station = MessageChecker(cfg.topic_prefix, Handlers(on_event, on_other, on_alarm, on_missed, on_invalid))
     ident = _identifier(client_id)
 
     async def dispatch(msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
         await station.handle(str(msg.topic), raw)
 
-    while True:
-        try:
-            async with policy.client(identifier=ident, persistent=client_id is not None) as c:
-                if policy.failures:
-                    log.info("subscriber reconnected", extra={"broker": policy.broker})
-                policy.connected()
-                async with watch(c, dispatch) as reader:
-                    for leaf in (*LEAVES, "status"):
-                        await c.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
-                    if ready is not None:
-                        ready.set()
-                    await reader  # until the connection drops (MqttError)
-        except CONNECTION_ERRORS as exc:
-            delay = policy.failed(exc)  # BrokerError when it is time to give up
-            if delay:
-                log.warning("subscriber lost the broker; retrying",
-                            extra={"broker": policy.broker, "attempt": policy.failures,
-                                   "error": policy.message(exc)})
-                await asyncio.sleep(delay)
+    last: list[BaseException] = []  # the latest connection error
+    waited = [False]  # connecting again after a failure (not after a protocol fallback)
+
+    async def session(client: aiomqtt.Client) -> None:
+        if waited[0]:
+            log.info("subscriber reconnected", extra={"broker": policy.broker})
+            waited[0] = False
+        async with watch(client, dispatch) as reader:
+            for leaf in (*LEAVES, "status"):
+                await client.subscribe(f"{cfg.topic_prefix}/{patient}/{leaf}", qos=1)
+            if ready is not None:
+                ready.set()
+            await reader  # until the connection drops (MqttError)
+
+    def lost(exc: BaseException, up: bool) -> None:
+        last[:] = [exc]
+
+    async def wait(delay: float) -> None:
+        waited[0] = True
+        log.warning("subscriber lost the broker; retrying",
+                    extra={"broker": policy.broker, "attempt": policy.failures, "error": policy.message(last[0])})
+        await asyncio.sleep(delay)
+
+    await policy.serve(lambda: policy.client(identifier=ident, persistent=client_id is not None), session,
+                       on_error=lost, wait=wait)  # BrokerError when it is time to give up

@@ -1,4 +1,5 @@
-"""``seizurewatch`` command line: a thin layer over functions the tests call directly.
+"""``seizurewatch`` command line: a thin layer over functions the tests call directly. Internal (the public
+Python API is ``seizurewatch.api``).
 
 Each command lives in a module of this package exposing ``register(subparsers)``.
 """

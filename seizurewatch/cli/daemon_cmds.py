@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from seizurewatch.cli.argtypes import out_file, units_arg
+from seizurewatch.cli.options import BROKER_URL
 from seizurewatch.cli.stdout import drop_stdout
 from seizurewatch.errors import SeizurewatchError
 
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "profiles, recordings, journal folder, metrics address, broker login), then exit")
     p.set_defaults(func=cmd_run, default_log_level="INFO")
 
-    p = sub.add_parser("replay", help="replay an EDF recording through the daemon's pipeline",
+    p = sub.add_parser("replay", parents=[BROKER_URL], help="replay an EDF recording through the daemon's pipeline",
                        description="Replay a recording through the same pipeline as 'run'. Without --mqtt-url "
                                    "nothing is published; events are printed.")
     p.add_argument("edf", help="recording: EDF/EDF+, BDF/BDF+, or a text signal (.csv/.txt) with --rate or a "
@@ -52,18 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="take decision, MQTT and model settings from this daemon config")
     p.add_argument("--device", help="device profile YAML (default: as the EDF header describes)")
     p.add_argument("--patient", default="replay", help="patient id used in topics (default: replay)")
-    p.add_argument("--mqtt-url", help="publish to this broker, e.g. mqtt://127.0.0.1:1883")
     p.add_argument("--jsonl", action="store_true", help="print each event as one JSON line on stdout")
     p.add_argument("--probabilities", metavar="CSV", type=out_file,
                    help="also write t,probability per hop to this CSV")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="replay a bundled recording into a broker and print the alarms",
+    p = sub.add_parser("demo", parents=[BROKER_URL],
+                       help="replay a bundled recording into a broker and print the alarms",
                        description="Replays dog1_rec04.edf (never seen in training) at --speed through the "
                                    "daemon into an MQTT broker, subscribes to the alarm topic and prints what "
                                    "arrives, then a summary. Without --mqtt-url an in-process broker is used.")
     p.add_argument("--speed", type=speed_arg, default=20.0, help="replay speed (default 20x; 'max' for fastest)")
-    p.add_argument("--mqtt-url", help="use this broker instead of the in-process one")
     p.add_argument("--edf", help="replay this recording instead of the bundled one")
     p.add_argument("--model", help="model file (default: the shipped dog1 model)")
     p.set_defaults(func=cmd_demo, default_log_level="ERROR")
@@ -105,7 +105,7 @@ async def check_run(cfg: Any, name: str) -> int:
     meta = daemon.pipelines[0].meta
     for pipe in daemon.pipelines:
         d = pipe.decision
-        stored = isinstance(pipe.meta.raw["threshold"].get("decision"), dict)
+        stored = pipe.meta.rule is not None
         rule = "from the config" if cfg.decision.k is not None else "stored in the model" if stored else "default"
         hop = pipe.meta.hop_s
         print(f"{name}: {pipe.patient}: alarm when {d.k} of the last {d.n} hops ({d.k * hop:g} of {d.n * hop:g} s) "

@@ -13,13 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from seizurewatch.cli.argtypes import out_dir, scheduler_arg, units_arg
+from seizurewatch.cli.argtypes import out_dir, units_arg
+from seizurewatch.cli.options import SCHEDULER
 from seizurewatch.errors import DataError
 
 Split = Literal["train", "val", "test"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _inspect(sub)
+    _dataset(sub)
+
+
+def _inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="header, traces, statistics and value distribution of an EDF (PNG + HTML)",
                        description="The EEG-analysis view: header and annotations, traces from a start second "
                                    "(seizures shaded, seams marked), whole-file per-channel statistics (mean, "
@@ -37,16 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: inspect-<file stem>)")
     p.set_defaults(func=cmd_inspect)
 
+
+def _dataset(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dataset", help="build a windowed dataset from annotated recordings",
                        description="Build (or show) a dataset directory: signals/*.npy (each recording's "
                                    "preprocessed signal, once), y.npy, index.csv (the windows), manifest.json.")
     dsub = d.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
-    b = dsub.add_parser("build", help="recordings + annotations -> windows on disk",
+    b = dsub.add_parser("build", parents=[SCHEDULER], help="recordings + annotations -> windows on disk",
                         description="From a spec YAML (see config/dataset-dog1.yaml) and/or flags; flags "
                                     "override the spec. Splits are by recording, seizure or subject, never by "
                                     "window.")
     b.add_argument("--spec", help="dataset spec YAML")
-    scheduler_arg(b)
     b.add_argument("--out", required=True, type=out_dir, help="dataset folder to write")
     b.add_argument("--overwrite", action="store_true",
                    help="replace the dataset already in --out (refused otherwise: a build can take hours)")

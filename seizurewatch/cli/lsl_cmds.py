@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 
 from seizurewatch.cli.argtypes import units_arg
 from seizurewatch.cli.daemon_cmds import speed_arg
+from seizurewatch.errors import ConfigError
 from seizurewatch.signals import capture_signals
 
 
@@ -64,9 +64,8 @@ def cmd_play(args: argparse.Namespace) -> int:
             gap_at_s=args.inject_gap[0] if args.inject_gap else None,
             gap_s=args.inject_gap[1] if args.inject_gap else 0.0,
         )
-    except ValueError as exc:
-        print(f"seizurewatch: error: play: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # through the error funnel (cli.main): one line, exit 2
+        raise ConfigError(f"play: {exc}") from None
     stop = threading.Event()
     player = Player(args.edf, opts)
     speed = "as fast as possible" if opts.speed == "max" else f"at {float(opts.speed):g}x real time"

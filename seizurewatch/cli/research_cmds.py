@@ -10,24 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seizurewatch.cli.argtypes import out_dir, out_file, scheduler_arg
+from seizurewatch.cli.argtypes import out_dir, out_file
+from seizurewatch.cli.options import DECISION, SCHEDULER, decision_config
 from seizurewatch.errors import ConfigError
 
 
 def _command_line() -> str | None:
     return "seizurewatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-
-
-def _decision_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("alarm decision (as the daemon's 'decision:' config; defaults are the daemon's)")
-    g.add_argument("--config", help="daemon config YAML whose decision settings to use")
-    g.add_argument("--k", type=int, help="alarm when k of the last n probabilities reach the threshold (with --n; "
-                                         "default: the rule stored in the model beside its threshold, else 3 of 4; "
-                                         "threshold choice then also chooses the rule)")
-    g.add_argument("--n", type=int, help="see --k")
-    g.add_argument("--refractory", type=float, dest="refractory_s",
-                   help="seconds without a new alarm on the same evidence after one ends (k of n above the "
-                        "ended alarm's peak still alarms)")
 
 
 def _early_arg(p: argparse.ArgumentParser) -> None:
@@ -36,27 +25,18 @@ def _early_arg(p: argparse.ArgumentParser) -> None:
                         "2014 challenge's span)")
 
 
-def _decision(args: argparse.Namespace, threshold: float | None = None) -> Any:
-    import dataclasses
-
-    from seizurewatch.config import DecisionConfig, load_config
-
-    base = load_config(args.config).decision if getattr(args, "config", None) else DecisionConfig()
-    changes = {k: getattr(args, k) for k in ("k", "n", "refractory_s") if getattr(args, k, None) is not None}
-    if threshold is not None:
-        changes["threshold"] = threshold
-    try:
-        return dataclasses.replace(base, **changes)
-    except ValueError as exc:
-        raise ConfigError(f"decision options: {exc}") from None
-
-
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (from a recipe YAML, or a built dataset + a model YAML)",
+    for add in (_train, _evaluate, _threshold, _export, _predict, _compare):
+        add(sub)
+
+
+def _train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", parents=[SCHEDULER],
+                       help="train a model (from a recipe YAML, or a built dataset + a model YAML)",
                        description="Either RECIPE (dataset build -> train -> threshold -> model file in one go; "
                                    "the dataset is built in a temporary folder unless --keep-dataset), or "
                                    "--dataset DIR --model config/models/X.yaml (train split; early stopping on "
@@ -74,10 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "train --dataset); default a temporary folder")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUTPUT.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    scheduler_arg(p)  # a recipe's dataset build and out-of-fold threshold, one task per recording
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train)  # --scheduler: a recipe's dataset build and out-of-fold threshold
 
-    p = sub.add_parser("evaluate", help="held-out ROC/PR, confusion matrix, event sensitivity, FA/24 h, latency",
+
+def _evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", parents=[DECISION, SCHEDULER],
+                       help="held-out ROC/PR, confusion matrix, event sensitivity, FA/24 h, latency",
                        description="Window-level ROC AUC, PR AUC, confusion matrix at the model's threshold and "
                                    "accuracy against a logistic-regression baseline; event-level SzCORE scoring "
                                    "(timescoring: any overlap, 30 s / 60 s tolerances) of each recording replayed "
@@ -92,11 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="override the model's threshold")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: eval-<model stem>)")
     _early_arg(p)
-    _decision_args(p)
-    scheduler_arg(p)
     p.set_defaults(func=cmd_evaluate, default_log_level="ERROR")  # alarms are in the outputs
 
-    p = sub.add_parser("threshold", help="pick the operating point from the ROC trade-off and store it in the model",
+
+def _threshold(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("threshold", parents=[DECISION, SCHEDULER],
+                       help="pick the operating point from the ROC trade-off and store it in the model",
                        description="Policies: youden (max sensitivity+specificity-1), sensitivity (--target 0..1, "
                                    "window level), fa_budget (--target false alarms per 24 h, after the daemon's "
                                    "smoothing/hysteresis on the continuous validation recordings). The value, "
@@ -116,10 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recordings", nargs="+", default=[], metavar="EDF", help="validation recordings")
     p.add_argument("--output", "-o", type=out_file, help="write the model here instead of in place")
     _early_arg(p)
-    _decision_args(p)
-    scheduler_arg(p)
     p.set_defaults(func=cmd_threshold, default_log_level="ERROR")  # alarms are in the outputs
 
+
+def _export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write TorchScript (.pt) or torch.export (.pt2) with metadata and SHA-256",
                        description="Re-export a model file in either format; the exported file is reloaded and "
                                    "must give the same outputs as the trained module (max abs diff <= 1e-5).")
@@ -127,7 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, type=out_file, help="file to write: .pt or .pt2")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="per-window probabilities over a recording (CSV + timeline PNG + "
+
+def _predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", parents=[DECISION, SCHEDULER],
+                       help="per-window probabilities over a recording (CSV + timeline PNG + "
                                        "SzCORE events.tsv)",
                        description="Replays the recording through the daemon's own pipeline (preprocessing, ring "
                                    "buffer, model, alarm decision) and writes STEM-probabilities.csv, "
@@ -139,11 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", help="model file (default: the shipped dog1 model)")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default: predict-<recording stem>)")
     p.add_argument("--threshold", type=float, help="override the model's threshold")
-    _decision_args(p)
-    scheduler_arg(p)
     p.set_defaults(func=cmd_predict, default_log_level="ERROR")  # alarms are in the outputs
 
-    p = sub.add_parser("compare", help="leave-one-recording-out or grouped k-fold comparison of model YAMLs",
+
+def _compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", parents=[DECISION, SCHEDULER],
+                       help="leave-one-recording-out or grouped k-fold comparison of model YAMLs",
                        description="For each recording of the dataset: train every model on the others (the "
                                    "next recording validates: early stopping), choose the threshold on out-of-fold "
                                    "replays of the non-test recordings (each left out in turn, the config trained "
@@ -173,8 +160,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="compare", type=out_dir, help="output folder (default compare)")
     p.add_argument("--no-progress", action="store_true")
     _early_arg(p)
-    _decision_args(p)
-    scheduler_arg(p)
     p.set_defaults(func=cmd_compare, default_log_level="ERROR")  # alarms are in the outputs
 
 
@@ -226,10 +211,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seizurewatch.research.evaluate import EvaluateOptions, evaluate, fa_evidence
+    from seizurewatch.research.evaluate import EvaluateOptions, evaluate
     from seizurewatch.research.parallel import Compute
 
     out = Path(args.out or f"eval-{Path(args.model).stem}")
+    recordings, windows, baseline, units = _evaluation_inputs(args, out)
+    if args.early_s <= 0:
+        raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
+    options = EvaluateOptions(baseline=baseline, decision=decision_config(args, args.threshold), early_s=args.early_s,
+                              compute=Compute(scheduler=args.scheduler))
+    m = evaluate(args.model, recordings, out, options, windows=windows, units=units)
+    if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
+        print(m["markdown"])
+        return 0
+    _print(_evaluation_summary(m, out))
+    return 0
+
+
+def _evaluation_inputs(args: argparse.Namespace, out: Path) -> tuple[list[str], Any, str | None, Any]:
+    """What ``evaluate`` scores: (recordings to replay, dataset windows, baseline model, clip/segment units);
+    the band-power baseline is trained here when ``--baseline auto`` (the default with --dataset)."""
     recordings, windows, baseline, units = list(args.recordings), None, args.baseline, None
     if args.dataset:
         from seizurewatch.research.dataset import open_dataset
@@ -264,18 +265,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if clips:
         raise ConfigError(f"evaluate --recordings {clips[0]}: a clip is scored per clip, not replayed; build a dataset "
                           "of the clips (dataset build --recordings FOLDER) and give --dataset, or predict the clips")
-    if baseline == "none":
-        baseline = None
     if not recordings and windows is None:
         raise ConfigError("evaluate: give --dataset DIR and/or --recordings EDF...")
-    if args.early_s <= 0:
-        raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
-    options = EvaluateOptions(baseline=baseline, decision=_decision(args, args.threshold), early_s=args.early_s,
-                              compute=Compute(scheduler=args.scheduler))
-    m = evaluate(args.model, recordings, out, options, windows=windows, units=units)
-    if "horizons" in m:  # a prediction model: the per-horizon forecast table (research/forecast_eval.py)
-        print(m["markdown"])
-        return 0
+    return recordings, windows, None if baseline == "none" else baseline, units
+
+
+def _evaluation_summary(m: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The JSON ``evaluate`` prints: the headline figures of metrics.json and where the rest is."""
+    from seizurewatch.research.evaluate import fa_evidence
+
     summary = {"model": m["model"], "windows": {k: m["windows"].get(k) for k in ("roc_auc", "pr_auc", "accuracy")},
                "report": str(out / "report.html"), "metrics": str(out / "metrics.json")}
     if "baseline" in m:
@@ -294,8 +292,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary["seconds"] = {"early_s": sec["early_s"], **{k: sec["pooled"][k] for k in (
             "seizure_auc", "early_auc", "early_auc_output", "challenge_score", "seconds_scored",
             "seconds_unscored")}}
-    _print(summary)
-    return 0
+    return summary
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
@@ -303,7 +300,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from seizurewatch.research.threshold_choice import ThresholdOptions, Validation, choose_threshold
 
     on = Validation(recordings=args.recordings or (), dataset=args.dataset, split=args.split)
-    options = ThresholdOptions(decision=_decision(args), method=args.method, early_s=args.early_s,
+    options = ThresholdOptions(decision=decision_config(args), method=args.method, early_s=args.early_s,
                                compute=Compute(scheduler=args.scheduler))
     th = choose_threshold(args.model, args.policy, args.target, on, args.output, options)
     _print({"model": args.output or args.model, "threshold": th})
@@ -340,7 +337,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     stems = [Path(e).stem for e in args.edf]
     out = args.out or f"predict-{stems[0] if len(stems) == 1 else 'recordings'}"
-    fn = functools.partial(predict_recording, model=args.model, out_dir=out, decision=_decision(args, args.threshold))
+    fn = functools.partial(predict_recording, model=args.model, out_dir=out,
+                           decision=decision_config(args, args.threshold))
     try:
         results = run_tasks(fn, list(args.edf), scheduler=args.scheduler)
     except SchedulerLost as exc:  # what is missing is what has no events file (written last per recording)
@@ -358,7 +356,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.early_s <= 0:
         raise ConfigError(f"--early-s {args.early_s:g}: a positive number of seconds")
     method = None if args.threshold_method == "none" else args.threshold_method
-    options = CompareOptions(decision=_decision(args), threshold_method=method, early_s=args.early_s,
+    options = CompareOptions(decision=decision_config(args), threshold_method=method, early_s=args.early_s,
                              baseline=None if args.baseline == "none" else args.baseline, k=args.folds,
                              group_by=args.group_by, seed=args.seed,
                              compute=Compute(scheduler=args.scheduler, progress=not args.no_progress))

@@ -7,15 +7,24 @@ import asyncio
 import json
 import logging
 import shlex
+import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from seizurewatch.alarms import wire
+from seizurewatch.cli.options import BROKER, mqtt_config
+from seizurewatch.signals import capture_signals
+
+if TYPE_CHECKING:
+    from seizurewatch.alarms.hooks import HookRunner
+    from seizurewatch.config import MqttConfig
 
 log = logging.getLogger("seizurewatch.cli")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "subscribe", help="the caregiver side: print alarms and faults as they arrive",
+        "subscribe", parents=[BROKER], help="the caregiver side: print alarms and faults as they arrive",
         description="Subscribe to a patient's (or every patient's) alarms and faults and print them as they "
                     "arrive. Delivery is at-least-once; duplicates are dropped by (patient, epoch, seq). Messages "
                     "that do not match the payload schema or name another patient than their topic are logged "
@@ -29,10 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "the alarm was first seen) in its "
                "environment, which holds only PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR and the "
                "variables named by --exec-env. Per patient at most 4 hooks run at once, 20 start per minute "
-               "and 32 wait (a flood on one bed never drops another's page); each is killed after 60 s.")
+               "and 32 wait (a flood on one bed never drops another's page); each is killed after 60 s. SIGTERM or "
+               "SIGINT stops subscribing and waits for the hooks already started or queued.")
     p.add_argument("--patient", default="+", help="patient id (default: every patient)")
-    p.add_argument("--mqtt-url", help="broker, e.g. mqtts://broker.ward:8883 (default: the config's)")
-    p.add_argument("--config", "-c", help="take MQTT settings (TLS, username, password file) from this daemon config")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per line instead of text")
     p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD once per alarm (e.g. a pager)")
     p.add_argument("--exec-shell", action="store_true", help="run --exec CMD through /bin/sh -c")
@@ -45,10 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from seizurewatch.alarms.subscriber import format_event, subscribe
-    from seizurewatch.config import MqttConfig, load_mqtt_section
-
-    cfg = load_mqtt_section(args.config) if args.config else MqttConfig()  # a station's file or a daemon's
+    cfg = mqtt_config(args)  # a station's file or a daemon's
     if args.exec_cmd and not args.exec_shell:
         try:
             if not shlex.split(args.exec_cmd):
@@ -57,87 +62,28 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             from seizurewatch.errors import ConfigError
 
             raise ConfigError(f"--exec: cannot parse {args.exec_cmd!r} ({exc})") from None
+    try:
+        asyncio.run(_subscribe(args, cfg))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sys.stdout.flush()
+    return 0
 
-    async def main() -> None:
-        from seizurewatch.alarms import wire
-        from seizurewatch.alarms.hooks import HookRunner
 
-        hooks = HookRunner(args.exec_cmd, args.exec_shell, tuple(args.exec_env)) if args.exec_cmd else None
-        seen = 0
-        done = asyncio.Event()
+async def _subscribe(args: argparse.Namespace, cfg: MqttConfig) -> None:
+    """Subscribe until --count events, a broker error, or SIGTERM/SIGINT; then wait for the --exec hooks
+    started or queued (a page already on its way is not cut off)."""
+    from seizurewatch.alarms.hooks import HookRunner
+    from seizurewatch.alarms.subscriber import subscribe
 
-        def out(line: str) -> None:
-            print(line if args.jsonl else wire.printable(line), flush=True)  # names are data, never escapes
-
-        def on_event(p: dict[str, Any]) -> None:
-            nonlocal seen
-            out(json.dumps(p, separators=(",", ":")) if args.jsonl else format_event(p))
-            seen += 1
-            if args.count and seen >= args.count:
-                done.set()
-
-        def on_alarm(p: dict[str, Any], source: str) -> None:
-            if source != "start":  # its start was lost: say so, the nurse must still see an alarm begin
-                if args.jsonl:
-                    out(json.dumps({"kind": "notice", "notice": "alarm_in_progress", "patient": p["patient"],
-                                    "alarm_id": p["alarm_id"], "source": source}, separators=(",", ":")))
-                else:
-                    how = "the retained state" if source == "state" else "an update"
-                    out(f"[{p['patient']}] ALARM in progress (id {p['alarm_id']}; known from {how}, "
-                        "its start event was not received)")
-            if hooks is not None:
-                hooks.submit(p, source)
-
-        def on_missed(patient: str, first: int, last: int) -> None:
-            span = f"{first}-{last}" if last > first else str(first)
-            if args.jsonl:
-                out(json.dumps({"kind": "notice", "notice": "missed", "patient": patient, "first": first,
-                                "last": last}, separators=(",", ":")))
-            else:
-                out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
-                    "(the broker did not deliver them)")
-
-        def on_invalid(patient: str, p: dict[str, Any], why: str) -> None:
-            if args.jsonl:
-                out(json.dumps({"kind": "notice", "notice": "invalid", "patient": patient, "seq": p["seq"],
-                                "reason": why}, separators=(",", ":")))
-            else:
-                out(f"[{patient}] invalid message from the daemon (event {p['seq']}: {why}): a bug to report; "
-                    "check the bedside")
-
-        shown: dict[str, Any] = {}
-
-        def on_other(topic: str, raw: bytes) -> None:
-            patient, leaf = topic.split("/")[-2:]
-            text = raw.decode("utf-8", "replace")
-            if leaf == "status":
-                out(json.dumps({"kind": "status", "patient": patient, "status": text}) if args.jsonl
-                    else f"[{patient}] daemon {text}")
-            elif leaf == "refusal":
-                r = json.loads(text)  # validated by the subscriber
-                out(json.dumps({"kind": "refusal", **r}, separators=(",", ":")) if args.jsonl
-                    else f"[{patient}] ack REFUSED by the daemon: {r['reason']}")
-            elif leaf == "state":
-                state = wire.loads(raw)  # validated by the subscriber
-                if args.jsonl:
-                    out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
-                elif shown.get(patient) != state.get("state"):  # the state is republished every few seconds
-                    shown[patient] = state.get("state")
-                    out(f"[{patient}] state {state.get('state')}")
-            elif leaf == "risk":  # retained: what a late subscriber learns before the next level change
-                risk = wire.loads(raw)  # validated by the subscriber
-                levels = ", ".join(f"{h['horizon_s']:g} s {h['level'].upper()}" for h in risk["horizons"])
-                if args.jsonl:
-                    out(json.dumps({"kind": "risk_state", **risk}, separators=(",", ":")))
-                elif shown.get(f"{patient}/risk") != levels:
-                    shown[f"{patient}/risk"] = levels
-                    out(f"[{patient}] risk {levels}")
-
-        sub = asyncio.create_task(subscribe(cfg, on_event, patient=args.patient, url=args.mqtt_url,
-                                            on_other=on_other, retries=args.retries, client_id=args.client_id,
-                                            on_alarm=on_alarm, on_missed=on_missed,
-                                            on_invalid=on_invalid))
-        stopper = asyncio.create_task(done.wait())
+    hooks = HookRunner(args.exec_cmd, args.exec_shell, tuple(args.exec_env)) if args.exec_cmd else None
+    out = Printer(args.jsonl, args.count, hooks)
+    sub = asyncio.create_task(subscribe(cfg, out.on_event, patient=args.patient, url=args.mqtt_url,
+                                        on_other=out.on_other, retries=args.retries, client_id=args.client_id,
+                                        on_alarm=out.on_alarm, on_missed=out.on_missed, on_invalid=out.on_invalid))
+    stopper = asyncio.create_task(out.done.wait())
+    with capture_signals({signal.SIGTERM: out.stop, signal.SIGINT: out.stop}):
         try:
             await asyncio.wait({sub, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -146,13 +92,88 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                 sub.cancel()
             if hooks is not None:
                 await hooks.drain()
-        if sub.done() and not sub.cancelled() and sub.exception() is not None:
-            raise sub.exception()  # type: ignore[misc]
+    if sub.done() and not sub.cancelled() and sub.exception() is not None:
+        raise sub.exception()  # type: ignore[misc]
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        sys.stdout.flush()
-    return 0
+
+class Printer:
+    """What ``subscribe`` prints for each message (a line of text, or a JSON object with --jsonl), and the
+    alarms it hands to the --exec hooks; ``done`` is set after ``count`` events (0: never)."""
+
+    def __init__(self, jsonl: bool, count: int, hooks: HookRunner | None) -> None:
+        self.jsonl, self.count, self.hooks = jsonl, count, hooks
+        self.seen = 0
+        self.done = asyncio.Event()
+        self.shown: dict[str, Any] = {}  # what was last printed per patient (state, risk levels)
+
+    def stop(self, sig: signal.Signals) -> None:
+        if self.hooks is not None and self.hooks.pending:
+            log.warning("stopping (%s); waiting for %d --exec hook(s) to finish", sig.name, self.hooks.pending)
+        self.done.set()
+
+    def out(self, line: str) -> None:
+        print(line if self.jsonl else wire.printable(line), flush=True)  # names are data, never escapes
+
+    def notice(self, body: dict[str, Any]) -> None:
+        self.out(json.dumps({"kind": "notice", **body}, separators=(",", ":")))
+
+    def on_event(self, p: dict[str, Any]) -> None:
+        from seizurewatch.alarms.subscriber import format_event  # jsonschema, aiomqtt: not at --help
+
+        self.out(json.dumps(p, separators=(",", ":")) if self.jsonl else format_event(p))
+        self.seen += 1
+        if self.count and self.seen >= self.count:
+            self.done.set()
+
+    def on_alarm(self, p: dict[str, Any], source: str) -> None:
+        if source != "start":  # its start was lost: say so, the nurse must still see an alarm begin
+            if self.jsonl:
+                self.notice({"notice": "alarm_in_progress", "patient": p["patient"], "alarm_id": p["alarm_id"],
+                             "source": source})
+            else:
+                how = "the retained state" if source == "state" else "an update"
+                self.out(f"[{p['patient']}] ALARM in progress (id {p['alarm_id']}; known from {how}, "
+                         "its start event was not received)")
+        if self.hooks is not None:
+            self.hooks.submit(p, source)
+
+    def on_missed(self, patient: str, first: int, last: int) -> None:
+        span = f"{first}-{last}" if last > first else str(first)
+        if self.jsonl:
+            self.notice({"notice": "missed", "patient": patient, "first": first, "last": last})
+        else:
+            self.out(f"[{patient}] missed event{'s' if last > first else ''} {span} from {patient} "
+                     "(the broker did not deliver them)")
+
+    def on_invalid(self, patient: str, p: dict[str, Any], why: str) -> None:
+        if self.jsonl:
+            self.notice({"notice": "invalid", "patient": patient, "seq": p["seq"], "reason": why})
+        else:
+            self.out(f"[{patient}] invalid message from the daemon (event {p['seq']}: {why}): a bug to report; "
+                     "check the bedside")
+
+    def on_other(self, topic: str, raw: bytes) -> None:
+        patient, leaf = topic.split("/")[-2:]
+        text = raw.decode("utf-8", "replace")
+        if leaf == "status":
+            self.out(json.dumps({"kind": "status", "patient": patient, "status": text}) if self.jsonl
+                     else f"[{patient}] daemon {text}")
+        elif leaf == "refusal":
+            r = json.loads(text)  # validated by the subscriber
+            self.out(json.dumps({"kind": "refusal", **r}, separators=(",", ":")) if self.jsonl
+                     else f"[{patient}] ack REFUSED by the daemon: {r['reason']}")
+        elif leaf == "state":
+            state = wire.loads(raw)  # validated by the subscriber
+            if self.jsonl:
+                self.out(json.dumps({"kind": "state", **state, "patient": patient}, separators=(",", ":")))
+            elif self.shown.get(patient) != state.get("state"):  # the state is republished every few seconds
+                self.shown[patient] = state.get("state")
+                self.out(f"[{patient}] state {state.get('state')}")
+        elif leaf == "risk":  # retained: what a late subscriber learns before the next level change
+            risk = wire.loads(raw)  # validated by the subscriber
+            levels = ", ".join(f"{h['horizon_s']:g} s {h['level'].upper()}" for h in risk["horizons"])
+            if self.jsonl:
+                self.out(json.dumps({"kind": "risk_state", **risk}, separators=(",", ":")))
+            elif self.shown.get(f"{patient}/risk") != levels:
+                self.shown[f"{patient}/risk"] = levels
+                self.out(f"[{patient}] risk {levels}")

@@ -32,13 +32,7 @@ from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError, SeizurewatchError
 from seizurewatch.research.compare_report import head_section, markdown, model_summary
 from seizurewatch.research.dataset import DatasetDir, open_dataset
-from seizurewatch.research.evaluate import (
-    SZCORE,
-    EvaluateOptions,
-    EventRules,
-    evaluate,
-    second_scores,
-)
+from seizurewatch.research.evaluate import EvaluateOptions, evaluate, second_scores
 from seizurewatch.research.outoffold import out_of_fold, recording_paths, with_roles
 from seizurewatch.research.parallel import Compute
 from seizurewatch.research.predict import Trace, stream_probabilities
@@ -48,6 +42,7 @@ from seizurewatch.research.timescore import EARLY_S
 from seizurewatch.research.training_run import ModelSpec, load_model_config, train_from_dataset
 from seizurewatch.research.unitfolds import unit_report
 from seizurewatch.research.unitscore import Units, kind_of
+from seizurewatch.scoring import SZCORE, EventRules
 
 log = logging.getLogger(__name__)
 

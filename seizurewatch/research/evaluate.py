@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,8 @@ from timescoring.scoring import EventScoring
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError
-from seizurewatch.modelfile import ModelMeta, load_model
+from seizurewatch.modelfile import load_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research import plots
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.parallel import Compute
@@ -254,8 +256,7 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path,
         if not recordings:
             raise DataError("no recordings to evaluate")
         return evaluate_forecast(model, meta, [str(r) for r in recordings], out, o.decision or DecisionConfig())
-    # the k of n the daemon would apply
-    decision = (o.decision or DecisionConfig()).for_model(meta.raw.get("threshold"), meta.hop_s)
+    decision = (o.decision or DecisionConfig()).with_rule(meta.rule, meta.hop_s)  # the k of n the daemon would apply
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     _check_inputs(recordings, windows, traces, units)
     bl = load_model(o.baseline) if o.baseline else None
@@ -330,7 +331,7 @@ def _window_level(metrics: dict[str, Any], name: str, bl: Any, y: np.ndarray, p:
 
 
 def _unit_level(metrics: dict[str, Any], units: Units, y: np.ndarray, p: np.ndarray, pb: np.ndarray | None,
-                threshold: float, outputs: list[str], bl: Any, early_s: float, out: Path) -> Any:
+                threshold: float, outputs: Sequence[str], bl: Any, early_s: float, out: Path) -> Any:
     """Clips or segments scored per unit into ``metrics`` (and units.csv); returns the model's unit scores."""
     us = unit_scores(units, y, p, early_s, outputs)
     right = float(np.mean((us.p >= threshold) == us.ictal)) if len(us.p) else None

@@ -18,6 +18,7 @@ from torch import nn
 
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import LoadedModel, load_model, save_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research.architectures import Deployable, from_config
 from seizurewatch.research.hills import FittedModel
 
@@ -26,23 +27,11 @@ log = logging.getLogger(__name__)
 ATOL = 1e-5
 
 
-def architecture_of(raw: dict[str, Any]) -> dict[str, Any]:
-    """The metadata's ``architecture`` block (every model file written by ``train`` carries one)."""
-    block = raw.get("architecture")
-    if not isinstance(block, dict):
-        command = (raw.get("training") or {}).get("command")
-        how = (f"retrain it: {command}" if command else
-               "retrain it with 'seizurewatch train RECIPE' or 'seizurewatch train --dataset DIR --model MODEL.yaml'")
-        raise ModelError(f"model {raw.get('name')!r}: its metadata predates the architecture block (no "
-                         f"'architecture'), so the module cannot be rebuilt; {how}")
-    return dict(block)
-
-
 def rebuild_eager(loaded: LoadedModel) -> nn.Module:
     """The eager ``Deployable`` with the weights of a loaded model file. A model fitted once (a
     forest) keeps its trees in traced submodules that no architecture rebuilds: its
     TorchScript module is the reference itself (re-export to .pt; .pt2 is not supported)."""
-    a = architecture_of(loaded.meta.raw)
+    a = loaded.meta.architecture()
     try:
         net = from_config(a, where=f"{loaded.path}: architecture")
     except (KeyError, TypeError, ValueError) as exc:
@@ -61,8 +50,9 @@ def rebuild_eager(loaded: LoadedModel) -> nn.Module:
     return model.eval()
 
 
-def example_input(meta_raw: dict[str, Any], n: int = 4, seed: int = 0) -> torch.Tensor:
-    a = architecture_of(meta_raw)
+def example_input(meta: ModelMeta, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """``n`` seeded noise windows of the shape the model's architecture takes."""
+    a = meta.architecture()
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, a["n_channels"], a["n_samples"], generator=g) * 50.0
 
@@ -93,7 +83,7 @@ def export(src: str | Path, dst: str | Path) -> dict[str, Any]:
     eager = rebuild_eager(loaded)
     if isinstance(eager, torch.jit.ScriptModule) and Path(dst).suffix == ".pt2":
         raise ModelError(f"{src}: a model fitted once (a forest) exports as TorchScript (.pt) only, not {dst}")
-    x = example_input(loaded.meta.raw)
+    x = example_input(loaded.meta)
     with torch.no_grad():
         diff_src = float((loaded.module(x) - eager(x)).abs().max())
     if diff_src > ATOL:

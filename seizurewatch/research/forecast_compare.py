@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from seizurewatch.errors import DataError
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.forecast import auc_against_chance, choose_levels, clip_scores
 from seizurewatch.research.outoffold import with_roles
@@ -62,7 +63,7 @@ def assign_folds(groups: np.ndarray, positive: np.ndarray, k: int, seed: int = 0
     return out
 
 
-def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
+def out_of_fold_probabilities(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed: int = 0) -> np.ndarray:
     """(windows, outputs) probabilities, each from the fold model that did not see the window's clip."""
     names, groups, _ = clip_groups(ds)
     positive = np.asarray(np.asarray(ds.y).any(axis=1), dtype=bool)
@@ -80,7 +81,7 @@ def out_of_fold(ds: DatasetDir, spec: ModelSpec, folds: int, workdir: Path, seed
     return p
 
 
-def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str | Path,
+def out_of_fold_levels(meta: ModelMeta, dataset: str | Path, workdir: str | Path,
                        folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict[str, Any]:
     """A prediction model's ``risk`` section with every output's levels chosen on out-of-fold windows of
     ``dataset`` (clips or segments): the model's own training config retrained per fold."""
@@ -88,12 +89,12 @@ def out_of_fold_levels(meta: dict[str, Any], dataset: str | Path, workdir: str |
 
     prediction_units(dataset)
     ds = open_dataset(dataset)
-    risk = dict(meta.get("risk") or {})
-    if list(ds.outputs) != list(meta["outputs"]):
-        raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {meta['outputs']}")
+    risk = dict(meta.raw.get("risk") or {})  # the stored section, rewritten level by level
+    if list(ds.outputs) != list(meta.outputs):
+        raise DataError(f"{ds.root}: outputs {ds.outputs} are not the model's {list(meta.outputs)}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    p = out_of_fold(ds, training_spec(meta), folds, work, seed)
+    p = out_of_fold_probabilities(ds, training_spec(meta), folds, work, seed)
     ok = ~np.isnan(p).any(axis=1)
     y = np.asarray(ds.y)
     for j, name in enumerate(ds.outputs):
@@ -120,7 +121,7 @@ def compare_segments(dataset: str | Path, model_configs: list[str], out_dir: str
     models = []
     for cfg in model_configs:
         spec = load_model_config(cfg)
-        p = out_of_fold(ds, spec, folds, out, seed)
+        p = out_of_fold_probabilities(ds, spec, folds, out, seed)
         clips, yc, pc = clip_scores(names, np.asarray(ds.y), p)
         ok = ~np.isnan(p).any(axis=1)  # every window has its out-of-fold probability
         per = [{"output": name, "horizon_s": horizons[j] if j < len(horizons) else None,

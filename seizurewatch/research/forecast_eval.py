@@ -18,7 +18,7 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import DataError
-from seizurewatch.modelfile import ModelMeta
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research.forecast import (
     CHANCE_SHUFFLES,
     Recording,

@@ -8,7 +8,9 @@ side was recorded hours away).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from seizurewatch.errors import DataError
 from seizurewatch.schedule import WindowSchedule
@@ -55,12 +57,23 @@ def joins_of(anns: tuple[Annotation, ...] | list[Annotation]) -> list[float]:
 
 @dataclass(frozen=True)
 class LabelRules:
-    task: str = "detection"  # "detection" | "prediction"
+    """How windows are labelled: the one declaration of these fields. A dataset spec and a training recipe
+    are label rules with more beside them (they subclass this; their YAML keys sit at the top level)."""
+
+    task: Literal["detection", "prediction"] = "detection"
     exclusion_s: float = 300.0  # detection: interictal windows at least this far from a seizure
     horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
     interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
     postictal_s: float = 600.0  # prediction: dropped after a seizure
     early_s: float | None = None  # detection: a second output "early", the window ends <= early_s after onset
+
+    def label_fields(self) -> dict[str, Any]:
+        """The label rules' fields and values, to build another object that embeds them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(LabelRules)}
+
+    def rules(self) -> LabelRules:
+        """Only the label rules (of a spec or a recipe that embeds them)."""
+        return LabelRules(**{**self.label_fields(), "horizons_s": tuple(self.horizons_s)})
 
     def outputs(self) -> list[str]:
         if self.task == "detection":

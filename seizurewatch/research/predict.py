@@ -82,8 +82,7 @@ def trace_of(res: ReplayResult, decision: DecisionConfig) -> Trace:
     anns = res.annotations
     return Trace(
         recording=res.recording, model=res.meta.name, t=res.t, p=res.p, duration=res.duration,
-        threshold=res.threshold, decision=decision.for_model(res.meta.raw.get("threshold"),
-                                                                          res.meta.hop_s),  # the rule applied
+        threshold=res.threshold, decision=decision.with_rule(res.meta.rule, res.meta.hop_s),  # the rule applied
         seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)],
         joins=[a.onset for a in anns if is_join(a.description)], alarms=res.alarms,
         annotation_source=res.annotation_source, start_datetime=res.start_datetime, hop_s=res.meta.hop_s,

@@ -17,7 +17,6 @@ dataset layer has one windowing for every split). Paths in a recipe are relative
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ from seizurewatch.checks import check_number
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import save_model
 from seizurewatch.research.dataset import DatasetDir, DatasetSpec, SplitSpec, build_dataset, open_dataset
+from seizurewatch.research.labels import LabelRules
 from seizurewatch.research.train import TrainConfig
 from seizurewatch.research.training_run import ModelSpec, Trained, fit_dataset
-from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.typedyaml import FilePath, load_typed_file
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +56,20 @@ class ThresholdRecipe:
     chosen_on: Literal["validation", "out_of_fold"] = "validation"
 
 
-@dataclass(frozen=True)
-class Recipe:
+@dataclass(frozen=True, kw_only=True)
+class Recipe(LabelRules):
+    """A training recipe; the label rules (``task``, ``exclusion_s``, ``horizons_s``, ``early_s``...) are
+    inherited, and handed to the dataset spec as they are."""
+
     name: str
-    device: str
-    train: tuple[str, ...]
-    validation: tuple[str, ...]
-    output: str
-    task: Literal["detection", "prediction"] = "detection"
+    device: FilePath
+    train: tuple[FilePath, ...]
+    validation: tuple[FilePath, ...]
+    output: FilePath
     window_s: float = 10.0
     hop_s: float = 1.0
     stride_s: float = 1.0
     stride_ictal_s: float = 1.0
-    exclusion_s: float = 300.0
-    horizons_s: tuple[float, ...] = (600.0, 3600.0)
-    early_s: float | None = None  # detection: also learn "early" (the window ends <= early_s after onset)
     preprocess: PreprocessRecipe = field(default_factory=PreprocessRecipe)
     model: TrainConfig = field(default_factory=TrainConfig)
     threshold: ThresholdRecipe = field(default_factory=ThresholdRecipe)
@@ -87,21 +86,9 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
+    """A recipe YAML and its folder; relative paths in it are relative to that folder."""
     p = Path(path)
-    data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    recipe = load_typed(Recipe, data, str(p))
-    base = p.resolve().parent
-
-    def res(s: str) -> str:
-        q = Path(s).expanduser()
-        return str(q if q.is_absolute() else (base / q).resolve())
-
-    recipe = dataclasses.replace(
-        recipe, device=res(recipe.device), train=tuple(res(s) for s in recipe.train),
-        validation=tuple(res(s) for s in recipe.validation), output=res(recipe.output),
-    )
+    recipe, base = load_typed_file(Recipe, p)
     for key, files in (("train", recipe.train), ("validation", recipe.validation)):
         for f in files:
             if not Path(f).is_file():
@@ -115,11 +102,10 @@ def dataset_spec(recipe: Recipe) -> DatasetSpec:
     pp = recipe.preprocess
     assign: dict[str, Literal["train", "val", "test"]] = {Path(f).name: "train" for f in recipe.train}
     assign |= {Path(f).name: "val" for f in recipe.validation}
-    return DatasetSpec(recordings=recipe.train + recipe.validation, task=recipe.task, device=recipe.device,
-                       rate=pp.rate, bandpass=pp.bandpass, notch=pp.notch, window_s=recipe.window_s,
-                       stride_s=recipe.stride_s, stride_ictal_s=recipe.stride_ictal_s,
-                       exclusion_s=recipe.exclusion_s, horizons_s=recipe.horizons_s, early_s=recipe.early_s,
-                       split=SplitSpec(by="recording", assign=assign), name=recipe.name)
+    return DatasetSpec(recordings=recipe.train + recipe.validation, device=recipe.device, rate=pp.rate,
+                       bandpass=pp.bandpass, notch=pp.notch, window_s=recipe.window_s, stride_s=recipe.stride_s,
+                       stride_ictal_s=recipe.stride_ictal_s, split=SplitSpec(by="recording", assign=assign),
+                       name=recipe.name, **recipe.label_fields())
 
 
 def check_policy(recipe: Recipe, where: str) -> None:
@@ -164,20 +150,20 @@ def on_validation(run: Trained, ds: DatasetDir, recipe: Recipe, where: str) -> N
     run.meta["threshold"] = th
 
 
-def out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool,
+def choose_out_of_fold(run: Trained, ds: DatasetDir, recipe: Recipe, workdir: Path, progress: bool,
                 scheduler: str | None = None) -> None:
     """Each training recording replayed through the daemon's pipeline with a model trained on the
     others (the recipe's epochs, no early stopping), then ``threshold.transfer`` on those traces."""
     from seizurewatch.config import DecisionConfig
     from seizurewatch.research.evaluate import second_scores
-    from seizurewatch.research.outoffold import out_of_fold as traces_out_of_fold
+    from seizurewatch.research.outoffold import out_of_fold
     from seizurewatch.research.threshold import transfer
     from seizurewatch.research.timescore import score_seconds
 
     decision = DecisionConfig()
     early_s = recipe.early_s or 15.0
     spec = ModelSpec(name=recipe.name, hop_s=recipe.hop_s, train=recipe.model)
-    traces = traces_out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
+    traces = out_of_fold(ds, spec, list(ds.recordings("train")), workdir, decision,
                                 epochs=recipe.model.epochs, progress=progress, device=recipe.device,
                                 scheduler=scheduler)
     th = transfer(traces, recipe.threshold.policy, decision, early_s=early_s)
@@ -209,7 +195,7 @@ def run_recipe(path: str | Path, output: str | None = None, progress: bool = Tru
         run.meta["training"]["recipe"] = Path(path).name
         run.meta["training"]["dataset"] = str(folder.resolve()) if keep_dataset else None
         if recipe.threshold.chosen_on == "out_of_fold":
-            out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress, scheduler)
+            choose_out_of_fold(run, ds, recipe, Path(tmp) / "oof", progress, scheduler)
         else:
             on_validation(run, ds, recipe, str(path))
         return save_model(run.model, run.meta, out_path, run.example)

@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Area under ``y(x)`` by the trapezoid rule, the same sum as ``np.trapezoid`` (NumPy >= 2 only; the
+    package supports numpy>=1.26, where it was ``np.trapz``)."""
+    y, x = np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    return float(np.add.reduce(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
 @dataclass(frozen=True)
 class Curve:
     thresholds: np.ndarray  # descending
@@ -29,7 +36,7 @@ def roc(y: np.ndarray, p: np.ndarray) -> Curve:
     tpr = np.r_[0.0, tps / y.sum()]
     fpr = np.r_[0.0, fps / (~y).sum()]
     thr = np.r_[np.inf, p[distinct]]
-    return Curve(thr, tpr, fpr, float(np.trapezoid(tpr, fpr)))
+    return Curve(thr, tpr, fpr, trapezoid(tpr, fpr))
 
 
 def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -42,9 +42,10 @@ import numpy as np
 
 from seizurewatch.config import DecisionConfig, rule_in_hops
 from seizurewatch.errors import ConfigError, DataError
-from seizurewatch.research.evaluate import SZCORE, EventRules, score_events
+from seizurewatch.research.evaluate import score_events
 from seizurewatch.research.predict import Trace
 from seizurewatch.research.roc import Curve, roc
+from seizurewatch.scoring import SZCORE, EventRules
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import numpy as np
 from seizurewatch.config import DecisionConfig
 from seizurewatch.errors import ConfigError, DataError
 from seizurewatch.modelfile import load_model
+from seizurewatch.modelmeta import ModelMeta
 from seizurewatch.research.evaluate import score_events
 from seizurewatch.research.export import example_input, rebuild_eager, save_checked
 from seizurewatch.research.labels import LabelRules, joins_of, label_window, seizures_of
@@ -121,23 +122,23 @@ def _on_validation(model: str | Path, loaded: Any, policy: str, target: float | 
     return th, table
 
 
-def training_spec(meta: dict[str, Any]) -> Any:
+def training_spec(meta: ModelMeta) -> Any:
     """The ``ModelSpec`` a model was trained with (its metadata's ``training.config``): what --policy oof retrains."""
     from seizurewatch.research.train import TrainConfig
     from seizurewatch.research.training_run import ModelSpec
 
-    training = meta.get("training") or {}
-    if not isinstance(training.get("config"), dict):
-        raise ConfigError(f"{meta.get('name')}: the model's metadata lacks training.config; --policy oof retrains "
+    config = meta.training().config
+    if config is None:
+        raise ConfigError(f"{meta.name}: the model's metadata lacks training.config; --policy oof retrains "
                           "that config")
     try:
-        cfg = TrainConfig(**training["config"])
+        cfg = TrainConfig(**config)
     except TypeError as exc:
-        raise ConfigError(f"{meta.get('name')}: training.config does not fit this version ({exc})") from None
-    return ModelSpec(name=str(meta.get("name", "model")), hop_s=float(meta.get("hop_s", 1.0)), train=cfg)
+        raise ConfigError(f"{meta.name}: training.config does not fit this version ({exc})") from None
+    return ModelSpec(name=meta.name, hop_s=meta.hop_s, train=cfg)
 
 
-def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, workdir: str | Path = "oof",
+def out_of_fold_threshold(meta: ModelMeta, dataset: str | Path, workdir: str | Path = "oof",
                           options: ThresholdOptions = ThresholdOptions()) -> dict[str, Any]:
     """Leave each train/val recording of ``dataset`` out in turn, train the model's own training
     config (its metadata) on the others, replay the left-out one (one task each); choose on those traces."""
@@ -145,13 +146,12 @@ def out_of_fold_threshold(meta: dict[str, Any], dataset: str | Path, workdir: st
     from seizurewatch.research.outoffold import out_of_fold
 
     spec = training_spec(meta)
-    training = meta.get("training") or {}
     ds = open_dataset(dataset)
     if kind_of(ds) != "continuous":
         raise ConfigError(f"{dataset}: holds {kind_of(ds)}, which are never replayed; --policy oof replays "
                           "continuous recordings (use --policy youden: the middle of the gap on separable data)")
     recs = ds.recordings("train") + ds.recordings("val")
-    best = int(training.get("best_epoch", -1))
+    best = meta.training().best_epoch
     decision, compute = options.decision or DecisionConfig(), options.compute
     traces = out_of_fold(ds, spec, recs, workdir, decision, epochs=best + 1 if best >= 0 else None,
                          scheduler=compute.scheduler, progress=compute.progress)
@@ -173,24 +173,24 @@ def choose_threshold(model: str | Path, policy: str, target: float | None = None
                               "cross-validated)")
         from seizurewatch.research.forecast_compare import out_of_fold_levels
 
-        meta["risk"] = out_of_fold_levels(meta, dataset, Path(output or model).with_suffix(".oof"))
+        meta["risk"] = out_of_fold_levels(loaded.meta, dataset, Path(output or model).with_suffix(".oof"))
         eager = rebuild_eager(loaded)
         dst = Path(output) if output else Path(model)
-        save_checked(eager, meta, dst, example_input(meta))
+        save_checked(eager, meta, dst, example_input(loaded.meta))
         log.info("risk levels chosen out of fold", extra={"model": str(dst)})
         return dict(meta["threshold"])
     if policy == "oof":
         if dataset is None:
             raise ConfigError("threshold --policy oof needs --dataset DIR (its train and val recordings are left "
                               "out in turn)")
-        th = out_of_fold_threshold(meta, dataset, Path(output or model).with_suffix(".oof"), options)
+        th = out_of_fold_threshold(loaded.meta, dataset, Path(output or model).with_suffix(".oof"), options)
         table = None
     else:
         th, table = _on_validation(model, loaded, policy, target, on, options)
     meta["threshold"] = th
     eager = rebuild_eager(loaded)
     dst = Path(output) if output else Path(model)
-    save_checked(eager, meta, dst, example_input(meta))
+    save_checked(eager, meta, dst, example_input(loaded.meta))
     if table:
         from seizurewatch.research import plots
 

@@ -159,65 +159,91 @@ def train(
     if isinstance(net, FittedModel):  # fitted once (a forest): no epochs, no optimiser, nothing to resume
         return _fit_once(model, net, x_train, y_train, tr, x_val, y_val, va, loss_fn, cfg)
     opt = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, float]] = []
-    start_epoch, best, best_epoch, best_state = 0, float("inf"), -1, None
     ckpt = Path(checkpoint) if checkpoint else None
+    st = _Progress()
     if ckpt and ckpt.is_file() and resume:
+        rng = st.resume(ckpt, model, opt, rng, cfg.seed)
+    t0 = time.perf_counter()
+    yt = torch.from_numpy(y_train.astype(np.float32))
+    stopped = bool(st.history) and cfg.patience > 0 and st.history[-1]["epoch"] - st.best_epoch >= cfg.patience
+    bar = tqdm(range(st.start_epoch, 0 if stopped else cfg.epochs), desc=f"train {cfg.arch}", disable=not progress,
+               unit="epoch")
+    for epoch in bar:
+        row = {"epoch": epoch, "train_loss": _epoch(model, opt, loss_fn, x_train, yt, tr, rng, cfg, epoch) / max(n, 1)}
+        if x_val is not None and y_val is not None and va is not None and len(va):
+            row.update(_validate(model, x_val, y_val, va, loss_fn))
+        st.history.append(row)
+        monitor = row.get("val_loss", row["train_loss"])
+        if monitor < st.best - 1e-4:
+            st.best, st.best_epoch = monitor, epoch
+            st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        if ckpt:
+            st.save(ckpt, model, opt, epoch, rng)
+        if cfg.patience and epoch - st.best_epoch >= cfg.patience:
+            log.info("early stopping", extra={"epoch": epoch, "best_epoch": st.best_epoch})
+            break
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    model.eval()
+    return TrainResult(model, st.history, st.best_epoch, time.perf_counter() - t0, asdict(cfg))
+
+
+def _epoch(model: Deployable, opt: torch.optim.Optimizer, loss_fn: Any, x: np.ndarray | Windows, yt: torch.Tensor,
+           tr: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, epoch: int) -> float:
+    """One epoch over the rows ``tr`` in shuffled batches; the summed training loss."""
+    model.train()
+    total, n = 0.0, len(tr)
+    for b, idx in enumerate(_batches(n, cfg.batch_size, rng)):
+        rows = tr[idx]  # (unsorted: the batch order of the shipped model's training)
+        try:
+            z = (_take(x, rows) - model.mean) / model.std  # type: ignore[operator]
+            loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        except (RuntimeError, ValueError) as exc:
+            raise TrainingError(f"training {cfg.arch!r} failed in epoch {epoch}, batch {b} ({len(idx)} of "
+                                f"{n} windows, batch_size {cfg.batch_size}): {exc}") from exc
+        total += loss.item() * len(idx)
+    return total
+
+
+@dataclass
+class _Progress:
+    """Where training stands: its history and the best epoch so far (what a checkpoint carries)."""
+
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float = float("inf")
+    best_epoch: int = -1
+    best_state: dict[str, Any] | None = None
+
+    def resume(self, ckpt: Path, model: Deployable, opt: torch.optim.Optimizer, rng: np.random.Generator,
+               seed: int) -> np.random.Generator:
+        """Continue from ``ckpt``: weights, optimiser, progress and the RNGs (the generator to go on with)."""
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
+        self.start_epoch, self.history = state["epoch"] + 1, state["history"]
+        self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
         if "rng" in state:
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
         else:
-            rng = np.random.default_rng(cfg.seed + start_epoch)
-        log.info("resuming from checkpoint", extra={"checkpoint": str(ckpt), "epoch": start_epoch})
-    t0 = time.perf_counter()
-    yt = torch.from_numpy(y_train.astype(np.float32))
-    stopped = bool(history) and cfg.patience > 0 and history[-1]["epoch"] - best_epoch >= cfg.patience
-    bar = tqdm(range(start_epoch, 0 if stopped else cfg.epochs), desc=f"train {cfg.arch}", disable=not progress,
-               unit="epoch")
-    for epoch in bar:
-        model.train()
-        total = 0.0
-        for b, idx in enumerate(_batches(n, cfg.batch_size, rng)):
-            rows = tr[idx]  # (unsorted: the batch order of the shipped model's training)
-            try:
-                z = (_take(x_train, rows) - model.mean) / model.std  # type: ignore[operator]
-                loss = loss_fn(model.net(z), yt[torch.from_numpy(rows)])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            except (RuntimeError, ValueError) as exc:
-                raise TrainingError(f"training {cfg.arch!r} failed in epoch {epoch}, batch {b} ({len(idx)} of "
-                                    f"{n} windows, batch_size {cfg.batch_size}): {exc}") from exc
-            total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / max(n, 1)}
-        if x_val is not None and y_val is not None and va is not None and len(va):
-            row.update(_validate(model, x_val, y_val, va, loss_fn))
-        history.append(row)
-        monitor = row.get("val_loss", row["train_loss"])
-        if monitor < best - 1e-4:
-            best, best_epoch = monitor, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
-        if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            # Tensors and plain Python values only (no numpy scalars), so resuming can load it weights_only.
-            plain_history = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in history]
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": plain_history, "best": float(best), "best_epoch": best_epoch,
-                        "best_state": best_state, "rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state()}, ckpt)
-        if cfg.patience and epoch - best_epoch >= cfg.patience:
-            log.info("early stopping", extra={"epoch": epoch, "best_epoch": best_epoch})
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(model, history, best_epoch, time.perf_counter() - t0, asdict(cfg))
+            rng = np.random.default_rng(seed + self.start_epoch)
+        log.info("resuming from checkpoint", extra={"checkpoint": str(ckpt), "epoch": self.start_epoch})
+        return rng
+
+    def save(self, ckpt: Path, model: Deployable, opt: torch.optim.Optimizer, epoch: int,
+             rng: np.random.Generator) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        # Tensors and plain Python values only (no numpy scalars), so resuming can load it weights_only.
+        plain_history = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items()} for r in self.history]
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "history": plain_history, "best": float(self.best), "best_epoch": self.best_epoch,
+                    "best_state": self.best_state, "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, ckpt)
 
 
 @torch.no_grad()

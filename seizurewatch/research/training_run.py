@@ -9,6 +9,7 @@ A model YAML holds ``name``, ``description``, ``hop_s`` and the training setting
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import platform
@@ -29,7 +30,7 @@ from seizurewatch.research.dataset import DatasetDir, open_dataset
 from seizurewatch.research.roc import fraction_flagged_at_sensitivity, roc
 from seizurewatch.research.threshold import youden
 from seizurewatch.research.train import TrainConfig, TrainResult, predict, train
-from seizurewatch.typedyaml import load_typed, read_yaml
+from seizurewatch.typedyaml import load_typed_file
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,22 @@ class ModelSpec:
     source: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ModelConfigFile(TrainConfig):
+    """A model config YAML: the training settings, and beside them what names the model."""
+
+    name: str | None = None  # None or empty: the file's stem
+    description: str = ""
+    hop_s: float = 1.0
+
+
 def load_model_config(path: str | Path) -> ModelSpec:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: model config not found")
-    data = read_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    head = {k: data.pop(k) for k in ("name", "description", "hop_s") if k in data}
-    cfg = load_typed(TrainConfig, data, str(p))
-    return ModelSpec(name=str(head.get("name") or p.stem), description=str(head.get("description", "")),
-                     hop_s=float(head.get("hop_s", 1.0)), train=cfg, source=str(p))
+    f, _ = load_typed_file(_ModelConfigFile, p)
+    cfg = TrainConfig(**{k.name: getattr(f, k.name) for k in dataclasses.fields(TrainConfig)})
+    return ModelSpec(name=f.name or p.stem, description=f.description, hop_s=f.hop_s, train=cfg, source=str(p))
 
 
 def _device_name(manifest: dict[str, Any]) -> str:
@@ -154,20 +160,8 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     except (KeyError, TypeError, ValueError) as exc:
         why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise ConfigError(f"{spec.source or spec.name}: cannot build {spec.train.arch!r}: {why}") from None
-    p_va = predict(result.model, ds.x, rows=va) if len(va) else np.zeros((0, ds.y.shape[1]))
     y_va = ds.y[va]
-    threshold = first_threshold(y_va[:, 0], p_va[:, 0], f"{ds.root.name}:val")
-    if ds.y.shape[1] > 1:
-        threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
-                                   for k, name in enumerate(ds.outputs)}
-    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
-    val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
-    if threshold["auc"] is not None:
-        curve = roc(y_va[:, 0], p_va[:, 0])
-        flagged = round(fraction_flagged_at_sensitivity(curve), 4)
-        val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
-                           sensitivity_at_threshold=threshold["point"]["tpr"],
-                           specificity_at_threshold=threshold["point"]["specificity"])
+    threshold, risk, val_metrics = _on_validation(ds, va, result.model)
     train_recs = [Path(r).name for r in ds.recordings("train", subject)]
     val_recs = [Path(r).name for r in ds.recordings("val", subject)]
     dropped = {Path(e["path"]).name: e.get("dropped", {}) for e in ds.manifest.get("recordings", [])
@@ -197,6 +191,27 @@ def fit_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | Mod
     }
     example = torch.from_numpy(np.ascontiguousarray(ds.x[tr[:2]], dtype=np.float32))
     return Trained(result.model, meta, example)
+
+
+def _on_validation(ds: DatasetDir, va: np.ndarray, model: Any) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                                                       dict[str, Any]]:
+    """What the validation rows ``va`` give a freshly trained model: its first threshold (per output too),
+    its risk levels (a prediction model) and its validation metrics."""
+    p_va = predict(model, ds.x, rows=va) if len(va) else np.zeros((0, ds.y.shape[1]))
+    y_va = ds.y[va]
+    threshold = first_threshold(y_va[:, 0], p_va[:, 0], f"{ds.root.name}:val")
+    if ds.y.shape[1] > 1:
+        threshold["per_output"] = {name: first_threshold(y_va[:, k], p_va[:, k], f"{ds.root.name}:val")["value"]
+                                   for k, name in enumerate(ds.outputs)}
+    risk = _risk_section(ds, y_va, p_va, f"{ds.root.name}:val") if ds.task == "prediction" else None
+    val_metrics: dict[str, Any] = {"windows": int(len(va)), "positive": int(y_va[:, 0].sum()) if len(va) else 0}
+    if threshold["auc"] is not None:
+        curve = roc(y_va[:, 0], p_va[:, 0])
+        flagged = round(fraction_flagged_at_sensitivity(curve), 4)
+        val_metrics.update(roc_auc=round(curve.auc, 4), fraction_interictal_flagged_at_99_sensitivity=flagged,
+                           sensitivity_at_threshold=threshold["point"]["tpr"],
+                           specificity_at_threshold=threshold["point"]["specificity"])
+    return threshold, risk, val_metrics
 
 
 def train_from_dataset(dataset: str | Path | DatasetDir, model_config: str | Path | ModelSpec, output: str | Path,

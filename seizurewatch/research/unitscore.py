@@ -22,6 +22,7 @@ early output).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,7 @@ class UnitScores:
 
 
 def unit_scores(units: Units, y: np.ndarray, p: np.ndarray, early_s: float,
-                outputs: list[str] | None = None) -> UnitScores:
+                outputs: Sequence[str] | None = None) -> UnitScores:
     """Each unit's score (the mean of its windows' first output; of its ``early`` output too, when
     ``outputs``, the model's output names, hold one) and labels (ictal: any ictal window)."""
     y0 = np.asarray(y).reshape(len(units.unit), -1)[:, 0].astype(bool)

@@ -1,4 +1,5 @@
-"""Sources of EEG samples: EDF replay and LSL inlet. Each yields Block / Gap / StreamStatus."""
+"""Sources of EEG samples: EDF replay and LSL inlet. Each yields Block / Gap / StreamStatus. Internal (the
+public API is ``seizurewatch.api``)."""
 
 from __future__ import annotations
 

@@ -17,11 +17,7 @@ page's own origin and the unguessable token the server put in that page (CSRF).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -29,21 +25,22 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from seizurewatch.addresses import parse_listen
 from seizurewatch.alarms import wire
 from seizurewatch.alarms.ack import AckError, ack_topic, parse_ack
-from seizurewatch.alarms.connection import CONNECTION_ERRORS, ConnectionPolicy, PublishRefused, watch
+from seizurewatch.alarms.connection import CheckedClient, ConnectionPolicy, PublishRefused, watch
 from seizurewatch.alarms.security import is_loopback, read_secret_file
-from seizurewatch.alarms.subscriber import LEAVES, Handlers, schema_error
-from seizurewatch.alarms.subscriber import Station as MessageChecker
+from seizurewatch.alarms.subscriber import LEAVES, Handlers, MessageChecker, schema_error
 from seizurewatch.config import MqttConfig
 from seizurewatch.errors import ConfigError
+from seizurewatch.station.guards import ASGIApp, BasicAuth, HostGuard
 from seizurewatch.station.ward import Ward
 
 log = logging.getLogger(__name__)
@@ -53,13 +50,7 @@ KEEPALIVE_S = 15.0
 TRACE_EVERY_S = 5.0  # the probability traces go out this often (the rest of the ward at every push)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 SESSIONS = 10_000  # page tokens remembered (one per page load), oldest forgotten first
-FREE_TRIES = 5  # wrong passwords from one address before it must wait
-LOCKOUT_MAX_S = 60.0
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -86,10 +77,10 @@ class StationOptions:
 
     @classmethod
     def from_listen(cls, listen: str, password_file: str | None = None, **kw: Any) -> StationOptions:
-        host, sep, port_s = listen.rpartition(":")
-        if not sep or not port_s.isdigit() or not host:
-            raise ConfigError(f"--listen: expected host:port, e.g. 127.0.0.1:8080; got {listen!r}")
-        host = host.strip("[]")
+        try:
+            host, port = parse_listen(listen, "--listen", 8080)  # the one listen-address rule
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         password = None
         if password_file:
             password = read_secret_file(password_file, "--password-file", "the station")
@@ -103,7 +94,7 @@ class StationOptions:
         if not is_loopback(host) and not kw.get("ssl_certfile"):
             log.warning("station listens on %s without TLS: the page's password and the ward cross the network "
                         "in clear; give --ssl-certfile/--ssl-keyfile (or put a TLS proxy in front)", listen)
-        return cls(host=host, port=int(port_s), password=password, **{k: v for k, v in kw.items() if v is not None})
+        return cls(host=host, port=port, password=password, **{k: v for k, v in kw.items() if v is not None})
 
 
 class Station:
@@ -136,28 +127,25 @@ class Station:
         """Subscribe and feed the ward; reconnect as the connection policy says, forever (the page shows
         the link's state)."""
         ident = f"seizurewatch-station-{os.getpid()}-{os.urandom(3).hex()}"
+        await self.policy.serve(lambda: self.policy.client(identifier=ident), self._session, on_error=self._lost)
+
+    async def _session(self, client: CheckedClient) -> None:
         prefix = self.cfg.topic_prefix
-        while True:
-            try:
-                async with self.policy.client(identifier=ident) as client:
-                    self.policy.connected()
-                    async with watch(client, self._dispatch) as reader:
-                        for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
-                            await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
-                        await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
-                        self._client = client
-                        self._set_connected(True)
-                        await reader  # until the connection drops
-            except CONNECTION_ERRORS as exc:
-                self._broker_error = self.policy.message(exc)
-                log.warning("station lost the broker; retrying", extra={"broker": self.broker,
-                                                                         "error": self._broker_error})
-                self._client = None
-                self._set_connected(False)
-                await asyncio.sleep(self.policy.failed(exc))
-            finally:
-                self._client = None
-                self._set_connected(False)
+        try:
+            async with watch(client, self._dispatch) as reader:
+                for leaf in (*LEAVES, "status"):  # risk_change too: it shares the events' seq
+                    await client.subscribe(f"{prefix}/+/{leaf}", qos=1)
+                await client.subscribe(f"{prefix}/+/eeg/+", qos=1)  # the EEG behind each alarm
+                self._client = client
+                self._set_connected(True)
+                await reader  # until the connection drops
+        finally:
+            self._client = None
+            self._set_connected(False)
+
+    def _lost(self, exc: BaseException, up: bool) -> None:
+        self._broker_error = self.policy.message(exc)
+        log.warning("station lost the broker; retrying", extra={"broker": self.broker, "error": self._broker_error})
 
     def _set_connected(self, up: bool) -> None:
         if up != self.connected.is_set():
@@ -308,88 +296,33 @@ def _replace(q: asyncio.Queue[str], data: str) -> None:
     q.put_nowait(data)
 
 
-class BasicAuth:
-    """HTTP Basic with one shared password (any user name); pure ASGI so event streams pass untouched."""
+async def _ack(station: Station, request: Any) -> Any:
+    """``POST /api/ack``: an acknowledgement from the page, checked (CSRF, the page's token, the bed, a name)
+    before the server publishes it with its own credentials."""
+    from starlette.responses import JSONResponse
 
-    def __init__(self, app: ASGIApp, password: str) -> None:
-        self.app = app
-        self.password = password.encode()
-        self.failures: dict[str, tuple[int, float]] = {}  # client address -> (wrong passwords in a row, wait until)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        who = str((scope.get("client") or ("?",))[0])
-        count, until = self.failures.get(who, (0, 0.0))
-        wait = until - time.monotonic()
-        if wait > 0:  # backoff: no password is even tried from this address until then
-            await _plain(send, 429, b"too many wrong passwords; wait and try again\n",
-                         [(b"retry-after", str(int(wait) + 1).encode())])
-            return
-        headers = dict(scope.get("headers") or [])
-        if not self._ok(headers):
-            if b"authorization" in headers:  # a wrong password (a first visit sends none)
-                count += 1
-                lock = min(2.0 ** (count - FREE_TRIES), LOCKOUT_MAX_S) if count >= FREE_TRIES else 0.0
-                self.failures[who] = (count, time.monotonic() + lock)
-                if lock:
-                    log.warning("station: %d wrong passwords in a row from %s; it waits %.0f s", count, who, lock)
-            await _plain(send, 401, b"password required\n",
-                         [(b"www-authenticate", b'Basic realm="seizurewatch station", charset="UTF-8"')])
-            return
-        self.failures.pop(who, None)
-        await self.app(scope, receive, send)
-
-    def _ok(self, headers: dict[bytes, bytes]) -> bool:
-        auth = headers.get(b"authorization", b"")
-        if not auth.lower().startswith(b"basic "):
-            return False
-        try:
-            _, _, given = base64.b64decode(auth[6:].strip(), validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(given, self.password)
-
-
-async def _plain(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*(headers or []), (b"content-type", b"text/plain; charset=utf-8")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def host_name(header: bytes) -> str:
-    """The name in a Host header, without its port (``[::1]:8080`` -> ``::1``)."""
-    host = header.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _is_ip(host: str) -> bool:
+    # A custom header cannot be sent cross-site without a CORS preflight this server never grants,
+    # so another page open in the same browser cannot acknowledge alarms (CSRF).
+    if request.headers.get("x-seizurewatch-station") != "1":
+        return JSONResponse({"error": "missing X-Seizurewatch-Station header"}, status_code=403)
+    origin, host = request.headers.get("origin"), request.headers.get("host", "")
+    if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+        return JSONResponse({"error": f"cross-origin request from {origin[:80]} refused"}, status_code=403)
+    if not station.valid_session(request.headers.get("x-seizurewatch-token", "")):
+        return JSONResponse({"error": "no valid page token: reload the page"}, status_code=403)
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-class HostGuard:
-    """Refuses a request whose Host header is not one of the station's names (or an IP address): a page on
-    another site whose name was rebound to this address (DNS rebinding) sends its own name, and gets nothing."""
-
-    def __init__(self, app: ASGIApp, names: set[str]) -> None:
-        self.app = app
-        self.names = names
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            host = host_name(dict(scope.get("headers") or []).get(b"host", b""))
-            if host not in self.names and not _is_ip(host):  # an address typed as such is never a rebinding
-                log.warning("station: request for host %r refused (not one of this station's names)", host[:80])
-                await _plain(send, 421, b"this station does not answer to that host name\n")
-                return
-        await self.app(scope, receive, send)
+        body = wire.loads(await request.body())
+    except wire.WireError as exc:
+        return JSONResponse({"error": f"expected a JSON body ({exc})"}, status_code=400)
+    if not isinstance(body, dict) or not isinstance(body.get("patient"), str):
+        return JSONResponse({"error": "expected {patient, alarm_id, action, by}"}, status_code=400)
+    patient = body.pop("patient")
+    if patient not in station.ward.beds:
+        return JSONResponse({"error": f"no bed {patient!r} on the broker"}, status_code=404)
+    if not str(body.get("by") or "").strip():  # who answered is part of the record: never "station"
+        return JSONResponse({"error": "by: type your name first; the ack was NOT sent"}, status_code=400)
+    answer = await station.send_ack(patient, body)
+    return JSONResponse(answer, status_code=int(answer.pop("status")))
 
 
 def make_app(station: Station) -> ASGIApp:
@@ -418,28 +351,7 @@ def make_app(station: Station) -> ASGIApp:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def ack(request: Request) -> Response:
-        # A custom header cannot be sent cross-site without a CORS preflight this server never grants,
-        # so another page open in the same browser cannot acknowledge alarms (CSRF).
-        if request.headers.get("x-seizurewatch-station") != "1":
-            return JSONResponse({"error": "missing X-Seizurewatch-Station header"}, status_code=403)
-        origin, host = request.headers.get("origin"), request.headers.get("host", "")
-        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
-            return JSONResponse({"error": f"cross-origin request from {origin[:80]} refused"}, status_code=403)
-        if not station.valid_session(request.headers.get("x-seizurewatch-token", "")):
-            return JSONResponse({"error": "no valid page token: reload the page"}, status_code=403)
-        try:
-            body = wire.loads(await request.body())
-        except wire.WireError as exc:
-            return JSONResponse({"error": f"expected a JSON body ({exc})"}, status_code=400)
-        if not isinstance(body, dict) or not isinstance(body.get("patient"), str):
-            return JSONResponse({"error": "expected {patient, alarm_id, action, by}"}, status_code=400)
-        patient = body.pop("patient")
-        if patient not in station.ward.beds:
-            return JSONResponse({"error": f"no bed {patient!r} on the broker"}, status_code=404)
-        if not str(body.get("by") or "").strip():  # who answered is part of the record: never "station"
-            return JSONResponse({"error": "by: type your name first; the ack was NOT sent"}, status_code=400)
-        answer = await station.send_ack(patient, body)
-        return JSONResponse(answer, status_code=int(answer.pop("status")))
+        return await _ack(station, request)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

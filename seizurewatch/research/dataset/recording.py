@@ -53,10 +53,8 @@ def plan_recording(path: str, spec: PreprocessSpec, schedule: WindowSchedule, st
                    device: DeviceProfile | None = None) -> Piece:
     """The labelled window starts of one recording on ``schedule`` (``stride_ictal_s`` apart inside seizures;
     no sample read); ``annotations`` default to the ones inside the file."""
-    ds = DatasetSpec(recordings=(path,), task=rules.task, window_s=schedule.window,  # type: ignore[arg-type]
-                     stride_s=schedule.hop,
-                     stride_ictal_s=stride_ictal_s, exclusion_s=rules.exclusion_s, horizons_s=rules.horizons_s,
-                     interictal_min_s=rules.interictal_min_s, postictal_s=rules.postictal_s, early_s=rules.early_s)
+    ds = DatasetSpec(recordings=(path,), window_s=schedule.window, stride_s=schedule.hop,
+                     stride_ictal_s=stride_ictal_s, **rules.label_fields())
     if annotations is None:
         with open_recording(path) as rec:
             annotations = list(rec.header.annotations)

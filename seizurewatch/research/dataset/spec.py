@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Literal
 from seizurewatch.errors import ConfigError
 from seizurewatch.research.labels import LabelRules
 from seizurewatch.schedule import WindowSchedule
-from seizurewatch.typedyaml import load_typed_file, resolve_path
+from seizurewatch.typedyaml import FilePath, load_typed_file
 
 
 @dataclass(frozen=True)
@@ -21,11 +20,13 @@ class SplitSpec:
     assign: dict[str, Literal["train", "val", "test"]] = field(default_factory=dict)  # name or glob -> split
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    recordings: tuple[str, ...]  # EDF files, globs, clip folders (Kaggle, Delhi), single clips
-    task: Literal["detection", "prediction"] = "detection"
-    device: str | None = None  # device profile: channels and rate (else `channels`/`rate`, else the first file)
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec(LabelRules):
+    """A dataset: its recordings, their preprocessing, windowing and split, and the label rules it inherits
+    (``task``, ``exclusion_s``, ``horizons_s``, ``interictal_min_s``, ``postictal_s``, ``early_s``)."""
+
+    recordings: tuple[FilePath, ...]  # EDF files, globs, clip folders (Kaggle, Delhi), single clips
+    device: FilePath | None = None  # device profile: channels and rate (else `channels`/`rate`, else the first file)
     channels: tuple[str, ...] | None = None
     rate: float | None = None
     bandpass: tuple[float, float] | None = None
@@ -33,11 +34,6 @@ class DatasetSpec:
     window_s: float = 10.0
     stride_s: float = 1.0  # between interictal (negative) windows
     stride_ictal_s: float = 1.0  # inside the positive class: seizures (detection), preictal spans (prediction)
-    exclusion_s: float = 300.0  # detection: interictal windows at least this far from a seizure
-    horizons_s: tuple[float, ...] = (600.0, 3600.0)  # prediction: preictal = within H before onset
-    interictal_min_s: float = 4 * 3600.0  # prediction: interictal at least this far from any seizure
-    postictal_s: float = 600.0
-    early_s: float | None = None  # detection: add the output "early" (window ends <= early_s after onset)
     # what a signal file is: "continuous" (a recording: replayed, scored per second and per event) or
     # "segments" (each file an independent segment, e.g. Bonn's 23.6-s text files: scored per segment).
     # Clips say it themselves: Kaggle clips are "clips", Delhi's are "segments".
@@ -46,16 +42,9 @@ class DatasetSpec:
     balance_splits: tuple[Literal["train", "val", "test"], ...] = ("train",)
     split: SplitSpec = field(default_factory=SplitSpec)
     subjects: dict[str, str] = field(default_factory=dict)  # recording name or glob -> subject
-    annotations: dict[str, str] = field(default_factory=dict)  # recording name -> annotation file
+    annotations: dict[str, FilePath] = field(default_factory=dict)  # recording name -> annotation file
     seed: int = 0
     name: str = ""
-
-    def rules(self) -> LabelRules:
-        return LabelRules(task=self.task, exclusion_s=self.exclusion_s, horizons_s=tuple(self.horizons_s),
-                          interictal_min_s=self.interictal_min_s, postictal_s=self.postictal_s, early_s=self.early_s)
-
-    def outputs(self) -> list[str]:
-        return self.rules().outputs()
 
     @property
     def schedule(self) -> WindowSchedule:
@@ -81,15 +70,6 @@ class DatasetSpec:
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """A dataset spec YAML; relative paths are relative to the file."""
-    spec, base = load_typed_file(DatasetSpec, path)
-
-    def res(s: str) -> str:
-        return resolve_path(base, s)
-
-    spec = dataclasses.replace(
-        spec, recordings=tuple(res(r) for r in spec.recordings),
-        device=res(spec.device) if spec.device else None,
-        annotations={k: res(v) for k, v in spec.annotations.items()},
-    )
+    spec, _ = load_typed_file(DatasetSpec, path)
     spec.check(str(path))
     return spec
