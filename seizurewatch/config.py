@@ -137,6 +137,19 @@ def stored_rule(threshold_block: Any, hop_s: float) -> tuple[int, int] | None:
     return (hk, hn) if isinstance(hk, int) and isinstance(hn, int) and 1 <= hk <= hn <= 1000 else None
 
 
+MAX_EARLY_GAIN = 100.0
+
+
+def stored_gain(threshold_block: Any) -> float | None:
+    """The early output's gain as a second trigger a model file stores beside its rule
+    (``threshold.decision.early_gain``, chosen with it: ``research/trigger.py``); None when there is none,
+    0 when it says off. Not a number in [0, MAX_EARLY_GAIN]: None too (the model loader refuses those)."""
+    d = threshold_block.get("decision") if isinstance(threshold_block, dict) else None
+    g = d.get("early_gain") if isinstance(d, dict) else None
+    ok = isinstance(g, (int, float)) and not isinstance(g, bool) and math.isfinite(g) and 0 <= g <= MAX_EARLY_GAIN
+    return float(g) if ok else None  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class DecisionConfig:
     """Turns one probability per hop into alarm start/update/end events."""
@@ -146,6 +159,10 @@ class DecisionConfig:
     # beside its threshold (chosen with it, ``research/threshold.py``), else DEFAULT_RULE_S (3 of 4 s)
     k: int | None = None
     n: int | None = None
+    # the model's ``early`` output as a second trigger: a hop is evidence when max(probability, early_gain x
+    # early output) reaches the threshold, i.e. the early output reaches threshold / early_gain. None: the
+    # gain the model file stores beside its rule, else none; 0: none
+    early_gain: float | None = None
     hysteresis: float = 0.1  # end threshold = threshold - hysteresis
     off_hops: int = 3  # end after this many consecutive hops below the end threshold
     refractory_s: float = 30.0  # no new alarm start this long after an end
@@ -166,6 +183,8 @@ class DecisionConfig:
             check_int(self.n, "n", low=1, high=1000)
             if not 1 <= self.k <= self.n:
                 raise ValueError(f"k: must satisfy 1 <= k <= n (k={self.k}, n={self.n})")
+        if self.early_gain is not None:
+            check_number(self.early_gain, "early_gain", low=0, high=MAX_EARLY_GAIN)
         check_number(self.hysteresis, "hysteresis", low=0, high=1, high_open=True)
         check_int(self.off_hops, "off_hops", low=1, high=10_000)
         check_number(self.refractory_s, "refractory_s", low=0, high=86_400)
@@ -182,16 +201,19 @@ class DecisionConfig:
     def for_model(self, threshold_block: Any, hop_s: float) -> DecisionConfig:
         """This config with k and n filled in: the configured ones, else the rule a model file stores
         beside its threshold (``threshold.decision``, chosen together with it; in seconds, turned into
-        hops of the model's ``hop_s``), else DEFAULT_RULE_S at that hop."""
-        return self.with_rule(stored_rule(threshold_block, hop_s), hop_s)
+        hops of the model's ``hop_s``), else DEFAULT_RULE_S at that hop; and the early gain stored beside the
+        rule (``stored_gain``) unless this config sets one."""
+        return self.with_rule(stored_rule(threshold_block, hop_s), hop_s, stored_gain(threshold_block))
 
-    def with_rule(self, stored: tuple[int, int] | None, hop_s: float) -> DecisionConfig:
+    def with_rule(self, stored: tuple[int, int] | None, hop_s: float, gain: float | None = None) -> DecisionConfig:
         """This config with k and n filled in: the configured ones, else ``stored`` (a model's rule in hops
-        of its ``hop_s``: ``ModelMeta.rule``), else DEFAULT_RULE_S at that hop."""
-        if self.k is not None:
-            return self
+        of its ``hop_s``: ``ModelMeta.rule``), else DEFAULT_RULE_S at that hop; and ``early_gain``: the
+        configured one, else ``gain`` (a model's: ``ModelMeta.early_gain``)."""
+        out = self if self.early_gain is not None or gain is None else dataclasses.replace(self, early_gain=gain)
+        if out.k is not None:
+            return out
         k, n = stored or rule_in_hops(*DEFAULT_RULE_S, hop_s)
-        return dataclasses.replace(self, k=k, n=n)
+        return dataclasses.replace(out, k=k, n=n)
 
     def describe(self, hop_s: float | None = None) -> dict[str, Any]:
         """The decision settings in force, for metadata and reports; with the model's ``hop_s``, the rule
@@ -201,6 +223,8 @@ class DecisionConfig:
                                "refractory_s": self.refractory_s}
         if hop_s is not None:
             out |= {"hop_s": hop_s, "evidence_s": round(k * hop_s, 6), "span_s": round(n * hop_s, 6)}
+        if self.early_gain:  # the second trigger, when there is one (a rule without it reads as before)
+            out["early_gain"] = self.early_gain
         return out
 
 

@@ -75,8 +75,12 @@ class AlarmDecision:
         """At least k of the last n probabilities reach ``level`` (exceed it when ``strict``)."""
         return sum(q > level if strict else q >= level for q in self.history) >= self.k
 
-    def update(self, t: float, p: float) -> list[Event]:
+    def update(self, t: float, p: float, early: float | None = None) -> list[Event]:
+        """One hop: ``p`` the detection probability, ``early`` the model's early output (a second trigger
+        when the config has an ``early_gain``: the hop counts max(p, early_gain x early), at most 1)."""
         t = self.clock.stamp(t)
+        if self.cfg.early_gain and early is not None:
+            p = max(p, min(1.0, self.cfg.early_gain * early))
         self.history.append(p)
         if self.alarm_id is None:
             if not self._k_over(self.threshold):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seizurewatch.checks import check_number
-from seizurewatch.config import stored_rule
+from seizurewatch.config import MAX_EARLY_GAIN, stored_gain, stored_rule
 from seizurewatch.errors import ConfigError, ModelError
 from seizurewatch.preprocess import PreprocessSpec
 from seizurewatch.schedule import WindowSchedule
@@ -103,6 +103,11 @@ class ModelMeta:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)  # as stored
 
     @property
+    def early_gain(self) -> float | None:
+        """The early output's gain as a second trigger stored beside the rule (``config.stored_gain``)."""
+        return stored_gain(self.raw.get("threshold"))
+
+    @property
     def detection_output(self) -> int | None:
         """The output the alarms follow: the first one that is not a prediction output (None: none is)."""
         risk = {r.name for r in self.risk_outputs}
@@ -180,6 +185,10 @@ def _checked(doc: _Document, raw: dict[str, Any]) -> ModelMeta:
                          f"1 <= k <= n <= 1000 hops of {doc.hop_s:g} s, got {doc.threshold.decision!r}")
     if not doc.outputs:
         raise ValueError("outputs: expected a non-empty list of output names")
+    gain = (doc.threshold.decision or {}).get("early_gain") if isinstance(doc.threshold.decision, dict) else None
+    if gain is not None and (stored_gain(raw["threshold"]) is None or "early" not in doc.outputs):
+        raise ValueError(f"threshold.decision.early_gain: expected a number in [0, {MAX_EARLY_GAIN:g}] on a model "
+                         f"with an 'early' output, got {gain!r} (outputs {doc.outputs})")
     return ModelMeta(name=doc.name, outputs=doc.outputs, preprocess=pre, window_s=doc.window_s, hop_s=doc.hop_s,
                      threshold=doc.threshold.value, threshold_policy=doc.threshold.policy,
                      weights_sha256=doc.weights_sha256, rule=rule,

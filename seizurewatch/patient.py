@@ -70,10 +70,11 @@ class PatientState:
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
         self.acks: Callable[[], list[dict[str, Any]]] = list  # the latest acks the state lists (the daemon's book)
-        decision = decision.with_rule(meta.rule, meta.hop_s)
+        decision = decision.with_rule(meta.rule, meta.hop_s, meta.early_gain)
         self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
         self.detection = meta.detection_output  # the output alarms follow (None: a prediction-only model)
+        self.early = meta.outputs.index("early") if "early" in meta.outputs else None  # a second trigger's input
         self.risk = PatientRisk(meta, decision)  # the prediction outputs' levels (empty: none)
 
     def _threshold(self, decision: DecisionConfig) -> float:
@@ -84,7 +85,7 @@ class PatientState:
         return Context(self.patient, self.meta.name, self.meta.weights_sha256, policy)
 
     def reconfigure(self, decision: DecisionConfig) -> None:
-        decision = decision.with_rule(self.meta.rule, self.meta.hop_s)
+        decision = decision.with_rule(self.meta.rule, self.meta.hop_s, self.meta.early_gain)
         self.context = self._context(decision)
         self.decision.reconfigure(decision, self._threshold(decision))
         self.risk.reconfigure(decision)
@@ -130,7 +131,7 @@ class PatientState:
                 continue  # no alarms: nothing here is a seizure probability
             p = float(row[self.detection])
             self.stats.last_probability = p
-            events.extend(self.decision.update(w.t_end, p))
+            events.extend(self.decision.update(w.t_end, p, None if self.early is None else float(row[self.early])))
             if self.metrics:
                 self.metrics.window(self.patient, p, w.wall_received)
         self.stats.last_progress = time.monotonic()

@@ -223,12 +223,15 @@ def test_shuffled_channels_same_probabilities_missing_channel_refused(tmp_path):
     ordered, shuffled = sid("ordered"), sid("shuffled")
     order = list(CHANNELS)
     np.random.default_rng(7).shuffle(order)
-    players = [play(ordered, "--speed", "20", "--duration", "25", "--no-markers"),
-               play(shuffled, "--speed", "20", "--duration", "25", "--no-markers", "--channels", ",".join(order))]
+    # looped: however late a loaded machine connects the daemon, the players are still playing (with 25 s of
+    # signal at 20x they could end before the daemon had 16 windows of each)
+    players = [play(ordered, "--speed", "20", "--loop", "--no-markers"),
+               play(shuffled, "--speed", "20", "--loop", "--no-markers", "--channels", ",".join(order))]
     daemon = Daemon(config(tmp_path, lsl_stream("ordered", ordered), lsl_stream("shuffled", shuffled)),
                     DaemonOptions(publish=False, record_probabilities=True))
     try:
-        asyncio.run(run_daemon_until(daemon, lambda: all(p.stats.windows >= 16 for p in daemon.pipelines)))
+        asyncio.run(run_daemon_until(daemon, lambda: all(p.stats.windows >= 16 for p in daemon.pipelines),
+                                     timeout=300))  # a hang guard only
     finally:
         for p in players:
             p.kill()

@@ -19,12 +19,15 @@ def test_shipped_model_has_metadata_and_valid_checksum():
     assert meta["name"] == "dog1-hills-early"
     assert meta["preprocess"]["channels"][0] == "c001" and meta["preprocess"]["rate"] == 400
     assert meta["window_s"] == 1.0 and meta["outputs"] == ["seizure", "early"]
-    assert 0 < m.meta.threshold < 1 and meta["threshold"]["policy"] == "oof_events"
+    assert 0 < m.meta.threshold < 1 and meta["threshold"]["policy"] == "oof_events_trigger"
     assert meta["training"]["train_recordings"] == ["dog1_rec01.edf", "dog1_rec02.edf", "dog1_rec03.edf"]
     # the threshold never saw rec04, the demo's recording: out-of-fold predictions of rec01-03 only
     assert meta["training"]["validation_recordings"] == []
     assert meta["threshold"]["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
     assert meta["training"]["config"]["arch"] == "hills_forest"
+    # the early output as a second trigger was tried out of fold and not taken: the rule reads as before
+    assert meta["threshold"]["early_trigger"]["chosen_gain"] == 0.0
+    assert "early_gain" not in meta["threshold"]["decision"]
     # a trained model, not a random one: out of fold it ranks ictal seconds far above the others
     assert meta["metrics"]["validation"]["out_of_fold_seconds"]["seizure_auc"] > 0.8
 

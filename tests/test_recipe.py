@@ -44,14 +44,15 @@ def _validation_recipe(tmp_path: Path, policy: str = "youden", extra: str = "") 
         f"  - {DOG1}/dog1_rec03.edf\nvalidation: []": f"validation:\n  - {DOG1}/dog1_rec03.edf",
         "arch: hills_forest\n  arch_kwargs: {clip_s: 1.0, trees: 1000, bootstrap: false, combine: conditional, "
         "early_weight: 0.5}": "arch: bandpower_lr\n  epochs: 2\n  lr: 0.01\n  patience: 0\n  threads: 1",
-        "policy: events\n  chosen_on: out_of_fold": f"policy: {policy}\n  chosen_on: validation{extra}"})
+        "policy: events_trigger\n  chosen_on: out_of_fold": f"policy: {policy}\n  chosen_on: validation{extra}"})
 
 
 def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording(tmp_path):
     recipe = _recipe(tmp_path, **{"trees: 1000": "trees: 20"})
     meta = run_recipe(recipe, progress=False)
     th = meta["threshold"]
-    assert th["policy"] == "oof_events" and 0 < th["value"] < 1
+    assert th["policy"] == "oof_events_trigger" and 0 < th["value"] < 1  # the recipe's criterion (research/trigger.py)
+    assert [r["early_gain"] for r in th["early_trigger"]["tried"]] == [0.0, 1.1, 1.25, 1.5, 2.0]
     assert th["chosen_on"] == [f"out-of-fold: dog1_rec0{i}.edf" for i in (1, 2, 3)]
     assert meta["training"]["validation_recordings"] == [] and meta["outputs"] == ["seizure", "early"]
     assert meta["training"]["recipe"] == "r.yaml" and meta["training"]["dataset"] is None  # built in a temp folder
@@ -70,7 +71,7 @@ def test_recipe_chooses_the_threshold_out_of_fold_without_a_validation_recording
                          [f"{DOG1}/dog1_rec0{i}.edf" for i in (1, 2, 3)], tmp_path / "oof", DecisionConfig(),
                          epochs=rcp.model.epochs, device=rcp.device, workers=1)
     assert [Path(t.recording).name for t in traces] == [f"dog1_rec0{i}.edf" for i in (1, 2, 3)]
-    assert transfer(traces, "events", DecisionConfig(), early_s=15.0)["value"] == th["value"]
+    assert transfer(traces, "events_trigger", DecisionConfig(), early_s=15.0)["value"] == th["value"]
 
 
 def test_a_recipe_and_a_dataset_training_write_the_same_metadata_and_model(tmp_path):
@@ -106,8 +107,8 @@ def test_a_recipe_can_choose_the_threshold_at_a_validation_sensitivity(tmp_path)
 
 
 @pytest.mark.parametrize(("replace", "message"), [
-    ({"policy: events": "policy: youden"}, "threshold.policy: 'youden' with chosen_on: out_of_fold"),
-    ({"chosen_on: out_of_fold": "chosen_on: validation", "policy: events": "policy: youden"},
+    ({"policy: events_trigger": "policy: youden"}, "threshold.policy: 'youden' with chosen_on: out_of_fold"),
+    ({"chosen_on: out_of_fold": "chosen_on: validation", "policy: events_trigger": "policy: youden"},
      "chosen_on: validation needs validation recordings"),
     ({"validation: []": f"validation: [{DOG1}/dog1_rec03.edf]"}, "listed twice .*dog1_rec03.edf"),
 ])

@@ -89,10 +89,12 @@ def _threshold(sub: argparse._SubParsersAction) -> None:
                    help="oof (needs --dataset): leave each train/val recording out in turn, retrain the model's "
                         "training config on the others, replay the left-out one, choose by --method on those "
                         "out-of-fold traces (the threshold that transfers; what compare does per fold)")
-    p.add_argument("--method", choices=["events", "seconds"], default="events",
+    p.add_argument("--method", choices=["events", "seconds", "events_nested", "events_trigger"], default="events",
                    help="with --policy oof: events (every out-of-fold seizure alarmed, fewest false alarms, latency "
-                        "within 2 s of the least, then the middle in log-odds) or seconds (Youden J on per-second "
-                        "probabilities)")
+                        "within 2 s of the least, then the middle in log-odds), seconds (Youden J on per-second "
+                        "probabilities), events_nested (events with that latency slack chosen by leave-one-out "
+                        "over the same traces) or events_trigger (events with the early output as a second trigger, "
+                        "its gain chosen with the threshold)")
     p.add_argument("--target", type=float, help="sensitivity (0..1) or false alarms per 24 h")
     p.add_argument("--dataset", help="dataset folder (its --split windows and recordings)")
     p.add_argument("--split", default="val", help="dataset split to choose on (default val)")
@@ -144,10 +146,14 @@ def _compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", default="auto", metavar="YAML[@DATASET]",
                    help="baseline always compared (default auto: hills-forest.yaml, else bandpower-lr.yaml, "
                         "beside the model YAMLs; 'none' for none)")
-    p.add_argument("--threshold-method", choices=["events", "seconds", "none"], default="events",
+    p.add_argument("--threshold-method", choices=["events", "seconds", "events_nested", "events_trigger", "none"],
+                   default="events",
                    help="out-of-fold threshold criterion: events (every out-of-fold seizure alarmed, fewest false "
                         "alarms, latency within 2 s of the least, then the middle in log-odds; default), "
-                        "seconds (Youden J on per-second probabilities), none "
+                        "seconds (Youden J on per-second probabilities), events_nested (events with that latency "
+                        "slack chosen by leave-one-out over the out-of-fold traces; events is its other "
+                        "criterion), events_trigger (events with the early output as a second trigger, its gain "
+                        "chosen with the threshold), none "
                         "(each fold model's validation Youden threshold: no extra trainings)")
     p.add_argument("--folds", type=int, metavar="K",
                    help="grouped stratified K-fold (scikit-learn StratifiedGroupKFold) instead of leave one recording "

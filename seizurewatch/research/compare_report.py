@@ -75,6 +75,10 @@ def _out(o: dict[str, Any] | None) -> str:
     rule = o.get("rule", "")
     if o.get("rule_s"):
         rule += f" ({o['rule_s'][0]:g} of {o['rule_s'][1]:g} s)"
+    if o.get("early_gain"):
+        rule += f", or the early output over threshold / {o['early_gain']:g}"
+    if o.get("latency_slack_s") is not None:
+        rule += f", latency slack {o['latency_slack_s']:g} s"
     return (f"{o['threshold']:.3f} {rule}: {o['detected']}/{o['seizures']}, {o['false_alarms']} FA, "
             f"{_fmt(o['latency_s_median'], '.1f')} s")
 

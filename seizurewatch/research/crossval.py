@@ -220,7 +220,9 @@ def _transfer(traces: list[Trace], task: FoldTask, chosen: dict[str, Any], other
     decision, rules = task.decision, task.rules
     tt: dict[str, Any] = {"method": task.method or "validation youden", "chosen": outcome(
         traces, chosen["value"], decision.for_model(chosen, hop), rules) | {
-            "policy": chosen.get("policy", "youden")}}
+            "policy": chosen.get("policy", "youden"),  # events_nested: the slack its leave-one-out chose
+            "latency_slack_s": (chosen.get("latency_slack") or {}).get("chosen_s"),
+            "early_gain": (chosen.get("decision") or {}).get("early_gain")}}  # events_trigger: the gain chosen
     if other is not None:
         tt["other"] = outcome(traces, other["value"], decision.for_model(other, hop), rules) | {
             "policy": other["policy"]}

@@ -132,7 +132,7 @@ def score_events(traces: list[Trace], threshold: float, decision: DecisionConfig
     latencies: list[float] = []
     per_rec = []
     for tr in traces:
-        spans = alarm_spans(tr.t, tr.p, threshold, decision, tr.duration)
+        spans = alarm_spans(tr.t, tr.p, threshold, decision, tr.duration, tr.output("early"))
         n = max(1, int(round(tr.duration * 10)))
         clip = [(max(0.0, a), min(b, tr.duration)) for a, b in spans if b > a]
         refs = [(max(0.0, a), min(b, tr.duration)) for a, b in tr.seizures]
@@ -256,7 +256,8 @@ def evaluate(model: str | Path, recordings: list[str], out_dir: str | Path,
         if not recordings:
             raise DataError("no recordings to evaluate")
         return evaluate_forecast(model, meta, [str(r) for r in recordings], out, o.decision or DecisionConfig())
-    decision = (o.decision or DecisionConfig()).with_rule(meta.rule, meta.hop_s)  # the k of n the daemon would apply
+    # the k of n (and the early gain) the daemon would apply
+    decision = (o.decision or DecisionConfig()).with_rule(meta.rule, meta.hop_s, meta.early_gain)
     threshold = decision.threshold if decision.threshold is not None else meta.threshold
     _check_inputs(recordings, windows, traces, units)
     bl = load_model(o.baseline) if o.baseline else None

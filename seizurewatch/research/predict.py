@@ -50,13 +50,15 @@ class Trace:
 
 
 def alarm_spans(t: np.ndarray, p: np.ndarray, threshold: float, cfg: DecisionConfig,
-                duration: float) -> list[tuple[float, float]]:
-    """(start, end) of each alarm the daemon's AlarmDecision raises on this probability trace;
-    an alarm still on at the end of the recording ends there."""
+                duration: float, early: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """(start, end) of each alarm the daemon's AlarmDecision raises on this probability trace (and the
+    early output per window, a second trigger when ``cfg`` has an early gain); an alarm still on at the
+    end of the recording ends there."""
     dec = AlarmDecision(cfg, threshold)
     spans, start = [], None
-    for ti, pi in zip(t.tolist(), p.tolist()):
-        for ev in dec.update(ti, pi):
+    second = early.tolist() if early is not None and cfg.early_gain else [None] * len(t)
+    for ti, pi, ei in zip(t.tolist(), p.tolist(), second):
+        for ev in dec.update(ti, pi, ei):
             if ev.event == "start":
                 start = ev.t
             elif ev.event == "end" and start is not None:
@@ -82,7 +84,8 @@ def trace_of(res: ReplayResult, decision: DecisionConfig) -> Trace:
     anns = res.annotations
     return Trace(
         recording=res.recording, model=res.meta.name, t=res.t, p=res.p, duration=res.duration,
-        threshold=res.threshold, decision=decision.with_rule(res.meta.rule, res.meta.hop_s),  # the rule applied
+        threshold=res.threshold,  # the rule (and early gain) applied
+        decision=decision.with_rule(res.meta.rule, res.meta.hop_s, res.meta.early_gain),
         seizures=[(a.onset, a.end) for a in anns if is_seizure(a.description)],
         joins=[a.onset for a in anns if is_join(a.description)], alarms=res.alarms,
         annotation_source=res.annotation_source, start_datetime=res.start_datetime, hop_s=res.meta.hop_s,

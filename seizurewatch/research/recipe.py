@@ -43,15 +43,16 @@ class PreprocessRecipe:
 
 
 VALIDATION_POLICIES = ("youden", "sensitivity")
-OOF_POLICIES = ("events", "seconds")
+OOF_POLICIES = ("events", "seconds", "events_nested", "events_trigger")
 
 
 @dataclass(frozen=True)
 class ThresholdRecipe:
     # chosen_on validation: youden | sensitivity (target 0..1) on the validation windows' ROC;
-    # chosen_on out_of_fold: events | seconds (research/threshold.py ``transfer``) on the training
-    # recordings, each replayed with a model trained on the others (none judges a model that saw it)
-    policy: Literal["youden", "sensitivity", "events", "seconds"] = "youden"
+    # chosen_on out_of_fold: events | seconds | events_nested | events_trigger (research/threshold.py
+    # ``transfer``) on the training recordings, each replayed with a model trained on the others (none judges
+    # a model that saw it)
+    policy: Literal["youden", "sensitivity", "events", "seconds", "events_nested", "events_trigger"] = "youden"
     target: float | None = None  # sensitivity (0..1)
     chosen_on: Literal["validation", "out_of_fold"] = "validation"
 

@@ -27,7 +27,11 @@ out_of_fold`` on its training recordings), two criteria for what the nurse sees:
            (``threshold.decision.evidence_s/span_s``, with k/n at its hop) and the daemon applies it
            at the model's hop unless its config sets ``decision.k``/``decision.n``
   seconds  Youden's J on the per-second probabilities (ictal seconds vs the others)
-``compare`` reports both on every test recording beside the threshold that would have been
+  events_nested  ``events`` with the latency it may give for a margin (its slack) chosen by leave-one-out
+           over the same traces (``research/nested.py``)
+  events_trigger  ``events`` with the early output as a second trigger, its gain chosen with the threshold
+           (``research/trigger.py``)
+``compare`` reports the chosen criterion and another on every test recording beside the threshold that would have been
 best there (``events`` applied to the test recording itself).
 """
 
@@ -50,8 +54,10 @@ from seizurewatch.scoring import SZCORE, EventRules
 log = logging.getLogger(__name__)
 
 POLICIES = ("youden", "sensitivity", "fa_budget", "oof")
-TRANSFER = ("events", "seconds")
+TRANSFER = ("events", "seconds", "events_nested", "events_trigger")
 LATENCY_SLACK_S = 2.0  # "least latency" to within this: a margin from the false-alarm edge is worth 2 s
+# the slacks ``events_nested`` chooses among, by leave-one-out over the traces it chooses on (research/nested.py)
+LATENCY_SLACKS_S = (2.0, 1.0, 0.5)
 # the rules ``events`` chooses among when the decision leaves k and n to the model, in seconds:
 # (evidence_s, span_s), at least evidence_s of hops over the threshold within the last span_s. At a 1-s
 # hop they are the k-of-n rules 2..6 of 2..6 hops; ``rules_at`` keeps those of at least 2 hops (one hop
@@ -211,20 +217,20 @@ def _widest_run(rows: list[dict[str, Any]], ok: list[bool]) -> tuple[float, floa
 
 
 def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
-              policy: str = "oof_events") -> dict[str, Any]:
+              policy: str = "oof_events", slack_s: float = LATENCY_SLACK_S) -> dict[str, Any]:
     """``events`` at the decision's k of n, or, when it leaves them unset (the model's rule), the
     threshold and the rule chosen together: each rule of ``RULES_S`` at the traces' hop (``rules_at``)
     gets its threshold (``events_at``), and the rule that alarms on the most seizures, then with the
     fewest false alarms, then with the least median latency wins; ties go to the more persistent rule
     (more evidence, then a longer span). The block's ``decision`` says which rule, in seconds too; the
-    daemon applies it at the model's hop."""
+    daemon applies it at the model's hop. ``slack_s``: the latency ``events_at`` may give for a margin."""
     if decision.k is not None:
-        return events_at(traces, decision, rules, policy)
+        return events_at(traces, decision, rules, policy, slack_s)
     hop = hop_of(traces)
     tried = rules_at(hop)
     best: tuple[tuple[float, ...], dict[str, Any]] | None = None
     for k, n in tried:
-        th = events_at(traces, dataclasses.replace(decision, k=k, n=n), rules, policy)
+        th = events_at(traces, dataclasses.replace(decision, k=k, n=n), rules, policy, slack_s)
         pt = th["point"]
         lat = pt["latency_s_median"]
         key = (-pt["detected"], pt["false_alarms"], float("inf") if lat is None else float(lat), -k, -n)
@@ -236,9 +242,9 @@ def by_events(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
 
 
 def events_at(traces: list[Trace], decision: DecisionConfig, rules: EventRules = SZCORE,
-              policy: str = "oof_events") -> dict[str, Any]:
+              policy: str = "oof_events", slack_s: float = LATENCY_SLACK_S) -> dict[str, Any]:
     """After the daemon's decision rules: the most seizures alarmed, then the fewest false alarms,
-    then a median latency within ``LATENCY_SLACK_S`` of the least (an alarm at or before the onset
+    then a median latency within ``slack_s`` (default ``LATENCY_SLACK_S``) of the least (an alarm at or before the onset
     counts 0 s), then the middle in log-odds of the widest run of consecutive thresholds still in:
     as far from both cliffs (missed seizures above, false alarms below) as the traces allow, for a
     recording not yet seen.
@@ -260,7 +266,7 @@ def events_at(traces: list[Trace], decision: DecisionConfig, rules: EventRules =
                      "false_alarms": ev["unrelated_alarms"], "latency_s": ev["latency_s"]["median"], "late": late})
     best = min((-r["detected"], r["false_alarms"]) for r in rows)
     fastest = min(r["late"] for r in rows if (-r["detected"], r["false_alarms"]) == best)
-    ok = [(-r["detected"], r["false_alarms"]) == best and r["late"] <= fastest + LATENCY_SLACK_S for r in rows]
+    ok = [(-r["detected"], r["false_alarms"]) == best and r["late"] <= fastest + slack_s for r in rows]
     lo, hi = _widest_run(rows, ok)
     value = _logodds_middle(lo, hi)
     at = score_events(traces, value, decision, rules)
@@ -292,6 +298,11 @@ def transfer(traces: list[Trace], method: str, decision: DecisionConfig, rules: 
     """The operating point from out-of-fold ``traces`` (see the module docstring)."""
     if method not in TRANSFER:
         raise ConfigError(f"threshold method {method!r}: expected one of {', '.join(TRANSFER)}")
+    if method in ("events_nested", "events_trigger"):
+        from seizurewatch.research.nested import by_events_nested
+        from seizurewatch.research.trigger import by_events_trigger
+
+        return (by_events_nested if method == "events_nested" else by_events_trigger)(traces, decision, rules)
     return by_events(traces, decision, rules) if method == "events" else by_seconds(traces, early_s, decision)
 
 
