@@ -24,11 +24,10 @@ from typing import Any
 import aiomqtt
 
 from seizurewatch import startup
-from seizurewatch.alarms.ack import Ack, AckBook, Issued, refusal_topic
+from seizurewatch.alarmdesk import AlarmDesk
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config
-from seizurewatch.escalation import Escalator
 from seizurewatch.events import Context, Event, to_payload
 from seizurewatch.metrics import Metrics, PortInUse
 from seizurewatch.pipeline import StreamPipeline
@@ -68,8 +67,10 @@ class Daemon:
         self.started_at = time.monotonic()
         self._stopping = False
         self.events_emitted = 0
-        self.acks = AckBook([s.patient for s in cfg.streams])
-        self.escalator = Escalator(cfg.decision.escalate_after_s)
+        # one record per alarm, which the decision's events, the acks and the escalation update (alarmdesk.py)
+        self.desk = AlarmDesk([s.patient for s in cfg.streams], cfg.decision.escalate_after_s,
+                              cfg.mqtt.topic_prefix, self.metrics, self._sink)
+        self.acks, self.escalator = self.desk.acks, self.desk.escalator
         self.notes: list[str] = []  # what start-up found missing and is waiting for (run --check prints them)
         self.broker_down_at_start: set[str] = set()
         self._metrics_pending = False
@@ -110,23 +111,10 @@ class Daemon:
             self._metrics_pending = False
             log.warning("metrics port free again; serving", extra={"listen": self.cfg.metrics.listen})
 
-    def _state_to(self, link: PatientLink, pipe: StreamPipeline) -> Callable[[str, dict[str, Any]], None]:
-        def update(state: str, info: dict[str, Any]) -> None:
-            link.set_state({**info, **self._state_tail(pipe)})
-
-        return update
-
-    def _state_tail(self, pipe: StreamPipeline) -> dict[str, Any]:
-        """What every retained state adds to the patient's own: the acks, and the model in force (the
-        station shows it per bed: a day-one pretrained model or the patient's own)."""
-        ctx = pipe.context
-        return {"acks": self.acks.acks_of(pipe.patient), "model": {"name": ctx.model_name,
-                                                                           "weights_sha256": ctx.model_sha256}}
-
-    def state_info(self, pipe: StreamPipeline) -> dict[str, Any]:
-        """The retained state of one patient as of now (see docs/alarm.schema.json, ``state``)."""
-        t = max(pipe.stats.last_t, pipe.stats.last_window_t)
-        return {**pipe.status.state_payload(t), **self._state_tail(pipe)}
+    @staticmethod
+    def state_info(pipe: StreamPipeline) -> dict[str, Any]:
+        """The retained state of one patient as of now (``PatientState.state_payload``, its one builder)."""
+        return pipe.status.current_state()
 
     async def _on_message(self, pipe: StreamPipeline, msg: aiomqtt.Message) -> None:
         raw = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
@@ -138,21 +126,7 @@ class Daemon:
         if topic != f"{self.cfg.mqtt.topic_prefix}/{patient}/ack":
             log.warning("ack ignored: topic %s is not this patient's", topic, extra={"patient": patient})
             return
-        found = self.acks.accept(patient, raw)
-        if found is None:
-            self.metrics.acks_ignored_total.labels(patient).inc()
-            link, refusal = self.links.get(patient), self.acks.last_refusal
-            if link is not None and refusal is not None:  # whoever sent it must not wait forever
-                link.notify(refusal_topic(self.cfg.mqtt.topic_prefix, patient), refusal.payload(time.time()))
-            return
-        ack, rec = found
-        self.metrics.acks_total.labels(patient, ack.action).inc()
-        await self._sink([ack_event(pipe, ack, rec)], pipe.context)
-        log.warning("alarm %s by %s", ack.action, ack.by,
-                    extra={"patient": patient, "alarm_id": ack.alarm_id, "kind": rec.kind})
-        link = self.links.get(patient)
-        if link is not None:
-            link.set_state(self.state_info(pipe))
+        await self.desk.on_ack(pipe, raw, self.links.get(patient))
 
     async def _on_snippet(self, patient: str, payload: dict[str, Any]) -> None:
         """The EEG behind an alarm start: journaled beside it, and retained on <prefix>/<patient>/eeg/<alarm_id>
@@ -196,9 +170,8 @@ class Daemon:
         names = topics(self.cfg.mqtt.topic_prefix, ctx.patient)
         now = time.time()
         items = [(names[EVENT_TOPIC[ev.kind]], to_payload(ev, ctx, seq=0, wall_time=now)) for ev in events]
-        for _, payload in items:  # an ended alarm stops escalating before the journal write yields the loop
-            if payload["event"] == "end":
-                self.escalator.observe(payload, 0.0)
+        for _, payload in items:
+            self.desk.ending(payload)
         seqs = await self.outbox.append_all(ctx.patient, items)
         self.events_emitted += len(events)
         link = self.links.get(ctx.patient)
@@ -208,8 +181,7 @@ class Daemon:
         for (_, payload), seq in zip(items, seqs):
             payload["seq"] = seq
             payload["epoch"] = self.outbox.epoch
-            self.acks.observe(payload)
-            self.escalator.observe(payload, mono)
+            self.desk.follow(payload, mono)
             for sink in self.payload_sinks:
                 sink(payload)
 
@@ -222,7 +194,7 @@ class Daemon:
             link_tasks = [tg.create_task(link.run(), name=f"mqtt-{p}") for p, link in self.links.items()]
             helpers = [tg.create_task(self._announce_ready(), name="ready"),
                        tg.create_task(self._watch_outbox(), name="outbox-depth"),
-                       tg.create_task(self._escalate(), name="escalation"),
+                       tg.create_task(self.desk.escalate(self.pipelines), name="escalation"),
                        tg.create_task(self._heartbeat(), name="state-heartbeat")]
             if self._metrics_pending:
                 helpers.append(tg.create_task(self._serve_metrics_when_free(), name="metrics-retry"))
@@ -260,21 +232,6 @@ class Daemon:
                 self.metrics.outbox_depth.labels(patient).set(await self.outbox.depth(patient))
             await asyncio.sleep(1.0)
 
-    async def _escalate(self) -> None:
-        """Issue the escalations that are due (a quarter of the interval late at most, and never above 1 s)."""
-        by_patient = {p.patient: p for p in self.pipelines}
-        while True:  # after_s may change on reload (SIGHUP): the step follows it
-            await asyncio.sleep(min(self.escalator.after_s / 4, 1.0) if self.escalator.enabled else 1.0)
-            for due in self.escalator.due(time.monotonic()):
-                pipe = by_patient[due.patient]
-                rec = self.acks.issued[due.patient].get(due.alarm_id)
-                if rec is None or rec.acks or not rec.open:
-                    continue  # answered (or ended) while this round was being computed
-                log.error("%s %s not acknowledged; escalating to level %d", due.kind, due.alarm_id, due.level,
-                          extra={"patient": due.patient, "alarm_id": due.alarm_id, "level": due.level})
-                self.metrics.escalations_total.labels(due.patient, due.kind).inc()
-                await self._sink([escalate_event(pipe, rec, due.level)], pipe.context)
-
     async def _heartbeat(self) -> None:
         """Republish each patient's retained state every ``mqtt.state_every_s``: the station's probability
         trace and 'last seen' come from it."""
@@ -294,24 +251,3 @@ class Daemon:
         for pipe in self.pipelines:
             pipe.stop()
 
-
-def ack_event(pipe: StreamPipeline, ack: Ack, rec: Issued) -> Event:
-    """The event that journals and publishes an accepted ack, on the alarm's (or fault's) topic."""
-    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
-    if rec.kind == "alarm":
-        return Event("alarm", "ack", rec.alarm_id, t, pipe.stats.last_probability or 0.0, pipe.decision.threshold,
-                     started_t=rec.started_t, peak_probability=rec.peak_probability, action=ack.action, by=ack.by,
-                     note=ack.note or None)
-    return Event("fault", "ack", rec.alarm_id, t, fault_type=rec.fault_type, channels=rec.channels,
-                 started_t=rec.started_t, detail=f"{ack.action} by {ack.by}", action=ack.action, by=ack.by,
-                 note=ack.note or None)
-
-
-def escalate_event(pipe: StreamPipeline, rec: Issued, level: int) -> Event:
-    t = max(pipe.status.clock.stamp(max(pipe.stats.last_t, pipe.stats.last_window_t)), rec.started_t)
-    if rec.kind == "alarm":
-        return Event("alarm", "escalate", rec.alarm_id, t, pipe.stats.last_probability or 0.0,
-                     pipe.decision.threshold, started_t=rec.started_t, peak_probability=rec.peak_probability,
-                     level=level)
-    return Event("fault", "escalate", rec.alarm_id, t, fault_type=rec.fault_type, channels=rec.channels,
-                 started_t=rec.started_t, detail=f"not acknowledged; level {level}", level=level)

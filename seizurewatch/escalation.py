@@ -16,31 +16,27 @@ that one starts within ``CARRY_S``: the seizure that goes on is the same emergen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from seizurewatch.alarms.record import STOPPED, AlarmBook, AlarmRecord
 from seizurewatch.quality import too_many
+
+__all__ = ["CARRY_S", "STOPPED", "WHOLE_STREAM_FAULTS", "Due", "Escalator", "fault_escalates"]
 
 WHOLE_STREAM_FAULTS = ("stream_lost", "model_error")
 CARRY_S = 600.0  # a level survives a restart for an alarm that starts this soon after it
-STOPPED = ("stream ended",)  # an alarm end the daemon's stop caused (a crash's: outbox.INTERRUPTED)
-
-
-@dataclass
-class _Pending:
-    patient: str
-    kind: str
-    alarm_id: str
-    since: float
-    level: int = 0
 
 
 @dataclass(frozen=True)
 class Due:
+    """An escalation to issue: ``record`` (its patient's alarm or fault ``alarm_id``) reached ``level`` unanswered."""
+
     patient: str
     kind: str
     alarm_id: str
     level: int
+    record: AlarmRecord = field(compare=False, repr=False)
 
 
 def fault_escalates(fault_type: str | None, channels: list[str] | tuple[str, ...], n_channels: int) -> bool:
@@ -50,12 +46,16 @@ def fault_escalates(fault_type: str | None, channels: list[str] | tuple[str, ...
 
 
 class Escalator:
-    """Follows journaled payloads; ``due(now)`` says which escalations to issue."""
+    """Follows the alarm records (``alarms``: the daemon's book, shared with the acks; its own when not given);
+    ``due(now)`` says which escalations to issue. A record's level and the start of its clock live in the
+    record itself (``AlarmRecord.level``, ``escalating_since``)."""
 
-    def __init__(self, after_s: float, n_channels: dict[str, int] | None = None) -> None:
+    def __init__(self, after_s: float, n_channels: dict[str, int] | None = None,
+                 alarms: AlarmBook | None = None) -> None:
         self.after_s = after_s
         self.n_channels = n_channels or {}
-        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.alarms = alarms if alarms is not None else AlarmBook()
+        self.pending: dict[tuple[str, str], AlarmRecord] = {}  # the records whose clock runs
         self.carried: dict[str, tuple[int, float]] = {}  # patient -> (level, valid until, monotonic)
 
     @property
@@ -63,53 +63,51 @@ class Escalator:
         return self.after_s > 0
 
     def observe(self, payload: dict[str, Any], now: float) -> None:
-        if not self.enabled:
+        """Follow a journaled payload (the book learns it too)."""
+        if self.enabled:
+            self.follow(self.alarms.observe(payload), payload, now)
+
+    def follow(self, rec: AlarmRecord | None, payload: dict[str, Any], now: float) -> None:
+        """Follow a payload whose record the book has just updated (``rec``; None: not an alarm or fault)."""
+        if not self.enabled or rec is None:
             return
-        key = (str(payload.get("patient")), str(payload.get("alarm_id")))
-        kind, phase = payload.get("kind"), payload.get("event")
+        key = (rec.patient, rec.alarm_id)
+        phase = payload.get("event")
         if phase in ("end", "ack"):
             self.pending.pop(key, None)
             return
         if phase not in ("start", "update") or key in self.pending:
             return
-        if kind == "fault" and not fault_escalates(payload.get("fault_type"), payload.get("channels") or (),
-                                                   self.n_channels.get(key[0], 0)):
+        if rec.kind == "fault" and not fault_escalates(rec.fault_type, rec.channels,
+                                                       self.n_channels.get(rec.patient, 0)):
             return  # an update that widens the fault to most channels starts the clock then
         level = 0
-        carried = self.carried.pop(key[0], None) if kind == "alarm" else None
+        carried = self.carried.pop(rec.patient, None) if rec.kind == "alarm" else None
         if carried is not None and now <= carried[1]:
             level = carried[0]  # the next escalation one interval from now, one level up
-        self.pending[key] = _Pending(key[0], str(kind), key[1], now - level * self.after_s, level)
+        rec.level, rec.escalating_since = level, now - level * self.after_s
+        self.pending[key] = rec
 
     def carry(self, payloads: list[dict[str, Any]], now: float) -> dict[str, int]:
         """Learn, from the journal's payloads (oldest first), the levels a restart interrupted: per patient,
         its last alarm if nobody answered it, it was escalated, and the daemon's stop or crash ended it."""
-        last: dict[str, dict[str, Any]] = {}
+        book = AlarmBook()
         for p in payloads:
-            if p.get("kind") != "alarm":
-                continue
-            patient, phase = str(p.get("patient")), p.get("event")
-            if phase == "start":
-                last[patient] = {"id": p.get("alarm_id"), "level": 0, "acked": False, "stopped": False}
-            rec = last.get(patient)
-            if rec is None or rec["id"] != p.get("alarm_id"):
-                continue
-            if phase == "escalate":
-                rec["level"] = max(rec["level"], int(p.get("level") or 0))
-            elif phase == "ack":
-                rec["acked"] = True
-            elif phase == "end":
-                reason = str((p.get("extra") or {}).get("end_reason", ""))
-                rec["stopped"] = p.get("detail") in STOPPED or reason.startswith("the daemon stopped")
-        levels = {pt: r["level"] for pt, r in last.items() if r["level"] and r["stopped"] and not r["acked"]}
+            book.observe(p)
+        levels = {}
+        for patient in book.records:
+            rec = book.last_alarm(patient)
+            if rec is not None and rec.level and rec.stopped and not rec.answered:
+                levels[patient] = rec.level
         self.carried = {pt: (lv, now + CARRY_S) for pt, lv in levels.items()}
         return levels
 
     def due(self, now: float) -> list[Due]:
         """Escalations whose time has come (each level once), oldest alarm first."""
         out = []
-        for p in sorted(self.pending.values(), key=lambda p: p.since):
-            while now - p.since >= self.after_s * (p.level + 1):
-                p.level += 1
-                out.append(Due(p.patient, p.kind, p.alarm_id, p.level))
+        for rec in sorted(self.pending.values(), key=lambda r: r.escalating_since or 0.0):
+            since = rec.escalating_since or 0.0
+            while now - since >= self.after_s * (rec.level + 1):
+                rec.level += 1
+                out.append(Due(rec.patient, rec.kind, rec.alarm_id, rec.level, rec))
         return out

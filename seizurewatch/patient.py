@@ -69,6 +69,7 @@ class PatientState:
         self._shown_blind: str | None = None  # why the last published state had no probability
         self.on_state: list[Callable[[str, dict[str, Any]], None]] = []
         self.on_risk: list[Callable[[dict[str, Any]], None]] = []  # the retained risk message, on a level change
+        self.acks: Callable[[], list[dict[str, Any]]] = list  # the latest acks the state lists (the daemon's book)
         decision = decision.with_rule(meta.rule, meta.hop_s, meta.early_gain)
         self.decision = AlarmDecision(decision, self._threshold(decision), self.clock)
         self.context = self._context(decision)
@@ -167,8 +168,12 @@ class PatientState:
     def state_payload(self, t: float, faults: dict[str, tuple[str, ...]] | None = None,
                       alarm_id: str | None = None, state: str | None = None) -> dict[str, Any]:
         """The retained state (docs/alarm.schema.json, ``state``) as of stream time ``t``; by default as it is now.
+        The one builder of that message: every state the daemon publishes is made here (the MQTT link only adds
+        the ``epoch`` and ``seq`` of the last event the broker accepted before it).
         While the daemon cannot tell, ``probability`` is null and ``probability_unavailable`` says why: the
-        last number is never shown as if it were live. ``last_sample_wall``: when the latest EEG arrived."""
+        last number is never shown as if it were live. ``last_sample_wall``: when the latest EEG arrived. ``acks``:
+        the latest answers (``self.acks``); ``model``: the model in force (the station shows it per bed: a day-one
+        pretrained model or the patient's own)."""
         if faults is None:
             faults, alarm_id = {k: f.channels for k, f in self.faults.active.items()}, self.decision.alarm_id
         why = self.cannot_tell(faults)
@@ -179,7 +184,13 @@ class PatientState:
             "threshold": round(self.decision.threshold, 5)}
         if why:
             info["probability_unavailable"] = why
+        info["acks"] = self.acks()
+        info["model"] = {"name": self.context.model_name, "weights_sha256": self.context.model_sha256}
         return info
+
+    def current_state(self) -> dict[str, Any]:
+        """The retained state as of now (the latest window's time)."""
+        return self.state_payload(max(self.stats.last_t, self.stats.last_window_t))
 
     def update_state(self, t: float, events: list[Event] | None = None) -> None:
         """Publish every state the patient passed through: ``events`` (just emitted, in order) are

@@ -15,11 +15,10 @@ import functools
 import logging
 import os
 import socket
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from seizurewatch.alarms.ack import RELOAD_S, ack_topic
+from seizurewatch.alarms.ack import ack_topic
 from seizurewatch.alarms.mqtt import PatientLink
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import Config, StreamConfig
@@ -128,6 +127,7 @@ async def prepare(d: Daemon) -> None:
         if d.opts.publish:
             _link(d, pipe, meta)
         pipe.snippet_sink = functools.partial(d._on_snippet, pipe.patient)
+        pipe.status.acks = functools.partial(d.acks.acks_of, pipe.patient)  # the retained state lists them
     await _check_brokers(d)
     if cfg.metrics.listen and not d._metrics_pending:
         d.metrics.serve(cfg.metrics.listen)
@@ -170,12 +170,7 @@ async def _open_journal(d: Daemon) -> None:
         d.outbox = await asyncio.to_thread(Outbox.open_sync, ":memory:")
         return
     d.outbox = await asyncio.to_thread(Outbox.open_sync, cfg.outbox.path, cfg.outbox.keep_delivered_days * 86400.0)
-    journaled: list[dict[str, Any]] = []
-    await asyncio.to_thread(d.acks.load, cfg.outbox.path, RELOAD_S, journaled.append)
-    carried = d.escalator.carry(journaled, time.monotonic())
-    if carried:
-        log.warning("unanswered alarms were escalated when the daemon stopped; a new alarm continues "
-                    "at their level", extra={"levels": carried})
+    await asyncio.to_thread(d.desk.load, cfg.outbox.path)
 
 
 async def _open_stream(d: Daemon, stream: StreamConfig, device: DeviceProfile | None,
@@ -214,7 +209,7 @@ def _link(d: Daemon, pipe: StreamPipeline, meta: ModelMeta) -> None:
     link.subscriptions.append(ack_topic(cfg.mqtt.topic_prefix, patient))
     link.on_message = functools.partial(d._on_message, pipe)
     d.links[patient] = link
-    pipe.on_state.append(d._state_to(link, pipe))
+    pipe.on_state.append(lambda _state, info: link.set_state(info))  # PatientState built it whole
     pipe.status.on_risk.append(link.set_risk)
     link.horizons = tuple(o.horizon_s for o in meta.risk_outputs)
 

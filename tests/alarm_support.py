@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 import jsonschema
 from conftest import DOG1, MODEL, ROOT, Mosquitto
+
+from seizurewatch.alarms.journal import Journal, JournalError
 
 SCHEMA = json.loads((ROOT / "docs" / "alarm.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -157,25 +158,16 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.1) -> None:
 
 
 def journal_rows(path: Path, patient: str = "bed1") -> list[tuple[int, str, float, float | None]]:
-    """(seq, payload, created, delivered) straight from the SQLite journal, read-only."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT seq, payload, created, delivered FROM events WHERE patient = ? ORDER BY id",
-                          (patient,)).fetchall()
-    finally:
-        db.close()
+    """(seq, payload, created, delivered) straight from the journal, read-only (JournalError if it is not there)."""
+    with Journal.read(path) as j:
+        return [(r.seq, r.payload, r.created, r.delivered) for r in j.rows(patient)]
 
 
 def undelivered(path: Path) -> int:
-    if not path.exists():
-        return 0
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM events WHERE delivered IS NULL").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
+        with Journal.read(path) as j:
+            return j.undelivered()
+    except JournalError:
         return 0
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from pathlib import Path
 
 import aiomqtt
@@ -17,6 +16,7 @@ from alarm_support import validate
 from conftest import DOG1, MODEL, ROOT
 
 from seizurewatch.alarms.ack import MAX_ACK_BYTES, Ack, AckBook, AckError, parse_ack
+from seizurewatch.alarms.journal import Journal
 from seizurewatch.escalation import Escalator, fault_escalates
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
@@ -135,12 +135,8 @@ def _config(tmp_path: Path, url: str, escalate_after_s: float = 1.0):
 
 
 def journal(path: Path, patient: str) -> list[dict]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return [json.loads(r[0]) for r in db.execute("SELECT payload FROM events WHERE patient = ? ORDER BY seq",
-                                                     (patient,))]
-    finally:
-        db.close()
+    with Journal.read(path) as j:
+        return [json.loads(r.payload) for r in j.rows(patient, by_seq=True)]
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import sqlite3
 import time
 
 import pytest
@@ -32,6 +31,7 @@ from alarm_support import (
 )
 from conftest import Mosquitto, WardMosquitto
 
+from seizurewatch.alarms.journal import JournalError
 from seizurewatch.alarms.mqtt import PatientLink, topics
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.config import MqttConfig
@@ -52,7 +52,7 @@ def alarm_started(journal, delivered: bool | None = None) -> bool:
     """Whether the journal holds an alarm start (``delivered``: only one the broker acknowledged / has not)."""
     try:
         rows = journal_rows(journal)
-    except sqlite3.Error:  # not created yet
+    except JournalError:  # not created yet
         return False
     return any('"kind":"alarm"' in r[1] and '"event":"start"' in r[1]
                and (delivered is None or (r[3] is not None) == delivered) for r in rows)

@@ -19,8 +19,9 @@ from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seizurewatch.alarmdesk import escalate_event
 from seizurewatch.config import Config, DecisionConfig
-from seizurewatch.daemon import Daemon, DaemonOptions, escalate_event
+from seizurewatch.daemon import Daemon, DaemonOptions
 from seizurewatch.replay import ReplayOptions, replay_config
 from seizurewatch.types import Block, Gap, RateStatus, StreamStatus
 

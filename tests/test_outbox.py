@@ -14,6 +14,7 @@ import pytest
 from alarm_support import daemon_config
 from conftest import DOG1, mount_tmpfs, run_cli
 
+from seizurewatch.alarms.journal import Journal
 from seizurewatch.alarms.outbox import Outbox
 from seizurewatch.errors import ConfigError
 
@@ -462,13 +463,10 @@ def test_replay_with_a_config_journals_where_its_outbox_path_says(mosquitto, tmp
     r = run_cli("replay", str(DOG1 / "dog1_rec04.edf"), "--config", str(cfg), "--jsonl", "--patient", "bed1")
     assert r.returncode == 0, r.stderr
     printed = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT payload, delivered FROM events WHERE patient = 'bed1' ORDER BY seq").fetchall()
-    finally:
-        db.close()
-    assert [json.loads(p) for p, _ in rows] == printed and printed
-    assert all(d is not None for _, d in rows)  # delivered to the broker, and the journal says so
+    with Journal.read(journal) as j:
+        rows = j.rows("bed1", by_seq=True)
+    assert [json.loads(r.payload) for r in rows] == printed and printed
+    assert all(r.delivered is not None for r in rows)  # delivered to the broker, and the journal says so
 
 
 def test_undelivered_rows_from_before_epochs_get_one_so_stations_accept_them(tmp_path):

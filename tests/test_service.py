@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 import yaml
 from conftest import DOG1, MODEL, ROOT, free_port
 
+from seizurewatch.alarms.journal import Journal
 from seizurewatch.modelfile import load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
@@ -194,8 +194,8 @@ def wait_until(pred, timeout: float, what: str) -> None:  # type: ignore[no-unty
 
 
 def undelivered(outbox: Path) -> int:
-    with sqlite3.connect(outbox) as db:
-        return int(db.execute("SELECT COUNT(*) FROM events WHERE delivered IS NULL").fetchone()[0])
+    with Journal.read(outbox) as j:
+        return j.undelivered()
 
 
 @pytest.fixture
@@ -279,8 +279,8 @@ def test_sigterm_with_a_hung_broker_still_exits_0_and_keeps_the_events(tmp_path,
         d.kill()
         sub.close()
     assert undelivered(tmp_path / "outbox.sqlite3") >= 1  # at least the alarm's end: kept for the next start
-    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
-        kinds = [json.loads(p)["event"] for (p,) in db.execute("SELECT payload FROM events WHERE delivered IS NULL")]
+    with Journal.read(tmp_path / "outbox.sqlite3") as j:
+        kinds = [json.loads(r.payload)["event"] for r in j.rows(undelivered=True)]
     assert "end" in kinds
     # the link gives up at mqtt.drain_timeout_s (the bound in force; the service's timer is a margin behind it)
     assert d.logged("shutting down with undelivered events; they are resent at the next start") or \

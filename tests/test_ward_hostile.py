@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from alarm_support import pager, stop, wait_for, wait_subscribed, ward_accounts
 from conftest import DOG1, MODEL, ROOT, WardMosquitto, run_cli, run_daemon_until
 
+from seizurewatch.alarms.journal import Journal
 from seizurewatch.config import load_config
 from seizurewatch.daemon import Daemon, DaemonOptions
 
@@ -33,11 +33,8 @@ def ward_daemon_config(path: Path, b: WardMosquitto, patient: str, account: str,
 
 
 def journal(path: Path) -> list[tuple[str, float | None]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT payload, delivered FROM events ORDER BY id").fetchall()
-    finally:
-        db.close()
+    with Journal.read(path) as j:
+        return [(r.payload, r.delivered) for r in j.rows()]
 
 
 @pytest.mark.needs_data

@@ -19,10 +19,12 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from seizurewatch.alarms import wire
+from seizurewatch.alarms.journal import Journal, JournalError
+from seizurewatch.alarms.record import AlarmBook, AlarmRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ ACTIONS: tuple[str, ...] = ("ack", "false_alarm", "confirmed")
 MAX_ACK_BYTES = 4096  # a real ack is ~150 bytes; anything far larger is refused before parsing
 MAX_BY = 64
 MAX_NOTE = 500
-KNOWN_PER_PATIENT = 1000  # alarms/faults remembered per patient (a night has a handful)
 ACK_GRACE_S = 300.0  # a plain ack of an ended alarm is taken this long after its end (the nurse was on the way)
 STATE_ACKS = 8  # acks listed in the retained state, newest last
 ACKS_PER_MINUTE = 30  # accepted per patient; a flood beyond is refused (each one is an fsync'd journal row)
@@ -116,67 +117,38 @@ def parse_ack(raw: bytes) -> Ack:
     return Ack(alarm_id, action, by.strip(), note.strip())  # type: ignore[arg-type]
 
 
-@dataclass
-class Issued:
-    """An alarm or fault the daemon published, as the ack book remembers it."""
-
-    kind: str  # "alarm" | "fault"
-    alarm_id: str
-    started_t: float
-    open: bool = True
-    peak_probability: float | None = None
-    threshold: float | None = None
-    fault_type: str | None = None
-    channels: tuple[str, ...] = ()
-    acks: list[tuple[str, str, str]] = field(default_factory=list)  # (action, by, note) accepted, in order
-    ended_wall: float | None = None  # Unix time of its end event
-
-
 class AckBook:
-    """Which alarm ids each configured patient has, and who acknowledged what."""
+    """Which alarm ids each configured patient has (``alarms``: the daemon's one ``AlarmBook``), and who
+    acknowledged what."""
 
-    def __init__(self, patients: list[str] | tuple[str, ...]) -> None:
-        self.issued: dict[str, OrderedDict[str, Issued]] = {p: OrderedDict() for p in patients}
+    def __init__(self, patients: list[str] | tuple[str, ...], alarms: AlarmBook | None = None) -> None:
+        self.alarms = alarms if alarms is not None else AlarmBook(patients)
         self.recent: dict[str, list[dict[str, Any]]] = {p: [] for p in patients}
         self.refused = 0
         self.last_refusal: Refusal | None = None  # why the latest ack was refused (the daemon publishes it)
         self._accepted: dict[str, deque[float]] = {p: deque() for p in patients}  # monotonic times, last minute
 
-    def observe(self, payload: dict[str, Any]) -> None:
-        """Follow a journaled event payload (start / update / end of an alarm or fault)."""
-        patient, alarm_id, phase = payload.get("patient"), payload.get("alarm_id"), payload.get("event")
-        book = self.issued.get(str(patient))
-        if book is None or not isinstance(alarm_id, str):
-            return
-        rec = book.get(alarm_id)
-        if rec is None and phase in ("start", "update"):
-            rec = Issued(str(payload.get("kind")), alarm_id, float(payload.get("started_t", payload.get("t", 0.0))),
-                         fault_type=payload.get("fault_type"), threshold=payload.get("threshold"))
-            book[alarm_id] = rec
-            while len(book) > KNOWN_PER_PATIENT:
-                book.popitem(last=False)
-        if rec is None:
-            return
-        if phase == "ack":
-            key = (str(payload.get("action")), str(payload.get("by")), str(payload.get("note") or ""))
-            if key not in rec.acks:  # journaled before a restart (live acks are added by accept())
-                rec.acks.append(key)
-            recent = self.recent.setdefault(str(patient), [])
-            recent.append({"alarm_id": alarm_id, "kind": rec.kind, "action": key[0], "by": key[1],
-                           "wall_time": round(float(payload.get("wall_time") or 0.0), 3)})
-            del recent[:-STATE_ACKS]
-            return
-        if payload.get("peak_probability") is not None:
-            rec.peak_probability = float(payload["peak_probability"])
-        if payload.get("channels"):
-            rec.channels = tuple(payload["channels"])
-        if phase == "end":
-            rec.open = False
-            rec.ended_wall = float(payload.get("wall_time") or 0.0)
+    @property
+    def issued(self) -> dict[str, OrderedDict[str, AlarmRecord]]:
+        """patient -> alarm id -> its record."""
+        return self.alarms.records
 
-    def accept(self, patient: str, raw: bytes) -> tuple[Ack, Issued] | None:
+    def observe(self, payload: dict[str, Any]) -> None:
+        """Follow a journaled event payload (start / update / ack / escalate / end of an alarm or fault)."""
+        self.follow(self.alarms.observe(payload), payload)
+
+    def follow(self, rec: AlarmRecord | None, payload: dict[str, Any]) -> None:
+        """Follow a payload whose record the book has just updated: an ack joins the retained state's list."""
+        if rec is None or payload.get("event") != "ack":
+            return
+        recent = self.recent.setdefault(rec.patient, [])
+        recent.append({"alarm_id": rec.alarm_id, "kind": rec.kind, "action": str(payload.get("action")),
+                       "by": str(payload.get("by")), "wall_time": round(float(payload.get("wall_time") or 0.0), 3)})
+        del recent[:-STATE_ACKS]
+
+    def accept(self, patient: str, raw: bytes) -> tuple[Ack, AlarmRecord] | None:
         """The ack and the alarm it answers, or None (logged) if it must be ignored."""
-        book = self.issued.get(patient)
+        book = self.alarms.records.get(patient)
         ack: Ack | None = None
         try:
             if book is None:
@@ -201,7 +173,7 @@ class AckBook:
             self.last_refusal = Refusal(patient, str(exc), *((ack.alarm_id, ack.action, ack.by) if ack else ()))
             log.warning("ack ignored: %s", wire.printable(str(exc)), extra={"patient": patient, "bytes": len(raw)})
             return None
-        rec.acks.append((ack.action, ack.by, ack.note))
+        rec.answer(ack.action, ack.by, ack.note)
         return ack, rec
 
     def load(self, journal: str, since_s: float = RELOAD_S, also: Any = None) -> int:
@@ -211,25 +183,16 @@ class AckBook:
         read is logged and the book starts empty."""
         if journal == ":memory:":
             return 0
-        import sqlite3
-
         try:
-            db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-            try:
-                rows = db.execute("SELECT payload FROM events WHERE created >= ? ORDER BY id",
-                                  (time.time() - since_s,)).fetchall()
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
+            with Journal.read(journal) as j:
+                rows = j.rows(created_since=time.time() - since_s)
+        except JournalError as exc:
             log.warning("could not read earlier alarms from the journal; acks for them will be refused",
-                        extra={"path": journal, "error": str(exc)})
+                        extra={"path": journal, "error": exc.reason})
             return 0
-        for (body,) in rows:
-            try:
-                payload = json.loads(body)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(payload, dict) and payload.get("kind") in ("alarm", "fault"):
+        for row in rows:
+            payload = row.body()
+            if payload is not None and payload.get("kind") in ("alarm", "fault"):
                 self.observe(payload)
                 if also is not None:
                     also(payload)
@@ -239,6 +202,5 @@ class AckBook:
         return list(self.recent.get(patient, []))
 
     def acknowledged(self, patient: str, alarm_id: str) -> bool:
-        book = self.issued.get(patient)
-        rec = book.get(alarm_id) if book is not None else None
-        return bool(rec and rec.acks)
+        rec = self.alarms.get(patient, alarm_id)
+        return bool(rec and rec.answered)

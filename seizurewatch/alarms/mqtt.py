@@ -120,7 +120,7 @@ class PatientLink:
         self._wake.set()
 
     def set_state(self, payload: dict[str, Any]) -> None:
-        self._state = {**payload, "patient": self.patient}
+        self._state = payload  # built whole by PatientState.state_payload; the link adds only epoch and seq
         self._transitions.append(self._state)
         self._refresh_queued = False
         self._wake.set()
@@ -134,7 +134,7 @@ class PatientLink:
     def refresh_state(self, payload: dict[str, Any]) -> None:
         """The same state with fresher numbers (the periodic republish): it replaces a refresh still
         queued instead of queuing behind it, so an outage never pushes real changes out of the backlog."""
-        self._state = {**payload, "patient": self.patient}
+        self._state = payload
         if self._refresh_queued and self._transitions:
             self._transitions[-1] = self._state
         else:

@@ -1,7 +1,7 @@
 """A night's marks back into training: ``seizurewatch labels export``.
 
-Reads the daemon's outbox journal (read-only), finds every alarm someone marked over MQTT
-(``false_alarm`` or ``confirmed``; the latest mark wins, a plain ``ack`` is no label) and writes one
+Reads the daemon's outbox journal (read-only, through ``alarms.journal.Journal``), finds every alarm someone
+marked over MQTT (``false_alarm`` or ``confirmed``; the latest mark wins, a plain ``ack`` is no label) and writes one
 annotation sidecar per recording, ``onset,duration,description`` in stream seconds, the CSV that
 ``dataset build`` reads (``find_annotations`` / the spec's ``annotations:`` map):
 
@@ -24,13 +24,13 @@ import csv
 import datetime as dt
 import json
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seizurewatch.alarms.journal import Journal
 from seizurewatch.alarms.wire import printable
-from seizurewatch.errors import ConfigError, DataError
+from seizurewatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +67,14 @@ def parse_since(text: str | None) -> float | None:
 
 def read_marks(journal: str | Path, since: float | None = None, patient: str | None = None) -> list[MarkedAlarm]:
     """Every alarm in the journal (started at or after ``since``), with its latest mark."""
-    path = Path(journal)
-    if not path.is_file():
-        raise DataError(f"{path}: journal not found (the daemon's outbox.path)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT patient, payload FROM events ORDER BY patient, seq").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise DataError(f"{path}: not a readable seizurewatch journal ({exc})") from None
+    with Journal.read(journal) as j:
+        rows = j.rows(patient, by_seq=True)
     alarms: dict[tuple[str, str], MarkedAlarm] = {}
-    for who, body in rows:
-        if patient is not None and who != patient:
+    for row in rows:
+        p = row.body()
+        if p is None or p.get("kind") != "alarm":
             continue
-        try:
-            p: dict[str, Any] = json.loads(body)
-        except json.JSONDecodeError:
-            continue
-        if p.get("kind") != "alarm":
-            continue
-        key = (str(who), str(p.get("alarm_id")))
+        key = (str(row.patient), str(p.get("alarm_id")))
         phase = p.get("event")
         a = alarms.get(key)
         if a is None:
@@ -107,16 +93,8 @@ def read_marks(journal: str | Path, since: float | None = None, patient: str | N
 def read_eeg(journal: str | Path, patient: str) -> dict[str, Any]:
     """The EEG kept behind each of ``patient``'s alarms (alarm id -> docs/alarm.schema.json ``eeg``); a journal
     written before the daemon kept EEG has none."""
-    try:
-        db = sqlite3.connect(f"file:{Path(journal)}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT alarm_id, payload FROM eeg WHERE patient = ? ORDER BY created",
-                              (patient,)).fetchall()
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # no eeg table: an older journal
-        return {}
-    return {alarm_id: json.loads(body) for alarm_id, body in rows}
+    with Journal.read(journal) as j:
+        return j.eeg(patient)
 
 
 def export_marks(journal: str | Path, out: str | Path, since: float | None = None, lead_s: float = 10.0,
