@@ -172,11 +172,7 @@ def train(
         row = {"epoch": epoch, "train_loss": _epoch(model, opt, loss_fn, x_train, yt, tr, rng, cfg, epoch) / max(n, 1)}
         if x_val is not None and y_val is not None and va is not None and len(va):
             row.update(_validate(model, x_val, y_val, va, loss_fn))
-        st.history.append(row)
-        monitor = row.get("val_loss", row["train_loss"])
-        if monitor < st.best - 1e-4:
-            st.best, st.best_epoch = monitor, epoch
-            st.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        st.record(row, model)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
         if ckpt:
             st.save(ckpt, model, opt, epoch, rng)
@@ -218,6 +214,14 @@ class _Progress:
     best: float = float("inf")
     best_epoch: int = -1
     best_state: dict[str, Any] | None = None
+
+    def record(self, row: dict[str, float], model: Deployable) -> None:
+        """One epoch's figures; the model's state is kept when it beats the best (validation loss, else train)."""
+        self.history.append(row)
+        monitor = row.get("val_loss", row["train_loss"])
+        if monitor < self.best - 1e-4:
+            self.best, self.best_epoch = monitor, int(row["epoch"])
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def resume(self, ckpt: Path, model: Deployable, opt: torch.optim.Optimizer, rng: np.random.Generator,
                seed: int) -> np.random.Generator:
