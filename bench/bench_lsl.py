@@ -241,12 +241,12 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
 
             ring.push = ring_push  # type: ignore[method-assign,assignment]
 
-            def update(t: float, p: float):  # the decision for the window that ended at stream time t
+            def update(t: float, p: float, early: float | None = None):  # the decision for the window ending at t
                 now = time.monotonic()
                 assert src.tracker is not None and src.tracker.origin is not None  # type: ignore[attr-defined]
                 last_sample = src.tracker.origin + t - 1.0 / rate - clock_offset  # type: ignore[attr-defined]
                 lat[i].append((now, t, now - last_sample, now - arrived.pop(t, now)))
-                return orig(t, p)
+                return orig(t, p, early)
 
             pipe.decision.update = update  # type: ignore[method-assign]
 
@@ -260,7 +260,10 @@ async def _trial(n: int, hop_s: float, chunk: int, seconds: float, warm_s: float
         cpu_s, wall_s = time.process_time() - cpu0, time.monotonic() - wall0
         for p in pipes:
             p.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True)
+                  if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)]
+        if failed:  # a pipeline that died says why (it was a silent "KeyError: 'p50'" of no decisions)
+            raise failed[0]
         if mqtt:
             await mqtt_cleanup()
         predictor.close()

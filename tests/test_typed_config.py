@@ -175,7 +175,7 @@ def test_the_shipped_model_parses_into_a_typed_meta():
     assert (meta.window_s, meta.hop_s, meta.window_samples) == (1.0, 0.25, 400)
     assert meta.schedule.hop_samples(meta.preprocess.rate) == 100
     assert meta.rule == (6, 24)  # threshold.decision: 1.5 of the last 6 s, in hops of 0.25 s
-    assert meta.threshold_policy == "oof_events" and 0 < meta.threshold < 1
+    assert meta.threshold_policy == "oof_events_trigger" and 0 < meta.threshold < 1
     assert meta.preprocess.bandpass == (1.0, 150.0) and meta.preprocess.notch is None
     assert meta.risk_outputs == () and meta.detection_output == 0
     assert meta.training().config is not None and meta.architecture()["arch"] == "hills_forest"
