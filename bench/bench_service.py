@@ -159,6 +159,41 @@ def run_daemon(folder: Path, broker: Mosquitto, streams: int, steady_s: float) -
             "rss_max_mb": max(rss_samples), "rss_anon_mb": anon, "cpu_pct": cpu_pct, "stop_s": stop_s}
 
 
+# torch and the shipped model and nothing else: what any process running this model on this torch holds.
+# Loaded from the file's bytes as the daemon loads it, one thread, 20 calls of one window of the model's shape.
+_FLOOR = """
+import io, sys, torch
+torch.set_num_threads(1)
+def status():
+    got = {}
+    for line in open("/proc/self/status"):
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon"):
+            got[key] = int(rest.split()[0]) / 1024
+    return got
+after_import = status()
+module = torch.jit.load(io.BytesIO(open(sys.argv[1], "rb").read()), map_location="cpu")
+x = torch.randn(1, int(sys.argv[2]), int(sys.argv[3]))
+with torch.inference_mode():
+    for _ in range(20):
+        module(x)
+print(after_import["VmRSS"], status()["VmRSS"], status()["RssAnon"])
+"""
+
+
+def rss_floor() -> dict[str, float]:
+    """RSS (MiB) of a bare process after ``import torch`` and after running the shipped model: the daemon's floor."""
+    from seizurewatch.modelfile import read_metadata
+    from seizurewatch.modelmeta import parse_meta
+
+    meta = parse_meta(read_metadata(MODEL), str(MODEL))
+    channels, samples = len(meta.preprocess.channels), meta.window_samples
+    out = subprocess.run([sys.executable, "-c", _FLOOR, str(MODEL), str(channels), str(samples)],
+                         capture_output=True, text=True, check=True, timeout=600).stdout.split()
+    torch_mb, model_mb, anon_mb = map(float, out)
+    return {"torch_mb": torch_mb, "model_mb": model_mb, "anon_mb": anon_mb}
+
+
 def run(quick: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-service-"))
     broker = Mosquitto(folder).start()
@@ -169,6 +204,8 @@ def run(quick: bool) -> dict[str, Any]:
         one = [run_daemon(folder, broker, 1, steady) for _ in range(n_ready)]
         log(f"service: 20 streams, {steady:.0f} s steady")
         twenty = run_daemon(folder, broker, 20, steady)
+        log(f"service: the floor (torch and the model alone), {n_ready} start(s)")
+        floors = [rss_floor() for _ in range(n_ready)]
     finally:
         broker.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -176,6 +213,7 @@ def run(quick: bool) -> dict[str, Any]:
     ready = statistics.median(r["ready_s"] for r in one)
     rss1 = statistics.median(r["rss_mb"] for r in one)
     cpu1 = statistics.median(r["cpu_pct"] for r in one)
+    floor = statistics.median(f["model_mb"] for f in floors)
     how = ("python -m seizurewatch run, NOTIFY_SOCKET set, real Mosquitto on loopback, dog1_rec04.edf replayed "
            "at real time per stream, shipped dog1-hills-early (16 ch x 400 Hz, 1 s window, 1 s hop), model.threads 1; "
            f"machine load average {load:.1f} at the end")
@@ -194,6 +232,15 @@ def run(quick: bool) -> dict[str, Any]:
             "pages (libtorch, scipy) that other processes map too"),
         "service.rss_20_streams_mb": figure(
             twenty["rss_mb"], "MiB", f"median RSS over {steady:.0f} s steady, 20 streams, one shared model; {how}"),
+        "service.rss_floor_mb": figure(
+            floor, "MiB",
+            f"RSS of a bare python that imports torch, loads the shipped dog1-hills-early from its bytes and runs it "
+            f"20 times on one window, one thread (median of {n_ready}): what any process running this model on "
+            f"this torch holds, the daemon's floor", import_torch_mb=statistics.median(f["torch_mb"] for f in floors),
+            anon_mb=statistics.median(f["anon_mb"] for f in floors)),
+        "service.rss_over_floor_mb": figure(
+            rss1 - floor, "MiB", "the daemon's own share of its 1-stream RSS: service.rss_1_stream_mb - "
+            "service.rss_floor_mb (imports, config, broker link, journal, EDF reader, buffers, threads)"),
         "service.cpu_pct_per_stream_1": figure(cpu1, "% of one core",
                                                f"CPU (user+system) / wall over {steady:.0f} s, 1 stream; {how}"),
         "service.cpu_pct_per_stream_20": figure(

@@ -33,7 +33,7 @@ def _check_figure(name: str, fig: dict) -> None:
     assert isinstance(fig["unit"], str), name
     assert isinstance(fig["setup"], str) and len(fig["setup"]) > 10, name
     assert isinstance(fig["value"], int | float) and math.isfinite(fig["value"]), (name, fig)
-    if name == "peak_rss_growth":  # a fraction: may be zero or below
+    if name in ("peak_rss_growth", "service.rss_over_floor_mb"):  # a fraction, a difference: may be zero or below
         return
     assert fig["value"] >= 0, (name, fig)
 
@@ -106,6 +106,10 @@ def check_service(figs: dict) -> None:
         assert isinstance(figs[name]["meets_target"], bool) and figs[name]["target"] > 0
         assert "dog1-hills-early" in figs[name]["setup"]
     assert figs["service.rss_20_streams_mb"]["value"] > 0 and figs["service.ready_cpu_s"]["value"] > 0
+    floor = figs["service.rss_floor_mb"]  # torch and the model alone, beside the daemon's own share
+    assert 0 < floor["import_torch_mb"] <= floor["value"] and 0 < floor["anon_mb"] <= floor["value"]
+    assert figs["service.rss_over_floor_mb"]["value"] == pytest.approx(
+        figs["service.rss_1_stream_mb"]["value"] - floor["value"], abs=1e-3)
 
 
 def check_lsl(figs: dict) -> None:
