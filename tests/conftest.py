@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_fork import Zygote
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["LSLAPICFG"] = str(ROOT / "config" / "lsl_loopback.cfg")  # before any pylsl import
@@ -267,9 +268,18 @@ def cli_env():
     return env
 
 
+_ZYGOTE = Zygote(ROOT)
+
+
 def run_cli(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "seizurewatch", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    """``python -m seizurewatch ARGS`` run to its end, as ``subprocess.run`` with captured text output: in a child
+    forked from a process that has imported the package already (``cli_fork``), or a fresh interpreter with
+    SEIZUREWATCH_TEST_FRESH_CLI=1."""
+    env = dict(os.environ if env is None else env)
+    if os.environ.get("SEIZUREWATCH_TEST_FRESH_CLI") == "1" or not hasattr(os, "fork"):
+        return subprocess.run([sys.executable, "-m", "seizurewatch", *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=ROOT)
+    return _ZYGOTE.run(list(args), ROOT, env, timeout)
 
 
 async def run_daemon_until(daemon, done, timeout: float = 60.0) -> None:
