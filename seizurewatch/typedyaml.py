@@ -227,10 +227,26 @@ def _convert_dataclass(cls: type, value: Any, ctx: _Ctx, path: str) -> Any:
             kwargs[name] = _convert(hints[name], value[name], ctx, sub)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{ctx.source}: {sub}: required key is missing (expected {_describe(hints[name])})")
+        elif ctx.base is not None and _default_holds_a_path(hints[name], field):
+            # a default path is relative to the file too (outbox.path: "outbox.sqlite3" beside the config),
+            # also inside a section the file leaves out
+            default = {} if field.default is dataclasses.MISSING else field.default
+            kwargs[name] = _convert(hints[name], default, ctx, sub)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{_where(ctx.source, path)}: {exc}") from None
+
+
+def _default_holds_a_path(tp: Any, field: dataclasses.Field) -> bool:
+    """Whether a field left out of the file has a default that names a file: a ``PathField`` string, or a
+    section (a dataclass made by its own class) whose fields do."""
+    if get_origin(tp) is Annotated:
+        return isinstance(field.default, str) and any(isinstance(m, PathField) for m in get_args(tp)[1:])
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type) and field.default_factory is tp:
+        hints = get_type_hints(tp, include_extras=True)
+        return any(_default_holds_a_path(hints[f.name], f) for f in dataclasses.fields(tp) if f.init)
+    return False
 
 
 def load_typed_file(cls: type[T], path: str | Path, section: str | None = None) -> tuple[T, Path]:

@@ -54,6 +54,16 @@ def test_daemon_config_paths_are_relative_to_its_folder_and_links_are_kept(folde
     assert cfg.source_file == str(Path("..") / "site" / "conf" / "bed.yaml")
 
 
+@pytest.mark.parametrize("outbox", ["", "outbox: {}\n", "outbox: {keep_delivered_days: 3}\n"])
+def test_the_default_journal_sits_beside_the_config_not_in_the_working_directory(folder, outbox):
+    """The README's default ``outbox.path`` (outbox.sqlite3) is relative to the config like any path: a unit
+    started in / (or a shell elsewhere) must reopen the same journal, its undelivered alarms and open ones."""
+    (folder / "bed.yaml").write_text(
+        "streams:\n  - {patient: bed1, source: {kind: edf, path: rec.edf}}\nmodel: {path: model.pt}\n" + outbox)
+    cfg = load_config(Path("..") / "site" / "conf" / "bed.yaml")
+    assert cfg.outbox.path == str(folder / "outbox.sqlite3")
+
+
 def test_a_throwaway_journal_and_absolute_and_home_paths_are_kept(folder, monkeypatch):
     monkeypatch.setenv("HOME", str(folder))
     (folder / "bed.yaml").write_text(
