@@ -99,6 +99,8 @@ class Windower:
         self.times.preprocess += c1 - c0
         self.times.buffer += c2 - c1
         self.times.quality += time.perf_counter() - c2
+        if len(verdicts) != len(windows):  # one schedule makes them agree; never skip a window in silence
+            raise RuntimeError(f"quality verdicts ({len(verdicts)}) out of step with windows ({len(windows)})")
         return windows, verdicts
 
     def reset(self, t_next: float, filters: bool = False) -> None:

@@ -58,3 +58,19 @@ def test_window_starts_on_the_schedule_with_the_ictal_stride_inside_seizures():
     assert list(s.every(0.4).starts(4.0, start=1.0)) == pytest.approx([1.0, 1.4, 1.8])
     assert window_starts(6.0, s, 0.5, [Seizure(1.2, 4.0)]) == [0.0, 1.0, 1.2, 1.7, 2.0, 3.0, 4.0]
     assert window_starts(1.5, s, 0.5, []) == []  # the recording is shorter than a window
+
+
+def test_a_window_without_its_verdict_stops_the_stream_instead_of_being_skipped():
+    """The ring buffer and the quality checks share one schedule, so each window has its verdict; were they ever
+    out of step, the pipeline's pairing would drop windows without a word: the windower refuses instead."""
+    from seizurewatch.preprocess import Preprocessor, PreprocessSpec
+    from seizurewatch.windower import StageTimes, Windower
+
+    spec = PreprocessSpec(("a", "b"), 100.0)
+    w = Windower(Preprocessor(spec, ["a", "b"], 100.0, "test"), WindowSchedule(1.0, 0.5), 50.0, None, StageTimes())
+    block = np.random.default_rng(0).normal(0, 20, (2, 250)).astype(np.float32)
+    windows, verdicts = w.push(block, 0.0, 0.0)
+    assert len(windows) == len(verdicts) == 4  # 2.5 s: windows ending at 1, 1.5, 2, 2.5 s
+    w.quality.reset()  # the checks start over while the ring buffer does not: out of step
+    with pytest.raises(RuntimeError, match="out of step"):
+        w.push(block, 2.5, 0.0)
