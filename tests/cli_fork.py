@@ -72,7 +72,7 @@ class Zygote:
                 replies = sock.makefile("r")
                 started = json.loads(replies.readline())
                 if "fresh" in started:  # the zygote could not fork safely: a fresh interpreter, as before
-                    return _fresh(argv, cwd, env, timeout)
+                    return run_fresh(argv, cwd, env, timeout)
                 sock.settimeout(timeout)
                 try:
                     line = replies.readline()
@@ -88,7 +88,8 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _fresh(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+def run_fresh(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``python -m seizurewatch ARGV`` in a fresh interpreter, as ``subprocess.run`` with captured text output."""
     return subprocess.run([sys.executable, "-m", "seizurewatch", *argv], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
 
@@ -163,6 +164,8 @@ def serve(path: str, parent: int) -> None:
                 continue
             if threading.active_count() > 1:  # forking beside a thread could copy a held lock
                 conn.sendall(b'{"fresh": true}\n')
+                conn.close()
+                conns.remove(conn)
                 continue
             sys.stdout.flush()
             sys.stderr.flush()

@@ -10,12 +10,11 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cli_fork import Zygote
+from cli_fork import Zygote, run_fresh
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["LSLAPICFG"] = str(ROOT / "config" / "lsl_loopback.cfg")  # before any pylsl import
@@ -268,6 +267,21 @@ def cli_env():
     return env
 
 
+def rewrite_metadata(src, dst, mutate) -> None:
+    """Copy the model file ``src`` to ``dst`` with its ``extra/metadata.json`` replaced by ``mutate(bytes)``
+    (None: left out), every other member as it is: a tampered, foreign or old-format model."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("extra/metadata.json"):
+                data = mutate(data)
+                if data is None:
+                    continue
+            zout.writestr(item, data)
+
+
 _ZYGOTE = Zygote(ROOT)
 
 
@@ -277,8 +291,7 @@ def run_cli(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedP
     SEIZUREWATCH_TEST_FRESH_CLI=1."""
     env = dict(os.environ if env is None else env)
     if os.environ.get("SEIZUREWATCH_TEST_FRESH_CLI") == "1" or not hasattr(os, "fork"):
-        return subprocess.run([sys.executable, "-m", "seizurewatch", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=ROOT)
+        return run_fresh(list(args), ROOT, env, timeout)
     return _ZYGOTE.run(list(args), ROOT, env, timeout)
 
 

@@ -1,10 +1,9 @@
 """Bad input gets one clear line and a non-zero exit, never a traceback."""
 
 import json
-import zipfile
 
 import pytest
-from conftest import DOG1, MODEL, ROOT, SCALP8, free_port, run_cli
+from conftest import DOG1, MODEL, ROOT, SCALP8, free_port, rewrite_metadata, run_cli
 
 pytestmark = pytest.mark.needs_data  # the shared recordings (conftest.DATA): skipped without them
 
@@ -38,14 +37,7 @@ def test_channels_not_matching_model():
 
 def test_model_with_wrong_checksum(tmp_path):
     bad = tmp_path / "bad.pt"
-    with zipfile.ZipFile(MODEL) as zin, zipfile.ZipFile(bad, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/metadata.json"):
-                meta = json.loads(data)
-                meta["weights_sha256"] = "f" * 64
-                data = json.dumps(meta).encode()
-            zout.writestr(item, data)
+    rewrite_metadata(MODEL, bad, lambda data: json.dumps({**json.loads(data), "weights_sha256": "f" * 64}).encode())
     r = run_cli("replay", str(DOG1 / "dog1_rec04.edf"), "--model", str(bad))
     assert_one_line_error(r, 2, "bad.pt", "checksum mismatch")
 

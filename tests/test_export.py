@@ -3,11 +3,10 @@ computes, carry the metadata and the same SHA-256, and the daemon's loader refus
 
 from __future__ import annotations
 
-import zipfile
-
 import numpy as np
 import pytest
 import torch
+from conftest import rewrite_metadata
 from synthetic_dataset import CHANNELS, RATE, WINDOW_S, make_dataset, tiny_model_yaml
 
 from seizurewatch.errors import ModelError
@@ -85,12 +84,7 @@ def test_export_refuses_unknown_format_and_tampered_files(dataset, tmp_path):
         export(tmp_path / "a.pt", tmp_path / "a.onnx")
     # rewrite metadata.json inside the TorchScript zip with a wrong hash: the loader refuses it
     src, bad = tmp_path / "a.pt", tmp_path / "bad.pt"
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/metadata.json"):
-                data = data.replace(b'"weights_sha256": "', b'"weights_sha256": "0')
-            zout.writestr(item, data)
+    rewrite_metadata(src, bad, lambda data: data.replace(b'"weights_sha256": "', b'"weights_sha256": "0'))
     with pytest.raises(ModelError, match="checksum mismatch"):
         export(bad, tmp_path / "b.pt2")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DOG1, MODEL, ROOT, free_port, run_cli
+from conftest import DOG1, MODEL, ROOT, free_port, rewrite_metadata, run_cli
 from edf_writer import noise, write_edf
 
 from seizurewatch.config import load_config
@@ -202,14 +202,9 @@ def test_run_check_refuses_an_unpinned_model_and_accepts_pinned_or_trusted(tmp_p
     p, r = check(tmp_path, good(outbox))
     assert r.returncode == 0, r.stderr  # the shipped model's bytes need no pin: as trusted as the package
     import json
-    import zipfile
 
-    with zipfile.ZipFile(MODEL) as zin, zipfile.ZipFile(other, "w") as zout:  # another file, same weights
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/metadata.json"):
-                data = json.dumps({**json.loads(data), "name": "someone-elses"}).encode()
-            zout.writestr(item, data)
+    # another file, same weights
+    rewrite_metadata(MODEL, other, lambda data: json.dumps({**json.loads(data), "name": "someone-elses"}).encode())
     digest = hashlib.sha256(other.read_bytes()).hexdigest()
     assert digest != hashlib.sha256(MODEL.read_bytes()).hexdigest()
     p, r = check(tmp_path, good(outbox).replace(str(MODEL), str(other)))

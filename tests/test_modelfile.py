@@ -1,11 +1,10 @@
 import hashlib
 import json
-import zipfile
 
 import numpy as np
 import pytest
 import torch
-from conftest import MODEL
+from conftest import MODEL, rewrite_metadata
 
 from seizurewatch.errors import ModelError
 from seizurewatch.modelfile import load_model, save_model
@@ -65,17 +64,6 @@ def test_pt_and_pt2_share_weights_hash(tmp_path):
     assert load_model(a).meta.weights_sha256 == load_model(b).meta.weights_sha256
 
 
-def _rewrite_metadata(src, dst, mutate):
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/metadata.json"):
-                data = mutate(data)
-                if data is None:
-                    continue
-            zout.writestr(item, data)
-
-
 def test_tampered_checksum_is_refused(tmp_path):
     _, path, _ = _tiny(tmp_path)
     bad = tmp_path / "bad.pt"
@@ -85,7 +73,7 @@ def test_tampered_checksum_is_refused(tmp_path):
         meta["weights_sha256"] = "0" * 64
         return json.dumps(meta).encode()
 
-    _rewrite_metadata(path, bad, mutate)
+    rewrite_metadata(path, bad, mutate)
     with pytest.raises(ModelError, match="checksum mismatch"):
         load_model(bad)
 
@@ -93,7 +81,7 @@ def test_tampered_checksum_is_refused(tmp_path):
 def test_model_without_metadata_is_refused(tmp_path):
     _, path, _ = _tiny(tmp_path)
     bad = tmp_path / "nometa.pt"
-    _rewrite_metadata(path, bad, lambda data: None)
+    rewrite_metadata(path, bad, lambda data: None)
     with pytest.raises(ModelError, match="no metadata.json"):
         load_model(bad)
 

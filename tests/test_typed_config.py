@@ -4,10 +4,10 @@ into a typed ``ModelMeta`` and refused in one line naming the key; the label rul
 
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import rewrite_metadata
 
 from seizurewatch.config import load_config, load_mqtt_section
 from seizurewatch.errors import ConfigError, ModelError
@@ -167,15 +167,15 @@ def test_label_rules_are_declared_once():
 # ----- model metadata ------------------------------------------------------------------------------------
 
 def _with_metadata(tmp_path: Path, mutate) -> Path:
+    """The shipped model with ``mutate`` applied to its metadata (a dict, changed in place)."""
     out = tmp_path / "m.pt"
-    with zipfile.ZipFile(MODEL) as zin, zipfile.ZipFile(out, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/metadata.json"):
-                meta = json.loads(data)
-                mutate(meta)
-                data = json.dumps(meta).encode()
-            zout.writestr(item, data)
+
+    def edit(data: bytes) -> bytes:
+        meta = json.loads(data)
+        mutate(meta)
+        return json.dumps(meta).encode()
+
+    rewrite_metadata(MODEL, out, edit)
     return out
 
 
